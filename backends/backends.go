@@ -1,0 +1,273 @@
+// Package backends is the contract between the gowren executor and the
+// platforms that run its invocations, and the registry of both their driver
+// sides (URL schemes) and worker sides (runtimes).
+//
+// A Backend carries opaque payloads: the executor encodes a batch of tasks,
+// Invoke delivers it to a worker and returns the worker's reply. The worker
+// side of every backend ends in one Handler (fanout.Handle), so a backend knows
+// nothing about functions, types or tasks.
+//
+// # Backends
+//
+// Each backend lives in its own package and registers a URL scheme from init:
+//
+//	local://?concurrency=N          backends/local: goroutines in this process
+//	process://?workers=N            backends/process: subprocesses of this binary
+//	lambda://FUNCTION?region=...    backends/awslambda (separate package)
+//	scf://FUNCTION?region=...       backends/tencentscf (separate package)
+//
+// # Worker runtimes
+//
+// The same binary is driver and worker. A backend package whose workers run
+// this binary registers a Runtime from init; fanout.Init asks every registered
+// runtime whether this process was started as its worker and, if one says
+// yes, serves invocations through it and never returns.
+//
+// # Errors
+//
+// Invoke classifies failures with the sentinels below so that the executor can
+// decide what to retry: ErrThrottled (wait, honouring RetryAfter, and retry),
+// ErrWorkerLost and ErrTransport (retry; the tasks may or may not have run),
+// ErrPayloadTooLarge (do not retry; send the data through the store). An error
+// reply from the worker is not an Invoke error: it travels in the reply bytes.
+package backends
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Backend runs invocations. Implementations are safe for concurrent use.
+type Backend interface {
+	// Invoke delivers payload to one worker and returns its reply. It
+	// blocks until the reply arrives, the invocation fails, or ctx is done;
+	// in the last case it returns an error satisfying errors.Is(err,
+	// ctx.Err()) and stops the invocation where the platform allows.
+	Invoke(ctx context.Context, payload []byte) ([]byte, error)
+	// Limits describes what the backend accepts. It does not change while
+	// the backend is open.
+	Limits() Limits
+	// Close stops the backend's workers and waits for its goroutines.
+	// Invoke after Close returns ErrClosed.
+	Close() error
+}
+
+// AsyncBackend is a Backend that can also start an invocation without waiting
+// for it. The worker then writes its reply to the store named in the payload
+// and the driver learns of completion by listing the store.
+type AsyncBackend interface {
+	Backend
+	// InvokeAsync returns once the platform has accepted the invocation.
+	InvokeAsync(ctx context.Context, payload []byte) error
+}
+
+// Limits describes a backend. Zero fields mean "no limit" or "no".
+type Limits struct {
+	// MaxRequestBytes is the largest payload Invoke accepts.
+	MaxRequestBytes int
+	// MaxResponseBytes is the largest reply a worker may send back.
+	MaxResponseBytes int
+	// MaxAsyncRequestBytes is the largest payload InvokeAsync accepts.
+	MaxAsyncRequestBytes int
+	// Concurrency is the number of invocations the backend runs at once;
+	// further ones wait or are throttled. The executor uses it as its
+	// default concurrency.
+	Concurrency int
+	// Timeout is the longest an invocation may run on the platform.
+	Timeout time.Duration
+	// Parallel is the number of tasks of one batch a worker runs at once;
+	// 0 or 1 runs them one after another.
+	Parallel int
+	// InProcess reports that workers run inside the driver's process, so
+	// they share its memory (and a mem:// store).
+	InProcess bool
+	// SameHost reports that workers run on the driver's machine, so they
+	// share its file system (and a file:// store).
+	SameHost bool
+}
+
+// Errors that classify a failed invocation; test them with errors.Is.
+var (
+	// ErrThrottled means the platform refused the invocation for now; it
+	// did not run. Retry after RetryAfter(err).
+	ErrThrottled = errors.New("backends: throttled")
+	// ErrWorkerLost means the worker died or vanished during the
+	// invocation; its tasks may have run. Retrying is safe for the
+	// executor (it keeps one result per task).
+	ErrWorkerLost = errors.New("backends: worker lost")
+	// ErrTransport means the request or reply was lost in transit; the
+	// tasks may have run.
+	ErrTransport = errors.New("backends: transport failure")
+	// ErrPayloadTooLarge means a payload or reply exceeded a limit.
+	ErrPayloadTooLarge = errors.New("payload too large")
+	// ErrClosed means the backend was used after Close.
+	ErrClosed = errors.New("backends: backend closed")
+)
+
+// ThrottleError is a throttling refusal with the platform's advice on when to
+// retry. It satisfies errors.Is(err, ErrThrottled).
+type ThrottleError struct {
+	// RetryAfter is how long the platform asked to wait; 0 if it did not say.
+	RetryAfter time.Duration
+	// Reason is the platform's explanation, such as
+	// "ReservedFunctionConcurrentInvocationLimitExceeded".
+	Reason string
+}
+
+func (e *ThrottleError) Error() string {
+	s := "backends: throttled"
+	if e.Reason != "" {
+		s += ": " + e.Reason
+	}
+	if e.RetryAfter > 0 {
+		s += fmt.Sprintf(" (retry after %v)", e.RetryAfter)
+	}
+	return s
+}
+
+// Is makes errors.Is(err, ErrThrottled) true.
+func (e *ThrottleError) Is(target error) bool { return target == ErrThrottled }
+
+// Retryable reports whether an Invoke error is worth retrying: throttling,
+// lost workers and transport failures are; cancellation, closed backends,
+// oversized payloads and anything unclassified are not.
+func Retryable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	return errors.Is(err, ErrThrottled) || errors.Is(err, ErrWorkerLost) || errors.Is(err, ErrTransport)
+}
+
+// RetryAfter returns the wait a ThrottleError in err's chain asks for, or 0.
+func RetryAfter(err error) time.Duration {
+	var te *ThrottleError
+	if errors.As(err, &te) {
+		return te.RetryAfter
+	}
+	return 0
+}
+
+// Handler is the worker side of every backend: it takes an invocation payload
+// and returns the reply. It never panics and never fails: errors travel inside
+// the reply. fanout.Handle is the Handler of the default registry.
+type Handler func(ctx context.Context, payload []byte) []byte
+
+var (
+	handlerMu      sync.RWMutex
+	defaultHandler Handler
+)
+
+// SetDefaultHandler records the Handler that in-process backends call when
+// their options name none. Package fanout calls it from init with
+// fanout.Handle; a backend package never needs to.
+func SetDefaultHandler(h Handler) {
+	handlerMu.Lock()
+	defer handlerMu.Unlock()
+	defaultHandler = h
+}
+
+// DefaultHandler returns the Handler recorded by SetDefaultHandler, or nil.
+func DefaultHandler() Handler {
+	handlerMu.RLock()
+	defer handlerMu.RUnlock()
+	return defaultHandler
+}
+
+// Runtime is the worker side of a backend whose workers run this binary.
+type Runtime struct {
+	// Name names the runtime in messages ("process", "awslambda").
+	Name string
+	// Detect reports whether this process was started as a worker of the
+	// runtime (usually from environment variables the platform sets).
+	Detect func() bool
+	// Serve serves invocations with h until the platform ends the worker.
+	// It returns only on a fatal error or when the platform says stop.
+	Serve func(h Handler) error
+}
+
+var (
+	runtimesMu sync.RWMutex
+	runtimes   []Runtime
+)
+
+// RegisterRuntime adds a worker runtime. It is meant to be called from a
+// backend package's init function and panics on an incomplete Runtime.
+func RegisterRuntime(r Runtime) {
+	if r.Name == "" || r.Detect == nil || r.Serve == nil {
+		panic("backends: RegisterRuntime with an incomplete Runtime")
+	}
+	runtimesMu.Lock()
+	defer runtimesMu.Unlock()
+	runtimes = append(runtimes, r)
+}
+
+// DetectRuntime returns the first registered runtime, in registration order,
+// that recognises this process as its worker.
+func DetectRuntime() (Runtime, bool) {
+	runtimesMu.RLock()
+	defer runtimesMu.RUnlock()
+	for _, r := range runtimes {
+		if r.Detect() {
+			return r, true
+		}
+	}
+	return Runtime{}, false
+}
+
+// Opener opens a backend from a parsed URL whose scheme was registered for it.
+type Opener func(ctx context.Context, u *url.URL) (Backend, error)
+
+var (
+	openersMu sync.RWMutex
+	openers   = map[string]Opener{}
+)
+
+// Register makes a backend available under a URL scheme (without "://"). It
+// is meant to be called from a backend package's init function and panics
+// when the scheme is empty, open is nil, or the scheme is taken.
+func Register(scheme string, open Opener) {
+	openersMu.Lock()
+	defer openersMu.Unlock()
+	if scheme == "" || open == nil {
+		panic("backends: Register with an empty scheme or nil opener")
+	}
+	if _, dup := openers[scheme]; dup {
+		panic(fmt.Sprintf("backends: Register called twice for scheme %q", scheme))
+	}
+	openers[scheme] = open
+}
+
+// Schemes returns the registered URL schemes, sorted.
+func Schemes() []string {
+	openersMu.RLock()
+	defer openersMu.RUnlock()
+	s := make([]string, 0, len(openers))
+	for k := range openers {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}
+
+// Open opens the backend named by rawURL with the opener registered for its
+// scheme. An unknown scheme is an error that lists the known ones.
+func Open(ctx context.Context, rawURL string) (Backend, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("backends: open %q: %w", rawURL, err)
+	}
+	openersMu.RLock()
+	open := openers[u.Scheme]
+	openersMu.RUnlock()
+	if open == nil {
+		return nil, fmt.Errorf("backends: open %q: unknown scheme %q (registered: %s; import the backend package)",
+			rawURL, u.Scheme, strings.Join(Schemes(), ", "))
+	}
+	return open(ctx, u)
+}

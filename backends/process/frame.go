@@ -1,0 +1,125 @@
+package process
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// The driver and a worker talk over two pipes: the driver writes frames to
+// the worker's fd 3 and reads frames from its fd 4. A frame is a 16-byte
+// header followed by a body:
+//
+//	offset size
+//	0      2    magic "gw"
+//	2      1    type (frameHello ... frameFailed)
+//	3      1    reserved, 0
+//	4      4    body length, big endian
+//	8      8    request id, big endian (0 in hello)
+//
+// Bodies by type:
+//
+//	hello     worker->driver  protocol version uint32, pid uint32
+//	invoke    driver->worker  deadline int64 (Unix ns, 0 none), max reply uint32,
+//	                          reserved uint32 (0), then the payload
+//	cancel    driver->worker  empty: cancel the invocation with this id
+//	reply     worker->driver  the handler's reply
+//	toolarge  worker->driver  uint64: size of a reply the worker refused to send
+//	failed    worker->driver  text: the handler panicked (message and stack)
+//
+// Both sides check a body length against their limits before allocating it.
+
+const (
+	protocolVersion = 1
+	headerSize      = 16
+
+	helloSize        = 8
+	invokePrefixSize = 16
+	tooLargeSize     = 8
+	maxFailedSize    = 64 << 10
+
+	// maxLimit caps MaxRequestBytes and MaxResponseBytes so that every
+	// length fits the header's uint32 with room for a prefix.
+	maxLimit = 1 << 30
+)
+
+type frameType uint8
+
+const (
+	frameHello frameType = 1 + iota
+	frameInvoke
+	frameCancel
+	frameReply
+	frameTooLarge
+	frameFailed
+)
+
+func (t frameType) String() string {
+	switch t {
+	case frameHello:
+		return "hello"
+	case frameInvoke:
+		return "invoke"
+	case frameCancel:
+		return "cancel"
+	case frameReply:
+		return "reply"
+	case frameTooLarge:
+		return "toolarge"
+	case frameFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("type %d", uint8(t))
+}
+
+type header struct {
+	typ  frameType
+	size uint32
+	id   uint64
+}
+
+func putHeader(b []byte, h header) {
+	_ = b[headerSize-1]
+	b[0], b[1], b[2], b[3] = 'g', 'w', byte(h.typ), 0
+	binary.BigEndian.PutUint32(b[4:8], h.size)
+	binary.BigEndian.PutUint64(b[8:16], h.id)
+}
+
+// parseHeader decodes a header; it checks the magic and the reserved byte
+// only: the reader checks type, id and size against what it expects.
+func parseHeader(b []byte) (header, error) {
+	_ = b[headerSize-1]
+	if b[0] != 'g' || b[1] != 'w' {
+		return header{}, fmt.Errorf("bad frame magic %#02x%02x", b[0], b[1])
+	}
+	if b[3] != 0 {
+		return header{}, fmt.Errorf("bad frame: reserved byte %#02x", b[3])
+	}
+	return header{
+		typ:  frameType(b[2]),
+		size: binary.BigEndian.Uint32(b[4:8]),
+		id:   binary.BigEndian.Uint64(b[8:16]),
+	}, nil
+}
+
+// checkReply validates a header the driver read while waiting for the reply
+// to request id, whose reply may be at most maxReply bytes.
+func checkReply(h header, id uint64, maxReply int) error {
+	if h.id != id {
+		return fmt.Errorf("bad frame: %v for request %d, want request %d", h.typ, h.id, id)
+	}
+	var ok bool
+	switch h.typ {
+	case frameReply:
+		ok = uint64(h.size) <= uint64(maxReply)
+	case frameTooLarge:
+		ok = h.size == tooLargeSize
+	case frameFailed:
+		ok = h.size <= maxFailedSize
+	default:
+		return fmt.Errorf("bad frame: unexpected %v while waiting for a reply", h.typ)
+	}
+	if !ok {
+		return fmt.Errorf("bad frame: %v of %d bytes", h.typ, h.size)
+	}
+	return nil
+}

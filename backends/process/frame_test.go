@@ -1,0 +1,107 @@
+package process
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestHeaderRoundTrip(t *testing.T) {
+	h := header{typ: frameInvoke, size: 1<<30 + invokePrefixSize, id: 1<<64 - 1}
+	var b [headerSize]byte
+	putHeader(b[:], h)
+	got, err := parseHeader(b[:])
+	if err != nil || got != h {
+		t.Fatalf("parseHeader(putHeader(%+v)) = %+v, %v", h, got, err)
+	}
+}
+
+func TestCheckReply(t *testing.T) {
+	tests := []struct {
+		name string
+		h    header
+		ok   bool
+	}{
+		{"reply", header{typ: frameReply, size: 100, id: 7}, true},
+		{"empty reply", header{typ: frameReply, size: 0, id: 7}, true},
+		{"reply too long", header{typ: frameReply, size: 101, id: 7}, false},
+		{"other request", header{typ: frameReply, size: 1, id: 6}, false},
+		{"toolarge", header{typ: frameTooLarge, size: tooLargeSize, id: 7}, true},
+		{"toolarge bad size", header{typ: frameTooLarge, size: 4, id: 7}, false},
+		{"failed", header{typ: frameFailed, size: maxFailedSize, id: 7}, true},
+		{"failed too long", header{typ: frameFailed, size: maxFailedSize + 1, id: 7}, false},
+		{"hello", header{typ: frameHello, size: helloSize, id: 7}, false},
+		{"invoke", header{typ: frameInvoke, size: 20, id: 7}, false},
+		{"unknown", header{typ: 99, id: 7}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := checkReply(tt.h, 7, 100); (err == nil) != tt.ok {
+				t.Errorf("checkReply(%+v) = %v, want ok=%v", tt.h, err, tt.ok)
+			}
+		})
+	}
+}
+
+// FuzzReplyHeader checks that no header the driver reads makes it accept a
+// body over its limit.
+func FuzzReplyHeader(f *testing.F) {
+	var b [headerSize]byte
+	putHeader(b[:], header{typ: frameReply, size: 10, id: 1})
+	f.Add(b[:])
+	f.Add([]byte("gw\x05\x00\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00\x00\x01"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < headerSize {
+			return
+		}
+		h, err := parseHeader(data)
+		if err != nil {
+			return
+		}
+		if err := checkReply(h, 1, 1000); err != nil {
+			return
+		}
+		limit := uint32(1000)
+		if h.typ == frameFailed {
+			limit = maxFailedSize
+		}
+		if h.size > limit || h.id != 1 {
+			t.Fatalf("accepted %+v", h)
+		}
+	})
+}
+
+func TestLineWriter(t *testing.T) {
+	var out bytes.Buffer
+	var tl tail
+	w := &lineWriter{out: &output{w: &out}, prefix: "[w] ", tail: &tl}
+	for _, s := range []string{"a", "b\nc", "\n\n", strings.Repeat("z", maxLine+3), "\nend"} {
+		w.Write([]byte(s))
+	}
+	w.flush()
+	want := "[w] ab\n[w] c\n[w] \n[w] " + strings.Repeat("z", maxLine) + "\n[w] zzz\n[w] end\n"
+	if out.String() != want {
+		t.Errorf("output:\n%.200q\nwant:\n%.200q", out.String(), want)
+	}
+}
+
+func TestTail(t *testing.T) {
+	var tl tail
+	if tl.String() != "" {
+		t.Errorf("empty tail: %q", tl.String())
+	}
+	tl.add([]byte("before"))
+	tl.add([]byte("panic: boom"))
+	for i := range tailLines {
+		tl.add([]byte(strings.Repeat("f", i+1)))
+	}
+	tl.add([]byte("  "))
+	got := tl.String()
+	if !strings.Contains(got, "\tpanic: boom\n\t...\n\tf\n") || strings.Contains(got, "before") || !strings.HasSuffix(got, "\t"+strings.Repeat("f", tailLines)) {
+		t.Errorf("tail:\n%s", got)
+	}
+	tl.add([]byte(strings.Repeat("é", maxTailLine)))
+	if s := tl.String(); !strings.HasSuffix(s, "…") || len(s) > 20*maxTailLine {
+		t.Errorf("long line not cut: %d bytes", len(s))
+	}
+}

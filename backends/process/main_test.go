@@ -1,0 +1,201 @@
+package process_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/backends/process"
+	"github.com/gowren/gowren/fanout"
+)
+
+const (
+	// modeEnv makes a test worker misbehave before serving (see TestMain).
+	modeEnv = "PROCESS_TEST_MODE"
+	// handlerEnv set to "fanout" makes a test worker serve fanout.Handle
+	// (for the conformance suite) instead of testHandler.
+	handlerEnv = "PROCESS_TEST_HANDLER"
+)
+
+// TestMain is what fanout.Init does in a real program: in a process started
+// as a worker it serves and exits; otherwise it runs the tests, then checks
+// that no goroutine and no child process is left.
+func TestMain(m *testing.M) {
+	if rt, ok := backends.DetectRuntime(); ok {
+		switch os.Getenv(modeEnv) {
+		case "no-serve":
+			fmt.Fprintln(os.Stderr, "test worker: not serving")
+			os.Exit(3)
+		case "stall":
+			fmt.Fprintln(os.Stderr, "test worker: stalling")
+			time.Sleep(time.Hour) // a worker stuck in its init
+		}
+		if os.Getenv(handlerEnv) == "fanout" {
+			fanout.Init() // serves the conformance suite's functions; never returns
+		}
+		if err := rt.Serve(testHandler); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if os.Getenv(modeEnv) == "driver" {
+		os.Exit(runDriver())
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+		if kids := children(); len(kids) > 0 {
+			fmt.Fprintln(os.Stderr, "child processes left behind:", kids)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// children lists this process's child processes, zombies included, as
+// "pid (name) state".
+func children() []string {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	self := strconv.Itoa(os.Getpid())
+	var kids []string
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		if fields := strings.Fields(s[i+1:]); len(fields) > 1 && fields[1] == self {
+			kids = append(kids, s[:i+1]+" "+fields[0])
+		}
+	}
+	return kids
+}
+
+// runDriver is a driver that dies holding a worker busy: it starts a worker
+// on "hold-open:FIFO", which writes its pid to FIFO and keeps it open, and
+// kills itself once the invocation is under way.
+func runDriver() int {
+	b := process.New(&process.Options{Workers: 1, CancelGrace: 100 * time.Millisecond})
+	fifo := os.Getenv("PROCESS_TEST_FIFO")
+	go func() {
+		_, err := b.Invoke(context.Background(), []byte("hold-open:"+fifo))
+		fmt.Fprintln(os.Stderr, "driver: invoke returned:", err)
+		os.Exit(1)
+	}()
+	// The test tells us, by writing to our stdin, that the worker runs.
+	var buf [1]byte
+	_, _ = os.Stdin.Read(buf[:])
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}
+
+// testHandler interprets tiny commands "name" or "name:arg".
+func testHandler(ctx context.Context, payload []byte) []byte {
+	cmd, arg, _ := bytes.Cut(payload, []byte(":"))
+	switch string(cmd) {
+	case "echo":
+		return arg
+	case "pid":
+		return []byte(strconv.Itoa(os.Getpid()))
+	case "print": // a line on stdout and one on stderr
+		fmt.Printf("%s (stdout)\n", arg)
+		fmt.Fprintf(os.Stderr, "%s (stderr)\n", arg)
+		return []byte("printed")
+	case "print-partial": // no newline at the end, then exit
+		fmt.Fprintf(os.Stderr, "%s", arg)
+		os.Exit(0)
+	case "flood": // N lines of 100 bytes on stdout
+		n, _ := strconv.Atoi(string(arg))
+		line := bytes.Repeat([]byte("x"), 99)
+		line = append(line, '\n')
+		for range n {
+			os.Stdout.Write(line)
+		}
+		return []byte("flooded")
+	case "long-line": // one line of N bytes on stdout
+		n, _ := strconv.Atoi(string(arg))
+		os.Stdout.Write(append(bytes.Repeat([]byte("y"), n), '\n'))
+		return []byte("printed")
+	case "exit":
+		code, _ := strconv.Atoi(string(arg))
+		fmt.Fprintf(os.Stderr, "test worker: exiting with %d\n", code)
+		os.Exit(code)
+	case "kill":
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	case "panic": // in a goroutine: nothing recovers it
+		go func() { panic("test worker panic") }()
+		select {}
+	case "handler-panic": // the Handler itself panics; fanout.Handle never does
+		panic("handler panic")
+	case "hold": // tell FIFO we run, then wait for cancellation
+		signal(string(arg))
+		<-ctx.Done()
+		return []byte("cancelled: " + ctx.Err().Error())
+	case "hang": // tell FIFO we run, then ignore cancellation
+		signal(string(arg))
+		select {}
+	case "hold-open": // like hold, but keep FIFO open until the process ends
+		f, err := os.OpenFile(string(arg), os.O_WRONLY, 0)
+		if err != nil {
+			return []byte(err.Error())
+		}
+		fmt.Fprintf(f, "%d\n", os.Getpid())
+		<-ctx.Done()
+		select {}
+	case "big":
+		n, _ := strconv.Atoi(string(arg))
+		return bytes.Repeat([]byte("b"), n)
+	case "deadline":
+		d, ok := ctx.Deadline()
+		if !ok {
+			return []byte("none")
+		}
+		return []byte(strconv.FormatInt(d.UnixNano(), 10))
+	case "env":
+		return []byte(os.Getenv("GOWREN_PROCESS_WORKER") + "|" + os.Getenv("GOWREN_PROCESS_GRACE") + "|" + os.Getenv("PROCESS_TEST_EXTRA"))
+	case "cloexec": // are the protocol pipes hidden from programs a task starts?
+		var out []string
+		for fd := 3; fd <= 4; fd++ {
+			flags, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0)
+			out = append(out, fmt.Sprintf("%d:%v:%v", fd, errno == 0, flags&syscall.FD_CLOEXEC != 0))
+		}
+		return []byte(strings.Join(out, " "))
+	case "garbage": // write a bad frame onto the reply pipe
+		f := os.NewFile(4, "replies")
+		f.Write([]byte("this is not a frame at all"))
+		<-ctx.Done()
+		return nil
+	}
+	return []byte("unknown command " + string(cmd))
+}
+
+// signal writes this process's pid as a line to the FIFO at path.
+func signal(path string) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test worker:", err)
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%d\n", os.Getpid())
+}

@@ -1,0 +1,251 @@
+package process
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/gowren/gowren/backends"
+)
+
+// Environment variables the driver sets on a worker. Serve removes them, so
+// that programs a task starts neither inherit them nor think they are workers.
+const (
+	// envWorker holds the worker's number; its presence makes a process a
+	// worker.
+	envWorker = "GOWREN_PROCESS_WORKER"
+	// envGrace holds Options.CancelGrace: how long a worker whose driver
+	// went away waits for a running invocation before it exits.
+	envGrace = "GOWREN_PROCESS_GRACE"
+
+	// Child file descriptors of the two pipes (cmd.ExtraFiles).
+	requestFD = 3
+	replyFD   = 4
+)
+
+func init() {
+	backends.RegisterRuntime(backends.Runtime{Name: "process", Detect: detect, Serve: serve})
+	backends.Register("process", open)
+}
+
+// detect reports whether the process backend started this process as a
+// worker.
+func detect() bool { return os.Getenv(envWorker) != "" }
+
+// serve is the worker side: it says hello on fd 4, then runs each invoke
+// frame from fd 3 with h, one at a time, and writes the reply. It returns nil
+// when the driver closes fd 3 (on Close, or because it died), after giving a
+// running invocation, whose context it cancels, the grace period to end.
+func serve(h backends.Handler) error {
+	name := os.Getenv(envWorker)
+	grace, err := time.ParseDuration(os.Getenv(envGrace))
+	if err != nil || grace < 0 {
+		grace = defaultCancelGrace
+	}
+	os.Unsetenv(envWorker)
+	os.Unsetenv(envGrace)
+	nameProcess()
+	req, err := inheritedPipe(requestFD, "gowren-requests")
+	var rep *os.File
+	if err == nil {
+		rep, err = inheritedPipe(replyFD, "gowren-replies")
+	}
+	if err != nil {
+		return fmt.Errorf("process: serve worker %s: %w (was this process started by the process backend?)", name, err)
+	}
+	s := &server{
+		h:     h,
+		grace: grace,
+		r:     bufio.NewReaderSize(req, 64<<10),
+		w:     bufio.NewWriterSize(rep, 64<<10),
+	}
+	return s.run()
+}
+
+type server struct {
+	h     backends.Handler
+	grace time.Duration
+	r     *bufio.Reader
+
+	mu  sync.Mutex
+	cur *invocation // the running invocation, nil when idle
+
+	wmu     sync.Mutex
+	w       *bufio.Writer
+	hdr     [headerSize]byte
+	stopped bool // no more frames: the driver is gone or closing
+}
+
+type invocation struct {
+	id       uint64
+	maxReply int
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the handler goroutine ends
+}
+
+var errStopped = errors.New("worker stopped")
+
+func (s *server) run() error {
+	var hello [helloSize]byte
+	binary.BigEndian.PutUint32(hello[0:4], protocolVersion)
+	binary.BigEndian.PutUint32(hello[4:8], uint32(os.Getpid()))
+	if err := s.send(frameHello, 0, hello[:]); err != nil {
+		return fmt.Errorf("process: serve: hello: %w", err)
+	}
+	var hb [headerSize]byte
+	for {
+		if _, err := io.ReadFull(s.r, hb[:]); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return s.stop()
+			}
+			return fmt.Errorf("process: serve: read: %w", err)
+		}
+		h, err := parseHeader(hb[:])
+		if err != nil {
+			return fmt.Errorf("process: serve: %w", err)
+		}
+		switch h.typ {
+		case frameInvoke:
+			if h.size < invokePrefixSize || h.size > maxLimit+invokePrefixSize {
+				return fmt.Errorf("process: serve: bad frame: invoke of %d bytes", h.size)
+			}
+			body := make([]byte, h.size)
+			if _, err := io.ReadFull(s.r, body); err != nil {
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					return s.stop()
+				}
+				return fmt.Errorf("process: serve: read: %w", err)
+			}
+			if err := s.start(h.id, body); err != nil {
+				return err
+			}
+		case frameCancel:
+			if h.size != 0 {
+				return fmt.Errorf("process: serve: bad frame: cancel of %d bytes", h.size)
+			}
+			s.mu.Lock()
+			if s.cur != nil && s.cur.id == h.id {
+				s.cur.cancel()
+			}
+			s.mu.Unlock()
+		default:
+			return fmt.Errorf("process: serve: bad frame: unexpected %v", h.typ)
+		}
+	}
+}
+
+// start runs the handler on an invoke frame's body in a goroutine of its own,
+// so that cancel frames and the end of the request stream are seen while it
+// runs.
+func (s *server) start(id uint64, body []byte) error {
+	deadline := int64(binary.BigEndian.Uint64(body[0:8]))
+	inv := &invocation{
+		id:       id,
+		maxReply: int(binary.BigEndian.Uint32(body[8:12])),
+		done:     make(chan struct{}),
+	}
+	payload := body[invokePrefixSize:]
+	ctx := context.Background()
+	if deadline != 0 {
+		ctx, inv.cancel = context.WithDeadline(ctx, time.Unix(0, deadline))
+	} else {
+		ctx, inv.cancel = context.WithCancel(ctx)
+	}
+	s.mu.Lock()
+	busy := s.cur != nil
+	if !busy {
+		s.cur = inv
+	}
+	s.mu.Unlock()
+	if busy {
+		inv.cancel()
+		return fmt.Errorf("process: serve: bad frame: invoke %d while busy", id)
+	}
+	go s.handle(ctx, inv, payload)
+	return nil
+}
+
+func (s *server) handle(ctx context.Context, inv *invocation, payload []byte) {
+	defer close(inv.done)
+	reply, failure := s.call(ctx, payload)
+	inv.cancel()
+	// Idle again before the reply leaves: the driver may send the next
+	// invocation as soon as it has read it.
+	s.mu.Lock()
+	s.cur = nil
+	s.mu.Unlock()
+	var err error
+	switch {
+	case failure != "":
+		if len(failure) > maxFailedSize {
+			failure = failure[:maxFailedSize]
+		}
+		err = s.send(frameFailed, inv.id, []byte(failure))
+	case len(reply) > inv.maxReply:
+		var size [tooLargeSize]byte
+		binary.BigEndian.PutUint64(size[:], uint64(len(reply)))
+		err = s.send(frameTooLarge, inv.id, size[:])
+	default:
+		err = s.send(frameReply, inv.id, reply)
+	}
+	if err != nil && err != errStopped {
+		// The driver is gone; the request stream will end too.
+		fmt.Fprintf(os.Stderr, "process: serve: reply to request %d: %v\n", inv.id, err)
+	}
+}
+
+// call runs the handler, which should never panic; if it does anyway, the
+// driver gets the panic instead of a dead worker.
+func (s *server) call(ctx context.Context, payload []byte) (reply []byte, failure string) {
+	defer func() {
+		if r := recover(); r != nil {
+			failure = fmt.Sprintf("panic: %v\n\n%s", r, debug.Stack())
+		}
+	}()
+	return s.h(ctx, payload), ""
+}
+
+func (s *server) send(t frameType, id uint64, body []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.stopped {
+		return errStopped
+	}
+	putHeader(s.hdr[:], header{typ: t, size: uint32(len(body)), id: id})
+	if _, err := s.w.Write(s.hdr[:]); err != nil {
+		return err
+	}
+	if _, err := s.w.Write(body); err != nil {
+		return err
+	}
+	return s.w.Flush()
+}
+
+// stop ends serving once the driver has closed the request stream: no reply
+// will be read, so none is sent; a running invocation is cancelled and given
+// the grace period to return.
+func (s *server) stop() error {
+	s.wmu.Lock()
+	s.stopped = true
+	s.wmu.Unlock()
+	s.mu.Lock()
+	inv := s.cur
+	s.mu.Unlock()
+	if inv != nil {
+		inv.cancel()
+		t := time.NewTimer(s.grace)
+		defer t.Stop()
+		select {
+		case <-inv.done:
+		case <-t.C:
+		}
+	}
+	return nil
+}

@@ -1,0 +1,274 @@
+// Command gowren inspects and cleans the jobs that gowren programs leave in a
+// store.
+//
+// Usage:
+//
+//	gowren [-store URL] jobs                     list jobs with their objects, size and age
+//	gowren [-store URL] status JOB               show a job's objects
+//	gowren [-store URL] clean [-older-than D] [-all | JOB...]   delete job data
+//	gowren version
+//
+// The store URL comes from -store or GOWREN_STORE (file:///dir, s3://bucket/prefix).
+// Jobs leave objects behind only when they ran with Options.KeepData, when
+// the driver died before cleaning up, or (later) in async mode.
+//
+// Exit status: 0 on success, 1 when the command failed, 2 on a usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gowren/gowren/fanout"
+	"github.com/gowren/gowren/storage"
+	_ "github.com/gowren/gowren/storage/filestore"
+	_ "github.com/gowren/gowren/storage/memstore"
+)
+
+// errUsage marks errors that exit with status 2.
+var errUsage = errors.New("usage")
+
+func main() {
+	fanout.Init()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "gowren:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: gowren [-store URL] <command> [arguments]
+
+commands:
+  jobs                               list the jobs in the store
+  status JOB                         show the objects of a job
+  clean [-older-than D] [-all | JOB...]  delete job data
+  version                            print the gowren version
+
+The store is -store URL, else $GOWREN_STORE (file:///dir, s3://bucket/prefix?region=...).
+Run 'gowren <command> -h' for a command's flags.
+`
+
+// version is the CLI's version; release builds set it with -ldflags -X.
+var version = "devel"
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gowren", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	storeURL := fs.String("store", os.Getenv(fanout.EnvStore), "store URL")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch cmd {
+	case "version":
+		fmt.Fprintln(stdout, "gowren", version)
+		return nil
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "jobs", "status", "clean":
+	default:
+		fmt.Fprintf(stderr, "gowren: unknown command %q\n\n", cmd)
+		fs.Usage()
+		return errUsage
+	}
+	sub := flag.NewFlagSet("gowren "+cmd, flag.ContinueOnError)
+	sub.SetOutput(stderr)
+	var olderThan time.Duration
+	var all bool
+	if cmd == "clean" {
+		sub.DurationVar(&olderThan, "older-than", 0, "only jobs older than this (e.g. 24h)")
+		sub.BoolVar(&all, "all", false, "every job (with -older-than: every job older than that)")
+	}
+	if err := sub.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if *storeURL == "" {
+		fmt.Fprintf(stderr, "gowren %s: no store: pass -store URL or set %s\n", cmd, fanout.EnvStore)
+		return errUsage
+	}
+	st, err := storage.Open(ctx, *storeURL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	switch cmd {
+	case "jobs":
+		if sub.NArg() != 0 {
+			fmt.Fprintln(stderr, "gowren jobs: takes no arguments")
+			return errUsage
+		}
+		return listJobs(ctx, st, stdout)
+	case "status":
+		if sub.NArg() != 1 {
+			fmt.Fprintln(stderr, "usage: gowren status JOB")
+			return errUsage
+		}
+		return status(ctx, st, sub.Arg(0), stdout)
+	default: // clean
+		if (sub.NArg() == 0 && !all && olderThan == 0) || (sub.NArg() > 0 && all) {
+			fmt.Fprintln(stderr, "usage: gowren clean [-older-than D] [-all | JOB...]: name jobs, or pass -all or -older-than")
+			return errUsage
+		}
+		return clean(ctx, st, sub.Args(), olderThan, stdout)
+	}
+}
+
+// jobInfo sums up the objects of one job.
+type jobInfo struct {
+	id               string
+	objects          int
+	bytes            int64
+	inputs, outputs  int
+	created, touched time.Time
+}
+
+func scanJobs(ctx context.Context, st storage.Store, prefix string) ([]*jobInfo, error) {
+	byID := map[string]*jobInfo{}
+	var order []*jobInfo
+	for obj, err := range st.List(ctx, prefix) {
+		if err != nil {
+			return nil, err
+		}
+		rest, ok := strings.CutPrefix(obj.Key, "jobs/")
+		if !ok {
+			continue
+		}
+		id, sub, _ := strings.Cut(rest, "/")
+		j := byID[id]
+		if j == nil {
+			j = &jobInfo{id: id, created: jobTime(id)}
+			byID[id] = j
+			order = append(order, j)
+		}
+		j.objects++
+		j.bytes += obj.Size
+		switch {
+		case strings.HasPrefix(sub, "in/"):
+			j.inputs++
+		case strings.HasPrefix(sub, "out/"):
+			j.outputs++
+		}
+		if obj.ModTime.After(j.touched) {
+			j.touched = obj.ModTime
+		}
+	}
+	sort.Slice(order, func(a, b int) bool { return order[a].id < order[b].id })
+	return order, nil
+}
+
+// jobTime reads the creation time that starts a job ID.
+func jobTime(id string) time.Time {
+	ts, _, _ := strings.Cut(id, "-")
+	t, err := time.Parse("20060102T150405", ts)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+func listJobs(ctx context.Context, st storage.Store, w io.Writer) error {
+	jobs, err := scanJobs(ctx, st, "jobs/")
+	if err != nil {
+		return err
+	}
+	if len(jobs) == 0 {
+		fmt.Fprintln(w, "no jobs in", st.URL())
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tOBJECTS\tBYTES\tINPUT CHUNKS\tOUTPUTS\tAGE")
+	for _, j := range jobs {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", j.id, j.objects, j.bytes, j.inputs, j.outputs, age(j.created))
+	}
+	return tw.Flush()
+}
+
+func age(t time.Time) string {
+	if t.IsZero() {
+		return "?"
+	}
+	return time.Since(t).Round(time.Second).String()
+}
+
+func status(ctx context.Context, st storage.Store, id string, w io.Writer) error {
+	if err := storage.ValidatePrefix("jobs/" + id + "/"); err != nil || strings.Contains(id, "/") {
+		return fmt.Errorf("%w: %q is not a job ID", errUsage, id)
+	}
+	jobs, err := scanJobs(ctx, st, "jobs/"+id+"/")
+	if err != nil {
+		return err
+	}
+	if len(jobs) == 0 {
+		return fmt.Errorf("job %s: no objects in %s (finished jobs are cleaned up unless run with KeepData)", id, st.URL())
+	}
+	j := jobs[0]
+	fmt.Fprintf(w, "job       %s\ncreated   %s (%s ago)\nobjects   %d (%d bytes)\ninputs    %d aggregated input chunks\noutputs   %d outputs stored\n",
+		j.id, j.created.Format(time.RFC3339), age(j.created), j.objects, j.bytes, j.inputs, j.outputs)
+	return nil
+}
+
+func clean(ctx context.Context, st storage.Store, ids []string, olderThan time.Duration, w io.Writer) error {
+	jobs, err := scanJobs(ctx, st, "jobs/")
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	deleted := 0
+	for _, j := range jobs {
+		if len(want) > 0 && !want[j.id] {
+			continue
+		}
+		delete(want, j.id)
+		if olderThan > 0 && (j.created.IsZero() || time.Since(j.created) < olderThan) {
+			continue
+		}
+		var keys []string
+		for obj, err := range st.List(ctx, "jobs/"+j.id+"/") {
+			if err != nil {
+				return err
+			}
+			keys = append(keys, obj.Key)
+		}
+		if err := st.Delete(ctx, keys...); err != nil {
+			return fmt.Errorf("clean job %s: %w", j.id, err)
+		}
+		deleted++
+		fmt.Fprintf(w, "deleted job %s (%d objects, %d bytes)\n", j.id, j.objects, j.bytes)
+	}
+	for id := range want {
+		fmt.Fprintf(w, "no job %s in the store\n", id)
+	}
+	fmt.Fprintf(w, "%d jobs deleted\n", deleted)
+	return nil
+}

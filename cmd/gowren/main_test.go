@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/gowren/gowren/storage/filestore"
+)
+
+func TestCLI(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := filestore.New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, k := range []string{
+		"jobs/20260101T000000-aaaaaaaa/in/0", "jobs/20260101T000000-aaaaaaaa/out/3.0",
+		"jobs/20991231T000000-bbbbbbbb/in/0", "unrelated/object",
+	} {
+		if err := st.Put(ctx, k, []byte("data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	url := st.URL()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr error
+		want    []string
+	}{
+		{"no command", []string{"-store", url}, errUsage, nil},
+		{"unknown command", []string{"-store", url, "frobnicate"}, errUsage, nil},
+		{"no store", []string{"-store", "", "jobs"}, errUsage, nil},
+		{"version", []string{"version"}, nil, []string{"gowren devel"}},
+		{"jobs", []string{"-store", url, "jobs"}, nil, []string{"20260101T000000-aaaaaaaa", "20991231T000000-bbbbbbbb"}},
+		{"status", []string{"-store", url, "status", "20260101T000000-aaaaaaaa"}, nil, []string{"objects   2", "outputs   1"}},
+		{"status missing", []string{"-store", url, "status", "20260101T000000-cccccccc"}, nil, nil},
+		{"status bad id", []string{"-store", url, "status", "../x"}, errUsage, nil},
+		{"clean needs a target", []string{"-store", url, "clean"}, errUsage, nil},
+		{"clean old", []string{"-store", url, "clean", "-older-than", "24h"}, nil, []string{"deleted job 20260101T000000-aaaaaaaa", "1 jobs deleted"}},
+		{"jobs after clean", []string{"-store", url, "jobs"}, nil, []string{"20991231T000000-bbbbbbbb"}},
+		{"clean by id", []string{"-store", url, "clean", "20991231T000000-bbbbbbbb"}, nil, []string{"1 jobs deleted"}},
+		{"jobs when empty", []string{"-store", url, "jobs"}, nil, []string{"no jobs"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(ctx, tc.args, &out, &errOut)
+			if tc.name == "status missing" {
+				if err == nil || errors.Is(err, errUsage) {
+					t.Fatalf("err = %v, want a plain failure", err)
+				}
+				return
+			}
+			if !errors.Is(err, tc.wantErr) && !(err == nil && tc.wantErr == nil) {
+				t.Fatalf("err = %v, want %v (stderr %q)", err, tc.wantErr, errOut.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output %q lacks %q", out.String(), w)
+				}
+			}
+		})
+	}
+	if _, err := st.Get(ctx, "unrelated/object"); err != nil {
+		t.Fatalf("clean touched an object outside jobs/: %v", err)
+	}
+}

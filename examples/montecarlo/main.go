@@ -1,0 +1,74 @@
+// Command montecarlo estimates pi and prices a European call option by Monte
+// Carlo simulation, fanned out over many tasks with gowren. Each task draws
+// its own random stream (seed, task index), so the result does not depend on
+// where or in what order the tasks run.
+//
+//	go run ./examples/montecarlo                        # embedded default: local goroutines
+//	go run ./examples/montecarlo -backend process://    # worker subprocesses of this binary
+//	GOWREN_BACKEND=lambda://fn go run ./examples/montecarlo  # any backend by URL
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"math"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/gowren/gowren/examples/montecarlo/mc"
+	"github.com/gowren/gowren/fanout"
+)
+
+func main() {
+	// A worker started by a backend serves here and never returns.
+	fanout.Init()
+
+	backend := flag.String("backend", "", "backend URL (default: $GOWREN_BACKEND, else local://)")
+	tasks := flag.Int("tasks", 200, "number of tasks")
+	samples := flag.Int("samples", 1_000_000, "samples per task")
+	seed := flag.Uint64("seed", 1, "random seed")
+	flag.Parse()
+	if *backend != "" {
+		os.Setenv(fanout.EnvBackend, *backend)
+	}
+	if *tasks < 1 || *samples < 1 {
+		log.Fatal("montecarlo: -tasks and -samples must be positive")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ex, err := fanout.Open(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ex.Close()
+
+	opt := mc.DefaultOption
+	start := time.Now()
+	job, err := fanout.Start(ctx, ex, mc.Simulation, mc.Batches(*seed, *tasks, *samples, opt))
+	if err != nil {
+		log.Fatal(err)
+	}
+	parts, err := job.Wait(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	wall := time.Since(start)
+	est := mc.Combine(parts)
+	exact := mc.BlackScholesCall(opt)
+	st := job.Stats()
+
+	name := os.Getenv(fanout.EnvBackend)
+	if name == "" {
+		name = "local://"
+	}
+	fmt.Printf("gowren Monte Carlo on %s: %d tasks x %d samples = %d samples\n", name, *tasks, *samples, est.Samples)
+	fmt.Printf("pi          %.6f   error %+.2e   (std err %.1e)\n", est.Pi, est.Pi-math.Pi, est.PiStdErr)
+	fmt.Printf("call price  %.4f     Black-Scholes %.4f   error %+.2e   (std err %.1e)\n",
+		est.Price, exact, est.Price-exact, est.PriceStdErr)
+	fmt.Printf("wall time   %v   (%d invocations, %d retries, %.0f samples/s)\n",
+		wall.Round(time.Millisecond), st.Invocations, st.Retries, float64(est.Samples)/wall.Seconds())
+}

@@ -1,0 +1,326 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"sort"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Map calls f on every input on the executor's backend and returns the
+// outputs in input order. It blocks until every task has a result.
+//
+// When some tasks fail, Map returns every output it has (zero values at the
+// failed positions) and the errors.Join of one *TaskError per failed task, in
+// input order. When ctx is cancelled, Map stops sending tasks, cancels those
+// in flight, and returns promptly with an error satisfying
+// errors.Is(err, context.Canceled). An input that msgpack cannot encode, or
+// that is too large for the backend and the store, fails Map before anything
+// runs, with an error naming the input.
+func Map[In, Out any](ctx context.Context, ex *Executor, f *Func[In, Out], inputs []In) ([]Out, error) {
+	j, err := Start(ctx, ex, f, inputs)
+	if err != nil {
+		return nil, err
+	}
+	<-j.core.done
+	return j.outcome()
+}
+
+// Start launches f on every input and returns once the job is accepted: the
+// inputs are encoded and those too large to travel inline are in the store.
+// The job runs until every task has a result, ctx is cancelled, Cancel is
+// called or the Executor is closed.
+func Start[In, Out any](ctx context.Context, ex *Executor, f *Func[In, Out], inputs []In) (*Job[Out], error) {
+	if ex == nil || f == nil {
+		return nil, errors.New("fanout: Start with a nil Executor or Func")
+	}
+	j := &Job[Out]{values: make([]Out, len(inputs))}
+	core, err := ex.start(ctx, jobSpec{
+		fn: f.fn, n: len(inputs), kind: inputValue,
+		encode: func(e *msgpack.Encoder, i int) error { return e.Encode(&inputs[i]) },
+		accept: func(i int, b []byte) error { return decodeValue(b, &j.values[i]) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	j.core = core
+	return j, nil
+}
+
+// Job is a running or finished job of tasks producing Out. Its methods are
+// safe for concurrent use.
+type Job[Out any] struct {
+	core   *jobCore
+	values []Out
+}
+
+// ID returns the job's ID, which names its objects in the store
+// ("jobs/<ID>/...").
+func (j *Job[Out]) ID() string { return j.core.id }
+
+// Done returns a channel closed when the job has ended.
+func (j *Job[Out]) Done() <-chan struct{} { return j.core.done }
+
+// Cancel stops the job: nothing more is sent and invocations in flight are
+// cancelled. Wait then returns an error satisfying
+// errors.Is(err, context.Canceled). Cancel after the job ended does nothing.
+func (j *Job[Out]) Cancel() { j.core.cancel(context.Canceled) }
+
+// Wait blocks until the job has ended and returns its outputs in input order,
+// with the same errors as Map. When ctx ends first, Wait returns nil and
+// ctx's error; the job keeps running (use Cancel to stop it).
+func (j *Job[Out]) Wait(ctx context.Context) ([]Out, error) {
+	select {
+	case <-j.core.done:
+		return j.outcome()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("fanout: wait for job %s: %w", j.core.id, ctx.Err())
+	}
+}
+
+func (j *Job[Out]) outcome() ([]Out, error) {
+	return j.values, j.core.errors()
+}
+
+// errors joins the job's error and the task errors, in input order. Tasks
+// that failed only because the job stopped are covered by the job's error.
+func (c *jobCore) errors() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	if c.jobErr != nil {
+		errs = append(errs, c.jobErr)
+	}
+	idx := make([]int, 0, len(c.taskErrs))
+	for i, te := range c.taskErrs {
+		if !te.fromJob {
+			idx = append(idx, i)
+		}
+	}
+	sort.Ints(idx)
+	for _, i := range idx {
+		errs = append(errs, c.taskErrs[i])
+	}
+	return errors.Join(errs...)
+}
+
+// Result is the outcome of one task.
+type Result[Out any] struct {
+	// Index is the position of the task's input.
+	Index int
+	// Value is the output; the zero value when Err is not nil.
+	Value Out
+	// Err is nil or a *TaskError.
+	Err error
+	// Stats describe the task's run.
+	Stats TaskStats
+	// Logs are the records the task wrote through Logger(ctx).
+	Logs []LogRecord
+}
+
+// Results yields one Result per task as tasks complete, each index exactly
+// once, ending when every task has one. Several callers may iterate at once;
+// each sees every result (those already complete first). When ctx ends the
+// sequence stops early; breaking out of the loop stops it too. Neither
+// cancels the job.
+func (j *Job[Out]) Results(ctx context.Context) iter.Seq[Result[Out]] {
+	return func(yield func(Result[Out]) bool) {
+		c := j.core
+		pos := 0
+		for {
+			c.mu.Lock()
+			batch := c.completed[pos:len(c.completed):len(c.completed)]
+			notify := c.notify
+			ended := !c.ended.IsZero()
+			c.mu.Unlock()
+			for _, i := range batch {
+				pos++
+				if !yield(j.result(i)) {
+					return
+				}
+			}
+			if len(batch) > 0 {
+				continue
+			}
+			if ended {
+				return
+			}
+			select {
+			case <-notify:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+func (j *Job[Out]) result(i int) Result[Out] {
+	c := j.core
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := Result[Out]{Index: i, Stats: c.taskStatsLocked(i), Logs: c.logs[i]}
+	if te, ok := c.taskErrs[i]; ok {
+		r.Err = te
+	} else {
+		r.Value = j.values[i]
+	}
+	return r
+}
+
+// Stats returns a snapshot of the job's statistics.
+func (j *Job[Out]) Stats() JobStats { return j.core.stats() }
+
+// JobStats describe a job. Counts cover the whole job so far.
+type JobStats struct {
+	ID        string
+	Func      string
+	Tasks     int
+	Succeeded int
+	Failed    int
+	// Running counts tasks in an invocation now; Pending those waiting.
+	Running int
+	Pending int
+	// Retries counts task attempts beyond the first, including resends
+	// after throttling.
+	Retries int
+	// Throttles counts invocations the platform refused with throttling.
+	Throttles         int
+	Invocations       int
+	FailedInvocations int
+	ColdStarts        int
+	// BatchSize is the number of tasks in the last invocation sent.
+	BatchSize int
+	// BytesSent and BytesReceived count invocation payloads and replies.
+	BytesSent     int64
+	BytesReceived int64
+	// StoreReads and StoreWrites count the driver's storage requests.
+	StoreReads  int
+	StoreWrites int
+	// TaskTime is the sum of the tasks' run times on the workers.
+	TaskTime time.Duration
+	// Submitted is when Start was called; Ended when the job ended (zero
+	// while it runs). Elapsed is the time between, or up to now.
+	Submitted time.Time
+	Ended     time.Time
+	Elapsed   time.Duration
+}
+
+// TaskStats describe one task's last attempt. Started and Finished come from
+// the worker's clock, the other times from the driver's.
+type TaskStats struct {
+	Attempts  int
+	Invoked   time.Time
+	Started   time.Time
+	Finished  time.Time
+	Received  time.Time
+	Worker    string
+	ColdStart bool
+	// BytesIn and BytesOut are the sizes of the encoded input and output.
+	BytesIn  int64
+	BytesOut int64
+}
+
+func (c *jobCore) stats() JobStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := JobStats{
+		ID: c.id, Func: c.spec.fn.name, Tasks: c.spec.n,
+		Succeeded: c.finished - c.failedN, Failed: c.failedN,
+		Retries: c.counters.retries, Throttles: c.counters.throttles,
+		Invocations: c.counters.invocations, FailedInvocations: c.counters.failedInvocations,
+		ColdStarts: c.counters.coldStarts, BatchSize: c.lastBatch,
+		BytesSent: c.counters.bytesSent, BytesReceived: c.counters.bytesReceived,
+		StoreReads: c.counters.storeReads, StoreWrites: c.counters.storeWrites,
+		TaskTime: c.counters.taskTime, Submitted: c.started, Ended: c.ended,
+	}
+	for i := range c.tasks {
+		switch c.tasks[i].state {
+		case stRunning:
+			s.Running++
+		case stPending:
+			s.Pending++
+		}
+	}
+	if c.ended.IsZero() {
+		s.Elapsed = time.Since(c.started)
+	} else {
+		s.Elapsed = c.ended.Sub(c.started)
+	}
+	return s
+}
+
+func (c *jobCore) taskStatsLocked(i int) TaskStats {
+	t := &c.tasks[i]
+	ts := TaskStats{
+		Attempts: int(t.attempts), Invoked: unixTime(t.invoked), Started: unixTime(t.started),
+		Finished: unixTime(t.finished), Received: unixTime(t.received), ColdStart: t.cold,
+		BytesIn: c.offs[i+1] - c.offs[i], BytesOut: t.bytesOut,
+	}
+	if ref, ok := c.stored[i]; ok {
+		ts.BytesIn = ref.len
+	}
+	if t.received != 0 && int(t.worker) < len(c.workerIDs) {
+		ts.Worker = c.workerIDs[t.worker]
+	}
+	return ts
+}
+
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// MapReduce calls mapper on every input, then reducer once on the slice of
+// all map outputs, in input order, and returns the reducer's output. The
+// reducer runs on the backend like any task and reads the map outputs from
+// the store itself: they never pass through the driver. MapReduce therefore
+// needs a store (Options.Store, or the default of local and process
+// backends).
+//
+// If a map task fails, the reducer does not run and the error is the
+// errors.Join of the map task errors. Cancellation behaves as for Map.
+func MapReduce[In, Mid, Out any](ctx context.Context, ex *Executor, mapper *Func[In, Mid], inputs []In, reducer *Func[[]Mid, Out]) (Out, error) {
+	var out Out
+	if ex == nil || mapper == nil || reducer == nil {
+		return out, errors.New("fanout: MapReduce with a nil Executor or Func")
+	}
+	if ex.cfgErr == nil && ex.store == nil {
+		return out, fmt.Errorf("fanout: MapReduce %q/%q: %w: the reducer reads the map outputs from a store; set Options.Store or GOWREN_STORE",
+			mapper.Name(), reducer.Name(), ErrNoStore)
+	}
+	mapJob, err := ex.start(ctx, jobSpec{
+		fn: mapper.fn, n: len(inputs), kind: inputValue, flags: flagOutputsToStore, keepData: true,
+		encode: func(e *msgpack.Encoder, i int) error { return e.Encode(&inputs[i]) },
+	})
+	if err != nil {
+		return out, err
+	}
+	defer func() {
+		if !ex.opts.KeepData {
+			mapJob.deleteObjects(ctx)
+		}
+	}()
+	<-mapJob.done
+	if err := mapJob.errors(); err != nil {
+		return out, fmt.Errorf("fanout: map phase of job %s: %w", mapJob.id, err)
+	}
+	reduceJob, err := ex.start(ctx, jobSpec{
+		fn: reducer.fn, n: 1, kind: inputGather,
+		encode: func(e *msgpack.Encoder, _ int) error { return encodeRangesTo(e, mapJob.outRefs) },
+		accept: func(_ int, b []byte) error { return decodeValue(b, &out) },
+	})
+	if err != nil {
+		return out, err
+	}
+	<-reduceJob.done
+	if err := reduceJob.errors(); err != nil {
+		return out, fmt.Errorf("fanout: reduce phase (job %s, after map job %s): %w", reduceJob.id, mapJob.id, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,197 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+
+	"github.com/gowren/gowren/backends"
+)
+
+// Sentinel errors; test for them with errors.Is.
+var (
+	// ErrUnknownFunction means a worker has no function under the name the
+	// driver sent: the worker binary is not the driver's program, or was
+	// built before the function was added. Redeploy it.
+	ErrUnknownFunction = errors.New("fanout: unknown function")
+	// ErrStaleWorker means a worker has a function of that name with
+	// other input or output types than the driver's: the deployed binary
+	// is older (or newer) than the driver. Redeploy it.
+	ErrStaleWorker = errors.New("fanout: stale worker")
+	// ErrPayloadTooLarge means an input or output exceeded what the
+	// backend and the store accept. It is the same value as
+	// backends.ErrPayloadTooLarge.
+	ErrPayloadTooLarge = backends.ErrPayloadTooLarge
+	// ErrClosed means the Executor was closed before or during the call.
+	ErrClosed = errors.New("fanout: executor closed")
+	// ErrPanic is wrapped by the TaskError of a task that panicked.
+	ErrPanic = errors.New("fanout: task panicked")
+	// ErrTaskTimeout is wrapped by the TaskError of a task that overran
+	// Options.TaskTimeout or the platform's deadline. Such an error also
+	// satisfies errors.Is(err, context.DeadlineExceeded).
+	ErrTaskTimeout = errors.New("fanout: task timed out")
+	// ErrMalformed means a worker received a payload that is not a valid
+	// envelope; ReplyError reports it.
+	ErrMalformed = errors.New("fanout: malformed payload")
+	// ErrNoStore means the job needed a store (an input or output too large
+	// to travel inline) and the Executor has none.
+	ErrNoStore = errors.New("fanout: no store")
+)
+
+// TaskError is the failure of one task: the error its function returned, a
+// panic, a timeout, or an infrastructure failure that outlasted the retries.
+// Type, Message and Stack describe the remote error as the worker saw it; Err
+// is the classified cause (ErrPanic, ErrTaskTimeout, ErrStaleWorker,
+// backends.ErrWorkerLost, context.Canceled, ...) for errors.Is, or nil for an
+// error the function returned.
+type TaskError struct {
+	// Index is the position of the task's input in the job.
+	Index int
+	// Attempts is how many times the task was sent to a worker.
+	Attempts int
+	// Type is the Go type of the remote error ("*fs.PathError") or of the
+	// value passed to panic.
+	Type string
+	// Message is the remote error's text or the panic value.
+	Message string
+	// Stack is the goroutine stack of a panic, empty otherwise.
+	Stack string
+	// Retryable reports that the function marked the error with Retryable.
+	Retryable bool
+	// Err is the classified cause, or nil for an error the function returned.
+	Err error
+	// Logs are the records the task wrote through Logger(ctx) in its last
+	// attempt, if any reached the driver.
+	Logs []LogRecord
+
+	fromJob bool // the job's own error (cancel, abort), not the task's
+}
+
+func (e *TaskError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "task %d", e.Index)
+	if e.Attempts > 1 {
+		fmt.Fprintf(&b, " (%d attempts)", e.Attempts)
+	}
+	b.WriteString(": ")
+	switch {
+	case errors.Is(e.Err, ErrPanic):
+		b.WriteString("panic: ")
+		b.WriteString(e.Message)
+	case e.Message != "":
+		b.WriteString(e.Message)
+	case e.Err != nil:
+		b.WriteString(e.Err.Error())
+	default:
+		b.WriteString("failed")
+	}
+	return b.String()
+}
+
+// Unwrap returns the classified cause.
+func (e *TaskError) Unwrap() error { return e.Err }
+
+// retryableError marks an error as worth retrying; see Retryable.
+type retryableError struct{ err error }
+
+func (e *retryableError) Error() string { return e.err.Error() }
+func (e *retryableError) Unwrap() error { return e.err }
+
+// Retryable marks err, returned by a registered function, as transient: the
+// executor sends the task again (up to Options.Retries times) instead of
+// failing it. Use it for errors such as a rate-limited downstream API. It
+// returns nil for a nil err.
+func Retryable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &retryableError{err: err}
+}
+
+// maxStack bounds the stack trace sent back for one panic.
+const maxStack = 32 << 10
+
+func panicError(p any) *wireError {
+	stack := debug.Stack()
+	if len(stack) > maxStack {
+		stack = append(stack[:maxStack:maxStack], "\n... (truncated)"...)
+	}
+	return &wireError{Code: codePanic, Type: fmt.Sprintf("%T", p), Message: fmt.Sprint(p), Stack: string(stack)}
+}
+
+func appError(ctx context.Context, err error) *wireError {
+	var re *retryableError
+	retry := errors.As(err, &re)
+	typ := err
+	if retry && re.err != nil {
+		typ = re.err
+	}
+	we := &wireError{Code: codeApp, Type: fmt.Sprintf("%T", typ), Message: err.Error(), Retryable: retry}
+	// A function that gives up because its context ended reports the
+	// cause, so the driver can classify it.
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		if errors.Is(err, context.DeadlineExceeded) {
+			we.Code = codeTimeout
+		} else {
+			we.Code = codeCanceled
+		}
+	}
+	return we
+}
+
+// remoteError turns a wireError from a worker into the error the driver
+// reports, classified for errors.Is.
+func remoteError(index, attempts int, we *wireError) *TaskError {
+	te := &TaskError{Index: index, Attempts: attempts, Type: we.Type, Message: we.Message, Stack: we.Stack, Retryable: we.Retryable}
+	switch we.Code {
+	case codePanic:
+		te.Err = ErrPanic
+	case codeTimeout:
+		te.Err = timeoutErr
+	case codeCanceled:
+		te.Err = context.Canceled
+	case codeTooLarge:
+		te.Err = ErrPayloadTooLarge
+	case codeUnknown:
+		te.Err = ErrUnknownFunction
+	case codeStale:
+		te.Err = ErrStaleWorker
+	case codeMalformed, codeVersion:
+		te.Err = ErrMalformed
+	}
+	return te
+}
+
+var timeoutErr = fmt.Errorf("%w: %w", ErrTaskTimeout, context.DeadlineExceeded)
+
+// ReplyError decodes a worker reply and returns the error it carries for the
+// invocation as a whole (a malformed payload, an unknown function, a stale
+// worker), or nil when the invocation was accepted. A reply that cannot be
+// decoded is itself an error. It is meant for backend authors and their
+// tests; the executor uses the same logic internally.
+func ReplyError(reply []byte) error {
+	r, err := decodeReply(reply)
+	if err != nil {
+		return fmt.Errorf("%w: reply: %v", ErrMalformed, err)
+	}
+	return invocationError(r.Err)
+}
+
+// invocationError classifies an invocation-level wireError.
+func invocationError(we *wireError) error {
+	if we == nil {
+		return nil
+	}
+	switch we.Code {
+	case codeUnknown:
+		return fmt.Errorf("%w: %s", ErrUnknownFunction, we.Message)
+	case codeStale:
+		return fmt.Errorf("%w: %s", ErrStaleWorker, we.Message)
+	case codeMalformed, codeVersion:
+		return fmt.Errorf("%w: %s", ErrMalformed, we.Message)
+	default:
+		return fmt.Errorf("fanout: worker failed the invocation (%s): %s", we.Code, we.Message)
+	}
+}

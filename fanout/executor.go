@@ -1,0 +1,289 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gowren/gowren/backends"
+	// The backends every program has: local:// and process://.
+	_ "github.com/gowren/gowren/backends/local"
+	_ "github.com/gowren/gowren/backends/process"
+	"github.com/gowren/gowren/storage"
+	"github.com/gowren/gowren/storage/filestore"
+	"github.com/gowren/gowren/storage/memstore"
+)
+
+func init() {
+	backends.SetDefaultHandler(Handle)
+}
+
+// Environment variables read by Open.
+const (
+	// EnvBackend names the backend URL, e.g. "process://?workers=4".
+	EnvBackend = "GOWREN_BACKEND"
+	// EnvStore names the store URL, e.g. "file:///tmp/gowren".
+	EnvStore = "GOWREN_STORE"
+)
+
+var initCalled atomic.Bool
+
+// Init makes the program a worker when a backend started it as one: it then
+// serves invocations through that backend's runtime and never returns (the
+// process exits when the platform stops it). In a driver it returns at once.
+//
+// Call it first thing in main, and in TestMain for tests that use the
+// process backend, after every function is registered (registration at
+// package level guarantees that):
+//
+//	func main() {
+//		fanout.Init()
+//		...
+//	}
+//
+// Backends plug their worker runtimes in from their own init functions, the
+// way database/sql drivers register; import a cloud backend package in the
+// program that is deployed, so its runtime is there.
+func Init() {
+	initCalled.Store(true)
+	rt, ok := backends.DetectRuntime()
+	if !ok {
+		return
+	}
+	if err := rt.Serve(Handle); err != nil {
+		fmt.Fprintf(os.Stderr, "gowren: %s worker: %v\n", rt.Name, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// checkInit stops a worker process whose main forgot to call Init before
+// opening an executor: it would otherwise run the driver again, and under the
+// process backend start workers of its own, without end.
+func checkInit() {
+	if initCalled.Load() {
+		return
+	}
+	if rt, ok := backends.DetectRuntime(); ok {
+		fmt.Fprintf(os.Stderr, "gowren: this process was started as a %s worker, but main did not call fanout.Init() "+
+			"before opening an executor; call fanout.Init() first thing in main (and in TestMain)\n", rt.Name)
+		os.Exit(2)
+	}
+}
+
+// Options configure an Executor. The zero value (or a nil *Options) gives
+// the defaults documented on each field.
+type Options struct {
+	// Store holds inputs and outputs too large to travel in an invocation,
+	// and the map outputs of MapReduce. The Executor does not close a Store
+	// it is given. Defaults to a store the Executor creates and removes on
+	// Close: in memory (mem://) for backends that run in this process, a
+	// temporary directory (file://) for backends on this machine, and none
+	// for remote backends, which then need one for large payloads.
+	Store storage.Store
+	// Concurrency is the most invocations in flight at once. Defaults to
+	// the backend's Limits().Concurrency, or 1000 when it has none.
+	Concurrency int
+	// BatchSize is the number of tasks sent in one invocation. Defaults to
+	// 0, automatic: one task per invocation at first, then as many as make
+	// the invocation overhead about a tenth of the work, while leaving every
+	// worker at least four batches for balance (so long tasks go one per
+	// invocation and many tiny ones go in large batches).
+	BatchSize int
+	// Retries is how many times a task is sent again after an
+	// infrastructure failure (a lost worker, a transport error) or an error
+	// its function marked with Retryable. Throttled invocations are retried
+	// without limit and do not count. Defaults to 2; a negative value
+	// disables retries.
+	Retries int
+	// TaskTimeout bounds each task: its context expires after it, and a
+	// task that ignores its context is reported as timed out (wrapping
+	// ErrTaskTimeout) and abandoned. Defaults to no timeout beyond the
+	// platform's own.
+	TaskTimeout time.Duration
+	// Logger receives the executor's own records: retries at Warn, failed
+	// tasks at Error with their logs. Defaults to slog.Default().
+	Logger *slog.Logger
+	// KeepData keeps a job's objects in the store after its results are
+	// gathered, for inspection. Defaults to false: they are deleted.
+	KeepData bool
+}
+
+// Executor runs jobs on a backend. It is safe for concurrent use: many jobs
+// may run at once, each with its own concurrency limit.
+type Executor struct {
+	backend  backends.Backend
+	limits   backends.Limits
+	opts     Options
+	store    storage.Store // nil when there is none
+	ownStore func() error  // closes and removes a store the executor made
+	cfgErr   error         // a configuration error, reported by Start
+
+	mu     sync.Mutex
+	closed bool
+	jobs   map[*jobCore]struct{}
+	wg     sync.WaitGroup
+}
+
+// NewExecutor returns an Executor running jobs on b. A nil opts gives the
+// defaults. The Executor owns b: Close closes it. Configuration errors (a
+// mem:// store with workers in other processes) are reported by the first
+// Map or Start.
+func NewExecutor(b backends.Backend, opts *Options) *Executor {
+	checkInit()
+	ex := &Executor{backend: b, limits: b.Limits(), jobs: map[*jobCore]struct{}{}}
+	if opts != nil {
+		ex.opts = *opts
+	}
+	o := &ex.opts
+	if o.Concurrency <= 0 {
+		o.Concurrency = ex.limits.Concurrency
+		if o.Concurrency <= 0 {
+			o.Concurrency = 1000
+		}
+	}
+	switch {
+	case o.Retries == 0:
+		o.Retries = 2
+	case o.Retries < 0:
+		o.Retries = 0
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	ex.store = o.Store
+	if ex.store == nil {
+		ex.store, ex.ownStore, ex.cfgErr = defaultStore(ex.limits)
+	} else {
+		ex.cfgErr = checkStoreReach(ex.store, ex.limits)
+	}
+	return ex
+}
+
+func defaultStore(l backends.Limits) (storage.Store, func() error, error) {
+	switch {
+	case l.InProcess:
+		st := memstore.New(nil)
+		return st, st.Close, nil
+	case l.SameHost:
+		dir, err := os.MkdirTemp("", "gowren-")
+		if err != nil {
+			return nil, nil, fmt.Errorf("fanout: create the default store: %w", err)
+		}
+		st, err := filestore.New(dir, nil)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, nil, fmt.Errorf("fanout: create the default store: %w", err)
+		}
+		return st, func() error {
+			err := st.Close()
+			return errors.Join(err, os.RemoveAll(dir))
+		}, nil
+	default:
+		return nil, nil, nil
+	}
+}
+
+// checkStoreReach rejects stores the backend's workers cannot open.
+func checkStoreReach(st storage.Store, l backends.Limits) error {
+	u, err := url.Parse(st.URL())
+	if err != nil {
+		return fmt.Errorf("fanout: store URL %q: %w", st.URL(), err)
+	}
+	switch {
+	case u.Scheme == "mem" && !l.InProcess:
+		return fmt.Errorf("fanout: store %s lives in this process's memory, which this backend's workers cannot reach; use file:// (same machine) or s3://", st.URL())
+	case u.Scheme == "file" && !l.InProcess && !l.SameHost:
+		return fmt.Errorf("fanout: store %s is a local directory, which this backend's remote workers cannot reach; use s3://", st.URL())
+	}
+	return nil
+}
+
+// Open returns an Executor for the backend and store named by the
+// environment: GOWREN_BACKEND (default "local://") and GOWREN_STORE (default:
+// see Options.Store). The backend and store packages must be linked in;
+// local://, process://, mem:// and file:// always are.
+func Open(ctx context.Context) (*Executor, error) {
+	checkInit()
+	bURL := os.Getenv(EnvBackend)
+	if bURL == "" {
+		bURL = "local://"
+	}
+	b, err := backends.Open(ctx, bURL)
+	if err != nil {
+		return nil, fmt.Errorf("fanout: open %s=%q: %w", EnvBackend, bURL, err)
+	}
+	opts := &Options{}
+	var st storage.Store
+	if sURL := os.Getenv(EnvStore); sURL != "" {
+		st, err = storage.Open(ctx, sURL)
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("fanout: open %s=%q: %w", EnvStore, sURL, err)
+		}
+		if err := checkStoreReach(st, b.Limits()); err != nil {
+			st.Close()
+			b.Close()
+			return nil, err
+		}
+		opts.Store = st
+	}
+	ex := NewExecutor(b, opts)
+	if st != nil {
+		ex.ownStore = st.Close
+	}
+	return ex, nil
+}
+
+// Close cancels the jobs still running (their Wait returns an error wrapping
+// ErrClosed), waits for them to end, then closes the backend and any store
+// the Executor opened itself. Calls after the first return nil.
+func (ex *Executor) Close() error {
+	ex.mu.Lock()
+	if ex.closed {
+		ex.mu.Unlock()
+		return nil
+	}
+	ex.closed = true
+	for j := range ex.jobs {
+		j.cancel(ErrClosed)
+	}
+	ex.mu.Unlock()
+	ex.wg.Wait()
+	err := ex.backend.Close()
+	if ex.ownStore != nil {
+		err = errors.Join(err, ex.ownStore())
+	}
+	return err
+}
+
+// Backend returns the executor's backend.
+func (ex *Executor) Backend() backends.Backend { return ex.backend }
+
+// Store returns the executor's store, or nil when it has none.
+func (ex *Executor) Store() storage.Store { return ex.store }
+
+// register records a running job; it fails once the executor is closed.
+func (ex *Executor) register(j *jobCore) error {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	if ex.closed {
+		return ErrClosed
+	}
+	ex.jobs[j] = struct{}{}
+	ex.wg.Add(1)
+	return nil
+}
+
+func (ex *Executor) unregister(j *jobCore) {
+	ex.mu.Lock()
+	delete(ex.jobs, j)
+	ex.mu.Unlock()
+	ex.wg.Done()
+}

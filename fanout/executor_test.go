@@ -1,0 +1,347 @@
+package fanout_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/backends/local"
+	"github.com/gowren/gowren/fanout"
+	"github.com/gowren/gowren/storage/memstore"
+)
+
+func TestMain(m *testing.M) {
+	fanout.Init()
+	goleak.VerifyTestMain(m)
+}
+
+var (
+	double = fanout.Register("fanout_test.double", func(_ context.Context, x int) (int, error) { return 2 * x, nil })
+	noop   = fanout.Register("fanout_test.noop", func(_ context.Context, x int) (int, error) { return x, nil })
+	nap    = fanout.Register("fanout_test.nap", func(ctx context.Context, ms int) (int, error) {
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		return ms, nil
+	})
+	chanIn    = fanout.Register("fanout_test.chanIn", func(_ context.Context, c chan int) (int, error) { return 0, nil })
+	bytesLen  = fanout.Register("fanout_test.bytesLen", func(_ context.Context, b []byte) (int, error) { return len(b), nil })
+	quietLogs = slog.New(slog.NewTextHandler(io.Discard, nil))
+)
+
+func newLocal(t *testing.T, lo *local.Options, o *fanout.Options) *fanout.Executor {
+	t.Helper()
+	if o == nil {
+		o = &fanout.Options{}
+	}
+	if o.Logger == nil {
+		o.Logger = quietLogs
+	}
+	ex := fanout.NewExecutor(local.New(lo), o)
+	t.Cleanup(func() { ex.Close() })
+	return ex
+}
+
+func TestRegisterPanics(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fn   func()
+		want string
+	}{
+		{"empty name", func() { fanout.Register("", func(context.Context, int) (int, error) { return 0, nil }) }, "empty name"},
+		{"nil func", func() { fanout.Register[int, int]("fanout_test.nil", nil) }, "nil function"},
+		{"duplicate", func() {
+			fanout.Register("fanout_test.double", func(context.Context, int) (int, error) { return 0, nil })
+		}, "registered twice"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				p := recover()
+				if p == nil || !strings.Contains(fmt.Sprint(p), tc.want) {
+					t.Fatalf("panic %v, want one mentioning %q", p, tc.want)
+				}
+			}()
+			tc.fn()
+		})
+	}
+}
+
+func TestUnencodableInput(t *testing.T) {
+	ex := newLocal(t, nil, nil)
+	_, err := fanout.Map(context.Background(), ex, chanIn, []chan int{make(chan int)})
+	if err == nil || !strings.Contains(err.Error(), "chan int") || !strings.Contains(err.Error(), "input 0") {
+		t.Fatalf("err = %v, want an encode error naming input 0 and chan int", err)
+	}
+}
+
+func TestTooLargeWithoutStore(t *testing.T) {
+	// A remote-like backend (neither in-process nor same-host) has no
+	// default store.
+	b := remoteLike{local.New(&local.Options{MaxRequestBytes: 1 << 10})}
+	ex := fanout.NewExecutor(b, &fanout.Options{Logger: quietLogs})
+	defer ex.Close()
+	_, err := fanout.Map(context.Background(), ex, bytesLen, [][]byte{make([]byte, 10), make([]byte, 4<<10)})
+	if !errors.Is(err, fanout.ErrPayloadTooLarge) || !strings.Contains(err.Error(), "input 1") {
+		t.Fatalf("err = %v, want ErrPayloadTooLarge naming input 1", err)
+	}
+	// What fits alone travels inline even without a store.
+	out, err := fanout.Map(context.Background(), ex, bytesLen, [][]byte{make([]byte, 600)})
+	if err != nil || out[0] != 600 {
+		t.Fatalf("Map = %v, %v", out, err)
+	}
+}
+
+func TestStoreObjectLimit(t *testing.T) {
+	st := memstore.New(&memstore.Options{MaxObjectSize: 64 << 10})
+	defer st.Close()
+	ex := newLocal(t, &local.Options{MaxRequestBytes: 16 << 10}, &fanout.Options{Store: st})
+	_, err := fanout.Map(context.Background(), ex, bytesLen, [][]byte{make([]byte, 100<<10)})
+	if !errors.Is(err, fanout.ErrPayloadTooLarge) || !strings.Contains(err.Error(), "object limit") {
+		t.Fatalf("err = %v, want ErrPayloadTooLarge naming the store's object limit", err)
+	}
+	// Inputs under the object limit but over the inline limit go through
+	// the store, and leave nothing behind.
+	in := [][]byte{make([]byte, 10<<10), make([]byte, 20<<10), make([]byte, 30<<10)}
+	j, err := fanout.Start(context.Background(), ex, bytesLen, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Wait(context.Background())
+	if err != nil || !reflect.DeepEqual(out, []int{10 << 10, 20 << 10, 30 << 10}) {
+		t.Fatalf("Wait = %v, %v", out, err)
+	}
+	if s := j.Stats(); s.StoreWrites < 1 {
+		t.Errorf("StoreWrites = %d, want the inputs to go through the store", s.StoreWrites)
+	}
+	for obj, err := range st.List(context.Background(), "jobs/") {
+		t.Errorf("object %q (err %v) left in the store after the job", obj.Key, err)
+	}
+}
+
+func TestAggregatedInputObject(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	ex := newLocal(t, &local.Options{MaxRequestBytes: 8 << 10}, &fanout.Options{Store: st, KeepData: true})
+	in := make([][]byte, 50)
+	for i := range in {
+		in[i] = make([]byte, 4<<10) // each over a quarter of the budget
+	}
+	j, err := fanout.Start(context.Background(), ex, bytesLen, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var inputs []string
+	for obj, err := range st.List(context.Background(), "jobs/"+j.ID()+"/in/") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, obj.Key)
+	}
+	if len(inputs) != 1 {
+		t.Fatalf("input objects %q, want exactly one aggregated object for the job", inputs)
+	}
+}
+
+type remoteLike struct{ *local.Backend }
+
+func (r remoteLike) Limits() (l backends.Limits) {
+	l = r.Backend.Limits()
+	l.InProcess, l.SameHost = false, false
+	return l
+}
+
+func TestClosedExecutor(t *testing.T) {
+	ex := fanout.NewExecutor(local.New(nil), nil)
+	if err := ex.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := fanout.Start(context.Background(), ex, double, []int{1}); !errors.Is(err, fanout.ErrClosed) {
+		t.Fatalf("Start after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestCloseCancelsRunningJobs(t *testing.T) {
+	ex := fanout.NewExecutor(local.New(nil), &fanout.Options{Logger: quietLogs})
+	j, err := fanout.Start(context.Background(), ex, nap, []int{60000, 60000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = j.Wait(context.Background())
+	if !errors.Is(err, fanout.ErrClosed) {
+		t.Fatalf("Wait after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestAutomaticBatching(t *testing.T) {
+	ex := newLocal(t, &local.Options{Concurrency: 2}, nil)
+	in := make([]int, 20000)
+	j, err := fanout.Start(context.Background(), ex, noop, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := j.Stats(); s.Invocations > len(in)/10 {
+		t.Errorf("%d invocations for %d no-op tasks; tiny tasks should be batched", s.Invocations, len(in))
+	}
+
+	// Long tasks go one per invocation.
+	long := []int{30, 30, 30, 30, 30, 30, 30, 30}
+	j2, err := fanout.Start(context.Background(), ex, nap, long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j2.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := j2.Stats(); s.Invocations != len(long) {
+		t.Errorf("%d invocations for %d long tasks, want one each", s.Invocations, len(long))
+	}
+}
+
+func TestResultsConcurrentReaders(t *testing.T) {
+	ex := newLocal(t, nil, nil)
+	in := make([]int, 1000)
+	for i := range in {
+		in[i] = i
+	}
+	j, err := fanout.Start(context.Background(), ex, double, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	counts := make([]int, 3)
+	for r := range counts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			seen := map[int]bool{}
+			for res := range j.Results(context.Background()) {
+				if seen[res.Index] || res.Value != 2*res.Index {
+					t.Errorf("reader %d: bad or repeated result %+v", r, res)
+				}
+				seen[res.Index] = true
+			}
+			counts[r] = len(seen)
+		}()
+	}
+	wg.Wait()
+	for r, n := range counts {
+		if n != len(in) {
+			t.Errorf("reader %d saw %d results, want %d", r, n, len(in))
+		}
+	}
+}
+
+func TestResultsStopEarly(t *testing.T) {
+	ex := newLocal(t, nil, nil)
+	j, err := fanout.Start(context.Background(), ex, double, []int{1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range j.Results(context.Background()) {
+		n++
+		break
+	}
+	if n != 1 {
+		t.Fatalf("loop ran %d times", n)
+	}
+	if _, err := j.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWaitContext(t *testing.T) {
+	ex := newLocal(t, nil, nil)
+	j, err := fanout.Start(context.Background(), ex, nap, []int{60000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := j.Wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait(cancelled ctx) = %v", err)
+	}
+	if !j.Stats().Ended.IsZero() {
+		t.Fatal("the job ended when only the wait was cancelled")
+	}
+	j.Cancel()
+	<-j.Done()
+}
+
+func TestOpenFromEnvironment(t *testing.T) {
+	for _, tc := range []struct {
+		name, backend, store, wantErr string
+	}{
+		{"default", "", "", ""},
+		{"local with concurrency", "local://?concurrency=3", "", ""},
+		{"unknown scheme", "nosuch://", "", "unknown scheme"},
+		{"bad parameter", "local://?concurrency=x", "", "concurrency"},
+		{"unknown parameter", "local://?workers=2", "", "unknown parameter"},
+		{"mem store", "", "mem://", ""},
+		{"file store", "", "file://" + t.TempDir(), ""},
+		{"mem store with process workers", "process://?workers=1", "mem://", "cannot reach"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(fanout.EnvBackend, tc.backend)
+			t.Setenv(fanout.EnvStore, tc.store)
+			ex, err := fanout.Open(context.Background())
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Open = %v, want error mentioning %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ex.Close()
+			out, err := fanout.Map(context.Background(), ex, double, []int{1, 2, 3})
+			if err != nil || !reflect.DeepEqual(out, []int{2, 4, 6}) {
+				t.Fatalf("Map = %v, %v", out, err)
+			}
+		})
+	}
+}
+
+func TestSignatureDigestDetectsTypeChanges(t *testing.T) {
+	type pointV1 struct{ X, Y float64 }
+	type pointV2 struct {
+		X, Y float64
+		Z    float64
+	}
+	r := fanout.NewRegistry()
+	a := fanout.RegisterTo(r, "p1", func(context.Context, pointV1) (int, error) { return 0, nil })
+	ex := newLocal(t, &local.Options{Handler: r.Handle}, nil)
+	r2 := fanout.NewRegistry()
+	stale := fanout.RegisterTo(r2, "p1", func(context.Context, pointV2) (int, error) { return 0, nil })
+	if _, err := fanout.Map(context.Background(), ex, a, []pointV1{{1, 2}}); err != nil {
+		t.Fatalf("same signature: %v", err)
+	}
+	if _, err := fanout.Map(context.Background(), ex, stale, []pointV2{{1, 2, 3}}); !errors.Is(err, fanout.ErrStaleWorker) {
+		t.Fatalf("added field: %v, want ErrStaleWorker", err)
+	}
+}

@@ -1,0 +1,499 @@
+package fanout
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gowren/gowren/storage"
+)
+
+// Handle is the worker side of every backend: it decodes an invocation
+// payload, checks the function and its signature, runs the batch of tasks and
+// returns the encoded reply. It serves the default registry (see Register).
+//
+// Handle never panics and never returns an error: a malformed payload, an
+// unknown function, a stale signature, a panicking or failing task all become
+// error replies, which the executor (or ReplyError) decodes. When ctx is
+// cancelled it returns promptly, reporting unfinished tasks as cancelled;
+// tasks that ignore their context are abandoned, not waited for. It is safe
+// for concurrent use.
+func Handle(ctx context.Context, payload []byte) []byte {
+	return defaultRegistry.Handle(ctx, payload)
+}
+
+// served is set by the first invocation this process handles; the reply of
+// that invocation reports a cold start.
+var served atomic.Bool
+
+var workerID = func() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "worker"
+	}
+	return host + ":" + strconv.Itoa(os.Getpid())
+}()
+
+// abandonGrace is how long past its deadline a task that ignores its context
+// is waited for before it is reported as timed out and abandoned.
+const abandonGrace = time.Second
+
+// Handle is the package-level Handle for the functions of r.
+func (r *Registry) Handle(ctx context.Context, payload []byte) (reply []byte) {
+	defer func() {
+		if p := recover(); p != nil {
+			reply = errorReply(&wireError{Code: codeInternal, Type: fmt.Sprintf("%T", p),
+				Message: fmt.Sprintf("worker: internal error: %v", p), Stack: string(debug.Stack())})
+		}
+	}()
+	cold := !served.Swap(true)
+	req, err := decodeRequest(payload)
+	if err != nil {
+		code := codeMalformed
+		var ve *versionError
+		if errors.As(err, &ve) {
+			code = codeVersion
+		}
+		return errorReply(&wireError{Code: code, Message: fmt.Sprintf("malformed request of %d bytes: %v", len(payload), err)})
+	}
+	fn := r.lookup(req.Func)
+	if fn == nil {
+		return errorReply(&wireError{Code: codeUnknown, Message: fmt.Sprintf(
+			"function %q is not registered in this worker (it has: %s); is the deployed binary the driver's program?",
+			req.Func, listNames(r.Names(), 20))})
+	}
+	if fn.digest != req.Digest {
+		return errorReply(&wireError{Code: codeStale, Message: fmt.Sprintf(
+			"function %q is %s in this worker (digest %s) but the driver's has digest %s: the worker binary is out of date; redeploy it",
+			req.Func, fn.signature, fn.digest, req.Digest)})
+	}
+	b := &batchRun{fn: fn, req: req, cold: cold, stores: &storeResolver{url: req.Store, ctx: ctx}}
+	results := b.run(ctx)
+	out := &wireReply{Worker: workerID, Cold: cold, Results: results}
+	return b.encode(ctx, out)
+}
+
+func listNames(names []string, max int) string {
+	if len(names) == 0 {
+		return "no functions"
+	}
+	if len(names) > max {
+		return strings.Join(names[:max], ", ") + fmt.Sprintf(" and %d more", len(names)-max)
+	}
+	return strings.Join(names, ", ")
+}
+
+func errorReply(we *wireError) []byte {
+	var buf bytes.Buffer
+	r := &wireReply{Err: we, Worker: workerID}
+	if err := encodeReply(&buf, r); err != nil {
+		// Only a broken encoder gets here; reply with the bare minimum.
+		return []byte{0x96, 0x01, 0xc0, 0xa0, 0xc2, 0xa0, 0x90}
+	}
+	return buf.Bytes()
+}
+
+// Task states in a batch.
+const (
+	taskPending int32 = iota
+	taskRunning
+	taskDone
+	taskAbandoned
+)
+
+type batchRun struct {
+	cold   bool
+	fn     *funcInfo
+	req    *wireRequest
+	stores *storeResolver
+}
+
+type taskDoneMsg struct {
+	i   int
+	res wireResult
+}
+
+// run executes the batch with up to req.Parallel runners and returns one
+// result per task, in task order. Tasks that overrun their deadline by
+// abandonGrace, or are still running when ctx ends, are reported as timed out
+// or cancelled and abandoned.
+func (b *batchRun) run(ctx context.Context) []wireResult {
+	tasks := b.req.Tasks
+	results := make([]wireResult, len(tasks))
+	if len(tasks) == 0 {
+		return results
+	}
+	state := make([]atomic.Int32, len(tasks))
+	started := make([]atomic.Int64, len(tasks)) // Unix nanos, for abandonment
+	doneCh := make(chan taskDoneMsg, len(tasks))
+	var next atomic.Int64
+
+	runner := func() {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= len(tasks) || ctx.Err() != nil {
+				return
+			}
+			if !state[i].CompareAndSwap(taskPending, taskRunning) {
+				continue
+			}
+			started[i].Store(time.Now().UnixNano())
+			res := b.runTask(ctx, &tasks[i])
+			if !state[i].CompareAndSwap(taskRunning, taskDone) {
+				return // abandoned: a replacement runner took over
+			}
+			doneCh <- taskDoneMsg{i, res}
+		}
+	}
+	parallel := max(1, min(b.req.Parallel, len(tasks)))
+	for range parallel {
+		go runner()
+	}
+
+	remaining := len(tasks)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for remaining > 0 {
+		var timeoutC <-chan time.Time
+		if b.req.TaskTimeout > 0 {
+			if at, ok := earliestOverrun(state, started, b.req.TaskTimeout+abandonGrace); ok {
+				d := time.Until(at)
+				if timer == nil {
+					timer = time.NewTimer(d)
+				} else {
+					timer.Reset(d)
+				}
+				timeoutC = timer.C
+			}
+		}
+		select {
+		case m := <-doneCh:
+			results[m.i] = m.res
+			remaining--
+		case <-timeoutC:
+			limit := time.Now().Add(-(b.req.TaskTimeout + abandonGrace)).UnixNano()
+			for i := range tasks {
+				if state[i].Load() == taskRunning && started[i].Load() <= limit &&
+					state[i].CompareAndSwap(taskRunning, taskAbandoned) {
+					results[i] = abandonedResult(&tasks[i], started[i].Load(), codeTimeout,
+						fmt.Sprintf("task overran its %v timeout and ignored its context; abandoned", b.req.TaskTimeout))
+					remaining--
+					go runner() // take over the remaining tasks
+				}
+			}
+		case <-ctx.Done():
+			code, msg := codeCanceled, "invocation cancelled before the task finished"
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				code, msg = codeTimeout, "invocation deadline reached before the task finished"
+			}
+			for i := range tasks {
+				if state[i].CompareAndSwap(taskPending, taskAbandoned) || state[i].CompareAndSwap(taskRunning, taskAbandoned) {
+					results[i] = abandonedResult(&tasks[i], started[i].Load(), code, msg)
+					remaining--
+				}
+			}
+			// Tasks that finished are on their way: their runner sends
+			// right after marking them done.
+			for remaining > 0 {
+				m := <-doneCh
+				results[m.i] = m.res
+				remaining--
+			}
+		}
+	}
+	return results
+}
+
+func earliestOverrun(state []atomic.Int32, started []atomic.Int64, limit time.Duration) (time.Time, bool) {
+	var earliest int64
+	found := false
+	for i := range state {
+		if state[i].Load() != taskRunning {
+			continue
+		}
+		s := started[i].Load()
+		if s != 0 && (!found || s < earliest) {
+			earliest, found = s, true
+		}
+	}
+	if !found {
+		return time.Time{}, false
+	}
+	return time.Unix(0, earliest).Add(limit), true
+}
+
+func abandonedResult(t *wireTask, start int64, code, msg string) wireResult {
+	now := time.Now().UnixNano()
+	if start == 0 {
+		start = now
+	}
+	return wireResult{Index: t.Index, Attempt: t.Attempt, Start: start, End: now,
+		Err: &wireError{Code: code, Type: "context", Message: msg}}
+}
+
+// runTask runs one task and never panics.
+func (b *batchRun) runTask(ctx context.Context, t *wireTask) (res wireResult) {
+	res = wireResult{Index: t.Index, Attempt: t.Attempt}
+	defer func() {
+		if p := recover(); p != nil {
+			res.Err = panicError(p)
+			res.Output, res.Key = nil, ""
+		}
+		if res.End == 0 {
+			res.End = time.Now().UnixNano()
+		}
+	}()
+	res.Start = time.Now().UnixNano()
+	input, werr := b.input(ctx, t)
+	if werr != nil {
+		res.Err = werr
+		return res
+	}
+	tctx := ctx
+	if b.req.TaskTimeout > 0 {
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithTimeout(ctx, b.req.TaskTimeout)
+		defer cancel()
+	}
+	ts := &taskState{req: b.req, task: t, stores: b.stores}
+	ts.info = TaskInfo{Job: b.req.Job, Func: b.req.Func, Index: t.Index, Attempt: t.Attempt,
+		ColdStart: b.cold, Worker: workerID}
+	if dl, ok := tctx.Deadline(); ok {
+		ts.info.Deadline = dl
+	}
+	tctx = context.WithValue(tctx, taskKey{}, ts)
+	res.Start = time.Now().UnixNano()
+	out, werr := b.fn.run(tctx, input)
+	res.End = time.Now().UnixNano()
+	res.Logs = ts.logs.records()
+	if werr != nil {
+		if werr.Code == codeApp && tctx.Err() != nil && ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
+			// The function returned after its own timeout fired.
+			werr.Code = codeTimeout
+		}
+		res.Err = werr
+		return res
+	}
+	return b.placeOutput(ctx, res, out)
+}
+
+// placeOutput puts the output inline, or in the store when asked to or when
+// it is too large to travel in the reply.
+func (b *batchRun) placeOutput(ctx context.Context, res wireResult, out []byte) wireResult {
+	limit := b.req.ReplyLimit
+	toStore := b.req.Flags&flagOutputsToStore != 0 || (limit > 0 && int64(len(out)) > limit/4)
+	if !toStore {
+		res.Output = out
+		return res
+	}
+	st, err := b.stores.get()
+	if err != nil {
+		if b.req.Flags&flagOutputsToStore == 0 && int64(len(out)) <= limit {
+			res.Output = out // no store, but it may still fit
+			return res
+		}
+		res.Err = &wireError{Code: codeTooLarge, Type: "fanout.ErrPayloadTooLarge", Message: fmt.Sprintf(
+			"output of %d bytes exceeds the %d-byte reply limit and cannot go to the store: %v", len(out), limit, err)}
+		return res
+	}
+	key := outputKey(b.req.Prefix, res.Index, res.Attempt)
+	if err := st.Put(ctx, key, out); err != nil {
+		res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("write output: %v", err), Retryable: true}
+		return res
+	}
+	res.Key, res.Len = key, int64(len(out))
+	return res
+}
+
+func outputKey(prefix string, index, attempt int) string {
+	return prefix + "out/" + strconv.Itoa(index) + "." + strconv.Itoa(attempt)
+}
+
+// input returns the encoded input of t, reading it from the store if needed.
+func (b *batchRun) input(ctx context.Context, t *wireTask) ([]byte, *wireError) {
+	raw := t.Input
+	if t.Key != "" {
+		st, err := b.stores.get()
+		if err != nil {
+			return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("open store for input: %v", err), Retryable: true}
+		}
+		raw, err = st.GetRange(ctx, t.Key, t.Off, t.Len)
+		if err != nil {
+			return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("read input: %v", err), Retryable: true}
+		}
+		if int64(len(raw)) != t.Len {
+			return nil, &wireError{Code: codeStore, Type: "fanout.shortRead", Message: fmt.Sprintf("read input %q [%d,+%d): got %d bytes", t.Key, t.Off, t.Len, len(raw)), Retryable: true}
+		}
+	}
+	if t.Kind == inputGather {
+		return b.gather(ctx, raw)
+	}
+	return raw, nil
+}
+
+// gather builds the msgpack array of the objects a gather input names.
+func (b *batchRun) gather(ctx context.Context, list []byte) ([]byte, *wireError) {
+	ranges, err := decodeRanges(list)
+	if err != nil {
+		return nil, &wireError{Code: codeMalformed, Message: fmt.Sprintf("gather list: %v", err)}
+	}
+	st, err := b.stores.get()
+	if err != nil {
+		return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("open store for gather: %v", err), Retryable: true}
+	}
+	parts := make([][]byte, len(ranges))
+	errs := make([]error, len(ranges))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, r := range ranges {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			parts[i], errs[i] = st.GetRange(ctx, r.Key, r.Off, r.Len)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("gather: %v", err), Retryable: true}
+	}
+	var buf bytes.Buffer
+	e := getEncoder(&buf)
+	err = e.EncodeArrayLen(len(parts))
+	putEncoder(e)
+	if err != nil {
+		return nil, &wireError{Code: codeInternal, Message: err.Error()}
+	}
+	for _, p := range parts {
+		buf.Write(p)
+	}
+	return buf.Bytes(), nil
+}
+
+// encode encodes the reply, moving outputs to the store (largest first) when
+// it exceeds the reply limit, and as a last resort the whole reply.
+func (b *batchRun) encode(ctx context.Context, r *wireReply) []byte {
+	var buf bytes.Buffer
+	if err := encodeReply(&buf, r); err != nil {
+		return errorReply(&wireError{Code: codeInternal, Message: fmt.Sprintf("encode reply: %v", err)})
+	}
+	limit := b.req.ReplyLimit
+	if limit <= 0 || int64(buf.Len()) <= limit {
+		return buf.Bytes()
+	}
+	// Largest inline outputs first.
+	order := make([]int, 0, len(r.Results))
+	for i := range r.Results {
+		if len(r.Results[i].Output) > 0 {
+			order = append(order, i)
+		}
+	}
+	sort.Slice(order, func(a, c int) bool { return len(r.Results[order[a]].Output) > len(r.Results[order[c]].Output) })
+	size := int64(buf.Len())
+	st, stErr := b.stores.get()
+	for _, i := range order {
+		if size <= limit {
+			break
+		}
+		res := &r.Results[i]
+		n := int64(len(res.Output))
+		if stErr != nil {
+			res.Err = &wireError{Code: codeTooLarge, Type: "fanout.ErrPayloadTooLarge", Message: fmt.Sprintf(
+				"output of %d bytes does not fit the %d-byte reply with the rest of the batch, and cannot go to the store: %v", n, limit, stErr)}
+		} else {
+			key := outputKey(b.req.Prefix, res.Index, res.Attempt)
+			if err := st.Put(ctx, key, res.Output); err != nil {
+				res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("write output: %v", err), Retryable: true}
+			} else {
+				res.Key, res.Len = key, n
+			}
+		}
+		res.Output = nil
+		size -= n
+	}
+	buf.Reset()
+	if err := encodeReply(&buf, r); err != nil {
+		return errorReply(&wireError{Code: codeInternal, Message: fmt.Sprintf("encode reply: %v", err)})
+	}
+	if int64(buf.Len()) <= limit {
+		return buf.Bytes()
+	}
+	// Logs and error messages alone overflow the reply.
+	if stErr == nil && len(r.Results) > 0 {
+		key := fmt.Sprintf("%sreply/%d.%d", b.req.Prefix, r.Results[0].Index, r.Results[0].Attempt)
+		if err := st.Put(ctx, key, buf.Bytes()); err == nil {
+			buf.Reset()
+			if encodeReply(&buf, &wireReply{Worker: r.Worker, Cold: r.Cold, Spilled: key}) == nil {
+				return buf.Bytes()
+			}
+		}
+	}
+	return errorReply(&wireError{Code: codeTooLarge, Message: fmt.Sprintf(
+		"reply of %d bytes exceeds the %d-byte limit even without outputs", buf.Len(), limit)})
+}
+
+// storeResolver opens the job's store on first use. In the driver's own
+// process (the local backend) it uses the driver's store instance, so a
+// mem:// store is shared.
+type storeResolver struct {
+	url  string
+	ctx  context.Context
+	once sync.Once
+	st   storage.Store
+	err  error
+}
+
+func (s *storeResolver) get() (storage.Store, error) {
+	s.once.Do(func() {
+		if s.url == "" {
+			s.err = fmt.Errorf("%w: the job has no store", ErrNoStore)
+			return
+		}
+		if st, ok := s.ctx.Value(driverStoreKey{}).(storage.Store); ok && st.URL() == s.url {
+			s.st = st
+			return
+		}
+		s.st, s.err = workerStores.open(s.ctx, s.url)
+	})
+	return s.st, s.err
+}
+
+// driverStoreKey carries the executor's store into in-process invocations.
+type driverStoreKey struct{}
+
+// workerStores caches the stores a worker opened, by URL, for the life of
+// the process: a warm worker reuses its connections.
+var workerStores = &storeCache{m: map[string]storage.Store{}}
+
+type storeCache struct {
+	mu sync.Mutex
+	m  map[string]storage.Store
+}
+
+func (c *storeCache) open(ctx context.Context, url string) (storage.Store, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[url]; ok {
+		return st, nil
+	}
+	st, err := storage.Open(context.WithoutCancel(ctx), url)
+	if err != nil {
+		return nil, err
+	}
+	c.m[url] = st
+	return st, nil
+}

@@ -1,0 +1,139 @@
+package fanout_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/backends/process"
+	"github.com/gowren/gowren/fanout"
+)
+
+// Ways for a task to take its worker process down with it.
+var die = fanout.Register("fanout_test.die", func(ctx context.Context, how string) (string, error) {
+	switch how {
+	case "exit":
+		os.Exit(3)
+	case "kill":
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		<-ctx.Done()
+	case "panic-outside-task":
+		done := make(chan struct{})
+		go func() { panic("a goroutine the task started") }()
+		<-done
+	case "oom":
+		// Cap the address space, then allocate past it: the Go runtime
+		// dies with "out of memory" as it would under a memory limit.
+		lim := syscall.Rlimit{Cur: 1 << 30, Max: 1 << 30}
+		if err := syscall.Setrlimit(syscall.RLIMIT_AS, &lim); err != nil {
+			return "", err
+		}
+		var hoard [][]byte
+		for {
+			hoard = append(hoard, make([]byte, 64<<20))
+		}
+	case "print":
+		// Output must not disturb the frames on the protocol pipes.
+		big := strings.Repeat("noise ", 50000)
+		fmt.Println(big)
+		fmt.Fprintln(os.Stderr, big)
+	}
+	return how, nil
+})
+
+// lineLog collects worker output lines for assertions.
+type lineLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lineLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newProcess(t *testing.T, workers int, o *fanout.Options) (*fanout.Executor, *lineLog) {
+	t.Helper()
+	out := &lineLog{}
+	b := process.New(&process.Options{
+		Workers: workers,
+		Stderr:  out,
+		Env:     []string{"GORACE=" + os.Getenv("GORACE") + " atexit_sleep_ms=0"},
+	})
+	if o == nil {
+		o = &fanout.Options{}
+	}
+	o.Logger = quietLogs
+	ex := fanout.NewExecutor(b, o)
+	t.Cleanup(func() { ex.Close() })
+	return ex, out
+}
+
+func TestProcessWorkerDeath(t *testing.T) {
+	for _, how := range []string{"exit", "kill", "panic-outside-task", "oom"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			ex, _ := newProcess(t, 2, &fanout.Options{BatchSize: 4})
+			in := []string{"a", "b", how, "c", "d", "e", "f", "g"}
+			j, err := fanout.Start(context.Background(), ex, die, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := j.Wait(context.Background())
+			for i, s := range in {
+				if s != how && out[i] != s {
+					t.Errorf("out[%d] = %q, want %q: batch-mates of the dying task must succeed", i, out[i], s)
+				}
+			}
+			var te *fanout.TaskError
+			if !errors.As(err, &te) || te.Index != 2 {
+				t.Fatalf("err = %v, want a TaskError for task 2", err)
+			}
+			if !errors.Is(err, backends.ErrWorkerLost) {
+				t.Errorf("err = %v, want it to wrap backends.ErrWorkerLost", err)
+			}
+			if te.Attempts != 3 {
+				t.Errorf("Attempts = %d, want 3 (Retries defaults to 2)", te.Attempts)
+			}
+			if len(unjoin(err)) != 1 {
+				t.Errorf("%d errors, want only the dying task's: %v", len(unjoin(err)), err)
+			}
+			// The pool recovers: the same executor keeps working.
+			more, err := fanout.Map(context.Background(), ex, die, []string{"x", "y"})
+			if err != nil || more[0] != "x" || more[1] != "y" {
+				t.Fatalf("after the deaths: %q, %v", more, err)
+			}
+		})
+	}
+}
+
+func TestProcessTaskOutput(t *testing.T) {
+	ex, log := newProcess(t, 1, nil)
+	out, err := fanout.Map(context.Background(), ex, die, []string{"print", "print"})
+	if err != nil || out[0] != "print" {
+		t.Fatalf("Map = %q, %v", out, err)
+	}
+	if !strings.Contains(log.String(), "[worker ") || !strings.Contains(log.String(), "noise noise") {
+		t.Errorf("worker output did not reach Stderr with a worker prefix (got %d bytes)", len(log.String()))
+	}
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

@@ -1,0 +1,219 @@
+package fanout
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"iter"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gowren/gowren/storage"
+)
+
+// TaskInfo describes the task a context belongs to.
+type TaskInfo struct {
+	// Job is the ID of the job.
+	Job string
+	// Func is the registered name of the function.
+	Func string
+	// Index is the position of the task's input in the job.
+	Index int
+	// Attempt counts from 0; it is above 0 when the task is retried.
+	Attempt int
+	// ColdStart reports that this is the first invocation the worker
+	// process served.
+	ColdStart bool
+	// Deadline is when the task's context expires (Options.TaskTimeout or
+	// the platform's limit); zero when there is none.
+	Deadline time.Time
+	// Worker identifies the worker process ("host:pid").
+	Worker string
+}
+
+type taskKey struct{}
+
+type taskState struct {
+	info   TaskInfo
+	req    *wireRequest
+	task   *wireTask
+	stores *storeResolver
+	logs   logBuffer
+}
+
+func taskFrom(ctx context.Context) *taskState {
+	ts, _ := ctx.Value(taskKey{}).(*taskState)
+	return ts
+}
+
+// Task returns what is known about the task that ctx belongs to. Outside a
+// task (in the driver) it returns the zero TaskInfo.
+func Task(ctx context.Context) TaskInfo {
+	if ts := taskFrom(ctx); ts != nil {
+		return ts.info
+	}
+	return TaskInfo{}
+}
+
+// Logger returns a logger for the running task. Its records are kept (up to
+// 256 records or 64 KiB per task; further ones are dropped and the drop is
+// recorded) and travel back to the driver with the task's result, where they
+// appear in Result.Logs and TaskError.Logs and, for failed tasks, in the
+// executor's logger. Outside a task it returns slog.Default().
+func Logger(ctx context.Context) *slog.Logger {
+	if ts := taskFrom(ctx); ts != nil {
+		return slog.New(&taskLogHandler{buf: &ts.logs})
+	}
+	return slog.Default()
+}
+
+// Store returns the job's store, opened in the worker from the URL the driver
+// sent (and cached for the life of the worker process). A task may read and
+// write its own objects there. Outside a task, or when the job has no store,
+// it returns a Store whose every method fails with an error naming the
+// reason, never nil.
+func Store(ctx context.Context) storage.Store {
+	ts := taskFrom(ctx)
+	if ts == nil {
+		return brokenStore{err: fmt.Errorf("%w: fanout.Store called outside a task", ErrNoStore)}
+	}
+	st, err := ts.stores.get()
+	if err != nil {
+		return brokenStore{err: err}
+	}
+	return st
+}
+
+// LogRecord is one record a task wrote through Logger.
+type LogRecord struct {
+	Time    time.Time
+	Level   slog.Level
+	Message string
+	// Attrs are the record's attributes in slog's text form: "k=v k2=v2".
+	Attrs string
+}
+
+func (r LogRecord) String() string {
+	s := r.Time.Format(time.RFC3339Nano) + " " + r.Level.String() + " " + r.Message
+	if r.Attrs != "" {
+		s += " " + r.Attrs
+	}
+	return s
+}
+
+func levelOf(v int64) slog.Level { return slog.Level(v) }
+
+const (
+	maxLogRecords = 256
+	maxLogBytes   = 64 << 10
+)
+
+// logBuffer keeps a task's records, bounded.
+type logBuffer struct {
+	mu      sync.Mutex
+	recs    []LogRecord
+	bytes   int
+	dropped int
+}
+
+func (b *logBuffer) add(r LogRecord) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(r.Message) + len(r.Attrs) + 32
+	if len(b.recs) >= maxLogRecords || b.bytes+n > maxLogBytes {
+		b.dropped++
+		return
+	}
+	b.recs = append(b.recs, r)
+	b.bytes += n
+}
+
+func (b *logBuffer) records() []LogRecord {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	recs := b.recs
+	if b.dropped > 0 {
+		recs = append(recs[:len(recs):len(recs)], LogRecord{Time: time.Now(), Level: slog.LevelWarn,
+			Message: fmt.Sprintf("gowren: %d further log records of this task were dropped (limit %d records, %d bytes)", b.dropped, maxLogRecords, maxLogBytes)})
+	}
+	return recs
+}
+
+// taskLogHandler is a slog.Handler that appends to a task's logBuffer.
+type taskLogHandler struct {
+	buf    *logBuffer
+	prefix string // attributes from WithAttrs, already formatted
+	group  string // group prefix from WithGroup, "a.b."
+}
+
+func (h *taskLogHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *taskLogHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(h.prefix)
+	r.Attrs(func(a slog.Attr) bool {
+		writeAttr(&b, h.group, a)
+		return true
+	})
+	h.buf.add(LogRecord{Time: r.Time, Level: r.Level, Message: r.Message, Attrs: strings.TrimSpace(b.String())})
+	return nil
+}
+
+func (h *taskLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	var b strings.Builder
+	b.WriteString(h.prefix)
+	for _, a := range as {
+		writeAttr(&b, h.group, a)
+	}
+	return &taskLogHandler{buf: h.buf, prefix: b.String(), group: h.group}
+}
+
+func (h *taskLogHandler) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return h
+	}
+	return &taskLogHandler{buf: h.buf, prefix: h.prefix, group: h.group + name + "."}
+}
+
+func writeAttr(b *strings.Builder, group string, a slog.Attr) {
+	a.Value = a.Value.Resolve()
+	if a.Equal(slog.Attr{}) {
+		return
+	}
+	if a.Value.Kind() == slog.KindGroup {
+		g := group
+		if a.Key != "" {
+			g += a.Key + "."
+		}
+		for _, ga := range a.Value.Group() {
+			writeAttr(b, g, ga)
+		}
+		return
+	}
+	v := a.Value.String()
+	if strings.ContainsAny(v, " =\"") || v == "" {
+		v = fmt.Sprintf("%q", v)
+	}
+	b.WriteString(group + a.Key + "=" + v + " ")
+}
+
+// brokenStore is a Store whose every method fails with err.
+type brokenStore struct{ err error }
+
+func (s brokenStore) Put(context.Context, string, []byte) error                 { return s.err }
+func (s brokenStore) Get(context.Context, string) ([]byte, error)               { return nil, s.err }
+func (s brokenStore) Delete(context.Context, ...string) error                   { return s.err }
+func (s brokenStore) URL() string                                               { return "" }
+func (s brokenStore) Close() error                                              { return nil }
+func (s brokenStore) NewWriter(context.Context, string) (io.WriteCloser, error) { return nil, s.err }
+func (s brokenStore) GetRange(context.Context, string, int64, int64) ([]byte, error) {
+	return nil, s.err
+}
+func (s brokenStore) NewReader(context.Context, string, int64, int64) (io.ReadCloser, error) {
+	return nil, s.err
+}
+func (s brokenStore) List(context.Context, string) iter.Seq2[storage.ObjectInfo, error] {
+	return func(yield func(storage.ObjectInfo, error) bool) { yield(storage.ObjectInfo{}, s.err) }
+}
