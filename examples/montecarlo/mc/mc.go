@@ -45,7 +45,9 @@ type Partial struct {
 // Simulate draws b.Samples samples from the task's own stream. It checks ctx
 // every 65,536 samples and returns ctx's error once it is done.
 func Simulate(ctx context.Context, b Batch) (Partial, error) {
-	rng := rand.New(rand.NewPCG(b.Seed, b.Index))
+	// Mixed seeds: PCG states that differ only in their low bits would
+	// start streams that are needlessly close.
+	rng := rand.New(rand.NewPCG(splitmix(b.Seed), splitmix(b.Seed^splitmix(b.Index))))
 	o := b.Option
 	drift := (o.Rate - o.Vol*o.Vol/2) * o.Maturity
 	diffusion := o.Vol * math.Sqrt(o.Maturity)
@@ -120,6 +122,14 @@ func BlackScholesCall(o Option) float64 {
 	d1 := (math.Log(o.Spot/o.Strike) + (o.Rate+o.Vol*o.Vol/2)*o.Maturity) / sq
 	d2 := d1 - sq
 	return o.Spot*normCDF(d1) - o.Strike*math.Exp(-o.Rate*o.Maturity)*normCDF(d2)
+}
+
+// splitmix is SplitMix64's finalizer, a bijective mix of 64 bits.
+func splitmix(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
 }
 
 func normCDF(x float64) float64 { return 0.5 * math.Erfc(-x/math.Sqrt2) }
