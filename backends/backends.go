@@ -40,6 +40,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -178,6 +179,20 @@ func DefaultHandler() Handler {
 	defer handlerMu.RUnlock()
 	return defaultHandler
 }
+
+var abandoned atomic.Int64
+
+// NoteAbandoned adjusts the number of tasks this worker process gave up on
+// whose goroutines are still running: +1 when a task is abandoned (it
+// overran its deadline ignoring its context, or its invocation ended while it
+// ran), -1 when such a goroutine finally returns. fanout.Handle calls it.
+func NoteAbandoned(delta int) { abandoned.Add(int64(delta)) }
+
+// Abandoned returns the number of abandoned task goroutines still running in
+// this process. A runtime that can replace its worker (process) retires one
+// for which it is above zero after the current reply: such goroutines would
+// take CPU and memory from every task that follows.
+func Abandoned() int { return int(abandoned.Load()) }
 
 // Runtime is the worker side of a backend whose workers run this binary.
 type Runtime struct {

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/storage"
 )
 
@@ -149,7 +150,10 @@ func (b *batchRun) run(ctx context.Context) []wireResult {
 			started[i].Store(time.Now().UnixNano())
 			res := b.runTask(ctx, &tasks[i])
 			if !state[i].CompareAndSwap(taskRunning, taskDone) {
-				return // abandoned: a replacement runner took over
+				// Abandoned: its result is not wanted and a replacement
+				// runner took over.
+				backends.NoteAbandoned(-1)
+				return
 			}
 			doneCh <- taskDoneMsg{i, res}
 		}
@@ -160,47 +164,47 @@ func (b *batchRun) run(ctx context.Context) []wireResult {
 	}
 
 	remaining := len(tasks)
+	// Overruns are looked for when the timer fires, not after every
+	// result: a task that starts after a check cannot overrun before the
+	// next check, which is armed at most limit ahead.
+	limit := b.req.TaskTimeout + abandonGrace
 	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	var timeoutC <-chan time.Time
+	if b.req.TaskTimeout > 0 {
+		timer = time.NewTimer(limit)
+		defer timer.Stop()
+		timeoutC = timer.C
+	}
 	for remaining > 0 {
-		var timeoutC <-chan time.Time
-		if b.req.TaskTimeout > 0 {
-			if at, ok := earliestOverrun(state, started, b.req.TaskTimeout+abandonGrace); ok {
-				d := time.Until(at)
-				if timer == nil {
-					timer = time.NewTimer(d)
-				} else {
-					timer.Reset(d)
-				}
-				timeoutC = timer.C
-			}
-		}
 		select {
 		case m := <-doneCh:
 			results[m.i] = m.res
 			remaining--
 		case <-timeoutC:
-			limit := time.Now().Add(-(b.req.TaskTimeout + abandonGrace)).UnixNano()
+			cutoff := time.Now().Add(-limit).UnixNano()
 			for i := range tasks {
-				if state[i].Load() == taskRunning && started[i].Load() <= limit &&
-					state[i].CompareAndSwap(taskRunning, taskAbandoned) {
+				if state[i].Load() == taskRunning && started[i].Load() <= cutoff && abandon(&state[i]) {
 					results[i] = abandonedResult(&tasks[i], started[i].Load(), codeTimeout,
 						fmt.Sprintf("task overran its %v timeout and ignored its context; abandoned", b.req.TaskTimeout))
 					remaining--
 					go runner() // take over the remaining tasks
 				}
 			}
+			next := limit
+			if at, ok := earliestOverrun(state, started, limit); ok {
+				next = max(time.Until(at), time.Millisecond)
+			}
+			timer.Reset(next)
 		case <-ctx.Done():
 			code, msg := codeCanceled, "invocation cancelled before the task finished"
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				code, msg = codeTimeout, "invocation deadline reached before the task finished"
 			}
 			for i := range tasks {
-				if state[i].CompareAndSwap(taskPending, taskAbandoned) || state[i].CompareAndSwap(taskRunning, taskAbandoned) {
+				if state[i].CompareAndSwap(taskPending, taskAbandoned) {
+					results[i] = abandonedResult(&tasks[i], 0, code, msg)
+					remaining--
+				} else if abandon(&state[i]) {
 					results[i] = abandonedResult(&tasks[i], started[i].Load(), code, msg)
 					remaining--
 				}
@@ -215,6 +219,17 @@ func (b *batchRun) run(ctx context.Context) []wireResult {
 		}
 	}
 	return results
+}
+
+// abandon gives up on a running task, counting its goroutine, which may
+// outlive the invocation, until it returns (see backends.NoteAbandoned).
+func abandon(state *atomic.Int32) bool {
+	backends.NoteAbandoned(1) // before the swap, so the runner's -1 never comes first
+	if state.CompareAndSwap(taskRunning, taskAbandoned) {
+		return true
+	}
+	backends.NoteAbandoned(-1)
+	return false
 }
 
 func earliestOverrun(state []atomic.Int32, started []atomic.Int64, limit time.Duration) (time.Time, bool) {

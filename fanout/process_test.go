@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/process"
@@ -128,6 +129,52 @@ func TestProcessTaskOutput(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "[worker ") || !strings.Contains(log.String(), "noise noise") {
 		t.Errorf("worker output did not reach Stderr with a worker prefix (got %d bytes)", len(log.String()))
+	}
+}
+
+var (
+	stubborn = fanout.Register("fanout_test.stubborn", func(ctx context.Context, x int) (int, error) {
+		if x < 0 {
+			select {} // ignores its context
+		}
+		return x, nil
+	})
+	whoami = fanout.Register("fanout_test.whoami", func(ctx context.Context, _ int) (string, error) {
+		return fanout.Task(ctx).Worker, nil
+	})
+)
+
+// A worker left with a task goroutine it could not stop is retired after its
+// reply, and the next invocation gets a fresh process.
+func TestProcessRetiresWorkerWithStrayTask(t *testing.T) {
+	ex, _ := newProcess(t, 1, &fanout.Options{TaskTimeout: 200 * time.Millisecond, BatchSize: 4})
+	j, err := fanout.Start(context.Background(), ex, stubborn, []int{1, -1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hung string
+	for r := range j.Results(context.Background()) {
+		if r.Index != 1 {
+			// The stuck task's batch-mates run on.
+			if r.Err != nil || r.Value != []int{1, -1, 2, 3}[r.Index] {
+				t.Errorf("task %d: %v, %v", r.Index, r.Value, r.Err)
+			}
+			continue
+		}
+		if !errors.Is(r.Err, fanout.ErrTaskTimeout) {
+			t.Fatalf("err = %v, want ErrTaskTimeout", r.Err)
+		}
+		hung = r.Stats.Worker
+	}
+	if hung == "" {
+		t.Fatal("the timed-out task reports no worker")
+	}
+	out, err := fanout.Map(context.Background(), ex, whoami, []int{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out[0] == hung {
+		t.Fatalf("worker %s served again after abandoning a task", hung)
 	}
 }
 

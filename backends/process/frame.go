@@ -12,7 +12,7 @@ import (
 //	offset size
 //	0      2    magic "gw"
 //	2      1    type (frameHello ... frameFailed)
-//	3      1    reserved, 0
+//	3      1    flags: flagRetire on a reply, else 0
 //	4      4    body length, big endian
 //	8      8    request id, big endian (0 in hello)
 //
@@ -71,31 +71,38 @@ func (t frameType) String() string {
 	return fmt.Sprintf("type %d", uint8(t))
 }
 
+// flagRetire on a reply says the worker should not serve again: a task it
+// gave up on is still running (see backends.Abandoned). The driver then
+// disposes of it instead of returning it to the pool.
+const flagRetire = 1
+
 type header struct {
-	typ  frameType
-	size uint32
-	id   uint64
+	typ   frameType
+	flags uint8
+	size  uint32
+	id    uint64
 }
 
 func putHeader(b []byte, h header) {
 	_ = b[headerSize-1]
-	b[0], b[1], b[2], b[3] = 'g', 'w', byte(h.typ), 0
+	b[0], b[1], b[2], b[3] = 'g', 'w', byte(h.typ), h.flags
 	binary.BigEndian.PutUint32(b[4:8], h.size)
 	binary.BigEndian.PutUint64(b[8:16], h.id)
 }
 
-// parseHeader decodes a header; it checks the magic and the reserved byte
-// only: the reader checks type, id and size against what it expects.
+// parseHeader decodes a header; it checks the magic and that no unknown flag
+// is set: the reader checks type, flags, id and size against what it expects.
 func parseHeader(b []byte) (header, error) {
 	_ = b[headerSize-1]
 	if b[0] != 'g' || b[1] != 'w' {
 		return header{}, fmt.Errorf("bad frame magic %#02x%02x", b[0], b[1])
 	}
-	if b[3] != 0 {
-		return header{}, fmt.Errorf("bad frame: reserved byte %#02x", b[3])
+	if b[3]&^flagRetire != 0 {
+		return header{}, fmt.Errorf("bad frame: unknown flags %#02x", b[3])
 	}
 	return header{
-		typ:  frameType(b[2]),
+		typ:   frameType(b[2]),
+		flags: b[3],
 		size: binary.BigEndian.Uint32(b[4:8]),
 		id:   binary.BigEndian.Uint64(b[8:16]),
 	}, nil
@@ -106,6 +113,9 @@ func parseHeader(b []byte) (header, error) {
 func checkReply(h header, id uint64, maxReply int) error {
 	if h.id != id {
 		return fmt.Errorf("bad frame: %v for request %d, want request %d", h.typ, h.id, id)
+	}
+	if h.flags != 0 && h.typ != frameReply {
+		return fmt.Errorf("bad frame: %v with flags %#02x", h.typ, h.flags)
 	}
 	var ok bool
 	switch h.typ {

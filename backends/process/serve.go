@@ -96,7 +96,7 @@ func (s *server) run() error {
 	var hello [helloSize]byte
 	binary.BigEndian.PutUint32(hello[0:4], protocolVersion)
 	binary.BigEndian.PutUint32(hello[4:8], uint32(os.Getpid()))
-	if err := s.send(frameHello, 0, hello[:]); err != nil {
+	if err := s.send(frameHello, 0, 0, hello[:]); err != nil {
 		return fmt.Errorf("process: serve: hello: %w", err)
 	}
 	var hb [headerSize]byte
@@ -108,6 +108,9 @@ func (s *server) run() error {
 			return fmt.Errorf("process: serve: read: %w", err)
 		}
 		h, err := parseHeader(hb[:])
+		if err == nil && h.flags != 0 {
+			err = fmt.Errorf("bad frame: %v with flags %#02x", h.typ, h.flags)
+		}
 		if err != nil {
 			return fmt.Errorf("process: serve: %w", err)
 		}
@@ -187,13 +190,17 @@ func (s *server) handle(ctx context.Context, inv *invocation, payload []byte) {
 		if len(failure) > maxFailedSize {
 			failure = failure[:maxFailedSize]
 		}
-		err = s.send(frameFailed, inv.id, []byte(failure))
+		err = s.send(frameFailed, 0, inv.id, []byte(failure))
 	case len(reply) > inv.maxReply:
 		var size [tooLargeSize]byte
 		binary.BigEndian.PutUint64(size[:], uint64(len(reply)))
-		err = s.send(frameTooLarge, inv.id, size[:])
+		err = s.send(frameTooLarge, 0, inv.id, size[:])
 	default:
-		err = s.send(frameReply, inv.id, reply)
+		var flags uint8
+		if backends.Abandoned() > 0 {
+			flags = flagRetire
+		}
+		err = s.send(frameReply, flags, inv.id, reply)
 	}
 	if err != nil && err != errStopped {
 		// The driver is gone; the request stream will end too.
@@ -212,13 +219,13 @@ func (s *server) call(ctx context.Context, payload []byte) (reply []byte, failur
 	return s.h(ctx, payload), ""
 }
 
-func (s *server) send(t frameType, id uint64, body []byte) error {
+func (s *server) send(t frameType, flags uint8, id uint64, body []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.stopped {
 		return errStopped
 	}
-	putHeader(s.hdr[:], header{typ: t, size: uint32(len(body)), id: id})
+	putHeader(s.hdr[:], header{typ: t, flags: flags, size: uint32(len(body)), id: id})
 	if _, err := s.w.Write(s.hdr[:]); err != nil {
 		return err
 	}

@@ -193,7 +193,7 @@ func (w *worker) handshake(ctx context.Context, timeout time.Duration) error {
 			w.id, w.pid, w.status(), hint, w.tail.String())
 	}
 	h, err := parseHeader(buf[:headerSize])
-	if err == nil && (h.typ != frameHello || h.size != helloSize || h.id != 0) {
+	if err == nil && (h.typ != frameHello || h.flags != 0 || h.size != helloSize || h.id != 0) {
 		err = fmt.Errorf("bad frame: %v of %d bytes for request %d, want hello", h.typ, h.size, h.id)
 	}
 	if err == nil {
@@ -309,7 +309,8 @@ func (w *worker) invoke(ctx context.Context, payload []byte) (reply []byte, keep
 	case frameFailed:
 		return nil, true, fmt.Errorf("process: invoke: worker %d (pid %d): handler failed: %s", w.id, w.pid, body)
 	}
-	return body, true, nil
+	// A worker that retires has a task goroutine it could not stop.
+	return body, h.flags&flagRetire == 0, nil
 }
 
 // readFailed turns an error reading the reply into Invoke's error.
