@@ -103,8 +103,8 @@ func parseHeader(b []byte) (header, error) {
 	return header{
 		typ:   frameType(b[2]),
 		flags: b[3],
-		size: binary.BigEndian.Uint32(b[4:8]),
-		id:   binary.BigEndian.Uint64(b[8:16]),
+		size:  binary.BigEndian.Uint32(b[4:8]),
+		id:    binary.BigEndian.Uint64(b[8:16]),
 	}, nil
 }
 
