@@ -58,6 +58,7 @@ commands:
   jobs                               list the jobs in the store
   status JOB                         show the objects of a job
   clean [-older-than D] [-all | JOB...]  delete job data
+  deploy lambda|scf [flags] [PACKAGE]  build a main package and deploy it as a cloud function
   version                            print the gowren version
 
 The store is -store URL, else $GOWREN_STORE (file:///dir, s3://bucket/prefix?region=...).
@@ -90,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "deploy":
+		return deploy(ctx, rest, stdout, stderr)
 	case "jobs", "status", "clean":
 	default:
 		fmt.Fprintf(stderr, "gowren: unknown command %q\n\n", cmd)
