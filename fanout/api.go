@@ -42,7 +42,7 @@ func Start[In, Out any](ctx context.Context, ex *Executor, f *Func[In, Out], inp
 	core, err := ex.start(ctx, jobSpec{
 		fn: f.fn, n: len(inputs), kind: inputValue,
 		encode: func(e *msgpack.Encoder, i int) error { return e.Encode(&inputs[i]) },
-		accept: func(i int, b []byte) error { return decodeValue(b, &j.values[i]) },
+		accept: j.accept, async: ex.opts.Async,
 	})
 	if err != nil {
 		return nil, err
@@ -80,6 +80,16 @@ func (j *Job[Out]) Wait(ctx context.Context) ([]Out, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("fanout: wait for job %s: %w", j.core.id, ctx.Err())
 	}
+}
+
+// accept decodes output i; the returned func stores it, and runs only for
+// the copy whose result is taken.
+func (j *Job[Out]) accept(i int, b []byte) (func(), error) {
+	var v Out
+	if err := decodeValue(b, &v); err != nil {
+		return nil, err
+	}
+	return func() { j.values[i] = v }, nil
 }
 
 func (j *Job[Out]) outcome() ([]Out, error) {
@@ -184,22 +194,30 @@ type JobStats struct {
 	// Running counts tasks in an invocation now; Pending those waiting.
 	Running int
 	Pending int
-	// Retries counts task attempts beyond the first, including resends
-	// after throttling.
+	// Retries counts tasks sent again after a failure, including resends
+	// after throttling; Backups counts speculative copies.
 	Retries int
+	Backups int
 	// Throttles counts invocations the platform refused with throttling.
 	Throttles         int
 	Invocations       int
 	FailedInvocations int
 	ColdStarts        int
+	// PeakInFlight is the most invocations in flight at once; Window the
+	// current limit (Concurrency, lowered by throttling, raised again as
+	// invocations succeed).
+	PeakInFlight int
+	Window       int
 	// BatchSize is the number of tasks in the last invocation sent.
 	BatchSize int
 	// BytesSent and BytesReceived count invocation payloads and replies.
 	BytesSent     int64
 	BytesReceived int64
-	// StoreReads and StoreWrites count the driver's storage requests.
+	// StoreReads, StoreWrites and StoreLists count the driver's storage
+	// requests (a List counts once, however many pages it reads).
 	StoreReads  int
 	StoreWrites int
+	StoreLists  int
 	// TaskTime is the sum of the tasks' run times on the workers.
 	TaskTime time.Duration
 	// Submitted is when Start was called; Ended when the job ended (zero
@@ -230,7 +248,8 @@ func (c *jobCore) stats() JobStats {
 	s := JobStats{
 		ID: c.id, Func: c.spec.fn.name, Tasks: c.spec.n,
 		Succeeded: c.finished - c.failedN, Failed: c.failedN,
-		Retries: c.counters.retries, Throttles: c.counters.throttles,
+		Retries: c.counters.retries, Backups: c.counters.backups, Throttles: c.counters.throttles,
+		PeakInFlight: c.counters.peakInFlight, StoreLists: c.counters.storeLists,
 		Invocations: c.counters.invocations, FailedInvocations: c.counters.failedInvocations,
 		ColdStarts: c.counters.coldStarts, BatchSize: c.lastBatch,
 		BytesSent: c.counters.bytesSent, BytesReceived: c.counters.bytesReceived,
@@ -245,6 +264,7 @@ func (c *jobCore) stats() JobStats {
 			s.Pending++
 		}
 	}
+	s.Window, _ = c.window.limit(time.Now())
 	if c.ended.IsZero() {
 		s.Elapsed = time.Since(c.started)
 	} else {
@@ -256,12 +276,9 @@ func (c *jobCore) stats() JobStats {
 func (c *jobCore) taskStatsLocked(i int) TaskStats {
 	t := &c.tasks[i]
 	ts := TaskStats{
-		Attempts: int(t.attempts), Invoked: unixTime(t.invoked), Started: unixTime(t.started),
+		Attempts: t.attempts(), Invoked: unixTime(t.invoked), Started: unixTime(t.started),
 		Finished: unixTime(t.finished), Received: unixTime(t.received), ColdStart: t.cold,
-		BytesIn: c.offs[i+1] - c.offs[i], BytesOut: t.bytesOut,
-	}
-	if ref, ok := c.stored[i]; ok {
-		ts.BytesIn = ref.len
+		BytesIn: c.inputSize(i), BytesOut: t.bytesOut,
 	}
 	if t.received != 0 && int(t.worker) < len(c.workerIDs) {
 		ts.Worker = c.workerIDs[t.worker]
@@ -313,7 +330,13 @@ func MapReduce[In, Mid, Out any](ctx context.Context, ex *Executor, mapper *Func
 	reduceJob, err := ex.start(ctx, jobSpec{
 		fn: reducer.fn, n: 1, kind: inputGather,
 		encode: func(e *msgpack.Encoder, _ int) error { return encodeRangesTo(e, mapJob.outRefs) },
-		accept: func(_ int, b []byte) error { return decodeValue(b, &out) },
+		accept: func(_ int, b []byte) (func(), error) {
+			var v Out
+			if err := decodeValue(b, &v); err != nil {
+				return nil, err
+			}
+			return func() { out = v }, nil
+		},
 	})
 	if err != nil {
 		return out, err

@@ -65,6 +65,9 @@ type TaskError struct {
 	// Logs are the records the task wrote through Logger(ctx) in its last
 	// attempt, if any reached the driver.
 	Logs []LogRecord
+	// History says why each attempt failed, oldest first ("attempt 1:
+	// worker lost ..."), up to 16 entries.
+	History []string
 
 	fromJob bool // the job's own error (cancel, abort), not the task's
 }

@@ -107,11 +107,35 @@ type Options struct {
 	// ErrTaskTimeout) and abandoned. Defaults to no timeout beyond the
 	// platform's own.
 	TaskTimeout time.Duration
+	// RetryTaskErrors retries errors returned by the function (and panics
+	// and timeouts) as if the function had marked them with Retryable.
+	// Defaults to false: a deterministic failure would fail again.
+	RetryTaskErrors bool
+	// Speculation sends a backup copy of a straggler: once three quarters
+	// of a job's tasks have results, a task whose copy has been out for more
+	// than three times the median round trip of the completed tasks (and at
+	// least 100 ms) is sent again, alone. The first result wins; the other
+	// copy is cancelled where the backend allows and ignored otherwise.
+	// Backups do not count against Retries. Defaults to false.
+	Speculation bool
+	// Async sends invocations without waiting for them: each worker puts
+	// its reply in the store, and the driver learns of completion by listing
+	// the job's reply prefix. The job's manifest and inputs are in the store
+	// too, so Attach can finish the job after the driver that started it
+	// died. Needs a store. Backends without native asynchronous invocation
+	// (local, process) are sent synchronous calls whose replies are only
+	// checked for errors. MapReduce ignores it. Defaults to false.
+	Async bool
+	// Ramp limits how fast a job's invocations in flight grow. Defaults to
+	// no limit beyond Concurrency.
+	Ramp Ramp
 	// Logger receives the executor's own records: retries at Warn, failed
 	// tasks at Error with their logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// KeepData keeps a job's objects in the store after its results are
-	// gathered, for inspection. Defaults to false: they are deleted.
+	// gathered, with its manifest and statistics (stats.json), for
+	// inspection with the gowren command. Defaults to false: they are
+	// deleted.
 	KeepData bool
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -22,6 +23,9 @@ import (
 
 func TestMain(m *testing.M) {
 	fanout.Init()
+	if dir := os.Getenv("FANOUT_TEST_DRIVER_STORE"); dir != "" {
+		os.Exit(childDriver(dir))
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -66,21 +66,56 @@ func (r *Registry) Handle(ctx context.Context, payload []byte) (reply []byte) {
 		}
 		return errorReply(&wireError{Code: code, Message: fmt.Sprintf("malformed request of %d bytes: %v", len(payload), err)})
 	}
+	stores := &storeResolver{url: req.Store, ctx: ctx}
 	fn := r.lookup(req.Func)
 	if fn == nil {
-		return errorReply(&wireError{Code: codeUnknown, Message: fmt.Sprintf(
+		return asyncError(ctx, req, stores, &wireError{Code: codeUnknown, Message: fmt.Sprintf(
 			"function %q is not registered in this worker (it has: %s); is the deployed binary the driver's program?",
 			req.Func, listNames(r.Names(), 20))})
 	}
 	if fn.digest != req.Digest {
-		return errorReply(&wireError{Code: codeStale, Message: fmt.Sprintf(
+		return asyncError(ctx, req, stores, &wireError{Code: codeStale, Message: fmt.Sprintf(
 			"function %q is %s in this worker (digest %s) but the driver's has digest %s: the worker binary is out of date; redeploy it",
 			req.Func, fn.signature, fn.digest, req.Digest)})
 	}
-	b := &batchRun{fn: fn, req: req, cold: cold, stores: &storeResolver{url: req.Store, ctx: ctx}}
+	b := &batchRun{fn: fn, req: req, cold: cold, stores: stores}
 	results := b.run(ctx)
 	out := &wireReply{Worker: workerID, Cold: cold, Results: results}
+	if req.Flags&flagAsync != 0 {
+		// The reply goes to the store; the invocation's own answer only
+		// says whether that worked.
+		st, err := stores.get()
+		if err == nil {
+			err = putReply(context.WithoutCancel(ctx), st, req.ReplyKey, out)
+		}
+		if err != nil {
+			return errorReply(&wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Retryable: true,
+				Message: fmt.Sprintf("write reply %q: %v", req.ReplyKey, err)})
+		}
+		return encodedAck
+	}
 	return b.encode(ctx, out)
+}
+
+// encodedAck is the answer to an asynchronous invocation whose reply is in
+// the store.
+var encodedAck = func() []byte {
+	var buf bytes.Buffer
+	if err := encodeReply(&buf, &wireReply{Worker: workerID}); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}()
+
+// asyncError answers an invocation-level error; an asynchronous
+// invocation's driver reads it from the store, so it goes there too.
+func asyncError(ctx context.Context, req *wireRequest, stores *storeResolver, we *wireError) []byte {
+	if req.Flags&flagAsync != 0 && req.ReplyKey != "" {
+		if st, err := stores.get(); err == nil {
+			_ = putReply(context.WithoutCancel(ctx), st, req.ReplyKey, &wireReply{Err: we, Worker: workerID})
+		}
+	}
+	return errorReply(we)
 }
 
 func listNames(names []string, max int) string {

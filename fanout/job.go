@@ -2,14 +2,11 @@ package fanout
 
 import (
 	"bytes"
-	"container/heap"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math"
-	mrand "math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -39,6 +36,10 @@ const (
 	backoffCap  = 10 * time.Second
 	// invokeSlack is added to the computed invocation deadline.
 	invokeSlack = 5 * time.Second
+	// asyncTimeout is how long an asynchronous invocation may stay silent
+	// when neither Options.TaskTimeout nor the backend bounds it: AWS
+	// Lambda's longest run, 15 minutes.
+	asyncTimeout = 15 * time.Minute
 	// cleanupTimeout bounds the deletion of a job's objects.
 	cleanupTimeout = time.Minute
 )
@@ -46,7 +47,7 @@ const (
 // Task states on the driver.
 const (
 	stPending uint8 = iota // waiting to be sent (first time or retry)
-	stRunning              // in an invocation
+	stRunning              // at least one copy is in an invocation
 	stDone                 // result taken
 	stFailed               // error taken
 )
@@ -54,11 +55,13 @@ const (
 // taskRec is the driver's record of one task; times are Unix nanoseconds.
 type taskRec struct {
 	state    uint8
-	isolate  bool // send alone: its last batch lost its worker
-	cold     bool
-	attempts uint16
+	isolate  bool  // send alone: its last batch lost its worker
+	backup   bool  // a speculative copy was sent
+	cold     bool  // the result came from a cold worker
+	copies   uint8 // copies in invocations now
+	sent     uint32
+	tries    uint32 // sends that count against Options.Retries
 	worker   uint32
-	bytesIn  int64
 	bytesOut int64
 	invoked  int64
 	started  int64
@@ -66,7 +69,17 @@ type taskRec struct {
 	received int64
 }
 
-// inputRef locates an input that went to the store.
+// attempts is what a task's stats and errors report: the copies that may
+// have run.
+func (t *taskRec) attempts() int {
+	n := int(t.tries)
+	if t.backup {
+		n++
+	}
+	return n
+}
+
+// inputRef locates an input in the store.
 type inputRef struct {
 	key      string
 	off, len int64
@@ -78,9 +91,10 @@ type jobSpec struct {
 	n        int
 	kind     int
 	flags    uint64
-	encode   func(e *msgpack.Encoder, i int) error // encodes input i
-	accept   func(i int, out []byte) error         // decodes output i; nil with flagOutputsToStore
+	encode   func(e *msgpack.Encoder, i int) error   // encodes input i
+	accept   func(i int, out []byte) (func(), error) // decodes output i, returns what stores it; nil with flagOutputsToStore
 	keepData bool
+	async    bool
 }
 
 // jobCore runs one job: it owns the dispatcher goroutine and the invocation
@@ -94,9 +108,13 @@ type jobCore struct {
 	cancel context.CancelCauseFunc
 	done   chan struct{} // closed when the job has ended
 
+	// Inputs. Input i travels inline as inline[offs[i]:offs[i+1]] when that
+	// is not empty, else by reference to refs[i] in the store. In async
+	// mode every input is in the store too, for Attach.
 	inline  []byte
-	offs    []int64 // input i is inline[offs[i]:offs[i+1]] unless stored
-	stored  map[int]inputRef
+	offs    []int64
+	refs    []inputRef
+	chunks  []string // keys of the aggregated input objects
 	started time.Time
 
 	mu        sync.Mutex
@@ -111,6 +129,7 @@ type jobCore struct {
 	wake      chan struct{}
 	taskErrs  map[int]*TaskError
 	logs      map[int][]LogRecord
+	history   map[int][]string
 	outRefs   []wireRange // with flagOutputsToStore: where each output is
 	jobErr    error
 	ended     time.Time
@@ -118,18 +137,33 @@ type jobCore struct {
 	workers   map[string]uint32
 	workerIDs []string
 	counters  counters
-	// adaptive batching, in nanoseconds
+
+	// Scheduling.
+	live     map[*invocation]struct{}
+	inflight int // invocations counted against the window
+	window   window
+	// Automatic batch size, in nanoseconds.
 	measured     bool
 	ewmaTask     float64
 	ewmaOverhead float64
 	lastBatch    int
+	// Speculation.
+	rtts        []float64 // driver round trips of completed tasks, ns
+	lastSpec    time.Time
+	specMedian  float64 // median of rtts[:specMedianN]
+	specMedianN int
+	// Async mode.
+	outstanding map[string]*invocation // by reply key
+	seen        map[string]int64       // reply keys taken, with their sizes
+	kick        chan struct{}          // makes the poller list now
 }
 
 type counters struct {
-	retries, throttles, invocations, failedInvocations, coldStarts int
-	bytesSent, bytesReceived                                       int64
-	storeReads, storeWrites                                        int
-	taskTime                                                       time.Duration
+	retries, backups, throttles, invocations, failedInvocations, coldStarts int
+	peakInFlight                                                            int
+	bytesSent, bytesReceived                                                int64
+	storeReads, storeWrites, storeLists                                     int
+	taskTime                                                                time.Duration
 }
 
 func newJobID() string {
@@ -138,8 +172,27 @@ func newJobID() string {
 	return time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
 }
 
+func (ex *Executor) newJob(id string, spec jobSpec) *jobCore {
+	j := &jobCore{
+		ex: ex, id: id, prefix: "jobs/" + id + "/", spec: spec,
+		done: make(chan struct{}), notify: make(chan struct{}), wake: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), tasks: make([]taskRec, spec.n), started: time.Now(),
+		live: map[*invocation]struct{}{},
+	}
+	j.window = newWindow(ex.opts.Concurrency, ex.opts.Ramp, j.started)
+	if spec.flags&flagOutputsToStore != 0 {
+		j.outRefs = make([]wireRange, spec.n)
+	}
+	if spec.async {
+		j.outstanding = map[string]*invocation{}
+		j.seen = map[string]int64{}
+	}
+	return j
+}
+
 // start encodes the inputs, writes the ones that do not fit inline to the
-// store, and launches the job. It returns once the job is accepted.
+// store (all of them in async mode, with the manifest), and launches the
+// job. It returns once the job is accepted.
 func (ex *Executor) start(ctx context.Context, spec jobSpec) (*jobCore, error) {
 	if ex.cfgErr != nil {
 		return nil, ex.cfgErr
@@ -147,52 +200,72 @@ func (ex *Executor) start(ctx context.Context, spec jobSpec) (*jobCore, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("fanout: start %q: %w", spec.fn.name, err)
 	}
-	id := newJobID()
-	j := &jobCore{
-		ex: ex, id: id, prefix: "jobs/" + id + "/", spec: spec,
-		done: make(chan struct{}), notify: make(chan struct{}), wake: make(chan struct{}, 1),
-		tasks: make([]taskRec, spec.n), started: time.Now(),
+	if spec.async && ex.store == nil {
+		return nil, fmt.Errorf("fanout: start %q: %w: async mode keeps replies and the job manifest in a store; set Options.Store or GOWREN_STORE", spec.fn.name, ErrNoStore)
 	}
-	if spec.flags&flagOutputsToStore != 0 {
-		j.outRefs = make([]wireRange, spec.n)
+	if spec.async {
+		if _, ok := ex.backend.(backends.AsyncBackend); !ok && !ex.limits.SameHost {
+			// Emulated async needs the driver alive anyway; a remote
+			// backend without native async gains nothing from it.
+			return nil, fmt.Errorf("fanout: start %q: the backend cannot invoke asynchronously", spec.fn.name)
+		}
 	}
+	j := ex.newJob(newJobID(), spec)
 	if err := j.encodeInputs(ctx); err != nil {
 		j.deleteObjects(ctx)
 		return nil, err
 	}
-	if err := ex.register(j); err != nil {
+	if spec.async || ex.opts.KeepData {
+		if err := j.writeManifest(ctx); err != nil {
+			j.deleteObjects(ctx)
+			return nil, err
+		}
+	}
+	if err := j.launch(ctx); err != nil {
 		j.deleteObjects(ctx)
 		return nil, err
 	}
+	return j, nil
+}
+
+// launch registers the job with the executor and starts its dispatcher.
+// The job follows ctx: cancelling ctx cancels the job.
+func (j *jobCore) launch(ctx context.Context) error {
+	if err := j.ex.register(j); err != nil {
+		return err
+	}
 	j.ctx, j.cancel = context.WithCancelCause(context.WithoutCancel(ctx))
-	// The job follows ctx: cancelling it cancels the job.
 	stop := context.AfterFunc(ctx, func() { j.cancel(context.Cause(ctx)) })
 	go func() {
-		defer ex.unregister(j)
+		defer j.ex.unregister(j)
 		defer stop()
 		j.run()
 	}()
-	return j, nil
+	return nil
 }
 
 // requestBudget is the room for inputs in one request of the job, 0 for no
 // limit.
 func (j *jobCore) requestBudget() int64 {
 	ex := j.ex
-	if ex.limits.MaxRequestBytes <= 0 {
+	limit := ex.limits.MaxRequestBytes
+	if j.spec.async && ex.limits.MaxAsyncRequestBytes > 0 {
+		limit = ex.limits.MaxAsyncRequestBytes
+	}
+	if limit <= 0 {
 		return 0
 	}
 	fixed := envelopeSlack + 2*len(j.spec.fn.name) + len(j.spec.fn.digest) + len(j.prefix)
 	if ex.store != nil {
 		fixed += len(ex.store.URL())
 	}
-	return max(int64(ex.limits.MaxRequestBytes-fixed), 1)
+	return max(int64(limit-fixed), 1)
 }
 
 // encodeInputs encodes every input. Inputs larger than a quarter of the
 // request budget go to the store, packed into aggregated chunk objects of
-// about chunkSize, written as they fill (at most two at a time). A stored
-// input takes no room in j.inline: offs[i+1] == offs[i].
+// about chunkSize, written as they fill (at most two at a time); in async
+// mode every input goes there too, the small ones also travelling inline.
 func (j *jobCore) encodeInputs(ctx context.Context) error {
 	ex := j.ex
 	n := j.spec.n
@@ -214,8 +287,7 @@ func (j *jobCore) encodeInputs(ctx context.Context) error {
 	defer cancelPuts()
 	var (
 		chunk   bytes.Buffer
-		chunkNo int
-		pending []int // stored inputs in the current chunk
+		pending []int // inputs in the current chunk
 		puts    errgroup.Group
 	)
 	puts.SetLimit(2)
@@ -223,14 +295,12 @@ func (j *jobCore) encodeInputs(ctx context.Context) error {
 		if chunk.Len() == 0 {
 			return
 		}
-		key := j.prefix + "in/" + strconv.Itoa(chunkNo)
-		chunkNo++
+		key := j.prefix + "in/" + strconv.Itoa(len(j.chunks))
+		j.chunks = append(j.chunks, key)
 		data := bytes.Clone(chunk.Bytes())
 		chunk.Reset()
 		for _, i := range pending {
-			ref := j.stored[i]
-			ref.key = key
-			j.stored[i] = ref
+			j.refs[i].key = key
 		}
 		pending = pending[:0]
 		j.wrote = true
@@ -253,14 +323,15 @@ func (j *jobCore) encodeInputs(ctx context.Context) error {
 			return fail(fmt.Errorf("fanout: start %q: encode input %d: %w", name, i, err))
 		}
 		size := int64(buf.Len() - start)
-		if size > storeAbove && ex.store == nil {
-			if size+taskSlack > budget {
-				return fail(fmt.Errorf("fanout: start %q: input %d is %d bytes, over the backend's %d-byte request limit, and the executor has no store to carry it (set Options.Store or GOWREN_STORE): %w",
-					name, i, size, ex.limits.MaxRequestBytes, ErrPayloadTooLarge))
-			}
-			// No store, but it fits alone in a request: keep it inline.
+		big := size > storeAbove
+		if big && ex.store == nil && size+taskSlack > budget {
+			return fail(fmt.Errorf("fanout: start %q: input %d is %d bytes, over the backend's %d-byte request limit, and the executor has no store to carry it (set Options.Store or GOWREN_STORE): %w",
+				name, i, size, ex.limits.MaxRequestBytes, ErrPayloadTooLarge))
 		}
-		if size <= storeAbove || ex.store == nil {
+		// Without a store, a big input that fits a request alone travels
+		// inline.
+		toStore := ex.store != nil && (big || j.spec.async)
+		if !toStore {
 			j.offs[i+1] = int64(buf.Len())
 			continue
 		}
@@ -271,14 +342,16 @@ func (j *jobCore) encodeInputs(ctx context.Context) error {
 		if maxObject > 0 && int64(chunk.Len())+size > maxObject {
 			flush()
 		}
-		if j.stored == nil {
-			j.stored = map[int]inputRef{}
+		if j.refs == nil {
+			j.refs = make([]inputRef, n)
 		}
-		j.stored[i] = inputRef{off: int64(chunk.Len()), len: size}
+		j.refs[i] = inputRef{off: int64(chunk.Len()), len: size}
 		pending = append(pending, i)
 		chunk.Write(buf.Bytes()[start:])
-		buf.Truncate(start)
-		j.offs[i+1] = int64(start)
+		if big {
+			buf.Truncate(start) // travels by reference
+		}
+		j.offs[i+1] = int64(buf.Len())
 		if chunk.Len() >= chunkSize {
 			flush()
 		}
@@ -297,595 +370,14 @@ func (j *jobCore) encodeInputs(ctx context.Context) error {
 	return nil
 }
 
-// signal wakes the dispatcher.
-func (j *jobCore) signal() {
-	select {
-	case j.wake <- struct{}{}:
-	default:
-	}
-}
+// inlineSize is the size of input i in a request: 0 when it travels by
+// reference.
+func (j *jobCore) inlineSize(i int) int64 { return j.offs[i+1] - j.offs[i] }
 
-// broadcastLocked wakes every Results reader. j.mu must be held.
-func (j *jobCore) broadcastLocked() {
-	close(j.notify)
-	j.notify = make(chan struct{})
-}
-
-// run dispatches batches until every task has a final result or the job is
-// cancelled, then settles what is left and cleans up.
-func (j *jobCore) run() {
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, j.ex.opts.Concurrency)
-loop:
-	for {
-		select {
-		case sem <- struct{}{}:
-		case <-j.ctx.Done():
-			break loop
-		}
-		batch, ok := j.nextBatch()
-		if !ok {
-			<-sem
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			j.invoke(batch)
-			<-sem
-			j.signal()
-		}()
+// inputSize is the size of input i, wherever it is.
+func (j *jobCore) inputSize(i int) int64 {
+	if n := j.inlineSize(i); n > 0 || j.refs == nil {
+		return n
 	}
-	wg.Wait()
-	j.settle()
-	if !j.spec.keepData && !j.ex.opts.KeepData {
-		j.deleteObjects(j.ctx)
-	}
-	j.mu.Lock()
-	j.ended = time.Now()
-	j.broadcastLocked()
-	j.mu.Unlock()
-	close(j.done)
-	j.cancel(nil)
-}
-
-// settle gives every task without a final result the job's error.
-func (j *jobCore) settle() {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.finished == j.spec.n {
-		return
-	}
-	if j.jobErr == nil {
-		cause := context.Cause(j.ctx)
-		if cause == nil {
-			cause = errors.New("fanout: job ended early")
-		}
-		j.jobErr = fmt.Errorf("fanout: job %s (%s) stopped with %d of %d tasks unfinished: %w",
-			j.id, j.spec.fn.name, j.spec.n-j.finished, j.spec.n, cause)
-	}
-	for i := range j.tasks {
-		t := &j.tasks[i]
-		if t.state == stDone || t.state == stFailed {
-			continue
-		}
-		j.failLocked(i, &TaskError{Index: i, Attempts: int(t.attempts), Message: j.jobErr.Error(), Err: j.jobErr, fromJob: true})
-	}
-	j.broadcastLocked()
-}
-
-// nextBatch waits until tasks are ready and takes a batch of them. It
-// returns false when the job has ended or is cancelled.
-func (j *jobCore) nextBatch() ([]int, bool) {
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for {
-		j.mu.Lock()
-		if j.finished == j.spec.n || j.jobErr != nil {
-			j.mu.Unlock()
-			return nil, false
-		}
-		now := time.Now()
-		for len(j.delayed) > 0 && !j.delayed[0].at.After(now) {
-			j.retryQ = append(j.retryQ, heap.Pop(&j.delayed).(delayed).task)
-		}
-		if len(j.retryQ) > 0 || j.next < j.spec.n {
-			b := j.takeBatchLocked()
-			j.mu.Unlock()
-			return b, true
-		}
-		var timerC <-chan time.Time
-		if len(j.delayed) > 0 {
-			d := j.delayed[0].at.Sub(now)
-			if timer == nil {
-				timer = time.NewTimer(d)
-			} else {
-				timer.Reset(d)
-			}
-			timerC = timer.C
-		}
-		j.mu.Unlock()
-		select {
-		case <-j.wake:
-		case <-timerC:
-		case <-j.ctx.Done():
-			return nil, false
-		}
-	}
-}
-
-// takeBatchLocked takes the next batch: retries first (an isolated task
-// alone), then tasks never sent, within the batch size and request budget.
-func (j *jobCore) takeBatchLocked() []int {
-	size := j.batchSizeLocked()
-	budget := j.requestBudget()
-	var used int64
-	fits := func(i int) bool {
-		if budget == 0 {
-			return true
-		}
-		need := taskSlack + j.inlineSize(i)
-		if used > 0 && used+need > budget {
-			return false
-		}
-		used += need
-		return true
-	}
-	var b []int
-	for len(j.retryQ) > 0 && len(b) < size {
-		i := j.retryQ[0]
-		if j.tasks[i].isolate {
-			if len(b) > 0 {
-				break
-			}
-			j.retryQ = j.retryQ[1:]
-			return []int{i}
-		}
-		if !fits(i) {
-			return b
-		}
-		j.retryQ = j.retryQ[1:]
-		b = append(b, i)
-	}
-	for j.next < j.spec.n && len(b) < size {
-		if !fits(j.next) {
-			break
-		}
-		b = append(b, j.next)
-		j.next++
-	}
-	j.lastBatch = len(b)
-	return b
-}
-
-func (j *jobCore) inlineSize(i int) int64 {
-	if _, ok := j.stored[i]; ok {
-		return 0
-	}
-	return j.offs[i+1] - j.offs[i]
-}
-
-// batchSizeLocked is Options.BatchSize, or the automatic size (see there).
-func (j *jobCore) batchSizeLocked() int {
-	if bs := j.ex.opts.BatchSize; bs > 0 {
-		return bs
-	}
-	if !j.measured {
-		return 1
-	}
-	remaining := j.spec.n - j.next + len(j.retryQ)
-	balance := int(math.Ceil(float64(remaining) / float64(4*j.ex.opts.Concurrency)))
-	perTask := math.Max(j.ewmaTask, 50)
-	want := int(math.Ceil(overheadRatio * j.ewmaOverhead / perTask))
-	return max(1, min(want, balance, maxAutoBatch))
-}
-
-// invoke sends one batch and takes in its reply.
-func (j *jobCore) invoke(batch []int) {
-	ex := j.ex
-	req := wireRequest{
-		Job: j.id, Func: j.spec.fn.name, Digest: j.spec.fn.digest, Prefix: j.prefix,
-		ReplyLimit: int64(ex.limits.MaxResponseBytes), TaskTimeout: ex.opts.TaskTimeout,
-		Parallel: ex.limits.Parallel, Flags: j.spec.flags, Tasks: make([]wireTask, len(batch)),
-	}
-	if ex.store != nil {
-		req.Store = ex.store.URL()
-	}
-	now := time.Now().UnixNano()
-	var inlineBytes int64
-	j.mu.Lock()
-	for k, i := range batch {
-		t := &j.tasks[i]
-		t.state = stRunning
-		t.invoked = now
-		wt := wireTask{Index: i, Attempt: int(t.attempts), Kind: j.spec.kind}
-		t.attempts++
-		if ref, ok := j.stored[i]; ok {
-			wt.Key, wt.Off, wt.Len = ref.key, ref.off, ref.len
-		} else {
-			wt.Input = j.inline[j.offs[i]:j.offs[i+1]]
-			inlineBytes += int64(len(wt.Input))
-		}
-		req.Tasks[k] = wt
-	}
-	j.mu.Unlock()
-
-	var buf bytes.Buffer
-	buf.Grow(int(inlineBytes) + len(batch)*taskSlack + 256)
-	if err := encodeRequest(&buf, &req); err != nil {
-		j.fail(batch, &TaskError{Message: fmt.Sprintf("encode request: %v", err), Err: err})
-		return
-	}
-	ctx := j.ctx
-	if ex.limits.InProcess && ex.store != nil {
-		ctx = context.WithValue(ctx, driverStoreKey{}, ex.store)
-	}
-	if d := j.invokeTimeout(len(batch)); d > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
-	}
-	sent := time.Now()
-	reply, err := ex.backend.Invoke(ctx, buf.Bytes())
-	received := time.Now()
-	j.mu.Lock()
-	j.counters.invocations++
-	j.counters.bytesSent += int64(buf.Len())
-	j.counters.bytesReceived += int64(len(reply))
-	j.mu.Unlock()
-	if err != nil {
-		if j.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w: no reply within %v: %w", backends.ErrWorkerLost, j.invokeTimeout(len(batch)), err)
-		}
-		j.invocationFailed(batch, err)
-		return
-	}
-	r, err := decodeReply(reply)
-	if err == nil && r.Spilled != "" {
-		r, err = j.fetchSpilled(r.Spilled)
-	}
-	if err != nil {
-		j.invocationFailed(batch, fmt.Errorf("%w: undecodable reply of %d bytes: %v", backends.ErrTransport, len(reply), err))
-		return
-	}
-	if r.Err != nil {
-		ierr := invocationError(r.Err)
-		if errors.Is(ierr, ErrUnknownFunction) || errors.Is(ierr, ErrStaleWorker) || errors.Is(ierr, ErrMalformed) {
-			j.abort(fmt.Errorf("fanout: job %s (%s): %w", j.id, j.spec.fn.signature, ierr))
-			j.fail(batch, nil)
-			return
-		}
-		j.invocationFailed(batch, fmt.Errorf("%w: %w", backends.ErrWorkerLost, ierr))
-		return
-	}
-	j.takeReply(batch, r, sent, received)
-}
-
-// invokeTimeout is how long the driver waits for a batch, 0 for no limit:
-// the tasks' timeouts run one after another per runner, plus slack.
-func (j *jobCore) invokeTimeout(n int) time.Duration {
-	per := j.ex.opts.TaskTimeout
-	if per <= 0 {
-		if j.ex.limits.Timeout > 0 {
-			return j.ex.limits.Timeout + invokeSlack
-		}
-		return 0
-	}
-	runners := max(1, j.ex.limits.Parallel)
-	rounds := (n + runners - 1) / runners
-	return time.Duration(rounds)*(per+abandonGrace) + invokeSlack
-}
-
-func (j *jobCore) fetchSpilled(key string) (*wireReply, error) {
-	b, err := j.ex.store.Get(j.ctx, key)
-	j.mu.Lock()
-	j.counters.storeReads++
-	j.mu.Unlock()
-	if err != nil {
-		return nil, fmt.Errorf("read spilled reply: %w", err)
-	}
-	return decodeReply(b)
-}
-
-// takeReply records the results of a reply. Output bytes are fetched from
-// the store and decoded outside the lock.
-func (j *jobCore) takeReply(batch []int, r *wireReply, sent, received time.Time) {
-	pos := make(map[int]int, len(batch))
-	for k, i := range batch {
-		pos[i] = k
-	}
-	type outcome struct {
-		i   int
-		res *wireResult
-		err *TaskError // final failure
-		ok  bool       // value accepted
-	}
-	outs := make([]outcome, 0, len(r.Results))
-	var work int64
-	for k := range r.Results {
-		res := &r.Results[k]
-		if _, ok := pos[res.Index]; !ok {
-			continue // not ours: ignore
-		}
-		delete(pos, res.Index) // a second result for the same task is ignored
-		if res.End > res.Start {
-			work += res.End - res.Start
-		}
-		o := outcome{i: res.Index, res: res}
-		if res.Err == nil && j.spec.accept != nil {
-			data := res.Output
-			if res.Key != "" {
-				var err error
-				data, err = j.ex.store.Get(j.ctx, res.Key)
-				j.mu.Lock()
-				j.counters.storeReads++
-				j.mu.Unlock()
-				if err != nil {
-					res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("read output: %v", err), Retryable: true}
-				}
-			}
-			if res.Err == nil {
-				if err := j.spec.accept(res.Index, data); err != nil {
-					o.err = &TaskError{Index: res.Index, Type: "decode", Message: fmt.Sprintf("decode output of %s: %v", j.spec.fn.signature, err)}
-				} else {
-					o.ok = true
-				}
-			}
-		} else if res.Err == nil {
-			o.ok = true
-		}
-		outs = append(outs, o)
-	}
-
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if len(batch) > 0 && work > 0 {
-		runners := float64(max(1, min(j.ex.limits.Parallel, len(batch))))
-		rtt := float64(received.Sub(sent).Nanoseconds())
-		perTask := float64(work) / float64(len(r.Results))
-		overhead := math.Max(rtt-float64(work)/runners, 0)
-		j.observe(perTask, overhead)
-	} else if len(batch) > 0 {
-		j.observe(0, float64(received.Sub(sent).Nanoseconds()))
-	}
-	wid := j.workerLocked(r.Worker)
-	if r.Cold {
-		j.counters.coldStarts++
-	}
-	now := received.UnixNano()
-	for _, o := range outs {
-		t := &j.tasks[o.i]
-		if t.state != stRunning {
-			continue // already settled by another attempt
-		}
-		t.worker, t.cold = wid, r.Cold
-		t.started, t.finished, t.received = o.res.Start, o.res.End, now
-		t.bytesOut = int64(len(o.res.Output)) + o.res.Len
-		if o.res.End > o.res.Start {
-			j.counters.taskTime += time.Duration(o.res.End - o.res.Start)
-		}
-		if len(o.res.Logs) > 0 {
-			if j.logs == nil {
-				j.logs = map[int][]LogRecord{}
-			}
-			j.logs[o.i] = o.res.Logs
-		}
-		if o.res.Key != "" {
-			j.wrote = true
-			if j.outRefs != nil {
-				j.outRefs[o.i] = wireRange{Key: o.res.Key, Len: o.res.Len}
-			}
-		}
-		switch {
-		case o.ok:
-			t.state = stDone
-			j.finished++
-			j.completed = append(j.completed, o.i)
-		case o.err != nil:
-			o.err.Attempts = int(t.attempts)
-			o.err.Logs = o.res.Logs
-			j.failLocked(o.i, o.err)
-		default:
-			we := o.res.Err
-			if we.Code == codeStore || we.Code == codeCanceled {
-				j.wrote = true
-				we.Retryable = true
-			}
-			if we.Retryable && int(t.attempts) <= j.ex.opts.Retries && j.ctx.Err() == nil {
-				j.retryLocked(o.i, 0, false, we.Message)
-				continue
-			}
-			te := remoteError(o.i, int(t.attempts), we)
-			te.Logs = o.res.Logs
-			j.failLocked(o.i, te)
-		}
-	}
-	// Tasks the reply did not mention were lost with the worker's state.
-	for i := range pos {
-		if j.tasks[i].state == stRunning {
-			j.requeueOrFailLocked(i, fmt.Errorf("%w: the reply had no result for task %d", backends.ErrTransport, i), true)
-		}
-	}
-	j.broadcastLocked()
-}
-
-func (j *jobCore) observe(perTask, overhead float64) {
-	const alpha = 0.3
-	if !j.measured {
-		j.ewmaTask, j.ewmaOverhead, j.measured = perTask, overhead, true
-		return
-	}
-	j.ewmaTask += alpha * (perTask - j.ewmaTask)
-	j.ewmaOverhead += alpha * (overhead - j.ewmaOverhead)
-}
-
-func (j *jobCore) workerLocked(id string) uint32 {
-	if w, ok := j.workers[id]; ok {
-		return w
-	}
-	if j.workers == nil {
-		j.workers = map[string]uint32{}
-	}
-	w := uint32(len(j.workerIDs))
-	j.workers[id] = w
-	j.workerIDs = append(j.workerIDs, id)
-	return w
-}
-
-// invocationFailed handles an Invoke error for every task of the batch.
-func (j *jobCore) invocationFailed(batch []int, err error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.counters.failedInvocations++
-	j.wrote = true // the worker may have written outputs before it failed
-	if j.ctx.Err() != nil {
-		// The job is ending; settle gives these tasks its error.
-		for _, i := range batch {
-			if j.tasks[i].state == stRunning {
-				j.tasks[i].state = stPending
-			}
-		}
-		return
-	}
-	throttled := errors.Is(err, backends.ErrThrottled)
-	if throttled {
-		j.counters.throttles++
-	}
-	for _, i := range batch {
-		if j.tasks[i].state != stRunning {
-			continue
-		}
-		if throttled {
-			// The invocation did not run: it costs no attempt.
-			j.tasks[i].attempts--
-			j.retryLocked(i, backends.RetryAfter(err), false, err.Error())
-			continue
-		}
-		j.requeueOrFailLocked(i, err, len(batch) > 1)
-	}
-	j.broadcastLocked()
-}
-
-// requeueOrFailLocked retries a task after an infrastructure failure, or
-// fails it when it is not retryable or out of attempts.
-func (j *jobCore) requeueOrFailLocked(i int, err error, isolate bool) {
-	t := &j.tasks[i]
-	if backends.Retryable(err) && int(t.attempts) <= j.ex.opts.Retries {
-		j.retryLocked(i, 0, isolate, err.Error())
-		return
-	}
-	j.failLocked(i, &TaskError{Index: i, Attempts: int(t.attempts), Type: fmt.Sprintf("%T", err), Message: err.Error(), Err: err})
-}
-
-// retryLocked puts a task back in the queue after a backoff with full jitter
-// (at least retryAfter).
-func (j *jobCore) retryLocked(i int, retryAfter time.Duration, isolate bool, why string) {
-	t := &j.tasks[i]
-	t.state = stPending
-	t.isolate = t.isolate || isolate
-	j.counters.retries++
-	n := max(int(t.attempts), 1)
-	ceiling := min(backoffCap, backoffBase<<min(n-1, 20))
-	d := max(retryAfter, time.Duration(mrand.Int64N(int64(ceiling)+1)))
-	heap.Push(&j.delayed, delayed{at: time.Now().Add(d), task: i})
-	if j.counters.retries <= 10 || j.counters.retries%1000 == 0 {
-		j.ex.opts.Logger.Warn("gowren: retrying task", "job", j.id, "func", j.spec.fn.name, "task", i,
-			"attempt", t.attempts, "after", d.Round(time.Millisecond), "reason", why)
-	}
-}
-
-// failLocked records a final failure.
-func (j *jobCore) failLocked(i int, te *TaskError) {
-	t := &j.tasks[i]
-	t.state = stFailed
-	te.Index = i
-	if j.taskErrs == nil {
-		j.taskErrs = map[int]*TaskError{}
-	}
-	j.taskErrs[i] = te
-	j.finished++
-	j.failedN++
-	j.completed = append(j.completed, i)
-	if !te.fromJob {
-		j.ex.opts.Logger.Error("gowren: task failed", "job", j.id, "func", j.spec.fn.name, "task", i, "attempts", te.Attempts, "error", te.Error())
-		for _, l := range te.Logs {
-			j.ex.opts.Logger.Error("gowren: task log", "job", j.id, "task", i, "record", l.String())
-		}
-	}
-}
-
-// fail settles a batch with te (nil: leave them to settle, after abort).
-func (j *jobCore) fail(batch []int, te *TaskError) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for _, i := range batch {
-		if j.tasks[i].state != stRunning {
-			continue
-		}
-		if te == nil {
-			j.tasks[i].state = stPending
-			continue
-		}
-		c := *te
-		c.Attempts = int(j.tasks[i].attempts)
-		j.failLocked(i, &c)
-	}
-	j.broadcastLocked()
-}
-
-// abort ends the job with err: nothing more is sent.
-func (j *jobCore) abort(err error) {
-	j.mu.Lock()
-	if j.jobErr == nil {
-		j.jobErr = err
-	}
-	j.mu.Unlock()
-	j.cancel(err)
-}
-
-// deleteObjects removes the job's objects from the store.
-func (j *jobCore) deleteObjects(ctx context.Context) {
-	st := j.ex.store
-	if st == nil || !j.wrote {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	var keys []string
-	for obj, err := range st.List(ctx, j.prefix) {
-		if err != nil {
-			j.ex.opts.Logger.Warn("gowren: list job objects for deletion", "job", j.id, "error", err)
-			break
-		}
-		keys = append(keys, obj.Key)
-	}
-	if len(keys) == 0 {
-		return
-	}
-	if err := st.Delete(ctx, keys...); err != nil {
-		j.ex.opts.Logger.Warn("gowren: delete job objects", "job", j.id, "objects", len(keys), "error", err)
-	}
-}
-
-// delayed is a task waiting for its backoff.
-type delayed struct {
-	at   time.Time
-	task int
-}
-
-type delayQueue []delayed
-
-func (q delayQueue) Len() int           { return len(q) }
-func (q delayQueue) Less(a, b int) bool { return q[a].at.Before(q[b].at) }
-func (q delayQueue) Swap(a, b int)      { q[a], q[b] = q[b], q[a] }
-func (q *delayQueue) Push(x any)        { *q = append(*q, x.(delayed)) }
-func (q *delayQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
+	return j.refs[i].len
 }

@@ -31,6 +31,9 @@ const (
 	// flagOutputsToStore asks the worker to write every output to the
 	// store, whatever its size (the map phase of MapReduce).
 	flagOutputsToStore = 1 << iota
+	// flagAsync asks the worker to put its reply in the store at
+	// ReplyKey and to answer the invocation with an empty reply.
+	flagAsync
 )
 
 // Task input kinds.
@@ -53,6 +56,7 @@ type wireRequest struct {
 	Parallel    int
 	Flags       uint64
 	Tasks       []wireTask
+	ReplyKey    string // with flagAsync: where the reply goes
 }
 
 type wireTask struct {
@@ -137,7 +141,7 @@ func encodeRequest(buf *bytes.Buffer, r *wireRequest) error {
 	e := getEncoder(buf)
 	defer putEncoder(e)
 	w := wireWriter{e: e}
-	w.arrayLen(11)
+	w.arrayLen(12)
 	w.int(wireVersion)
 	w.str(r.Job)
 	w.str(r.Func)
@@ -160,6 +164,7 @@ func encodeRequest(buf *bytes.Buffer, r *wireRequest) error {
 		w.int(t.Off)
 		w.int(t.Len)
 	}
+	w.str(r.ReplyKey)
 	return w.err
 }
 
@@ -219,7 +224,10 @@ func decodeRequest(b []byte) (*wireRequest, error) {
 			return nil, fmt.Errorf("task %d: negative index, attempt or offset", i)
 		}
 	}
-	d.skipN(n - 11)
+	if n > 11 {
+		r.ReplyKey = d.str()
+	}
+	d.skipN(n - 12)
 	return r, d.err
 }
 

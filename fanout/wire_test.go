@@ -16,7 +16,7 @@ import (
 func sampleRequest() *wireRequest {
 	return &wireRequest{
 		Job: "20261126T010203-0a0b0c0d", Func: "square", Digest: "abc", Store: "mem://x", Prefix: "jobs/j/",
-		ReplyLimit: 1 << 20, TaskTimeout: time.Second, Parallel: 2, Flags: flagOutputsToStore,
+		ReplyLimit: 1 << 20, TaskTimeout: time.Second, Parallel: 2, Flags: flagOutputsToStore, ReplyKey: "jobs/j/out/0.0",
 		Tasks: []wireTask{
 			{Index: 0, Attempt: 0, Kind: inputValue, Input: []byte{0x01}},
 			{Index: 7, Attempt: 2, Kind: inputGather, Key: "jobs/j/in/0", Off: 10, Len: 20},
@@ -69,7 +69,7 @@ func TestRequestExtraFieldsSkipped(t *testing.T) {
 	var buf bytes.Buffer
 	e := msgpack.NewEncoder(&buf)
 	w := wireWriter{e: e}
-	w.arrayLen(12)
+	w.arrayLen(13)
 	w.int(wireVersion)
 	for _, s := range []string{"j", "f", "d", "", "p/"} {
 		w.str(s)
@@ -88,12 +88,13 @@ func TestRequestExtraFieldsSkipped(t *testing.T) {
 	w.int(0)
 	w.int(0)
 	w.str("a future task field")
+	w.str("jobs/j/out/5.0")
 	w.str("a future envelope field")
 	r, err := decodeRequest(buf.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Func != "f" || len(r.Tasks) != 1 || r.Tasks[0].Index != 5 || !bytes.Equal(r.Tasks[0].Input, []byte{0x07}) {
+	if r.Func != "f" || len(r.Tasks) != 1 || r.Tasks[0].Index != 5 || !bytes.Equal(r.Tasks[0].Input, []byte{0x07}) || r.ReplyKey != "jobs/j/out/5.0" {
 		t.Fatalf("decoded %+v", r)
 	}
 }
@@ -113,7 +114,7 @@ func TestDecodeRequestRejects(t *testing.T) {
 		{"text", []byte("hello"), ""},
 		{"truncated", valid[:len(valid)-3], "truncated"},
 		{"trailing", append(slices.Clone(valid), 0x00), "trailing"},
-		{"wrong version", append([]byte{0x9b, 0x09}, valid[2:]...), "wire version 9"},
+		{"wrong version", append([]byte{valid[0], 0x09}, valid[2:]...), "wire version 9"},
 		{"short envelope", []byte{0x92, 0x01, 0xa0}, "fields"},
 		{"huge array claim", []byte{0xdd, 0xff, 0xff, 0xff, 0xff}, "truncated"},
 		{"huge bin claim", []byte{0xc6, 0xff, 0xff, 0xff, 0xff}, "truncated"},

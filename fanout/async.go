@@ -1,0 +1,496 @@
+package fanout
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/storage"
+)
+
+// Async mode. Each invocation's reply goes to the store object
+// jobs/<id>/out/<index>.<attempt>, named after the first task of its batch;
+// the driver learns of completion by listing jobs/<id>/out/ and reads the new
+// objects. The job's manifest (jobs/<id>/manifest) and input index
+// (jobs/<id>/inputs) let Attach rebuild the job in another driver.
+
+// ErrUnknownJob means the store holds no manifest for the job ID.
+var ErrUnknownJob = errors.New("fanout: unknown job")
+
+// Polling of the reply prefix: fast while replies arrive, backing off to
+// pollMax while none do.
+const (
+	pollMin = 20 * time.Millisecond
+	pollMax = time.Second
+)
+
+// ManifestVersion is the version of the manifest this build writes.
+const ManifestVersion = 1
+
+// Manifest describes a job in its store, as JSON at jobs/<id>/manifest. It
+// is written when the job starts in async mode (or with Options.KeepData),
+// and read by Attach and by the gowren command.
+type Manifest struct {
+	Version   int       `json:"version"`
+	Job       string    `json:"job"`
+	Func      string    `json:"func"`
+	Signature string    `json:"signature"`
+	Digest    string    `json:"digest"`
+	Tasks     int       `json:"tasks"`
+	Created   time.Time `json:"created"`
+	Async     bool      `json:"async"`
+	// Kind and Flags are wire details Attach needs to resend tasks.
+	Kind  int    `json:"kind"`
+	Flags uint64 `json:"flags"`
+	// Chunks are the aggregated input objects.
+	Chunks []string `json:"chunks,omitempty"`
+}
+
+func manifestKey(id string) string { return "jobs/" + id + "/manifest" }
+func inputsKey(id string) string   { return "jobs/" + id + "/inputs" }
+func statsKey(id string) string    { return "jobs/" + id + "/stats.json" }
+
+// inputIndex locates every input of an async job in the chunks.
+type inputIndex struct {
+	Chunk []int
+	Off   []int64
+	Len   []int64
+}
+
+func (j *jobCore) writeManifest(ctx context.Context) error {
+	m := Manifest{
+		Version: ManifestVersion, Job: j.id, Func: j.spec.fn.name, Signature: j.spec.fn.signature,
+		Digest: j.spec.fn.digest, Tasks: j.spec.n, Created: j.started.UTC(), Async: j.spec.async,
+		Kind: j.spec.kind, Flags: j.spec.flags, Chunks: j.chunks,
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("fanout: start %q: manifest: %w", j.spec.fn.name, err)
+	}
+	st := j.ex.store
+	if st == nil {
+		return nil // KeepData without a store: nothing to keep
+	}
+	if j.spec.async {
+		idx := inputIndex{Chunk: make([]int, j.spec.n), Off: make([]int64, j.spec.n), Len: make([]int64, j.spec.n)}
+		chunkNo := map[string]int{}
+		for k, key := range j.chunks {
+			chunkNo[key] = k
+		}
+		for i, r := range j.refs {
+			idx.Chunk[i], idx.Off[i], idx.Len[i] = chunkNo[r.key], r.off, r.len
+		}
+		ib, err := encodeValue(&idx)
+		if err != nil {
+			return fmt.Errorf("fanout: start %q: input index: %w", j.spec.fn.name, err)
+		}
+		if err := st.Put(ctx, inputsKey(j.id), ib); err != nil {
+			return fmt.Errorf("fanout: start %q: write input index: %w", j.spec.fn.name, err)
+		}
+		j.counters.storeWrites++
+	}
+	// The manifest goes last: a job with a manifest is complete.
+	if err := st.Put(ctx, manifestKey(j.id), b); err != nil {
+		return fmt.Errorf("fanout: start %q: write manifest: %w", j.spec.fn.name, err)
+	}
+	j.counters.storeWrites++
+	j.wrote = true
+	return nil
+}
+
+// writeStats saves the job's statistics next to its manifest (KeepData).
+func (j *jobCore) writeStats() {
+	st := j.ex.store
+	if st == nil || (!j.wrote && !j.ex.opts.KeepData) {
+		return
+	}
+	b, err := json.MarshalIndent(j.stats(), "", "  ")
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(j.ctx), cleanupTimeout)
+	defer cancel()
+	if err := st.Put(ctx, statsKey(j.id), b); err != nil {
+		j.ex.opts.Logger.Warn("gowren: write job stats", "job", j.id, "error", err)
+	}
+}
+
+// sendAsync starts an asynchronous invocation. Backends with native
+// asynchronous invocation get InvokeAsync; the others (local, process) a
+// synchronous call whose reply is only checked for errors: the results are
+// learned from the store, as for a native one.
+func (j *jobCore) sendAsync(ctx context.Context, inv *invocation, payload []byte, timeout time.Duration) {
+	if timeout <= 0 {
+		timeout = asyncTimeout
+	}
+	j.mu.Lock()
+	if _, ok := j.live[inv]; !ok {
+		j.mu.Unlock()
+		return
+	}
+	inv.deadline = time.Now().Add(timeout)
+	j.outstanding[inv.key] = inv
+	j.wrote = true
+	j.counters.invocations++
+	j.counters.bytesSent += int64(len(payload))
+	j.mu.Unlock()
+
+	if ab, ok := j.ex.backend.(backends.AsyncBackend); ok {
+		if err := ab.InvokeAsync(ctx, payload); err != nil {
+			j.invocationFailed(inv, err)
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	reply, err := j.ex.backend.Invoke(ctx, payload)
+	if err != nil {
+		if inv.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: no reply within %v: %w", backends.ErrWorkerLost, timeout, err)
+		}
+		j.invocationFailed(inv, err)
+		return
+	}
+	if r, err := decodeReply(reply); err != nil {
+		j.invocationFailed(inv, fmt.Errorf("%w: undecodable reply: %v", backends.ErrTransport, err))
+		return
+	} else if r.Err != nil {
+		j.takeReply(inv, r, time.Now())
+		return
+	}
+	select { // the reply is in the store: look now
+	case j.kick <- struct{}{}:
+	default:
+	}
+}
+
+// expireLocked fails the async invocations whose reply is overdue and
+// returns how long until the next one is.
+func (j *jobCore) expireLocked(now time.Time) time.Duration {
+	next := idleWait
+	for key, inv := range j.outstanding {
+		if inv.deadline.IsZero() {
+			continue
+		}
+		if d := inv.deadline.Sub(now); d > 0 {
+			next = min(next, d)
+			continue
+		}
+		delete(j.outstanding, key)
+		j.counters.failedInvocations++
+		j.releaseLocked(inv, fmt.Errorf("%w: no reply object %q within %v", backends.ErrWorkerLost, key, inv.deadline.Sub(inv.sent).Round(time.Second)))
+	}
+	return next
+}
+
+// poll lists the reply prefix until the job ends, taking in new replies.
+func (j *jobCore) poll() {
+	interval := pollMin
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-j.ctx.Done():
+			return
+		case <-timer.C:
+		case <-j.kick:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+		n, err := j.pollOnce(j.ctx)
+		if err != nil && j.ctx.Err() == nil {
+			j.ex.opts.Logger.Warn("gowren: list job replies", "job", j.id, "error", err)
+		}
+		if n > 0 {
+			interval = pollMin
+			j.signal()
+		} else {
+			interval = min(2*interval, pollMax)
+		}
+		timer.Reset(interval)
+	}
+}
+
+// pollOnce lists the reply prefix once and takes in the replies not seen
+// before (or rewritten since), returning how many.
+func (j *jobCore) pollOnce(ctx context.Context) (int, error) {
+	st := j.ex.store
+	prefix := j.prefix + "out/"
+	j.mu.Lock()
+	j.counters.storeLists++
+	j.mu.Unlock()
+	var fresh []storage.ObjectInfo
+	for obj, err := range st.List(ctx, prefix) {
+		if err != nil {
+			return 0, err
+		}
+		if _, _, ok := parseOutputKey(strings.TrimPrefix(obj.Key, prefix)); !ok {
+			continue
+		}
+		j.mu.Lock()
+		size, seen := j.seen[obj.Key]
+		j.mu.Unlock()
+		if seen && size == obj.Size {
+			continue
+		}
+		fresh = append(fresh, obj)
+	}
+	for _, obj := range fresh {
+		r, err := j.fetchReply(obj.Key)
+		if err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				continue
+			}
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			// A torn or foreign object: note it and go on.
+			j.ex.opts.Logger.Warn("gowren: unreadable reply object", "job", j.id, "key", obj.Key, "error", err)
+			j.mu.Lock()
+			j.seen[obj.Key] = obj.Size
+			j.mu.Unlock()
+			continue
+		}
+		j.mu.Lock()
+		j.seen[obj.Key] = obj.Size
+		inv := j.outstanding[obj.Key]
+		j.mu.Unlock()
+		j.takeReply(inv, r, time.Now())
+	}
+	return len(fresh), nil
+}
+
+// parseOutputKey splits "<index>.<attempt>".
+func parseOutputKey(name string) (index, attempt int, ok bool) {
+	a, b, found := strings.Cut(name, ".")
+	if !found {
+		return 0, 0, false
+	}
+	i, err1 := strconv.Atoi(a)
+	k, err2 := strconv.Atoi(b)
+	if err1 != nil || err2 != nil || i < 0 || k < 0 {
+		return 0, 0, false
+	}
+	return i, k, true
+}
+
+// ReadManifest reads the manifest of a job from a store. A job without one
+// gives an error wrapping ErrUnknownJob.
+func ReadManifest(ctx context.Context, st storage.Store, jobID string) (*Manifest, error) {
+	if err := checkJobID(jobID); err != nil {
+		return nil, err
+	}
+	b, err := st.Get(ctx, manifestKey(jobID))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("%w %q in %s (no manifest: the job never existed there, was cleaned up, or was not started in async mode or with KeepData)",
+			ErrUnknownJob, jobID, st.URL())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fanout: read manifest of job %s: %w", jobID, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("fanout: manifest of job %s: %w", jobID, err)
+	}
+	if m.Version != ManifestVersion {
+		return nil, fmt.Errorf("fanout: manifest of job %s has version %d, this build reads %d", jobID, m.Version, ManifestVersion)
+	}
+	if m.Job != jobID || m.Tasks < 0 {
+		return nil, fmt.Errorf("fanout: manifest of job %s describes job %q with %d tasks", jobID, m.Job, m.Tasks)
+	}
+	return &m, nil
+}
+
+func checkJobID(id string) error {
+	if id == "" || strings.ContainsAny(id, "/\\") || storage.ValidateKey("jobs/"+id+"/manifest") != nil {
+		return fmt.Errorf("%w: %q is not a job ID", ErrUnknownJob, id)
+	}
+	return nil
+}
+
+// Jobs yields the manifests of the jobs in a store, in job ID (start time)
+// order. Jobs without a manifest are skipped.
+func Jobs(ctx context.Context, st storage.Store) iter.Seq2[*Manifest, error] {
+	return func(yield func(*Manifest, error) bool) {
+		for obj, err := range st.List(ctx, "jobs/") {
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			rest, ok := strings.CutPrefix(obj.Key, "jobs/")
+			id, name, _ := strings.Cut(rest, "/")
+			if !ok || name != "manifest" {
+				continue
+			}
+			m, err := ReadManifest(ctx, st, id)
+			if !yield(m, err) {
+				return
+			}
+		}
+	}
+}
+
+// Progress counts the tasks of an async job whose replies are in the store.
+type Progress struct {
+	Tasks     int
+	Succeeded int
+	Failed    int // final errors (retryable ones are not counted)
+	Replies   int // reply objects read
+}
+
+// JobProgress reads the replies of an async job from its store, without
+// running anything.
+func JobProgress(ctx context.Context, st storage.Store, jobID string) (*Progress, error) {
+	m, err := ReadManifest(ctx, st, jobID)
+	if err != nil {
+		return nil, err
+	}
+	p := &Progress{Tasks: m.Tasks}
+	state := make([]uint8, m.Tasks)
+	prefix := "jobs/" + jobID + "/out/"
+	for obj, err := range st.List(ctx, prefix) {
+		if err != nil {
+			return nil, err
+		}
+		if _, _, ok := parseOutputKey(strings.TrimPrefix(obj.Key, prefix)); !ok {
+			continue
+		}
+		b, err := st.Get(ctx, obj.Key)
+		if err != nil {
+			continue
+		}
+		r, err := decodeReply(b)
+		if err != nil {
+			continue
+		}
+		p.Replies++
+		for _, res := range r.Results {
+			if res.Index < 0 || res.Index >= m.Tasks || state[res.Index] != 0 {
+				continue
+			}
+			switch {
+			case res.Err == nil:
+				state[res.Index] = 1
+				p.Succeeded++
+			case !res.Err.Retryable:
+				state[res.Index] = 2
+				p.Failed++
+			}
+		}
+	}
+	return p, nil
+}
+
+// Attach finds an async job in the executor's store after the driver that
+// started it went away, and returns it running again: replies already in the
+// store are taken, tasks without one are sent again (tasks the first driver
+// left running may then run twice; the first result wins), and the job
+// gathers everything as if it had never stopped.
+//
+// f must be the function the job was started with: a job of another
+// function, or of this function with other types (a changed program), is
+// refused with an error saying which. An unknown job ID gives an error
+// wrapping ErrUnknownJob. Only one driver should attach to a job at a time.
+func Attach[In, Out any](ctx context.Context, ex *Executor, f *Func[In, Out], jobID string) (*Job[Out], error) {
+	if ex == nil || f == nil {
+		return nil, errors.New("fanout: Attach with a nil Executor or Func")
+	}
+	if ex.cfgErr != nil {
+		return nil, ex.cfgErr
+	}
+	if ex.store == nil {
+		return nil, fmt.Errorf("fanout: attach to job %s: %w: the job lives in a store; set Options.Store or GOWREN_STORE", jobID, ErrNoStore)
+	}
+	m, err := ReadManifest(ctx, ex.store, jobID)
+	if err != nil {
+		return nil, err
+	}
+	if m.Func != f.Name() || m.Digest != f.fn.digest {
+		return nil, fmt.Errorf("fanout: attach to job %s: it runs %s, not %s: %w", jobID, m.Signature, f.fn.signature, ErrStaleWorker)
+	}
+	if !m.Async {
+		return nil, fmt.Errorf("fanout: attach to job %s: it was not started in async mode, so its replies never reached the store", jobID)
+	}
+	j := &Job[Out]{values: make([]Out, m.Tasks)}
+	core := ex.newJob(jobID, jobSpec{
+		fn: f.fn, n: m.Tasks, kind: m.Kind, flags: m.Flags, async: true,
+		accept: j.accept,
+	})
+	core.started = m.Created
+	core.chunks = m.Chunks
+	core.wrote = true
+	if err := core.loadInputs(ctx); err != nil {
+		return nil, err
+	}
+	// Take what is already there, so that only the rest is sent again.
+	var cancel context.CancelCauseFunc
+	core.ctx, cancel = context.WithCancelCause(ctx)
+	core.cancel = cancel
+	_, err = core.pollOnce(core.ctx)
+	cancel(nil)
+	if err != nil {
+		return nil, fmt.Errorf("fanout: attach to job %s: list replies: %w", jobID, err)
+	}
+	if core.jobErr != nil {
+		return nil, core.jobErr
+	}
+	core.mu.Lock()
+	for key := range core.seen {
+		if i, a, ok := parseOutputKey(strings.TrimPrefix(key, core.prefix+"out/")); ok && i < m.Tasks {
+			core.tasks[i].sent = max(core.tasks[i].sent, uint32(a)+1)
+		}
+	}
+	core.mu.Unlock()
+	if err := core.launch(ctx); err != nil {
+		return nil, err
+	}
+	j.core = core
+	return j, nil
+}
+
+// loadInputs reads the input index of an async job: every input is then
+// sent by reference to the chunks.
+func (j *jobCore) loadInputs(ctx context.Context) error {
+	b, err := j.ex.store.Get(ctx, inputsKey(j.id))
+	if err != nil {
+		return fmt.Errorf("fanout: attach to job %s: read input index: %w", j.id, err)
+	}
+	var idx inputIndex
+	if err := decodeValue(b, &idx); err != nil {
+		return fmt.Errorf("fanout: attach to job %s: input index: %w", j.id, err)
+	}
+	n := j.spec.n
+	if len(idx.Chunk) != n || len(idx.Off) != n || len(idx.Len) != n {
+		return fmt.Errorf("fanout: attach to job %s: input index covers %d tasks, the manifest %d", j.id, len(idx.Chunk), n)
+	}
+	j.offs = make([]int64, n+1)
+	j.refs = make([]inputRef, n)
+	for i := range n {
+		c := idx.Chunk[i]
+		if c < 0 || c >= len(j.chunks) || idx.Off[i] < 0 || idx.Len[i] <= 0 {
+			return fmt.Errorf("fanout: attach to job %s: input index entry %d is out of range", j.id, i)
+		}
+		j.refs[i] = inputRef{key: j.chunks[c], off: idx.Off[i], len: idx.Len[i]}
+	}
+	return nil
+}
+
+// encodeAsyncReply is the worker's side: the reply goes to the store.
+func putReply(ctx context.Context, st storage.Store, key string, r *wireReply) error {
+	var buf bytes.Buffer
+	if err := encodeReply(&buf, r); err != nil {
+		return err
+	}
+	return st.Put(ctx, key, buf.Bytes())
+}

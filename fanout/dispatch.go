@@ -1,0 +1,521 @@
+package fanout
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Ramp limits how fast a job's invocations in flight may grow: at most Step
+// at first and Step more every Interval, like the scaling rate of AWS Lambda
+// (1,000 execution environments every 10 seconds). The zero Ramp sets no
+// limit.
+type Ramp struct {
+	Step     int
+	Interval time.Duration
+}
+
+// window is a job's limit on invocations in flight: the additive-increase,
+// multiplicative-decrease congestion window that throttling drives, capped
+// by Options.Concurrency and by the ramp.
+type window struct {
+	max     float64
+	cwnd    float64
+	lastCut time.Time // throttles of invocations sent before it cause no cut
+	ramp    Ramp
+	start   time.Time
+}
+
+func newWindow(max int, r Ramp, start time.Time) window {
+	if r.Step <= 0 || r.Interval <= 0 {
+		r = Ramp{}
+	}
+	return window{max: float64(max), cwnd: float64(max), ramp: r, start: start}
+}
+
+// limit returns the invocations allowed in flight now and, when the ramp is
+// what limits, how long until it allows more.
+func (w *window) limit(now time.Time) (int, time.Duration) {
+	l := max(1, int(w.cwnd))
+	if w.ramp.Step == 0 {
+		return l, 0
+	}
+	steps := int(now.Sub(w.start)/w.ramp.Interval) + 1
+	if ceil := steps * w.ramp.Step; ceil < l {
+		next := w.start.Add(time.Duration(steps) * w.ramp.Interval)
+		return ceil, next.Sub(now)
+	}
+	return l, 0
+}
+
+// throttled halves the window, once per round of invocations: throttles of
+// invocations sent before the last cut are echoes of the same overload.
+func (w *window) throttled(sent, now time.Time) {
+	if sent.Before(w.lastCut) {
+		return
+	}
+	w.cwnd = math.Max(1, w.cwnd/2)
+	w.lastCut = now
+}
+
+// succeeded grows the window by about one invocation per round trip.
+func (w *window) succeeded() {
+	w.cwnd = math.Min(w.max, w.cwnd+1/w.cwnd)
+}
+
+// invocation is one batch in flight.
+type invocation struct {
+	tasks    []int
+	attempts []int // wire attempt of each task
+	backup   bool  // a speculative copy
+	ctx      context.Context
+	cancel   context.CancelFunc
+	sent     time.Time
+	key      string    // async: the object the reply goes to
+	deadline time.Time // async: when silence means it was lost
+	counted  bool      // still counted in j.inflight
+}
+
+// signal wakes the dispatcher.
+func (j *jobCore) signal() {
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
+}
+
+// broadcastLocked wakes every Results reader. j.mu must be held.
+func (j *jobCore) broadcastLocked() {
+	close(j.notify)
+	j.notify = make(chan struct{})
+}
+
+// run dispatches batches until every task has a final result or the job is
+// cancelled, then settles what is left and cleans up.
+func (j *jobCore) run() {
+	var wg sync.WaitGroup
+	if j.spec.async {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j.poll()
+		}()
+	}
+	var timer *time.Timer
+	for {
+		inv, wait, more := j.step(time.Now())
+		if !more {
+			break
+		}
+		if inv != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				j.send(inv)
+			}()
+			continue
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-j.wake:
+		case <-timer.C:
+		case <-j.ctx.Done():
+		}
+	}
+	if timer != nil {
+		timer.Stop()
+	}
+	// Copies still out (speculative losers, the job's end) are not wanted.
+	j.mu.Lock()
+	for inv := range j.live {
+		inv.cancel()
+	}
+	j.mu.Unlock()
+	j.cancel(errJobEnded)
+	wg.Wait()
+	j.settle()
+	if j.ex.opts.KeepData || j.spec.keepData {
+		j.writeStats()
+	} else {
+		j.deleteObjects(j.ctx)
+	}
+	j.mu.Lock()
+	j.ended = time.Now()
+	j.broadcastLocked()
+	j.mu.Unlock()
+	close(j.done)
+}
+
+// errJobEnded cancels what is left of a job that has all its results.
+var errJobEnded = errors.New("fanout: job ended")
+
+// idleWait is how long the dispatcher sleeps when nothing can wake it
+// sooner; wake-ups come through j.wake.
+const idleWait = time.Hour
+
+// step decides the dispatcher's next move: an invocation to send, or how long
+// to wait. It returns more=false when the job is over.
+func (j *jobCore) step(now time.Time) (inv *invocation, wait time.Duration, more bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.finished == j.spec.n || j.jobErr != nil || j.ctx.Err() != nil {
+		return nil, 0, false
+	}
+	wait = idleWait
+	for len(j.delayed) > 0 && !j.delayed[0].at.After(now) {
+		j.retryQ = append(j.retryQ, heap.Pop(&j.delayed).(delayed).task)
+	}
+	if len(j.delayed) > 0 {
+		wait = min(wait, j.delayed[0].at.Sub(now))
+	}
+	if j.spec.async {
+		wait = min(wait, j.expireLocked(now))
+	}
+	if j.ex.opts.Speculation {
+		wait = min(wait, j.speculateLocked(now))
+	}
+	if len(j.retryQ) == 0 && j.next >= j.spec.n {
+		return nil, wait, true
+	}
+	limit, rampWait := j.window.limit(now)
+	if j.inflight >= limit {
+		if rampWait > 0 {
+			wait = min(wait, rampWait)
+		}
+		return nil, wait, true
+	}
+	batch, backup := j.takeBatchLocked()
+	if len(batch) == 0 {
+		return nil, wait, true
+	}
+	return j.newInvocationLocked(batch, backup, now), 0, true
+}
+
+// newInvocationLocked marks the batch's tasks as sent.
+func (j *jobCore) newInvocationLocked(batch []int, backup bool, now time.Time) *invocation {
+	inv := &invocation{tasks: batch, attempts: make([]int, len(batch)), backup: backup, sent: now, counted: true}
+	inv.ctx, inv.cancel = context.WithCancel(j.ctx)
+	ns := now.UnixNano()
+	for k, i := range batch {
+		t := &j.tasks[i]
+		t.state = stRunning
+		t.copies++
+		t.invoked = ns
+		inv.attempts[k] = int(t.sent)
+		t.sent++
+		if !backup {
+			t.tries++
+		}
+	}
+	j.inflight++
+	j.counters.peakInFlight = max(j.counters.peakInFlight, j.inflight)
+	j.live[inv] = struct{}{}
+	return inv
+}
+
+// takeBatchLocked takes the next batch: a speculative backup or an isolated
+// retry alone, else retries and then tasks never sent, within the batch size
+// and the request budget.
+func (j *jobCore) takeBatchLocked() (batch []int, backup bool) {
+	size := j.batchSizeLocked()
+	budget := j.requestBudget()
+	var used int64
+	fits := func(i int) bool {
+		if budget == 0 {
+			return true
+		}
+		need := taskSlack + j.inlineSize(i)
+		if used > 0 && used+need > budget {
+			return false
+		}
+		used += need
+		return true
+	}
+	for len(j.retryQ) > 0 && len(batch) < size {
+		i := j.retryQ[0]
+		t := &j.tasks[i]
+		if t.state != stPending && !(t.state == stRunning && t.backup && t.copies == 1) {
+			j.retryQ = j.retryQ[1:] // settled meanwhile, or a stale entry
+			continue
+		}
+		alone := t.isolate || t.state == stRunning
+		if alone {
+			if len(batch) > 0 {
+				return batch, false
+			}
+			j.retryQ = j.retryQ[1:]
+			return []int{i}, t.state == stRunning
+		}
+		if !fits(i) {
+			return batch, false
+		}
+		j.retryQ = j.retryQ[1:]
+		batch = append(batch, i)
+	}
+	for j.next < j.spec.n && len(batch) < size {
+		if j.tasks[j.next].state != stPending {
+			j.next++ // settled by Attach before it was ever sent
+			continue
+		}
+		if !fits(j.next) {
+			break
+		}
+		batch = append(batch, j.next)
+		j.next++
+	}
+	if len(batch) > 0 {
+		j.lastBatch = len(batch)
+	}
+	return batch, false
+}
+
+// batchSizeLocked is Options.BatchSize, or the automatic size: one task per
+// invocation until replies have been measured, then enough tasks to make the
+// invocation overhead about a tenth of the work, leaving every invocation
+// slot at least four batches of what remains.
+func (j *jobCore) batchSizeLocked() int {
+	if bs := j.ex.opts.BatchSize; bs > 0 {
+		return bs
+	}
+	if !j.measured {
+		return 1
+	}
+	remaining := j.spec.n - j.next + len(j.retryQ)
+	slots, _ := j.window.limit(time.Now())
+	balance := int(math.Ceil(float64(remaining) / float64(4*slots)))
+	perTask := math.Max(j.ewmaTask, 50)
+	want := int(math.Ceil(overheadRatio * j.ewmaOverhead / perTask))
+	return max(1, min(want, balance, maxAutoBatch))
+}
+
+func (j *jobCore) observe(perTask, overhead float64) {
+	const alpha = 0.3
+	if !j.measured {
+		j.ewmaTask, j.ewmaOverhead, j.measured = perTask, overhead, true
+		return
+	}
+	j.ewmaTask += alpha * (perTask - j.ewmaTask)
+	j.ewmaOverhead += alpha * (overhead - j.ewmaOverhead)
+}
+
+// releaseLocked ends an invocation: its copies leave their tasks, and the
+// tasks it leaves without a result or another copy go back to the queue.
+// lost says why such tasks had no result.
+func (j *jobCore) releaseLocked(inv *invocation, lost error) {
+	if _, ok := j.live[inv]; !ok {
+		return
+	}
+	delete(j.live, inv)
+	if inv.key != "" {
+		delete(j.outstanding, inv.key)
+	}
+	if inv.counted {
+		inv.counted = false
+		j.inflight--
+	}
+	inv.cancel()
+	for _, i := range inv.tasks {
+		t := &j.tasks[i]
+		if t.copies > 0 {
+			t.copies--
+		}
+		if t.state == stRunning && t.copies == 0 && lost != nil {
+			j.requeueOrFailLocked(i, lost, len(inv.tasks) > 1)
+		}
+	}
+}
+
+// requeueOrFailLocked retries a task after an infrastructure failure, or
+// fails it when the failure is not retryable or its retries are spent.
+func (j *jobCore) requeueOrFailLocked(i int, err error, isolate bool) {
+	t := &j.tasks[i]
+	if retryableInfra(err) && int(t.tries) <= j.ex.opts.Retries {
+		j.retryLocked(i, 0, isolate, err.Error())
+		return
+	}
+	j.noteLocked(i, err.Error())
+	j.failLocked(i, &TaskError{Index: i, Attempts: t.attempts(), Type: fmt.Sprintf("%T", err), Message: err.Error(), Err: err})
+}
+
+// retryLocked puts a task back in the queue after a backoff with full jitter
+// (at least retryAfter).
+func (j *jobCore) retryLocked(i int, retryAfter time.Duration, isolate bool, why string) {
+	t := &j.tasks[i]
+	j.noteLocked(i, why)
+	t.state = stPending
+	t.isolate = t.isolate || isolate
+	j.counters.retries++
+	n := max(int(t.tries), 1)
+	ceiling := min(backoffCap, backoffBase<<min(n-1, 20))
+	d := max(retryAfter, time.Duration(mrand.Int64N(int64(ceiling)+1)))
+	heap.Push(&j.delayed, delayed{at: time.Now().Add(d), task: i})
+	if j.counters.retries <= 10 || j.counters.retries%1000 == 0 {
+		j.ex.opts.Logger.Warn("gowren: retrying task", "job", j.id, "func", j.spec.fn.name, "task", i,
+			"attempts", t.attempts(), "after", d.Round(time.Millisecond), "reason", why)
+	}
+}
+
+// noteLocked records why an attempt of task i failed, for its TaskError.
+func (j *jobCore) noteLocked(i int, why string) {
+	const maxHistory = 16
+	if j.history == nil {
+		j.history = map[int][]string{}
+	}
+	h := j.history[i]
+	if len(h) < maxHistory {
+		j.history[i] = append(h, fmt.Sprintf("attempt %d: %s", len(h)+1, why))
+	}
+}
+
+// doneLocked records a result.
+func (j *jobCore) doneLocked(i int) {
+	j.tasks[i].state = stDone
+	j.finished++
+	j.completed = append(j.completed, i)
+	j.cancelLosersLocked(i)
+}
+
+// failLocked records a final failure.
+func (j *jobCore) failLocked(i int, te *TaskError) {
+	t := &j.tasks[i]
+	t.state = stFailed
+	te.Index = i
+	if len(te.History) == 0 {
+		te.History = j.history[i]
+	}
+	if j.taskErrs == nil {
+		j.taskErrs = map[int]*TaskError{}
+	}
+	j.taskErrs[i] = te
+	j.finished++
+	j.failedN++
+	j.completed = append(j.completed, i)
+	j.cancelLosersLocked(i)
+	if !te.fromJob {
+		j.ex.opts.Logger.Error("gowren: task failed", "job", j.id, "func", j.spec.fn.name, "task", i, "attempts", te.Attempts, "error", te.Error())
+		for _, l := range te.Logs {
+			j.ex.opts.Logger.Error("gowren: task log", "job", j.id, "task", i, "record", l.String())
+		}
+	}
+}
+
+// cancelLosersLocked cancels the invocations left with nothing to do once
+// task i settled while another copy of it was out.
+func (j *jobCore) cancelLosersLocked(i int) {
+	if j.tasks[i].copies == 0 {
+		return
+	}
+	for inv := range j.live {
+		if !inv.has(i) {
+			continue
+		}
+		settled := true
+		for _, k := range inv.tasks {
+			if s := j.tasks[k].state; s != stDone && s != stFailed {
+				settled = false
+				break
+			}
+		}
+		if settled {
+			// A synchronous copy is cancelled; an asynchronous one runs
+			// on but no longer counts against the window.
+			j.releaseLocked(inv, nil)
+		}
+	}
+}
+
+func (inv *invocation) has(i int) bool {
+	for _, k := range inv.tasks {
+		if k == i {
+			return true
+		}
+	}
+	return false
+}
+
+// settle gives every task without a final result the job's error.
+func (j *jobCore) settle() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.finished == j.spec.n {
+		return
+	}
+	if j.jobErr == nil {
+		cause := context.Cause(j.ctx)
+		if cause == nil || cause == errJobEnded {
+			cause = errors.New("fanout: job ended early")
+		}
+		j.jobErr = fmt.Errorf("fanout: job %s (%s) stopped with %d of %d tasks unfinished: %w",
+			j.id, j.spec.fn.name, j.spec.n-j.finished, j.spec.n, cause)
+	}
+	for i := range j.tasks {
+		t := &j.tasks[i]
+		if t.state == stDone || t.state == stFailed {
+			continue
+		}
+		j.failLocked(i, &TaskError{Index: i, Attempts: t.attempts(), Message: j.jobErr.Error(), Err: j.jobErr, fromJob: true})
+	}
+	j.broadcastLocked()
+}
+
+// abort ends the job with err: nothing more is sent.
+func (j *jobCore) abort(err error) {
+	j.mu.Lock()
+	if j.jobErr == nil {
+		j.jobErr = err
+	}
+	j.mu.Unlock()
+	j.cancel(err)
+}
+
+// deleteObjects removes the job's objects from the store.
+func (j *jobCore) deleteObjects(ctx context.Context) {
+	st := j.ex.store
+	if st == nil || !j.wrote {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	var keys []string
+	for obj, err := range st.List(ctx, j.prefix) {
+		if err != nil {
+			j.ex.opts.Logger.Warn("gowren: list job objects for deletion", "job", j.id, "error", err)
+			break
+		}
+		keys = append(keys, obj.Key)
+	}
+	if len(keys) == 0 {
+		return
+	}
+	if err := st.Delete(ctx, keys...); err != nil {
+		j.ex.opts.Logger.Warn("gowren: delete job objects", "job", j.id, "objects", len(keys), "error", err)
+	}
+}
+
+// delayed is a task waiting for its backoff.
+type delayed struct {
+	at   time.Time
+	task int
+}
+
+type delayQueue []delayed
+
+func (q delayQueue) Len() int           { return len(q) }
+func (q delayQueue) Less(a, b int) bool { return q[a].at.Before(q[b].at) }
+func (q delayQueue) Swap(a, b int)      { q[a], q[b] = q[b], q[a] }
+func (q *delayQueue) Push(x any)        { *q = append(*q, x.(delayed)) }
+func (q *delayQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
