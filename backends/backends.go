@@ -85,6 +85,8 @@ type Limits struct {
 	// Parallel is the number of tasks of one batch a worker runs at once;
 	// 0 or 1 runs them one after another.
 	Parallel int
+	// MemoryMB is the memory of one worker, when the platform bills by it.
+	MemoryMB int
 	// InProcess reports that workers run inside the driver's process, so
 	// they share its memory (and a mem:// store).
 	InProcess bool

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"iter"
 	"sort"
-	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -183,115 +182,6 @@ func (j *Job[Out]) result(i int) Result[Out] {
 
 // Stats returns a snapshot of the job's statistics.
 func (j *Job[Out]) Stats() JobStats { return j.core.stats() }
-
-// JobStats describe a job. Counts cover the whole job so far.
-type JobStats struct {
-	ID        string
-	Func      string
-	Tasks     int
-	Succeeded int
-	Failed    int
-	// Running counts tasks in an invocation now; Pending those waiting.
-	Running int
-	Pending int
-	// Retries counts tasks sent again after a failure, including resends
-	// after throttling; Backups counts speculative copies.
-	Retries int
-	Backups int
-	// Throttles counts invocations the platform refused with throttling.
-	Throttles         int
-	Invocations       int
-	FailedInvocations int
-	ColdStarts        int
-	// PeakInFlight is the most invocations in flight at once; Window the
-	// current limit (Concurrency, lowered by throttling, raised again as
-	// invocations succeed).
-	PeakInFlight int
-	Window       int
-	// BatchSize is the number of tasks in the last invocation sent.
-	BatchSize int
-	// BytesSent and BytesReceived count invocation payloads and replies.
-	BytesSent     int64
-	BytesReceived int64
-	// StoreReads, StoreWrites and StoreLists count the driver's storage
-	// requests (a List counts once, however many pages it reads).
-	StoreReads  int
-	StoreWrites int
-	StoreLists  int
-	// TaskTime is the sum of the tasks' run times on the workers.
-	TaskTime time.Duration
-	// Submitted is when Start was called; Ended when the job ended (zero
-	// while it runs). Elapsed is the time between, or up to now.
-	Submitted time.Time
-	Ended     time.Time
-	Elapsed   time.Duration
-}
-
-// TaskStats describe one task's last attempt. Started and Finished come from
-// the worker's clock, the other times from the driver's.
-type TaskStats struct {
-	Attempts  int
-	Invoked   time.Time
-	Started   time.Time
-	Finished  time.Time
-	Received  time.Time
-	Worker    string
-	ColdStart bool
-	// BytesIn and BytesOut are the sizes of the encoded input and output.
-	BytesIn  int64
-	BytesOut int64
-}
-
-func (c *jobCore) stats() JobStats {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := JobStats{
-		ID: c.id, Func: c.spec.fn.name, Tasks: c.spec.n,
-		Succeeded: c.finished - c.failedN, Failed: c.failedN,
-		Retries: c.counters.retries, Backups: c.counters.backups, Throttles: c.counters.throttles,
-		PeakInFlight: c.counters.peakInFlight, StoreLists: c.counters.storeLists,
-		Invocations: c.counters.invocations, FailedInvocations: c.counters.failedInvocations,
-		ColdStarts: c.counters.coldStarts, BatchSize: c.lastBatch,
-		BytesSent: c.counters.bytesSent, BytesReceived: c.counters.bytesReceived,
-		StoreReads: c.counters.storeReads, StoreWrites: c.counters.storeWrites,
-		TaskTime: c.counters.taskTime, Submitted: c.started, Ended: c.ended,
-	}
-	for i := range c.tasks {
-		switch c.tasks[i].state {
-		case stRunning:
-			s.Running++
-		case stPending:
-			s.Pending++
-		}
-	}
-	s.Window, _ = c.window.limit(time.Now())
-	if c.ended.IsZero() {
-		s.Elapsed = time.Since(c.started)
-	} else {
-		s.Elapsed = c.ended.Sub(c.started)
-	}
-	return s
-}
-
-func (c *jobCore) taskStatsLocked(i int) TaskStats {
-	t := &c.tasks[i]
-	ts := TaskStats{
-		Attempts: t.attempts(), Invoked: unixTime(t.invoked), Started: unixTime(t.started),
-		Finished: unixTime(t.finished), Received: unixTime(t.received), ColdStart: t.cold,
-		BytesIn: c.inputSize(i), BytesOut: t.bytesOut,
-	}
-	if t.received != 0 && int(t.worker) < len(c.workerIDs) {
-		ts.Worker = c.workerIDs[t.worker]
-	}
-	return ts
-}
-
-func unixTime(ns int64) time.Time {
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns)
-}
 
 // MapReduce calls mapper on every input, then reducer once on the slice of
 // all map outputs, in input order, and returns the reducer's output. The

@@ -129,6 +129,10 @@ type Options struct {
 	// Ramp limits how fast a job's invocations in flight grow. Defaults to
 	// no limit beyond Concurrency.
 	Ramp Ramp
+	// Prices are the platform's rates, for the cost estimate in JobStats.
+	// Defaults to PricesLambdaARM64, with the memory of the backend's
+	// workers when it reports it.
+	Prices *Prices
 	// Logger receives the executor's own records: retries at Warn, failed
 	// tasks at Error with their logs. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -285,6 +289,18 @@ func (ex *Executor) Close() error {
 		err = errors.Join(err, ex.ownStore())
 	}
 	return err
+}
+
+// prices returns the rates for cost estimates.
+func (ex *Executor) prices() Prices {
+	if ex.opts.Prices != nil {
+		return *ex.opts.Prices
+	}
+	p := PricesLambdaARM64
+	if ex.limits.MemoryMB > 0 {
+		p.MemoryMB = ex.limits.MemoryMB
+	}
+	return p
 }
 
 // Backend returns the executor's backend.

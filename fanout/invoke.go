@@ -241,6 +241,9 @@ func (j *jobCore) takeReply(inv *invocation, r *wireReply, received time.Time) {
 			j.window.succeeded()
 		}
 	}
+	if busy := replyBusy(r); busy > 0 {
+		j.counters.billed += busy
+	}
 	wid := j.workerLocked(r.Worker)
 	if r.Cold {
 		j.counters.coldStarts++
@@ -291,6 +294,23 @@ func (j *jobCore) takeReply(inv *invocation, r *wireReply, received time.Time) {
 		j.releaseLocked(inv, fmt.Errorf("%w: the reply had no result for the task", backends.ErrTransport))
 	}
 	j.broadcastLocked()
+}
+
+// replyBusy is how long the worker was busy with a reply's batch, rounded
+// up to a millisecond.
+func replyBusy(r *wireReply) time.Duration {
+	var first, last int64
+	for _, res := range r.Results {
+		if res.Start > 0 && (first == 0 || res.Start < first) {
+			first = res.Start
+		}
+		last = max(last, res.End)
+	}
+	if first == 0 || last <= first {
+		return 0
+	}
+	d := time.Duration(last - first)
+	return (d + time.Millisecond - 1).Truncate(time.Millisecond)
 }
 
 // taskErrorLocked handles a result that carries an error: it is final

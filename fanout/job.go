@@ -163,7 +163,7 @@ type counters struct {
 	peakInFlight                                                            int
 	bytesSent, bytesReceived                                                int64
 	storeReads, storeWrites, storeLists                                     int
-	taskTime                                                                time.Duration
+	taskTime, billed                                                        time.Duration
 }
 
 func newJobID() string {

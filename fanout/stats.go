@@ -1,0 +1,236 @@
+package fanout
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// JobStats describe a job. Counts cover the whole job so far; a snapshot
+// taken while the job runs has its Ended time zero. JobStats marshals to
+// JSON; with Options.KeepData it is saved as jobs/<id>/stats.json.
+type JobStats struct {
+	ID        string `json:"id"`
+	Func      string `json:"func"`
+	Tasks     int    `json:"tasks"`
+	Succeeded int    `json:"succeeded"`
+	Failed    int    `json:"failed"`
+	// Running counts tasks in an invocation now; Pending those waiting.
+	Running int `json:"running"`
+	Pending int `json:"pending"`
+	// Retries counts tasks sent again after a failure, including resends
+	// after throttling; Backups counts speculative copies.
+	Retries int `json:"retries"`
+	Backups int `json:"backups"`
+	// Throttles counts invocations the platform refused with throttling.
+	Throttles         int `json:"throttles"`
+	Invocations       int `json:"invocations"`
+	FailedInvocations int `json:"failed_invocations"`
+	ColdStarts        int `json:"cold_starts"`
+	// PeakInFlight is the most invocations in flight at once; Window the
+	// current limit (Concurrency, lowered by throttling, raised again as
+	// invocations succeed).
+	PeakInFlight int `json:"peak_in_flight"`
+	Window       int `json:"window"`
+	// BatchSize is the number of tasks in the last invocation sent.
+	BatchSize int `json:"batch_size"`
+	// BytesSent and BytesReceived count invocation payloads and replies.
+	BytesSent     int64 `json:"bytes_sent"`
+	BytesReceived int64 `json:"bytes_received"`
+	// StoreReads, StoreWrites and StoreLists count the driver's storage
+	// requests (a List counts once, however many pages it reads).
+	StoreReads  int `json:"store_reads"`
+	StoreWrites int `json:"store_writes"`
+	StoreLists  int `json:"store_lists"`
+	// TaskTime is the sum of the tasks' run times on the workers; TaskP50,
+	// TaskP95 and TaskP99 are percentiles of those run times over the
+	// tasks with a result.
+	TaskTime time.Duration `json:"task_time"`
+	TaskP50  time.Duration `json:"task_p50"`
+	TaskP95  time.Duration `json:"task_p95"`
+	TaskP99  time.Duration `json:"task_p99"`
+	// Submitted is when Start was called; Ended when the job ended (zero
+	// while it runs). Elapsed is the time between, or up to now.
+	Submitted time.Time     `json:"submitted"`
+	Ended     time.Time     `json:"ended"`
+	Elapsed   time.Duration `json:"elapsed"`
+	// Makespan runs from the first invocation sent to the last result
+	// received; SetupTime from Start to the first invocation (encoding the
+	// inputs, writing the large ones to the store).
+	Makespan  time.Duration `json:"makespan"`
+	SetupTime time.Duration `json:"setup_time"`
+	// InvokeOverhead is what an invocation costs beyond the work it
+	// carries (round trip less task time, a moving average): what the
+	// automatic batch size amortizes.
+	InvokeOverhead time.Duration `json:"invoke_overhead"`
+	// Throughput is tasks with a result per second of makespan.
+	Throughput float64 `json:"throughput"`
+	// BilledTime sums, over invocations, the time the worker was busy with
+	// the batch, each rounded up to a millisecond as Lambda bills it.
+	BilledTime time.Duration `json:"billed_time"`
+	// Cost estimates what the job cost from BilledTime, the invocations and
+	// Options.Prices.
+	Cost Cost `json:"cost"`
+	// PerTask describes every task, in input order.
+	PerTask []TaskStats `json:"per_task,omitempty"`
+}
+
+// TaskStats describe one task. Started and Finished come from the worker's
+// clock (of the attempt whose result was taken), the other times from the
+// driver's.
+type TaskStats struct {
+	Index int `json:"index"`
+	// Outcome is "ok", "failed", "running" or "pending".
+	Outcome   string    `json:"outcome"`
+	Attempts  int       `json:"attempts"`
+	Submitted time.Time `json:"submitted"`
+	Invoked   time.Time `json:"invoked"`
+	Started   time.Time `json:"started"`
+	Finished  time.Time `json:"finished"`
+	Received  time.Time `json:"received"`
+	Worker    string    `json:"worker,omitempty"`
+	ColdStart bool      `json:"cold_start,omitempty"`
+	// BytesIn and BytesOut are the sizes of the encoded input and output.
+	BytesIn  int64 `json:"bytes_in"`
+	BytesOut int64 `json:"bytes_out"`
+	// Error is the final error of a failed task; History says why each
+	// failed attempt failed.
+	Error   string   `json:"error,omitempty"`
+	History []string `json:"history,omitempty"`
+}
+
+// Prices are the rates of a serverless platform, for JobStats.Cost.
+type Prices struct {
+	// Name says whose prices these are.
+	Name string `json:"name"`
+	// MemoryMB is the memory of one worker.
+	MemoryMB int `json:"memory_mb"`
+	// PerGBSecond is the price of one second of one GB of memory.
+	PerGBSecond float64 `json:"per_gb_second"`
+	// PerMillionRequests is the price of a million invocations.
+	PerMillionRequests float64 `json:"per_million_requests"`
+}
+
+// Prices of AWS Lambda (us-east-1, first tier, as published in 2026) for a
+// worker of 1,769 MB, the size that gets one full vCPU.
+var (
+	PricesLambdaARM64 = Prices{Name: "AWS Lambda arm64", MemoryMB: 1769, PerGBSecond: 0.0000133334, PerMillionRequests: 0.20}
+	PricesLambdaX86   = Prices{Name: "AWS Lambda x86_64", MemoryMB: 1769, PerGBSecond: 0.0000166667, PerMillionRequests: 0.20}
+)
+
+// Cost is an estimate of what a job cost on a platform with the given prices.
+type Cost struct {
+	Prices    Prices  `json:"prices"`
+	GBSeconds float64 `json:"gb_seconds"`
+	Compute   float64 `json:"compute"`
+	Requests  float64 `json:"requests"`
+	Total     float64 `json:"total"`
+}
+
+func estimate(p Prices, billed time.Duration, invocations int) Cost {
+	c := Cost{Prices: p, GBSeconds: billed.Seconds() * float64(p.MemoryMB) / 1024}
+	c.Compute = c.GBSeconds * p.PerGBSecond
+	c.Requests = float64(invocations) * p.PerMillionRequests / 1e6
+	c.Total = c.Compute + c.Requests
+	return c
+}
+
+func (c *jobCore) stats() JobStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := JobStats{
+		ID: c.id, Func: c.spec.fn.name, Tasks: c.spec.n,
+		Succeeded: c.finished - c.failedN, Failed: c.failedN,
+		Retries: c.counters.retries, Backups: c.counters.backups, Throttles: c.counters.throttles,
+		PeakInFlight: c.counters.peakInFlight, StoreLists: c.counters.storeLists,
+		Invocations: c.counters.invocations, FailedInvocations: c.counters.failedInvocations,
+		ColdStarts: c.counters.coldStarts, BatchSize: c.lastBatch,
+		BytesSent: c.counters.bytesSent, BytesReceived: c.counters.bytesReceived,
+		StoreReads: c.counters.storeReads, StoreWrites: c.counters.storeWrites,
+		TaskTime: c.counters.taskTime, Submitted: c.started, Ended: c.ended,
+		InvokeOverhead: time.Duration(c.ewmaOverhead), BilledTime: c.counters.billed,
+		PerTask: make([]TaskStats, c.spec.n),
+	}
+	s.Window, _ = c.window.limit(time.Now())
+	end := c.ended
+	if end.IsZero() {
+		end = time.Now()
+	}
+	s.Elapsed = end.Sub(c.started)
+	var first, last int64
+	var runs []time.Duration
+	for i := range c.tasks {
+		t := &c.tasks[i]
+		ts := c.taskStatsLocked(i)
+		s.PerTask[i] = ts
+		switch ts.Outcome {
+		case "running":
+			s.Running++
+		case "pending":
+			s.Pending++
+		}
+		if t.invoked != 0 && (first == 0 || t.invoked < first) {
+			first = t.invoked
+		}
+		if t.received > last {
+			last = t.received
+		}
+		if t.state == stDone && t.finished > t.started {
+			runs = append(runs, time.Duration(t.finished-t.started))
+		}
+	}
+	if first != 0 {
+		s.SetupTime = time.Unix(0, first).Sub(c.started)
+		if last > first {
+			s.Makespan = time.Duration(last - first)
+		}
+	}
+	if s.Makespan > 0 {
+		s.Throughput = float64(s.Succeeded+s.Failed) / s.Makespan.Seconds()
+	}
+	if len(runs) > 0 {
+		slices.Sort(runs)
+		s.TaskP50, s.TaskP95, s.TaskP99 = percentile(runs, 0.50), percentile(runs, 0.95), percentile(runs, 0.99)
+	}
+	s.Cost = estimate(c.ex.prices(), s.BilledTime, s.Invocations)
+	return s
+}
+
+// percentile of sorted durations, nearest rank.
+func percentile(sorted []time.Duration, q float64) time.Duration {
+	k := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(k, len(sorted)-1))]
+}
+
+func (c *jobCore) taskStatsLocked(i int) TaskStats {
+	t := &c.tasks[i]
+	ts := TaskStats{
+		Index: i, Attempts: t.attempts(), Submitted: c.started, Invoked: unixTime(t.invoked),
+		Started: unixTime(t.started), Finished: unixTime(t.finished), Received: unixTime(t.received),
+		ColdStart: t.cold, BytesIn: c.inputSize(i), BytesOut: t.bytesOut, History: c.history[i],
+	}
+	switch t.state {
+	case stDone:
+		ts.Outcome = "ok"
+	case stFailed:
+		ts.Outcome = "failed"
+		if te := c.taskErrs[i]; te != nil {
+			ts.Error = te.Error()
+		}
+	case stRunning:
+		ts.Outcome = "running"
+	default:
+		ts.Outcome = "pending"
+	}
+	if t.received != 0 && int(t.worker) < len(c.workerIDs) {
+		ts.Worker = c.workerIDs[t.worker]
+	}
+	return ts
+}
+
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
