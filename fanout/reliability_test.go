@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -355,5 +357,68 @@ func TestJobProgressRequiresManifest(t *testing.T) {
 	defer st.Close()
 	if _, err := fanout.JobProgress(context.Background(), st, "nope"); !errors.Is(err, fanout.ErrUnknownJob) {
 		t.Fatalf("JobProgress(nope) = %v", err)
+	}
+}
+
+var alwaysBusy = fanout.Register("fanout_test.alwaysBusy", func(ctx context.Context, x int) (int, error) {
+	return 0, fanout.Retryable(fmt.Errorf("downstream busy (attempt %d)", fanout.Task(ctx).Attempt))
+})
+
+func TestRetryBudgetExhausted(t *testing.T) {
+	ex := newLocal(t, nil, &fanout.Options{Retries: 2})
+	_, err := fanout.Map(context.Background(), ex, alwaysBusy, []int{1})
+	var te *fanout.TaskError
+	if !errors.As(err, &te) {
+		t.Fatalf("err = %v", err)
+	}
+	if te.Attempts != 3 || len(te.History) != 3 || !te.Retryable {
+		t.Fatalf("TaskError %+v: want 3 attempts, each with its reason", te)
+	}
+	for k, h := range te.History {
+		if want := fmt.Sprintf("attempt %d: downstream busy (attempt %d)", k+1, k); h != want {
+			t.Errorf("History[%d] = %q, want %q", k, h, want)
+		}
+	}
+}
+
+// retrySignal is a slog handler that reports the executor's first retry.
+type retrySignal struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (h *retrySignal) Enabled(context.Context, slog.Level) bool { return true }
+func (h *retrySignal) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "gowren: retrying task" {
+		h.once.Do(func() { close(h.ch) })
+	}
+	return nil
+}
+func (h *retrySignal) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *retrySignal) WithGroup(string) slog.Handler      { return h }
+
+func TestCancelWithRetriesPending(t *testing.T) {
+	sig := &retrySignal{ch: make(chan struct{})}
+	ex := fanout.NewExecutor(local.New(nil), &fanout.Options{Retries: 1000, Logger: slog.New(sig)})
+	defer ex.Close()
+	j, err := fanout.Start(context.Background(), ex, alwaysBusy, []int{1, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-sig.ch // a retry is waiting for its backoff
+	j.Cancel()
+	_, err = j.Wait(context.Background())
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait = %v, want context.Canceled", err)
+	}
+	n := 0
+	for r := range j.Results(context.Background()) {
+		n++
+		if !errors.Is(r.Err, context.Canceled) {
+			t.Errorf("task %d: %v", r.Index, r.Err)
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d results after cancel, want one per task", n)
 	}
 }

@@ -17,6 +17,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -207,11 +209,44 @@ func listJobs(ctx context.Context, st storage.Store, w io.Writer) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tOBJECTS\tBYTES\tINPUT CHUNKS\tOUTPUTS\tAGE")
+	fmt.Fprintln(tw, "JOB\tFUNC\tTASKS\tSTATE\tOBJECTS\tBYTES\tAGE")
 	for _, j := range jobs {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", j.id, j.objects, j.bytes, j.inputs, j.outputs, age(j.created))
+		fn, tasks, state := "?", "?", "no manifest"
+		if m, err := fanout.ReadManifest(ctx, st, j.id); err == nil {
+			fn, tasks = m.Func, strconv.Itoa(m.Tasks)
+			state = jobState(ctx, st, m)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", j.id, fn, tasks, state, j.objects, j.bytes, age(j.created))
 	}
 	return tw.Flush()
+}
+
+// jobState says how far a job got: finished (its statistics were saved), or
+// how many results its replies hold.
+func jobState(ctx context.Context, st storage.Store, m *fanout.Manifest) string {
+	if s, err := readStats(ctx, st, m.Job); err == nil {
+		return fmt.Sprintf("finished: %d ok, %d failed", s.Succeeded, s.Failed)
+	}
+	if !m.Async {
+		return "unfinished (sync job: results were in the driver)"
+	}
+	p, err := fanout.JobProgress(ctx, st, m.Job)
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	return fmt.Sprintf("unfinished: %d/%d results (attach to finish it)", p.Succeeded+p.Failed, p.Tasks)
+}
+
+func readStats(ctx context.Context, st storage.Store, id string) (*fanout.JobStats, error) {
+	b, err := st.Get(ctx, "jobs/"+id+"/stats.json")
+	if err != nil {
+		return nil, err
+	}
+	var s fanout.JobStats
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("job %s: stats.json: %w", id, err)
+	}
+	return &s, nil
 }
 
 func age(t time.Time) string {
@@ -233,8 +268,26 @@ func status(ctx context.Context, st storage.Store, id string, w io.Writer) error
 		return fmt.Errorf("job %s: no objects in %s (finished jobs are cleaned up unless run with KeepData)", id, st.URL())
 	}
 	j := jobs[0]
-	fmt.Fprintf(w, "job       %s\ncreated   %s (%s ago)\nobjects   %d (%d bytes)\ninputs    %d aggregated input chunks\noutputs   %d outputs stored\n",
-		j.id, j.created.Format(time.RFC3339), age(j.created), j.objects, j.bytes, j.inputs, j.outputs)
+	fmt.Fprintf(w, "job       %s\ncreated   %s (%s ago)\nobjects   %d (%d bytes)\n",
+		j.id, j.created.Format(time.RFC3339), age(j.created), j.objects, j.bytes)
+	m, err := fanout.ReadManifest(ctx, st, id)
+	if err != nil {
+		fmt.Fprintf(w, "manifest  none (%v)\n", err)
+		return nil
+	}
+	mode := "sync"
+	if m.Async {
+		mode = "async"
+	}
+	fmt.Fprintf(w, "function  %s\ntasks     %d (%s, %d input chunks)\nstate     %s\n",
+		m.Signature, m.Tasks, mode, len(m.Chunks), jobState(ctx, st, m))
+	if s, err := readStats(ctx, st, id); err == nil {
+		fmt.Fprintf(w, "makespan  %v (%.1f tasks/s), task time p50 %v p95 %v p99 %v\n",
+			s.Makespan.Round(time.Millisecond), s.Throughput, s.TaskP50, s.TaskP95, s.TaskP99)
+		fmt.Fprintf(w, "attempts  %d invocations, %d retries, %d backups, %d throttles, %d cold starts\n",
+			s.Invocations, s.Retries, s.Backups, s.Throttles, s.ColdStarts)
+		fmt.Fprintf(w, "cost      $%.6f estimated (%s, %.1f GB-s)\n", s.Cost.Total, s.Cost.Prices.Name, s.Cost.GBSeconds)
+	}
 	return nil
 }
 

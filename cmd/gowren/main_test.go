@@ -7,8 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gowren/gowren/backends/local"
+	"github.com/gowren/gowren/fanout"
 	"github.com/gowren/gowren/storage/filestore"
 )
+
+var cliSquare = fanout.Register("cli.square", func(_ context.Context, x int) (int, error) { return x * x, nil })
 
 func TestCLI(t *testing.T) {
 	ctx := context.Background()
@@ -26,6 +30,16 @@ func TestCLI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A real job, kept with its manifest and statistics.
+	ex := fanout.NewExecutor(local.New(nil), &fanout.Options{Store: st, KeepData: true})
+	job, err := fanout.Start(ctx, ex, cliSquare, []int{1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ex.Close()
 	url := st.URL()
 	for _, tc := range []struct {
 		name    string
@@ -38,13 +52,15 @@ func TestCLI(t *testing.T) {
 		{"no store", []string{"-store", "", "jobs"}, errUsage, nil},
 		{"version", []string{"version"}, nil, []string{"gowren devel"}},
 		{"jobs", []string{"-store", url, "jobs"}, nil, []string{"20260101T000000-aaaaaaaa", "20991231T000000-bbbbbbbb"}},
-		{"status", []string{"-store", url, "status", "20260101T000000-aaaaaaaa"}, nil, []string{"objects   2", "outputs   1"}},
+		{"status without manifest", []string{"-store", url, "status", "20260101T000000-aaaaaaaa"}, nil, []string{"objects   2", "manifest  none"}},
+		{"status", []string{"-store", url, "status", job.ID()}, nil, []string{"cli.square(int) int", "finished: 3 ok, 0 failed", "makespan"}},
+		{"jobs shows the real job", []string{"-store", url, "jobs"}, nil, []string{job.ID(), "cli.square", "finished: 3 ok"}},
 		{"status missing", []string{"-store", url, "status", "20260101T000000-cccccccc"}, nil, nil},
 		{"status bad id", []string{"-store", url, "status", "../x"}, errUsage, nil},
 		{"clean needs a target", []string{"-store", url, "clean"}, errUsage, nil},
 		{"clean old", []string{"-store", url, "clean", "-older-than", "24h"}, nil, []string{"deleted job 20260101T000000-aaaaaaaa", "1 jobs deleted"}},
 		{"jobs after clean", []string{"-store", url, "jobs"}, nil, []string{"20991231T000000-bbbbbbbb"}},
-		{"clean by id", []string{"-store", url, "clean", "20991231T000000-bbbbbbbb"}, nil, []string{"1 jobs deleted"}},
+		{"clean by id", []string{"-store", url, "clean", "20991231T000000-bbbbbbbb", job.ID()}, nil, []string{"2 jobs deleted"}},
 		{"jobs when empty", []string{"-store", url, "jobs"}, nil, []string{"no jobs"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
