@@ -157,6 +157,7 @@ type Executor struct {
 	closed bool
 	jobs   map[*jobCore]struct{}
 	wg     sync.WaitGroup
+	refs   map[string]struct{} // objects written by Put
 }
 
 // NewExecutor returns an Executor running jobs on b. A nil opts gives the
@@ -270,8 +271,9 @@ func Open(ctx context.Context) (*Executor, error) {
 }
 
 // Close cancels the jobs still running (their Wait returns an error wrapping
-// ErrClosed), waits for them to end, then closes the backend and any store
-// the Executor opened itself. Calls after the first return nil.
+// ErrClosed), waits for them to end, deletes the values written by Put
+// (unless Options.KeepData), then closes the backend and any store the
+// Executor opened itself. Calls after the first return nil.
 func (ex *Executor) Close() error {
 	ex.mu.Lock()
 	if ex.closed {
@@ -284,7 +286,19 @@ func (ex *Executor) Close() error {
 	}
 	ex.mu.Unlock()
 	ex.wg.Wait()
-	err := ex.backend.Close()
+	var err error
+	if len(ex.refs) > 0 && !ex.opts.KeepData {
+		keys := make([]string, 0, len(ex.refs))
+		for k := range ex.refs {
+			keys = append(keys, k)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		if derr := ex.store.Delete(ctx, keys...); derr != nil {
+			err = fmt.Errorf("fanout: delete the values written by Put: %w", derr)
+		}
+		cancel()
+	}
+	err = errors.Join(err, ex.backend.Close())
 	if ex.ownStore != nil {
 		err = errors.Join(err, ex.ownStore())
 	}

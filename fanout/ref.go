@@ -1,0 +1,210 @@
+package fanout
+
+import (
+	"container/list"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/gowren/gowren/storage"
+)
+
+// Ref is a handle on a value put in the store with Put: a few dozen bytes
+// that travel in task inputs in place of a large value every task needs (a
+// model, a lookup table, an image). Get fetches and decodes the value once
+// per worker process and shares it with every later task there.
+type Ref[T any] struct {
+	// Key is the object holding the encoded value ("refs/<hash>").
+	Key string
+	// Hash is the SHA-256 of the encoded value, checked on every fetch.
+	Hash string
+	// Size is the size of the encoded value.
+	Size int64
+	// Store is the URL of the store that holds it.
+	Store string
+}
+
+// Put encodes v, writes it to the executor's store under a name derived from
+// its content (putting the same value twice writes it once), and returns a
+// Ref to pass in task inputs. The objects Put wrote are deleted when the
+// Executor is closed, unless Options.KeepData is set. Put needs a store.
+func Put[T any](ctx context.Context, ex *Executor, v T) (Ref[T], error) {
+	var zero Ref[T]
+	if ex.cfgErr != nil {
+		return zero, ex.cfgErr
+	}
+	if ex.store == nil {
+		return zero, fmt.Errorf("fanout: put %T: %w: set Options.Store or GOWREN_STORE", v, ErrNoStore)
+	}
+	b, err := encodeValue(&v)
+	if err != nil {
+		return zero, fmt.Errorf("fanout: put %T: encode: %w", v, err)
+	}
+	sum := sha256.Sum256(b)
+	hash := hex.EncodeToString(sum[:])
+	key := "refs/" + hash
+	if m, ok := ex.store.(storage.MaxObjectSizer); ok && int64(len(b)) > m.MaxObjectSize() {
+		return zero, fmt.Errorf("fanout: put %T: %d bytes, over the store's %d-byte object limit: %w", v, len(b), m.MaxObjectSize(), ErrPayloadTooLarge)
+	}
+	ex.mu.Lock()
+	_, done := ex.refs[key]
+	ex.mu.Unlock()
+	if !done {
+		if err := ex.store.Put(ctx, key, b); err != nil {
+			return zero, fmt.Errorf("fanout: put %T: %w", v, err)
+		}
+		ex.mu.Lock()
+		if ex.refs == nil {
+			ex.refs = map[string]struct{}{}
+		}
+		ex.refs[key] = struct{}{}
+		ex.mu.Unlock()
+	}
+	return Ref[T]{Key: key, Hash: hash, Size: int64(len(b)), Store: ex.store.URL()}, nil
+}
+
+// Get returns the value. In a task it reads the job's store (or, outside
+// one, the store named by r.Store) the first time a worker process needs the
+// value, checks its hash, decodes it and keeps it in a per-process cache
+// (256 MiB by default, see SetRefCacheLimit); concurrent first calls fetch
+// once. The value is shared by every task of the process: treat it as read
+// only.
+func (r Ref[T]) Get(ctx context.Context) (T, error) {
+	var zero T
+	if r.Key == "" || len(r.Hash) != 64 {
+		return zero, errors.New("fanout: Ref.Get on a zero or damaged Ref")
+	}
+	ck := refKey{hash: r.Hash, typ: reflect.TypeFor[T]()}
+	if v, ok := refCache.get(ck); ok {
+		return v.(T), nil
+	}
+	v, err, _ := refFlight.Do(r.Hash+"\x00"+ck.typ.String(), func() (any, error) {
+		if v, ok := refCache.get(ck); ok {
+			return v, nil
+		}
+		b, err := r.fetch(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var v T
+		if err := decodeValue(b, &v); err != nil {
+			return nil, fmt.Errorf("fanout: Ref %s: decode as %T: %w", r.Key, v, err)
+		}
+		refCache.put(ck, v, int64(len(b)))
+		return v, nil
+	})
+	if err != nil {
+		return zero, err
+	}
+	return v.(T), nil
+}
+
+func (r Ref[T]) fetch(ctx context.Context) ([]byte, error) {
+	var st storage.Store
+	if ts := taskFrom(ctx); ts != nil && ts.stores.url == r.Store {
+		s, err := ts.stores.get()
+		if err != nil {
+			return nil, fmt.Errorf("fanout: Ref %s: %w", r.Key, err)
+		}
+		st = s
+	} else {
+		if s, ok := ctx.Value(driverStoreKey{}).(storage.Store); ok && s.URL() == r.Store {
+			st = s
+		} else {
+			s, err := workerStores.open(ctx, r.Store)
+			if err != nil {
+				return nil, fmt.Errorf("fanout: Ref %s: open store: %w", r.Key, err)
+			}
+			st = s
+		}
+	}
+	b, err := st.Get(ctx, r.Key)
+	if err != nil {
+		return nil, fmt.Errorf("fanout: Ref %s: %w", r.Key, err)
+	}
+	sum := sha256.Sum256(b)
+	if hex.EncodeToString(sum[:]) != r.Hash {
+		return nil, fmt.Errorf("fanout: Ref %s: content does not match its hash (%d bytes, want %d): the object was changed", r.Key, len(b), r.Size)
+	}
+	return b, nil
+}
+
+// SetRefCacheLimit sets how many bytes (of encoded values) the per-process
+// cache of Ref values keeps; the least recently used go first. It returns
+// the previous limit. The default is 256 MiB.
+func SetRefCacheLimit(bytes int64) int64 { return refCache.setLimit(bytes) }
+
+type refKey struct {
+	hash string
+	typ  reflect.Type
+}
+
+var (
+	refCache  = newLRU(256 << 20)
+	refFlight singleflight.Group
+)
+
+type lruEntry struct {
+	key  refKey
+	val  any
+	size int64
+}
+
+// lru is a size-bounded cache of decoded values, safe for concurrent use.
+type lru struct {
+	mu    sync.Mutex
+	limit int64
+	size  int64
+	order *list.List // front: most recently used
+	items map[refKey]*list.Element
+}
+
+func newLRU(limit int64) *lru {
+	return &lru{limit: limit, order: list.New(), items: map[refKey]*list.Element{}}
+}
+
+func (c *lru) get(k refKey) (any, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok {
+		c.order.MoveToFront(e)
+		return e.Value.(*lruEntry).val, true
+	}
+	return nil, false
+}
+
+func (c *lru) put(k refKey, v any, size int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[k]; ok || size > c.limit {
+		return // a value larger than the whole cache is not kept
+	}
+	c.items[k] = c.order.PushFront(&lruEntry{key: k, val: v, size: size})
+	c.size += size
+	c.evictLocked()
+}
+
+func (c *lru) setLimit(n int64) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.limit
+	c.limit = n
+	c.evictLocked()
+	return old
+}
+
+func (c *lru) evictLocked() {
+	for c.size > c.limit && c.order.Len() > 0 {
+		e := c.order.Back()
+		ent := e.Value.(*lruEntry)
+		c.order.Remove(e)
+		delete(c.items, ent.key)
+		c.size -= ent.size
+	}
+}
