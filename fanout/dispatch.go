@@ -99,6 +99,17 @@ func (j *jobCore) broadcastLocked() {
 // cancelled, then settles what is left and cleans up.
 func (j *jobCore) run() {
 	var wg sync.WaitGroup
+	stopProgress := func() {}
+	if w := j.ex.opts.Progress; w != nil {
+		stop := make(chan struct{})
+		var pwg sync.WaitGroup
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			j.showProgress(w, stop)
+		}()
+		stopProgress = func() { close(stop); pwg.Wait() }
+	}
 	if j.spec.async {
 		wg.Add(1)
 		go func() {
@@ -143,6 +154,7 @@ func (j *jobCore) run() {
 	j.cancel(errJobEnded)
 	wg.Wait()
 	j.settle()
+	stopProgress() // after settling, so that the last line is final
 	if j.ex.opts.KeepData || j.spec.keepData {
 		j.writeStats()
 	} else {

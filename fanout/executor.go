@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -129,6 +130,11 @@ type Options struct {
 	// Ramp limits how fast a job's invocations in flight grow. Defaults to
 	// no limit beyond Concurrency.
 	Ramp Ramp
+	// Progress, when set (typically to os.Stderr), shows each job's
+	// progress: done/total, running, failed, retried, tasks/s and ETA, as a
+	// bar redrawn in place on a terminal and as a line every tenth of the
+	// job (or every 10 s) on anything else. Defaults to nil: nothing shown.
+	Progress io.Writer
 	// Prices are the platform's rates, for the cost estimate in JobStats.
 	// Defaults to PricesLambdaARM64, with the memory of the backend's
 	// workers when it reports it.
@@ -239,6 +245,12 @@ func checkStoreReach(st storage.Store, l backends.Limits) error {
 // see Options.Store). The backend and store packages must be linked in;
 // local://, process://, mem:// and file:// always are.
 func Open(ctx context.Context) (*Executor, error) {
+	return OpenWith(ctx, nil)
+}
+
+// OpenWith is Open with options for the Executor; the backend and store
+// still come from the environment, unless opts sets a Store.
+func OpenWith(ctx context.Context, opts *Options) (*Executor, error) {
 	checkInit()
 	bURL := os.Getenv(EnvBackend)
 	if bURL == "" {
@@ -248,9 +260,12 @@ func Open(ctx context.Context) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fanout: open %s=%q: %w", EnvBackend, bURL, err)
 	}
-	opts := &Options{}
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
 	var st storage.Store
-	if sURL := os.Getenv(EnvStore); sURL != "" {
+	if sURL := os.Getenv(EnvStore); sURL != "" && o.Store == nil {
 		st, err = storage.Open(ctx, sURL)
 		if err != nil {
 			b.Close()
@@ -261,9 +276,9 @@ func Open(ctx context.Context) (*Executor, error) {
 			b.Close()
 			return nil, err
 		}
-		opts.Store = st
+		o.Store = st
 	}
-	ex := NewExecutor(b, opts)
+	ex := NewExecutor(b, &o)
 	if st != nil {
 		ex.ownStore = st.Close
 	}

@@ -3,6 +3,7 @@ package fanout_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/gowren/gowren/backends/local"
@@ -50,5 +51,27 @@ func TestStatsInvariants(t *testing.T) {
 	var back fanout.JobStats
 	if err := json.Unmarshal(b, &back); err != nil || back.Succeeded != s.Succeeded || len(back.PerTask) != len(in) {
 		t.Fatalf("JSON round trip: %v, %+v", err, back)
+	}
+}
+
+func TestProgressOnNonTerminal(t *testing.T) {
+	var out lineLog
+	ex := newLocal(t, nil, &fanout.Options{Progress: &out})
+	in := make([]int, 50)
+	j, err := fanout.Start(context.Background(), ex, nap, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	last := lines[len(lines)-1]
+	want := "gowren: fanout_test.nap " + j.ID() + ": 50/50 done, 0 running, 0 failed, 0 retried"
+	if !strings.HasPrefix(last, want) || !strings.HasSuffix(last, "ETA 0s") {
+		t.Fatalf("last progress line %q, want it to start with %q and end with ETA 0s", last, want)
+	}
+	if strings.Contains(out.String(), "\r") || strings.Contains(out.String(), "\x1b[") {
+		t.Error("terminal control characters in plain progress output")
 	}
 }

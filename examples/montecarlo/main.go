@@ -30,6 +30,7 @@ func main() {
 	tasks := flag.Int("tasks", 200, "number of tasks")
 	samples := flag.Int("samples", 1_000_000, "samples per task")
 	seed := flag.Uint64("seed", 1, "random seed")
+	progress := flag.Bool("progress", false, "show the job's progress on stderr")
 	flag.Parse()
 	if *backend != "" {
 		os.Setenv(fanout.EnvBackend, *backend)
@@ -40,7 +41,11 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	ex, err := fanout.Open(ctx)
+	var opts fanout.Options
+	if *progress {
+		opts.Progress = os.Stderr
+	}
+	ex, err := fanout.OpenWith(ctx, &opts)
 	if err != nil {
 		log.Fatal(err)
 	}
