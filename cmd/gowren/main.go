@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,6 +61,7 @@ commands:
   jobs                               list the jobs in the store
   status JOB                         show the objects of a job
   clean [-older-than D] [-all | JOB...]  delete job data
+  plot [-o FILE] JOB | -stats FILE   draw a job's timeline and concurrency (PNG or SVG)
   deploy lambda|scf [flags] [PACKAGE]  build a main package and deploy it as a cloud function
   version                            print the gowren version
 
@@ -95,7 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "deploy":
 		return deploy(ctx, rest, stdout, stderr)
-	case "jobs", "status", "clean":
+	case "jobs", "status", "clean", "plot":
 	default:
 		fmt.Fprintf(stderr, "gowren: unknown command %q\n\n", cmd)
 		fs.Usage()
@@ -105,15 +107,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sub.SetOutput(stderr)
 	var olderThan time.Duration
 	var all bool
-	if cmd == "clean" {
+	var out, statsFile string
+	switch cmd {
+	case "clean":
 		sub.DurationVar(&olderThan, "older-than", 0, "only jobs older than this (e.g. 24h)")
 		sub.BoolVar(&all, "all", false, "every job (with -older-than: every job older than that)")
+	case "plot":
+		sub.StringVar(&out, "o", "timeline.png", "output file; .png or .svg")
+		sub.StringVar(&statsFile, "stats", "", "read the statistics from this JSON file instead of the store")
 	}
 	if err := sub.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return errUsage
+	}
+	if cmd == "plot" && statsFile != "" {
+		if sub.NArg() != 0 {
+			fmt.Fprintln(stderr, "usage: gowren plot [-o FILE] JOB | -stats FILE")
+			return errUsage
+		}
+		b, err := os.ReadFile(statsFile)
+		if err != nil {
+			return err
+		}
+		return plotStats(b, statsFile, out, stdout)
 	}
 	if *storeURL == "" {
 		fmt.Fprintf(stderr, "gowren %s: no store: pass -store URL or set %s\n", cmd, fanout.EnvStore)
@@ -137,6 +155,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errUsage
 		}
 		return status(ctx, st, sub.Arg(0), stdout)
+	case "plot":
+		if sub.NArg() != 1 {
+			fmt.Fprintln(stderr, "usage: gowren plot [-o FILE] JOB | -stats FILE")
+			return errUsage
+		}
+		id := sub.Arg(0)
+		b, err := st.Get(ctx, "jobs/"+id+"/stats.json")
+		if err != nil {
+			return fmt.Errorf("job %s: no saved statistics (run it with Options.KeepData, or pass -stats FILE): %w", id, err)
+		}
+		return plotStats(b, "job "+id, out, stdout)
 	default: // clean
 		if (sub.NArg() == 0 && !all && olderThan == 0) || (sub.NArg() > 0 && all) {
 			fmt.Fprintln(stderr, "usage: gowren clean [-older-than D] [-all | JOB...]: name jobs, or pass -all or -older-than")
@@ -247,6 +276,31 @@ func readStats(ctx context.Context, st storage.Store, id string) (*fanout.JobSta
 		return nil, fmt.Errorf("job %s: stats.json: %w", id, err)
 	}
 	return &s, nil
+}
+
+// plotStats draws statistics read from JSON into the file out.
+func plotStats(b []byte, from, out string, stdout io.Writer) error {
+	var s fanout.JobStats
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("%s: not job statistics: %w", from, err)
+	}
+	format := strings.TrimPrefix(strings.ToLower(filepath.Ext(out)), ".")
+	if format != "png" && format != "svg" {
+		return fmt.Errorf("%w: -o %s: the name must end in .png or .svg", errUsage, out)
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	if err := s.WritePlot(f, format); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s (%d tasks)\n", out, len(s.PerTask))
+	return nil
 }
 
 func age(t time.Time) string {

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -41,6 +43,14 @@ func TestCLI(t *testing.T) {
 	}
 	ex.Close()
 	url := st.URL()
+	out := t.TempDir()
+	statsJSON, err := json.Marshal(job.Stats())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out+"/stats.json", statsJSON, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -54,6 +64,10 @@ func TestCLI(t *testing.T) {
 		{"jobs", []string{"-store", url, "jobs"}, nil, []string{"20260101T000000-aaaaaaaa", "20991231T000000-bbbbbbbb"}},
 		{"status without manifest", []string{"-store", url, "status", "20260101T000000-aaaaaaaa"}, nil, []string{"objects   2", "manifest  none"}},
 		{"status", []string{"-store", url, "status", job.ID()}, nil, []string{"cli.square(int) int", "finished: 3 ok, 0 failed", "makespan"}},
+		{"plot", []string{"-store", url, "plot", "-o", out + "/t.svg", job.ID()}, nil, []string{"wrote " + out + "/t.svg (3 tasks)"}},
+		{"plot from a file", []string{"plot", "-stats", out + "/stats.json", "-o", out + "/f.png"}, nil, []string{"wrote " + out + "/f.png (3 tasks)"}},
+		{"plot without stats", []string{"-store", url, "plot", "-o", out + "/u.png", "20260101T000000-aaaaaaaa"}, nil, nil},
+		{"plot bad extension", []string{"-store", url, "plot", "-o", out + "/t.gif", job.ID()}, errUsage, nil},
 		{"jobs shows the real job", []string{"-store", url, "jobs"}, nil, []string{job.ID(), "cli.square", "finished: 3 ok"}},
 		{"status missing", []string{"-store", url, "status", "20260101T000000-cccccccc"}, nil, nil},
 		{"status bad id", []string{"-store", url, "status", "../x"}, errUsage, nil},
@@ -66,7 +80,7 @@ func TestCLI(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			err := run(ctx, tc.args, &out, &errOut)
-			if tc.name == "status missing" {
+			if tc.name == "status missing" || tc.name == "plot without stats" {
 				if err == nil || errors.Is(err, errUsage) {
 					t.Fatalf("err = %v, want a plain failure", err)
 				}
