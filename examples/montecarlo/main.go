@@ -16,6 +16,8 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gowren/gowren/examples/montecarlo/mc"
@@ -31,6 +33,7 @@ func main() {
 	samples := flag.Int("samples", 1_000_000, "samples per task")
 	seed := flag.Uint64("seed", 1, "random seed")
 	progress := flag.Bool("progress", false, "show the job's progress on stderr")
+	plotFile := flag.String("plot", "", "write the job's timeline to this .png or .svg file")
 	flag.Parse()
 	if *backend != "" {
 		os.Setenv(fanout.EnvBackend, *backend)
@@ -76,4 +79,22 @@ func main() {
 		est.Price, exact, est.Price-exact, est.PriceStdErr)
 	fmt.Printf("wall time   %v   (%d invocations, %d retries, %.0f samples/s)\n",
 		wall.Round(time.Millisecond), st.Invocations, st.Retries, float64(est.Samples)/wall.Seconds())
+	if *plotFile != "" {
+		if err := writePlot(st, *plotFile); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("timeline    written to %s\n", *plotFile)
+	}
+}
+
+func writePlot(st fanout.JobStats, name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := st.WritePlot(f, strings.TrimPrefix(filepath.Ext(name), ".")); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
