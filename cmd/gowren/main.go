@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/gowren/gowren/fanout"
+	_ "github.com/gowren/gowren/jobplot" // JobStats.WritePlot
 	"github.com/gowren/gowren/storage"
 	_ "github.com/gowren/gowren/storage/filestore"
 	_ "github.com/gowren/gowren/storage/memstore"

@@ -22,6 +22,7 @@ import (
 
 	"github.com/gowren/gowren/examples/montecarlo/mc"
 	"github.com/gowren/gowren/fanout"
+	_ "github.com/gowren/gowren/jobplot" // JobStats.WritePlot
 )
 
 func main() {

@@ -1,4 +1,13 @@
-package fanout
+// Package jobplot draws gowren jobs: a timeline with one line per task and
+// the number of tasks running over time, as PNG or SVG, with gonum/plot.
+//
+// It lives apart from package fanout so that programs which never plot (the
+// workers above all) do not carry gonum/plot and its fonts, several
+// megabytes. Importing it, even blank, makes fanout.JobStats.WritePlot work,
+// the way importing image/png makes image.Decode read PNG:
+//
+//	import _ "github.com/gowren/gowren/jobplot"
+package jobplot
 
 import (
 	"fmt"
@@ -8,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gowren/gowren/fanout"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -24,20 +34,22 @@ var (
 	colorRunning = color.RGBA{R: 0x4a, G: 0x6f, B: 0xa5, A: 0xff} // blue: still running when the stats were taken
 )
 
-// WritePlot draws the job as an image in format "png" or "svg": a timeline
+func init() { fanout.RegisterPlotter(Write) }
+
+// Write draws the job as an image in format "png" or "svg": a timeline
 // with one line per task from the start to the end of the attempt whose
 // result was taken (green; orange when it took more than one attempt; red
 // when it failed; blue while running), its wait from invocation to start as a
 // thin grey line, and below it the number of tasks running over time. Times
 // are seconds since the job was submitted; start and end come from the
 // workers' clocks.
-func (s JobStats) WritePlot(w io.Writer, format string) error {
+func Write(w io.Writer, s fanout.JobStats, format string) error {
 	format = strings.ToLower(format)
 	if format != "png" && format != "svg" {
-		return fmt.Errorf("fanout: plot job %s: format %q: want png or svg", s.ID, format)
+		return fmt.Errorf("jobplot: plot job %s: format %q: want png or svg", s.ID, format)
 	}
 	if len(s.PerTask) == 0 {
-		return fmt.Errorf("fanout: plot job %s: no per-task statistics", s.ID)
+		return fmt.Errorf("jobplot: plot job %s: no per-task statistics", s.ID)
 	}
 	t0 := s.Submitted
 	timeline := plot.New()
@@ -54,7 +66,7 @@ func (s JobStats) WritePlot(w io.Writer, format string) error {
 	if len(steps) > 0 {
 		line, err := plotter.NewLine(steps)
 		if err != nil {
-			return fmt.Errorf("fanout: plot job %s: %w", s.ID, err)
+			return fmt.Errorf("jobplot: plot job %s: %w", s.ID, err)
 		}
 		line.StepStyle = plotter.PostStep
 		line.Color = colorRunning
@@ -78,7 +90,7 @@ func (s JobStats) WritePlot(w io.Writer, format string) error {
 	timeline.Draw(top)
 	conc.Draw(bottom)
 	if _, err := c.WriteTo(w); err != nil {
-		return fmt.Errorf("fanout: plot job %s: %w", s.ID, err)
+		return fmt.Errorf("jobplot: plot job %s: %w", s.ID, err)
 	}
 	return nil
 }
@@ -95,11 +107,11 @@ func roundDuration(d time.Duration) time.Duration {
 
 // taskLines draws one line per task.
 type taskLines struct {
-	tasks []TaskStats
+	tasks []fanout.TaskStats
 	t0    time.Time
 }
 
-func (tl *taskLines) span(t TaskStats) (start, end float64, ok bool) {
+func (tl *taskLines) span(t fanout.TaskStats) (start, end float64, ok bool) {
 	if t.Started.IsZero() || t.Finished.IsZero() {
 		if t.Received.IsZero() {
 			return 0, 0, false
@@ -155,7 +167,7 @@ func (tl *taskLines) DataRange() (xmin, xmax, ymin, ymax float64) {
 }
 
 // concurrency returns the number of tasks running over time, as steps.
-func concurrency(tasks []TaskStats, t0 time.Time) plotter.XYs {
+func concurrency(tasks []fanout.TaskStats, t0 time.Time) plotter.XYs {
 	type ev struct {
 		t float64
 		d int

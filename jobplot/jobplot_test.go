@@ -1,23 +1,36 @@
-package fanout_test
+package jobplot_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"errors"
 	"image/png"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 
 	"github.com/gowren/gowren/backends/local"
 	"github.com/gowren/gowren/fanout"
+	_ "github.com/gowren/gowren/jobplot"
 )
+
+var invert = fanout.Register("jobplot_test.invert", func(_ context.Context, x float64) (float64, error) {
+	if x == 0 {
+		return 0, errors.New("division by zero")
+	}
+	return 1 / x, nil
+})
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func plottedJob(t *testing.T) fanout.JobStats {
 	t.Helper()
-	ex := newLocal(t, &local.Options{Concurrency: 3}, &fanout.Options{Retries: -1})
+	ex := fanout.NewExecutor(local.New(&local.Options{Concurrency: 3}), &fanout.Options{Retries: -1, Logger: quiet})
+	t.Cleanup(func() { ex.Close() })
 	in := []float64{1, 2, 0, 4, 5, 6, 7, 0, 9, 10}
-	j, err := fanout.Start(context.Background(), ex, Invert, in)
+	j, err := fanout.Start(context.Background(), ex, invert, in)
 	if err != nil {
 		t.Fatal(err)
 	}

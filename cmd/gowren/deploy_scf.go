@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gowren/gowren/backends/tencentscf"
+)
+
+func init() {
+	deployers["scf"] = deploySCF
+}
+
+const deploySCFUsage = `usage: gowren deploy scf -function NAME [flags] [PACKAGE]
+
+Builds the main package PACKAGE (default ".") for Tencent Cloud SCF's Go1
+runtime (linux/amd64, CGO_ENABLED=0, -trimpath, binary "main"), zips it,
+creates the function or updates its code and configuration through the
+Tencent Cloud API, waits until it is Active, and prints the GOWREN_BACKEND
+URL to use it. The program must call fanout.Init() first thing in main and
+import github.com/gowren/gowren/backends/tencentscf.
+
+Credentials come from TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY
+(and TENCENTCLOUD_SESSION_TOKEN for temporary credentials).
+
+flags:
+`
+
+// envFlags collects repeated -env KEY=VALUE flags.
+type envFlags map[string]string
+
+func (e envFlags) String() string {
+	keys := make([]string, 0, len(e))
+	for k := range e {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ",")
+}
+
+func (e envFlags) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", s)
+	}
+	e[k] = v
+	return nil
+}
+
+func deploySCF(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gowren deploy scf", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, deploySCFUsage)
+		fs.PrintDefaults()
+	}
+	env := envFlags{}
+	var o tencentscf.DeployOptions
+	fs.StringVar(&o.Function, "function", "", "the SCF function's `name` (required)")
+	region := fs.String("region", os.Getenv(tencentscf.EnvRegion), "the `region`, e.g. ap-guangzhou (default $"+tencentscf.EnvRegion+")")
+	fs.StringVar(&o.Namespace, "namespace", "default", "the SCF `namespace`, which must exist")
+	fs.IntVar(&o.MemoryMB, "memory", tencentscf.DefaultMemoryMB, "memory in `MB`: 64, or a multiple of 128 up to 3072 (CPU scales with it)")
+	fs.DurationVar(&o.Timeout, "timeout", tencentscf.DefaultTimeout, "the function's `timeout`, whole seconds up to 900s")
+	fs.Var(env, "env", "set an environment variable of the function, `KEY=VALUE` (repeatable; replaces the function's variables)")
+	fs.StringVar(&o.Role, "role", "", "the CAM `role` the function runs as")
+	fs.StringVar(&o.Description, "description", "", "the function's `description`")
+	fs.StringVar(&o.Binary, "binary", "", "deploy this linux/amd64 executable `file` instead of building PACKAGE")
+	endpoint := fs.String("endpoint", "", "the Tencent Cloud API `endpoint`: host[:port] or http(s)://host:port (default scf.tencentcloudapi.com)")
+	poll := fs.Duration("poll", time.Second, "first `wait` between status checks while SCF deploys")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	switch {
+	case o.Function == "":
+		fmt.Fprintln(stderr, "gowren deploy scf: -function NAME is required")
+		fs.Usage()
+		return errUsage
+	case *region == "":
+		fmt.Fprintf(stderr, "gowren deploy scf: no region: pass -region REGION (e.g. ap-guangzhou) or set %s\n", tencentscf.EnvRegion)
+		return errUsage
+	case fs.NArg() > 1:
+		fmt.Fprintf(stderr, "gowren deploy scf: one PACKAGE at most, got %q\n", fs.Args())
+		return errUsage
+	case fs.NArg() == 1 && o.Binary != "":
+		fmt.Fprintln(stderr, "gowren deploy scf: pass PACKAGE or -binary, not both")
+		return errUsage
+	}
+	if fs.NArg() == 1 {
+		o.Package = fs.Arg(0)
+	}
+	if len(env) > 0 {
+		o.Env = env
+	}
+	o.PollInterval = *poll
+	o.Log = prefixed{w: stderr, prefix: "gowren deploy scf: "}
+	cred, err := tencentscf.EnvCredential()
+	if err != nil {
+		return err
+	}
+	client, err := tencentscf.NewClient(cred, *region, *endpoint)
+	if err != nil {
+		return err
+	}
+	res, err := tencentscf.Deploy(ctx, client, &o)
+	if err != nil {
+		return err
+	}
+	verb := "updated"
+	if res.Created {
+		verb = "created"
+	}
+	fmt.Fprintf(stdout, "%s SCF function %s in %s (namespace %s): %.1f MB of code, %d MB, timeout %v\n",
+		verb, res.Function, res.Region, res.Namespace, float64(res.ZipBytes)/(1<<20), o.MemoryMB, o.Timeout)
+	fmt.Fprintf(stdout, "\nexport GOWREN_BACKEND='%s'\n", res.URL(*endpoint))
+	fmt.Fprintf(stdout, "# inputs and outputs over 6 MB, and async jobs, go through a COS bucket in the same region\n")
+	fmt.Fprintf(stdout, "# (workers need its key too: deploy with -env AWS_ACCESS_KEY_ID=... -env AWS_SECRET_ACCESS_KEY=...):\n")
+	fmt.Fprintf(stdout, "# export GOWREN_STORE='s3://BUCKET-APPID/gowren?region=%s&endpoint=https://cos.%s.myqcloud.com'\n", res.Region, res.Region)
+	return nil
+}
+
+// prefixed writes each line with a prefix.
+type prefixed struct {
+	w      io.Writer
+	prefix string
+}
+
+func (p prefixed) Write(b []byte) (int, error) {
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if line != "" {
+			fmt.Fprint(p.w, p.prefix+line)
+		}
+	}
+	return len(b), nil
+}

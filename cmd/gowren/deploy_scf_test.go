@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/backends/tencentscf"
+	"github.com/gowren/gowren/backends/tencentscf/scftest"
+	"github.com/gowren/gowren/fanout"
+)
+
+func TestDeploySCFUsage(t *testing.T) {
+	t.Setenv(tencentscf.EnvRegion, "")
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr error
+		says    string
+	}{
+		{"help", []string{"deploy", "scf", "-h"}, nil, "-function"},
+		{"no function", []string{"deploy", "scf", "-region", "ap-guangzhou"}, errUsage, "-function NAME is required"},
+		{"no region", []string{"deploy", "scf", "-function", "f1"}, errUsage, "-region REGION"},
+		{"bad flag", []string{"deploy", "scf", "-frobnicate"}, errUsage, "flag provided but not defined"},
+		{"bad env", []string{"deploy", "scf", "-function", "f1", "-env", "NOVALUE"}, errUsage, "want KEY=VALUE"},
+		{"two packages", []string{"deploy", "scf", "-function", "f1", "-region", "ap-guangzhou", "./a", "./b"}, errUsage, "one PACKAGE at most"},
+		{"package and binary", []string{"deploy", "scf", "-function", "f1", "-region", "ap-guangzhou", "-binary", "x", "./a"}, errUsage, "not both"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(ctx, tc.args, &out, &errOut)
+			if !errors.Is(err, tc.wantErr) && !(err == nil && tc.wantErr == nil) {
+				t.Fatalf("err = %v, want %v (stderr %q)", err, tc.wantErr, errOut.String())
+			}
+			if !strings.Contains(errOut.String(), tc.says) {
+				t.Errorf("stderr %q does not say %q", errOut.String(), tc.says)
+			}
+		})
+	}
+	t.Run("no credentials", func(t *testing.T) {
+		t.Setenv(tencentscf.EnvSecretID, "")
+		err := run(ctx, []string{"deploy", "scf", "-function", "f1", "-region", "ap-guangzhou"}, &bytes.Buffer{}, &bytes.Buffer{})
+		if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), tencentscf.EnvSecretID) {
+			t.Errorf("err = %v, want a failure naming %s", err, tencentscf.EnvSecretID)
+		}
+	})
+}
+
+// square is a twin of the test worker's backendtest.square: same name and
+// signature, so the deployed worker runs it.
+var square = fanout.RegisterTo(fanout.NewRegistry(), "backendtest.square", func(context.Context, int) (int, error) {
+	return 0, errors.New("runs on the worker only")
+})
+
+func TestDeploySCF(t *testing.T) {
+	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		t.Skipf("SKIP (loud): the deployed linux/amd64 worker cannot run on %s/%s; run this test on linux/amd64", runtime.GOOS, runtime.GOARCH)
+	}
+	srv, err := scftest.NewServer(&scftest.Options{ActivationPolls: -1, Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	t.Setenv(tencentscf.EnvSecretID, scftest.TestSecretID)
+	t.Setenv(tencentscf.EnvSecretKey, scftest.TestSecretKey)
+	t.Setenv(tencentscf.EnvRegion, "ap-guangzhou")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err = run(ctx, []string{"deploy", "scf", "-function", "cli-worker", "-endpoint", srv.URL(), "-memory", "256", "-timeout", "45s",
+		"-env", "A=1", "-env", "B=two=2", "github.com/gowren/gowren/backends/tencentscf/internal/testworker"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("deploy: %v\nstderr:\n%s", err, errOut.String())
+	}
+	info, ok := srv.Function("ap-guangzhou", "default", "cli-worker")
+	if !ok || info.MemoryMB != 256 || info.Timeout != 45*time.Second || info.Env["A"] != "1" || info.Env["B"] != "two=2" || info.Runtime != "Go1" || info.Handler != "main" {
+		t.Fatalf("the function is %+v", info)
+	}
+	if !strings.Contains(out.String(), "created SCF function cli-worker in ap-guangzhou") {
+		t.Errorf("stdout does not report the creation:\n%s", out.String())
+	}
+	m := regexp.MustCompile(`export GOWREN_BACKEND='([^']+)'`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("stdout has no GOWREN_BACKEND line:\n%s", out.String())
+	}
+	// The printed URL opens a backend that runs the deployed worker.
+	b, err := backends.Open(ctx, m[1])
+	if err != nil {
+		t.Fatalf("open %s: %v", m[1], err)
+	}
+	ex := fanout.NewExecutor(b, nil)
+	defer ex.Close()
+	got, err := fanout.Map(ctx, ex, square, []int{6, 7})
+	if err != nil || got[0] != 36 || got[1] != 49 {
+		t.Fatalf("Map on %s = %v, %v", m[1], got, err)
+	}
+	if b.Limits().Timeout != 45*time.Second {
+		t.Errorf("the URL's backend has timeout %v, want the deployed 45s", b.Limits().Timeout)
+	}
+}

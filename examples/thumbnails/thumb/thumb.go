@@ -1,0 +1,288 @@
+// Package thumb is the work of the thumbnails example: functions that draw
+// sample images into a store and make JPEG thumbnails of images in a store,
+// each registered with fanout so that any backend runs them.
+package thumb
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/jpeg"
+	"image/png"
+	"math"
+	"math/rand/v2"
+	"path"
+	"strings"
+	"time"
+
+	"golang.org/x/image/draw"
+
+	"github.com/gowren/gowren/fanout"
+	"github.com/gowren/gowren/storage"
+)
+
+// Sample describes one sample image to draw.
+type Sample struct {
+	// Key is where the image goes in the job's store; its extension
+	// (".png" or ".jpg") chooses the format.
+	Key    string
+	Width  int
+	Height int
+	Seed   uint64
+}
+
+// Samples returns n sample images of about megapixels each (4:3), under
+// prefix, alternately PNG and JPEG.
+func Samples(prefix string, n int, megapixels float64) []Sample {
+	w := int(math.Sqrt(megapixels*1e6*4/3) + 0.5)
+	h := w * 3 / 4
+	out := make([]Sample, n)
+	for i := range out {
+		ext := ".png"
+		if i%2 == 1 {
+			ext = ".jpg"
+		}
+		out[i] = Sample{Key: fmt.Sprintf("%ssample-%03d%s", prefix, i, ext), Width: max(w, 1), Height: max(h, 1), Seed: uint64(i)}
+	}
+	return out
+}
+
+// Draw draws a sample image: soft color fields, rings and a fractal
+// texture that depend on the seed, so that images differ and compress like
+// photographs rather than flat color.
+func Draw(s Sample) *image.RGBA {
+	img := image.NewRGBA(image.Rect(0, 0, s.Width, s.Height))
+	r := rand.New(rand.NewPCG(s.Seed, 0x7468756d62))
+	fx, fy := 2+r.Float64()*6, 2+r.Float64()*6
+	phase := r.Float64() * 2 * math.Pi
+	cx, cy := r.Float64(), r.Float64()
+	rings := 10 + r.Float64()*30
+	w, h := float64(s.Width), float64(s.Height)
+	for y := range s.Height {
+		v := float64(y) / h
+		row := img.Pix[y*img.Stride:]
+		for x := range s.Width {
+			u := float64(x) / w
+			d := math.Hypot(u-cx, v-cy)
+			a := math.Sin(fx*u*math.Pi+phase) * math.Cos(fy*v*math.Pi)
+			b := math.Sin(d * rings * math.Pi)
+			// A cheap value noise for texture.
+			hsh := uint32(x*73856093^y*19349663) * 2654435761
+			n := float64(hsh>>24) / 255
+			row[4*x+0] = clamp(128 + 90*a + 30*b + 12*n)
+			row[4*x+1] = clamp(128 + 80*math.Sin(3*u+2*v+phase) + 25*b)
+			row[4*x+2] = clamp(128 - 90*a + 20*math.Cos(d*7) + 12*n)
+			row[4*x+3] = 255
+		}
+	}
+	return img
+}
+
+func clamp(f float64) uint8 {
+	return uint8(max(0, min(255, f)))
+}
+
+// Encode encodes img as PNG or JPEG, by the extension of key.
+func Encode(key string, img image.Image) ([]byte, error) {
+	var b bytes.Buffer
+	var err error
+	switch strings.ToLower(path.Ext(key)) {
+	case ".png":
+		err = (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&b, img)
+	case ".jpg", ".jpeg":
+		err = jpeg.Encode(&b, img, &jpeg.Options{Quality: 90})
+	default:
+		return nil, fmt.Errorf("thumb: %q: unknown image extension (want .png, .jpg or .jpeg)", key)
+	}
+	return b.Bytes(), err
+}
+
+// Generate draws a sample image and writes it to the job's store; it
+// returns the image's size in bytes.
+var Generate = fanout.Register("thumbnails.generate", func(ctx context.Context, s Sample) (int64, error) {
+	if s.Width <= 0 || s.Height <= 0 || s.Width*s.Height > 100e6 {
+		return 0, fmt.Errorf("thumb: sample %q of %dx%d: want 1 to 100 megapixels", s.Key, s.Width, s.Height)
+	}
+	data, err := Encode(s.Key, Draw(s))
+	if err != nil {
+		return 0, err
+	}
+	if err := fanout.Store(ctx).Put(ctx, s.Key, data); err != nil {
+		return 0, err
+	}
+	return int64(len(data)), nil
+})
+
+// Job asks for the thumbnail of one image.
+type Job struct {
+	// Key is the image in the job's store (PNG or JPEG).
+	Key string
+	// Out is where the thumbnail goes, as a JPEG.
+	Out string
+	// MaxSize bounds the thumbnail's width and height; the aspect ratio is
+	// kept.
+	MaxSize int
+}
+
+// Result describes a thumbnail made.
+type Result struct {
+	Key, Out                string
+	Width, Height           int // of the image
+	ThumbWidth, ThumbHeight int
+	BytesIn, BytesOut       int64
+	DecodeTime, ResizeTime  time.Duration
+}
+
+// ThumbSize returns the size of the thumbnail of a w×h image that fits in
+// maxSize×maxSize, keeping the aspect ratio (at least 1×1).
+func ThumbSize(w, h, maxSize int) (int, int) {
+	if w <= maxSize && h <= maxSize {
+		return w, h
+	}
+	if w >= h {
+		return maxSize, max(1, int(math.Round(float64(h)*float64(maxSize)/float64(w))))
+	}
+	return max(1, int(math.Round(float64(w)*float64(maxSize)/float64(h)))), maxSize
+}
+
+// maxPixels bounds the images Thumbnail decodes, checked from the header
+// before the pixels are allocated.
+const maxPixels = 100e6
+
+// Thumbnail reads an image from the job's store, scales it down with
+// Catmull-Rom resampling and writes it as a JPEG.
+var Thumbnail = fanout.Register("thumbnails.thumbnail", func(ctx context.Context, j Job) (Result, error) {
+	res := Result{Key: j.Key, Out: j.Out}
+	if j.MaxSize < 1 {
+		return res, fmt.Errorf("thumb: %q: thumbnail size %d: want at least 1", j.Key, j.MaxSize)
+	}
+	st := fanout.Store(ctx)
+	data, err := st.Get(ctx, j.Key)
+	if err != nil {
+		return res, err
+	}
+	res.BytesIn = int64(len(data))
+	t0 := time.Now()
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return res, fmt.Errorf("thumb: decode %q: %w", j.Key, err)
+	}
+	if cfg.Width*cfg.Height > maxPixels {
+		return res, fmt.Errorf("thumb: %q is %dx%d, over %d pixels", j.Key, cfg.Width, cfg.Height, int(maxPixels))
+	}
+	src, _, err := image.Decode(bytes.NewReader(data))
+	if err != nil {
+		return res, fmt.Errorf("thumb: decode %q: %w", j.Key, err)
+	}
+	t1 := time.Now()
+	b := src.Bounds()
+	res.Width, res.Height = b.Dx(), b.Dy()
+	tw, th := ThumbSize(b.Dx(), b.Dy(), j.MaxSize)
+	dst := image.NewRGBA(image.Rect(0, 0, tw, th))
+	draw.CatmullRom.Scale(dst, dst.Bounds(), src, b, draw.Src, nil)
+	res.ThumbWidth, res.ThumbHeight = tw, th
+	t2 := time.Now()
+	res.DecodeTime, res.ResizeTime = t1.Sub(t0), t2.Sub(t1)
+	var out bytes.Buffer
+	if err := jpeg.Encode(&out, dst, &jpeg.Options{Quality: 85}); err != nil {
+		return res, fmt.Errorf("thumb: encode %q: %w", j.Out, err)
+	}
+	if err := st.Put(ctx, j.Out, out.Bytes()); err != nil {
+		return res, err
+	}
+	res.BytesOut = int64(out.Len())
+	return res, nil
+})
+
+// Options configure Run. The zero value is not useful: set the prefixes.
+type Options struct {
+	// In is the prefix of the images; Out the prefix of the thumbnails.
+	In, Out string
+	// MaxSize bounds the thumbnails' width and height. Defaults to 256.
+	MaxSize int
+	// Samples is how many sample images Run draws when In is empty, of
+	// Megapixels each. Defaults to 12 images of 3 megapixels.
+	Samples    int
+	Megapixels float64
+}
+
+// Summary describes a run.
+type Summary struct {
+	// Generated counts the sample images drawn (0 when In held images).
+	Generated int
+	Results   []Result
+	BytesIn   int64
+	BytesOut  int64
+	// Wall is the time the thumbnails took, without the samples.
+	Wall time.Duration
+}
+
+// IsImage reports whether key names an image Thumbnail reads.
+func IsImage(key string) bool {
+	switch strings.ToLower(path.Ext(key)) {
+	case ".png", ".jpg", ".jpeg":
+		return true
+	}
+	return false
+}
+
+// Run makes a thumbnail of every image under o.In in st, on ex, whose
+// store must hold the same objects (it is usually st). When o.In holds no
+// image, it first draws sample images there, also on ex.
+func Run(ctx context.Context, ex *fanout.Executor, st storage.Store, o Options) (Summary, error) {
+	var sum Summary
+	if o.In == "" || o.Out == "" || o.In == o.Out {
+		return sum, errors.New("thumb: set distinct input and output prefixes")
+	}
+	if o.MaxSize == 0 {
+		o.MaxSize = 256
+	}
+	if o.Samples == 0 {
+		o.Samples = 12
+	}
+	if o.Megapixels == 0 {
+		o.Megapixels = 3
+	}
+	keys, err := images(ctx, st, o.In)
+	if err != nil {
+		return sum, err
+	}
+	if len(keys) == 0 {
+		samples := Samples(o.In, o.Samples, o.Megapixels)
+		if _, err := fanout.Map(ctx, ex, Generate, samples); err != nil {
+			return sum, fmt.Errorf("thumb: draw samples: %w", err)
+		}
+		sum.Generated = len(samples)
+		if keys, err = images(ctx, st, o.In); err != nil {
+			return sum, err
+		}
+	}
+	jobs := make([]Job, len(keys))
+	for i, k := range keys {
+		// "in/a.png" -> "out/a.png.jpg": a.png and a.jpg do not collide.
+		jobs[i] = Job{Key: k, Out: o.Out + strings.TrimPrefix(k, o.In) + ".jpg", MaxSize: o.MaxSize}
+	}
+	start := time.Now()
+	sum.Results, err = fanout.Map(ctx, ex, Thumbnail, jobs)
+	sum.Wall = time.Since(start)
+	for _, r := range sum.Results {
+		sum.BytesIn += r.BytesIn
+		sum.BytesOut += r.BytesOut
+	}
+	return sum, err
+}
+
+func images(ctx context.Context, st storage.Store, prefix string) ([]string, error) {
+	var keys []string
+	for info, err := range st.List(ctx, prefix) {
+		if err != nil {
+			return nil, err
+		}
+		if IsImage(info.Key) {
+			keys = append(keys, info.Key)
+		}
+	}
+	return keys, nil
+}
