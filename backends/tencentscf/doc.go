@@ -1,0 +1,81 @@
+// Package tencentscf is the gowren backend for Tencent Cloud's Serverless
+// Cloud Function (SCF). The driver invokes one SCF function through the
+// Tencent Cloud API 3.0 (the official Go SDK's common client, TC3-HMAC-SHA256
+// signatures); the function is the driver's own program, whose
+// fanout.Init serves the invocations through scf-go-lib, SCF's Go runtime
+// library. The same program runs on AWS Lambda by changing one URL.
+//
+// Import the package in the program you deploy (a blank import is enough):
+// it registers the scf:// URL scheme and the worker runtime.
+//
+// # Backends
+//
+// New takes a client (NewClient makes one) and a function name. A Backend
+// implements backends.AsyncBackend: Invoke calls InvokeFunction (synchronous,
+// up to 10,000 calls a second, 6 MB events and responses); InvokeAsync calls
+// Invoke with InvocationType Event (asynchronous, 100 calls a second, 128 KB
+// events). Own token buckets keep each kind under those rates, and at most
+// Options.Concurrency synchronous invocations are in flight. Payloads travel
+// as the JSON event {"gowren":"<base64 envelope>"}; Limits reports SCF's
+// limits less that wrapping, so the executor sends larger inputs and outputs
+// through the store.
+//
+// # URLs
+//
+//	scf://FUNCTION?region=ap-guangzhou&namespace=default&qualifier=$LATEST&endpoint=HOST
+//
+// region defaults to $TENCENTCLOUD_REGION; namespace to "default";
+// qualifier to SCF's choice; endpoint to scf.tencentcloudapi.com (an
+// http:// URL reaches a loopback server). concurrency, timeout, parallel,
+// rate and asyncrate set the Options of the same names. Credentials come
+// from TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY, and
+// TENCENTCLOUD_SESSION_TOKEN for temporary ones; never from the URL.
+//
+// # Store
+//
+// Inputs and outputs over the synchronous limits, MapReduce's intermediate
+// data and the results of asynchronous jobs go through a store both the
+// driver and the workers reach: on Tencent Cloud a COS bucket in the
+// function's region, through storage/s3store with COS's S3-compatible
+// endpoint, e.g.
+//
+//	GOWREN_STORE='s3://BUCKET-APPID/gowren?region=ap-guangzhou&endpoint=https://cos.ap-guangzhou.myqcloud.com'
+//
+// s3store takes a COS SecretId/SecretKey from AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY, on the driver and on the workers alike: give the
+// function a key limited to the bucket with gowren deploy scf -env
+// AWS_ACCESS_KEY_ID=... -env AWS_SECRET_ACCESS_KEY=....
+//
+// # Deploying
+//
+// Deploy, and the "gowren deploy scf" command built on it, compiles the
+// main package for linux/amd64 (binary "main"), uploads it as a Go1
+// function with handler "main", and waits until SCF reports it Active.
+//
+// # Worker runtime
+//
+// SCF's Go1 runtime starts the binary with _LAMBDA_SERVER_PORT set and calls
+// Function.Invoke over net/rpc. In such a process (and not under AWS, which
+// sets AWS_LAMBDA_RUNTIME_API) fanout.Init serves through scf-go-lib's
+// cloudfunction.StartHandler. The request's deadline becomes the tasks'
+// context deadline; when SCF sends none, the function's time limit is used.
+// The runtime library copies each request's Environment into the process
+// environment; gowren does not rely on it.
+//
+// # Errors
+//
+// Invoke wraps backends.ErrThrottled (as a *backends.ThrottleError) for the
+// API's RequestLimitExceeded, for SCF's concurrency quota (status 432) and
+// while the function is being deployed; backends.ErrWorkerLost when the
+// execution timed out (433), ran out of memory (434) or its process exited
+// (439); backends.ErrTransport for network failures and the platform's
+// internal errors; backends.ErrPayloadTooLarge for events over the limits.
+// Configuration errors are not retryable and say what to fix:
+// ErrFunctionNotFound (function, namespace, version or region),
+// ErrCredentials (AuthFailure.*), ErrUnauthorized (the CAM policy). A failed
+// execution carries a *FunctionError with SCF's status code, and every API
+// error keeps the SDK's *errors.TencentCloudSDKError reachable with
+// errors.As. Errors of the tasks themselves, a stale deployed binary
+// (fanout.ErrStaleWorker) and unknown functions travel in the reply and
+// reach the executor unchanged.
+package tencentscf

@@ -1,0 +1,214 @@
+package scftest_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common"
+	tcerr "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common/errors"
+	tchttp "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common/http"
+
+	"github.com/gowren/gowren/backends/tencentscf/scftest"
+)
+
+const region = "ap-guangzhou"
+
+func newServer(t *testing.T, opts *scftest.Options) *scftest.Server {
+	t.Helper()
+	srv, err := scftest.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	// A function that is never executed: these tests stop at the API.
+	if err := srv.AddFunction(scftest.Function{Region: region, Name: "fn", Command: []string{"/nonexistent/never-run"}}); err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// send makes one API call with the real SDK client and returns the API
+// error code, "" on success.
+func send(t *testing.T, c *common.Client, action string, params map[string]any) (string, map[string]any) {
+	t.Helper()
+	req := tchttp.NewCommonRequest("scf", "2018-04-16", action)
+	if err := req.SetActionParameters(params); err != nil {
+		t.Fatal(err)
+	}
+	resp := tchttp.NewCommonResponse()
+	err := c.Send(req, resp)
+	var se *tcerr.TencentCloudSDKError
+	if errors.As(err, &se) {
+		return se.Code, nil
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", action, err)
+	}
+	var out struct{ Response map[string]any }
+	if err := jsonUnmarshal(resp.GetBody(), &out); err != nil {
+		t.Fatal(err)
+	}
+	return "", out.Response
+}
+
+// tamper returns a transport that changes each request after the SDK has
+// signed it.
+type tamper func(*http.Request)
+
+func (f tamper) RoundTrip(r *http.Request) (*http.Response, error) {
+	f(r)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func setBody(r *http.Request, b []byte) {
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.ContentLength = int64(len(b))
+}
+
+func TestSignature(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, nil)
+	get := map[string]any{"FunctionName": "fn"}
+
+	// The real SDK's TC3-HMAC-SHA256 signature verifies.
+	code, resp := send(t, srv.Client(region), "GetFunction", get)
+	if code != "" || resp["Status"] != "Active" {
+		t.Fatalf("GetFunction signed by the SDK: code %q, response %v", code, resp)
+	}
+
+	for _, tc := range []struct {
+		name string
+		f    tamper
+		want string
+	}{
+		{"Body", func(r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			setBody(r, bytes.Replace(b, []byte(`"fn"`), []byte(`"fx"`), 1))
+		}, "AuthFailure.SignatureFailure"},
+		{"Timestamp", func(r *http.Request) {
+			ts, _ := strconv.ParseInt(r.Header.Get("X-TC-Timestamp"), 10, 64)
+			r.Header.Set("X-TC-Timestamp", strconv.FormatInt(ts-600, 10))
+		}, "AuthFailure.SignatureExpire"},
+		{"TimestampBySecond", func(r *http.Request) {
+			ts := []byte(r.Header.Get("X-TC-Timestamp"))
+			ts[len(ts)-1] ^= 1
+			r.Header.Set("X-TC-Timestamp", string(ts))
+		}, "AuthFailure.SignatureFailure"},
+		{"Signature", func(r *http.Request) {
+			a := r.Header.Get("Authorization")
+			last := a[len(a)-1]
+			if last == '0' {
+				last = '1'
+			} else {
+				last = '0'
+			}
+			r.Header.Set("Authorization", a[:len(a)-1]+string(last))
+		}, "AuthFailure.SignatureFailure"},
+		{"ContentType", func(r *http.Request) {
+			r.Header.Set("Content-Type", "application/json; charset=utf-8")
+		}, "AuthFailure.SignatureFailure"},
+		{"NoAuthorization", func(r *http.Request) { r.Header.Del("Authorization") }, "AuthFailure.SignatureFailure"},
+		{"NotTC3", func(r *http.Request) {
+			r.Header.Set("Authorization", strings.Replace(r.Header.Get("Authorization"), "TC3-HMAC-SHA256", "HMAC-SHA1", 1))
+		}, "AuthFailure.InvalidAuthorization"},
+		{"NoAction", func(r *http.Request) { r.Header.Del("X-TC-Action") }, "MissingParameter"},
+		{"WrongVersion", func(r *http.Request) { r.Header.Set("X-TC-Version", "2017-01-01") }, "NoSuchVersion"},
+		{"NoRegion", func(r *http.Request) { r.Header.Del("X-TC-Region") }, "MissingParameter"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := srv.Client(region)
+			c.WithHttpTransport(tc.f)
+			if code, _ := send(t, c, "GetFunction", get); code != tc.want {
+				t.Errorf("tampered request: code %q, want %s", code, tc.want)
+			}
+		})
+	}
+
+	t.Run("Credentials", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			cred common.CredentialIface
+			want string
+		}{
+			{"WrongKey", common.NewCredential(scftest.TestSecretID, "wrong"), "AuthFailure.SignatureFailure"},
+			{"UnknownID", common.NewCredential("AKIDunknown", scftest.TestSecretKey), "AuthFailure.SecretIdNotFound"},
+			{"UnexpectedToken", common.NewTokenCredential(scftest.TestSecretID, scftest.TestSecretKey, "tok"), "AuthFailure.TokenFailure"},
+		} {
+			if code, _ := send(t, srv.ClientWith(tc.cred, region), "GetFunction", get); code != tc.want {
+				t.Errorf("%s: code %q, want %s", tc.name, code, tc.want)
+			}
+		}
+	})
+}
+
+func TestTemporaryCredentials(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, &scftest.Options{Credentials: map[string]scftest.Credential{"AKIDtemp": {Key: "k", Token: "session"}}})
+	get := map[string]any{"FunctionName": "fn"}
+	if code, _ := send(t, srv.ClientWith(common.NewTokenCredential("AKIDtemp", "k", "session"), region), "GetFunction", get); code != "" {
+		t.Errorf("with the session token: %q", code)
+	}
+	if code, _ := send(t, srv.ClientWith(common.NewCredential("AKIDtemp", "k"), region), "GetFunction", get); code != "AuthFailure.TokenFailure" {
+		t.Errorf("without the session token: %q, want AuthFailure.TokenFailure", code)
+	}
+}
+
+func TestClockSkew(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, &scftest.Options{Now: func() time.Time { return time.Now().Add(6 * time.Minute) }})
+	if code, _ := send(t, srv.Client(region), "GetFunction", map[string]any{"FunctionName": "fn"}); code != "AuthFailure.SignatureExpire" {
+		t.Errorf("a request 6 minutes old: %q, want AuthFailure.SignatureExpire", code)
+	}
+}
+
+func TestAPIChecks(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, &scftest.Options{SyncRate: 1, RateBurst: 1, MaxSyncEventBytes: 1 << 10})
+	c := srv.Client(region)
+	// The first call takes the only token: it reaches the function, whose
+	// event is too large (status 406, before any worker starts).
+	code, resp := send(t, c, "InvokeFunction", map[string]any{"FunctionName": "fn", "Event": `"` + strings.Repeat("x", 2<<10) + `"`})
+	if code != "" {
+		t.Fatalf("InvokeFunction: %s", code)
+	}
+	res, _ := resp["Result"].(map[string]any)
+	if !strings.Contains(res["ErrMsg"].(string), `"statusCode":406`) || res["InvokeResult"].(float64) == 0 {
+		t.Errorf("oversized event: Result %v, want a failure with status 406", res)
+	}
+	// The second, within the same second, is over the API's rate.
+	if code, _ := send(t, c, "InvokeFunction", map[string]any{"FunctionName": "fn", "Event": "{}"}); code != "RequestLimitExceeded" {
+		t.Errorf("a call over the rate: %q, want RequestLimitExceeded", code)
+	}
+	for _, tc := range []struct {
+		action string
+		params map[string]any
+		want   string
+	}{
+		{"Frobnicate", nil, "InvalidAction"},
+		{"GetFunction", map[string]any{"FunctionName": "nosuch"}, "ResourceNotFound.Function"},
+		{"GetFunction", map[string]any{"FunctionName": "fn", "Namespace": "nosuch"}, "ResourceNotFound.Namespace"},
+		{"Invoke", map[string]any{"FunctionName": "fn", "InvocationType": "Sometimes"}, "InvalidParameterValue.InvokeType"},
+		{"CreateFunction", map[string]any{"FunctionName": "fn2", "Runtime": "Go1", "Handler": "main", "Code": map[string]any{"ZipFile": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}}, "InvalidParameterValue.Handler"},
+		{"CreateFunction", map[string]any{"FunctionName": "other", "Runtime": "Python3.6", "Handler": "index.main"}, "InvalidParameterValue.Runtime"},
+		{"UpdateFunctionConfiguration", map[string]any{"FunctionName": "fn", "MemorySize": 100}, "InvalidParameterValue.MemorySize"},
+	} {
+		if code, _ := send(t, c, tc.action, tc.params); code != tc.want {
+			t.Errorf("%s %v: %q, want %s", tc.action, tc.params, code, tc.want)
+		}
+	}
+	if n := srv.Stats().Errors["RequestLimitExceeded"]; n != 1 {
+		t.Errorf("Stats counts %d RequestLimitExceeded, want 1", n)
+	}
+	if code, _ := send(t, srv.Client("mars-1"), "GetFunction", map[string]any{"FunctionName": "fn"}); code != "UnsupportedRegion" {
+		t.Errorf("an unknown region: %q, want UnsupportedRegion", code)
+	}
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
