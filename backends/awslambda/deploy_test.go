@@ -1,0 +1,220 @@
+package awslambda_test
+
+import (
+	"archive/zip"
+	"bytes"
+	"debug/elf"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+
+	"github.com/gowren/gowren/backends/awslambda"
+	"github.com/gowren/gowren/backends/awslambda/awslambdatest"
+)
+
+// checkBootstrap checks that zipped holds exactly an executable bootstrap
+// for linux on machine, and returns it.
+func checkBootstrap(t *testing.T, zipped []byte, machine elf.Machine) []byte {
+	t.Helper()
+	zr, err := zip.NewReader(bytes.NewReader(zipped), int64(len(zipped)))
+	if err != nil {
+		t.Fatalf("not a zip: %v", err)
+	}
+	if len(zr.File) != 1 || zr.File[0].Name != "bootstrap" {
+		t.Fatalf("zip holds %d files, first %q; want only bootstrap", len(zr.File), zr.File[0].Name)
+	}
+	f := zr.File[0]
+	if m := f.Mode(); !m.IsRegular() || m.Perm() != 0o755 {
+		t.Errorf("bootstrap mode %v, want -rwxr-xr-x", m)
+	}
+	if !f.Modified.Equal(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("bootstrap modified %v, want the fixed time", f.Modified)
+	}
+	rc, err := f.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ef, err := elf.NewFile(bytes.NewReader(exe))
+	if err != nil {
+		t.Fatalf("bootstrap is not an ELF binary: %v", err)
+	}
+	if ef.Machine != machine || ef.Type != elf.ET_EXEC || ef.OSABI != elf.ELFOSABI_NONE {
+		t.Errorf("bootstrap is %v %v, want an executable for %v", ef.Machine, ef.Type, machine)
+	}
+	return exe
+}
+
+func TestZipDeterministic(t *testing.T) {
+	exe := bytes.Repeat([]byte("not really a binary "), 1000)
+	a, err := awslambda.Zip(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := awslambda.Zip(slices.Clone(exe))
+	if !bytes.Equal(a, b) || awslambda.CodeSHA256(a) != awslambda.CodeSHA256(b) {
+		t.Fatal("two zips of the same binary differ")
+	}
+	c, _ := awslambda.Zip(append(slices.Clone(exe), '!'))
+	if awslambda.CodeSHA256(a) == awslambda.CodeSHA256(c) {
+		t.Fatal("zips of different binaries have the same hash")
+	}
+}
+
+func TestBuildRefuses(t *testing.T) {
+	ctx := guard(t, 2*time.Minute)
+	for _, tc := range []struct {
+		opts awslambda.DeployOptions
+		want string
+	}{
+		{awslambda.DeployOptions{Package: "./testdata/noimport"}, "does not import " + awslambda.ImportPath},
+		{awslambda.DeployOptions{Package: "github.com/gowren/gowren/backends"}, "not a main package"},
+		{awslambda.DeployOptions{Package: "./testdata/nosuch"}, "go list"},
+		{awslambda.DeployOptions{Package: "./testdata/app", Arch: "sparc"}, `architecture "sparc"`},
+		{awslambda.DeployOptions{Package: "./testdata/app", MemoryMB: 64}, "memory 64 MB"},
+		{awslambda.DeployOptions{Package: "./testdata/app", Timeout: 1500 * time.Millisecond}, "timeout 1.5s"},
+		{awslambda.DeployOptions{Package: "./testdata/app", Env: map[string]string{"1X": "y"}}, `variable name "1X"`},
+		{awslambda.DeployOptions{Package: "./testdata/app", Name: "no spaces"}, `function name "no spaces"`},
+	} {
+		_, _, err := awslambda.Build(ctx, &tc.opts)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Build(%+v) = %v, want an error containing %q", tc.opts, err, tc.want)
+		}
+	}
+}
+
+func TestDeploy(t *testing.T) {
+	srv, err := awslambdatest.New(&awslambdatest.Options{Stderr: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := newClient(t, srv.URL(), nil)
+	ctx := guard(t, 5*time.Minute)
+	var log strings.Builder
+	opts := func(o awslambda.DeployOptions) *awslambda.DeployOptions {
+		o.Package = "./testdata/app"
+		o.PollInterval = 10 * time.Millisecond
+		o.Log = &log
+		return &o
+	}
+	ops := func(from int) []string {
+		var s []string
+		for _, call := range srv.Calls()[from:] {
+			s = append(s, call.Op)
+		}
+		return s
+	}
+
+	t.Run("needs a role to create", func(t *testing.T) {
+		_, err := awslambda.Deploy(ctx, c, opts(awslambda.DeployOptions{}))
+		if err == nil || !strings.Contains(err.Error(), "needs a role") {
+			t.Fatalf("err = %v, want one asking for a role", err)
+		}
+		if got := ops(0); !slices.Equal(got, []string{"GetFunction"}) {
+			t.Errorf("calls %v, want only GetFunction", got)
+		}
+	})
+
+	role := "arn:aws:iam::123456789012:role/gowren"
+	var first *awslambda.DeployResult
+	t.Run("create", func(t *testing.T) {
+		from := len(srv.Calls())
+		res, err := awslambda.Deploy(ctx, c, opts(awslambda.DeployOptions{Role: role, Env: map[string]string{"GOWREN_X": "1"}}))
+		if err != nil {
+			t.Fatalf("Deploy: %v\n%s", err, log.String())
+		}
+		first = res
+		// Named after the package; Pending for one read, then Active.
+		want := []string{"GetFunction", "CreateFunction", "GetFunction", "GetFunction", "PutFunctionEventInvokeConfig"}
+		if got := ops(from); !slices.Equal(got, want) {
+			t.Errorf("calls %v, want %v", got, want)
+		}
+		if !res.Created || res.Function != "app" || res.Arch != "arm64" || res.MemoryMB != awslambda.DefaultMemoryMB ||
+			res.Timeout != awslambda.DefaultFunctionTimeout || res.BackendURL != "lambda://app?region=us-east-1&timeout=300s" {
+			t.Errorf("result %+v", res)
+		}
+		create := srv.Calls()[from+1].Params
+		code, _ := create["Code"].(map[string]any)
+		for k, v := range map[string]any{"Runtime": "provided.al2023", "Handler": "bootstrap", "Role": role, "PackageType": "Zip"} {
+			if create[k] != v {
+				t.Errorf("CreateFunction %s = %v, want %v", k, create[k], v)
+			}
+		}
+		if code["ZipFile"] != res.CodeSHA256 || !slices.Equal(create["Architectures"].([]any), []any{"arm64"}) {
+			t.Errorf("CreateFunction code %v, architectures %v", code, create["Architectures"])
+		}
+		if env, _ := create["Environment"].(map[string]any); env == nil || env["Variables"].(map[string]any)["GOWREN_X"] != "1" {
+			t.Errorf("CreateFunction environment %v", create["Environment"])
+		}
+		if put := srv.Calls()[from+4].Params; put["MaximumRetryAttempts"] != float64(0) {
+			t.Errorf("PutFunctionEventInvokeConfig %v, want MaximumRetryAttempts 0", put)
+		}
+		checkBootstrap(t, srv.Code("app"), elf.EM_AARCH64)
+	})
+	if first == nil {
+		t.Fatal("no function to update")
+	}
+
+	t.Run("unchanged code is not uploaded", func(t *testing.T) {
+		// An update made by someone else is in progress: Deploy waits.
+		if _, err := c.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{
+			FunctionName: aws.String("app"), Description: aws.String("touched")}); err != nil {
+			t.Fatal(err)
+		}
+		from := len(srv.Calls())
+		res, err := awslambda.Deploy(ctx, c, opts(awslambda.DeployOptions{Name: "app", MemoryMB: 2048, Env: map[string]string{"GOWREN_X": "", "GOWREN_Y": "2"}}))
+		if err != nil {
+			t.Fatalf("Deploy: %v\n%s", err, log.String())
+		}
+		want := []string{"GetFunction", "GetFunction", "UpdateFunctionConfiguration", "GetFunction", "GetFunction", "PutFunctionEventInvokeConfig"}
+		if got := ops(from); !slices.Equal(got, want) {
+			t.Errorf("calls %v, want %v (wait for the update in progress, then change the configuration only)", got, want)
+		}
+		if res.Created || res.CodeUpdated || !res.ConfigUpdated || res.CodeSHA256 != first.CodeSHA256 || res.MemoryMB != 2048 {
+			t.Errorf("result %+v; want the same code hash and a configuration update", res)
+		}
+		cfg, _ := srv.Config("app")
+		env := cfg["Environment"].(map[string]any)["Variables"].(map[string]string)
+		if len(env) != 1 || env["GOWREN_Y"] != "2" {
+			t.Errorf("environment %v, want GOWREN_X removed and GOWREN_Y set", env)
+		}
+		for _, call := range srv.Calls()[from:] {
+			if call.Status >= 300 {
+				t.Errorf("%s answered %d", call.Op, call.Status)
+			}
+		}
+	})
+
+	t.Run("new code is uploaded", func(t *testing.T) {
+		from := len(srv.Calls())
+		o := opts(awslambda.DeployOptions{Name: "app", Timeout: 30 * time.Second})
+		o.Package = "./testdata/app2"
+		res, err := awslambda.Deploy(ctx, c, o)
+		if err != nil {
+			t.Fatalf("Deploy: %v\n%s", err, log.String())
+		}
+		want := []string{"GetFunction", "UpdateFunctionCode", "GetFunction", "GetFunction",
+			"UpdateFunctionConfiguration", "GetFunction", "GetFunction", "PutFunctionEventInvokeConfig"}
+		if got := ops(from); !slices.Equal(got, want) {
+			t.Errorf("calls %v, want %v", got, want)
+		}
+		if !res.CodeUpdated || res.CodeSHA256 == first.CodeSHA256 || res.Timeout != 30*time.Second ||
+			srv.Calls()[from+1].Params["ZipFile"] != res.CodeSHA256 {
+			t.Errorf("result %+v", res)
+		}
+		if !strings.HasSuffix(res.BackendURL, "timeout=30s") {
+			t.Errorf("BackendURL %q", res.BackendURL)
+		}
+	})
+	t.Log(log.String())
+}

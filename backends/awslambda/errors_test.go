@@ -1,0 +1,207 @@
+package awslambda_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/backends/awslambda"
+)
+
+// TestInvokeErrors checks the classification of Lambda's answers, sent by a
+// loopback server to the real SDK client.
+func TestInvokeErrors(t *testing.T) {
+	type answer struct {
+		status  int
+		headers map[string]string
+		body    string
+	}
+	gowrenReply := string(backends.EncodeJSON([]byte("reply")))
+	for _, tc := range []struct {
+		name      string
+		answer    answer
+		hijack    bool // close the connection without answering
+		want      error
+		notWant   error
+		retryable bool
+		inMsg     []string
+		check     func(t *testing.T, err error)
+	}{
+		{name: "success", answer: answer{200, nil, gowrenReply}},
+		{name: "throttled", answer: answer{429, map[string]string{"X-Amzn-ErrorType": "TooManyRequestsException", "Retry-After": "3"},
+			`{"Reason":"ReservedFunctionConcurrentInvocationLimitExceeded","Type":"User","message":"Rate Exceeded."}`},
+			want: backends.ErrThrottled, retryable: true, check: func(t *testing.T, err error) {
+				var te *backends.ThrottleError
+				if !errors.As(err, &te) || te.RetryAfter != 3*time.Second || te.Reason != "ReservedFunctionConcurrentInvocationLimitExceeded" {
+					t.Errorf("ThrottleError %+v; want 3s and the reason", te)
+				}
+			}},
+		{name: "throttled without retry-after", answer: answer{429, map[string]string{"X-Amzn-ErrorType": "TooManyRequestsException"},
+			`{"message":"Rate Exceeded."}`}, want: backends.ErrThrottled, retryable: true},
+		{name: "update in progress", answer: answer{409, map[string]string{"X-Amzn-ErrorType": "ResourceConflictException"},
+			`{"message":"An update is in progress"}`}, want: backends.ErrThrottled, retryable: true},
+		{name: "not found", answer: answer{404, map[string]string{"X-Amzn-ErrorType": "ResourceNotFoundException"},
+			`{"Type":"User","message":"Function not found: arn:aws:lambda:us-east-1:123456789012:function:fn"}`},
+			want: awslambda.ErrFunctionNotFound, inMsg: []string{"gowren deploy lambda", "us-east-1"}},
+		{name: "request too large", answer: answer{413, map[string]string{"X-Amzn-ErrorType": "RequestTooLargeException"},
+			`{"message":"Request must be smaller than 6291456 bytes for the InvokeFunction operation"}`}, want: backends.ErrPayloadTooLarge},
+		{name: "invalid content", answer: answer{400, map[string]string{"X-Amzn-ErrorType": "InvalidRequestContentException"},
+			`{"message":"Could not parse request body into json"}`}, inMsg: []string{"must be JSON"}},
+		{name: "bad credentials", answer: answer{403, map[string]string{"X-Amzn-ErrorType": "UnrecognizedClientException"},
+			`{"message":"The security token included in the request is invalid."}`}, inMsg: []string{"credentials", "lambda:InvokeFunction"}},
+		{name: "broken configuration", answer: answer{502, map[string]string{"X-Amzn-ErrorType": "KMSAccessDeniedException"},
+			`{"message":"Lambda was unable to decrypt the environment variables"}`}, inMsg: []string{"configuration is broken"}},
+		{name: "service error", answer: answer{500, map[string]string{"X-Amzn-ErrorType": "ServiceException"},
+			`{"message":"internal"}`}, want: backends.ErrTransport, retryable: true},
+		{name: "bad gateway without a body", answer: answer{503, nil, ``}, want: backends.ErrTransport, retryable: true},
+		{name: "connection dropped", hijack: true, want: backends.ErrTransport, retryable: true},
+		{name: "runtime exited", answer: answer{200, map[string]string{"X-Amz-Function-Error": "Unhandled"},
+			`{"errorType":"Runtime.ExitError","errorMessage":"RequestId: 1 Error: Runtime exited with error: signal: killed"}`},
+			want: backends.ErrWorkerLost, retryable: true, inMsg: []string{"Runtime.ExitError", "signal: killed"}},
+		{name: "emulator's crash answer", answer: answer{502, nil,
+			`{"errorType":"Runtime.ExitError","errorMessage":"RequestId: 1 Error: Runtime exited with error: exit status 2"}`},
+			want: backends.ErrWorkerLost, retryable: true, inMsg: []string{"exit status 2"}},
+		{name: "timed out", answer: answer{200, map[string]string{"X-Amz-Function-Error": "Unhandled"},
+			`{"errorType":"Sandbox.Timedout","errorMessage":"RequestId: 1 Error: Task timed out after 900.00 seconds"}`},
+			want: backends.ErrWorkerLost, retryable: true, inMsg: []string{"Task timed out", "gowren deploy lambda -timeout"},
+			check: func(t *testing.T, err error) {
+				var fe *awslambda.FunctionError
+				if !errors.As(err, &fe) || !fe.Timeout || fe.Unhandled != "Unhandled" {
+					t.Errorf("FunctionError %+v; want Timeout and the header", fe)
+				}
+			}},
+		{name: "timed out, old form", answer: answer{200, map[string]string{"X-Amz-Function-Error": "Unhandled"},
+			`{"errorMessage":"2026-01-01T00:00:00.000Z 1 Task timed out after 3.00 seconds"}`}, want: backends.ErrWorkerLost, retryable: true},
+		{name: "error-shaped payload without header", answer: answer{200, nil,
+			`{"errorMessage":"boom","errorType":"Runtime.Unknown"}`}, want: backends.ErrWorkerLost, retryable: true, inMsg: []string{"boom"}},
+		{name: "reply too large", answer: answer{200, map[string]string{"X-Amz-Function-Error": "Unhandled"},
+			`{"errorMessage":"Response payload size exceeded maximum allowed payload size (6291556 bytes).","errorType":"Function.ResponseSizeTooLarge"}`},
+			want: backends.ErrPayloadTooLarge},
+		{name: "event rejected by the worker", answer: answer{200, map[string]string{"X-Amz-Function-Error": "Unhandled"},
+			`{"errorMessage":"gowren worker: the event is not a gowren invocation","errorType":"Gowren.InvalidEvent"}`}, want: awslambda.ErrNotWorker},
+		{name: "not a gowren worker", answer: answer{200, nil, `{"statusCode":200,"body":"hello"}`}, want: awslambda.ErrNotWorker,
+			inMsg: []string{"fanout.Init"}},
+		{name: "not JSON at all", answer: answer{200, nil, `hello`}, want: awslambda.ErrNotWorker},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/2015-03-31/functions/fn/invocations" || r.Header.Get("X-Amz-Invocation-Type") != "RequestResponse" {
+					t.Errorf("request %s %s type %q", r.Method, r.URL.Path, r.Header.Get("X-Amz-Invocation-Type"))
+				}
+				if tc.hijack {
+					c, _, _ := w.(http.Hijacker).Hijack()
+					c.Close()
+					return
+				}
+				for k, v := range tc.answer.headers {
+					w.Header().Set(k, v)
+				}
+				w.WriteHeader(tc.answer.status)
+				w.Write([]byte(tc.answer.body))
+			}))
+			defer srv.Close()
+			b := awslambda.New(newClient(t, srv.URL, nil), "fn", nil)
+			defer b.Close()
+			reply, err := b.Invoke(context.Background(), []byte("payload"))
+			if tc.want == nil && tc.inMsg == nil {
+				if err != nil || string(reply) != "reply" {
+					t.Fatalf("Invoke = %q, %v; want the reply", reply, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Invoke succeeded with %q", reply)
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("err = %v, want %v", err, tc.want)
+			}
+			if got := backends.Retryable(err); got != tc.retryable {
+				t.Errorf("Retryable(%v) = %v, want %v", err, got, tc.retryable)
+			}
+			for _, s := range tc.inMsg {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q lacks %q", err, s)
+				}
+			}
+			if tc.check != nil {
+				tc.check(t, err)
+			}
+		})
+	}
+}
+
+// TestInvokeOneAttempt checks that the SDK does not retry: the executor owns
+// retries.
+func TestInvokeOneAttempt(t *testing.T) {
+	var calls int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		w.Header().Set("X-Amzn-ErrorType", "ServiceException")
+		w.WriteHeader(500)
+		w.Write([]byte(`{"message":"try again"}`))
+	}))
+	defer srv.Close()
+	b := awslambda.New(newClient(t, srv.URL, nil), "fn", nil)
+	defer b.Close()
+	if _, err := b.Invoke(context.Background(), []byte("x")); !errors.Is(err, backends.ErrTransport) {
+		t.Fatalf("err = %v, want ErrTransport", err)
+	}
+	if calls != 1 {
+		t.Errorf("%d requests, want 1", calls)
+	}
+}
+
+func TestInvokeLimitsAndLifecycle(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	b := awslambda.New(newClient(t, srv.URL, nil), "fn", &awslambda.Options{Qualifier: "prod", Concurrency: 7, Timeout: time.Minute, Parallel: 2})
+	l := b.Limits()
+	if l.MaxRequestBytes != backends.MaxRawForJSON(6<<20) || l.MaxResponseBytes != l.MaxRequestBytes ||
+		l.MaxAsyncRequestBytes != backends.MaxRawForJSON(1<<20) || l.Concurrency != 7 || l.Timeout != time.Minute ||
+		l.Parallel != 2 || l.SameHost || l.InProcess {
+		t.Errorf("Limits = %+v", l)
+	}
+	if b.Function() != "fn:prod" {
+		t.Errorf("Function() = %q", b.Function())
+	}
+	if _, err := b.Invoke(context.Background(), make([]byte, l.MaxRequestBytes+1)); !errors.Is(err, backends.ErrPayloadTooLarge) {
+		t.Errorf("oversized payload: %v, want ErrPayloadTooLarge", err)
+	}
+	// Cancellation and Close end an invocation in flight.
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { _, err := b.Invoke(ctx, []byte("x")); errc <- err }()
+	<-arrived
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) || backends.Retryable(err) {
+		t.Errorf("cancelled: %v, want context.Canceled", err)
+	}
+	go func() { _, err := b.Invoke(context.Background(), []byte("x")); errc <- err }()
+	<-arrived
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; !errors.Is(err, backends.ErrClosed) {
+		t.Errorf("closed in flight: %v, want ErrClosed", err)
+	}
+	if _, err := b.Invoke(context.Background(), []byte("x")); !errors.Is(err, backends.ErrClosed) {
+		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}

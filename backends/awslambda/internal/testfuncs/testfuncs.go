@@ -1,0 +1,84 @@
+// Package testfuncs registers the functions that the awslambda tests run on
+// worker binaries besides those of backendtest. Both the tests (drivers) and
+// the test worker binary import it, so the registrations match.
+package testfuncs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/gowren/gowren/fanout"
+)
+
+// Env is what EnvInfo returns: the worker's view of its environment.
+type Env struct {
+	FunctionName string
+	RuntimeAPI   string
+	Handler      string
+	// DeadlineIn is the time left until the task context's deadline, or
+	// -1 without a deadline.
+	DeadlineIn time.Duration
+	Cold       bool
+	Worker     string
+}
+
+var (
+	// Exit ends the worker process with the given status, as a crash would.
+	Exit = fanout.Register("awslambdatest.exit", func(_ context.Context, code int) (int, error) {
+		os.Exit(code)
+		return 0, nil
+	})
+	// Freeze stops the worker process (SIGSTOP), so that nothing in it
+	// answers and the platform's timeout must end the invocation.
+	Freeze = fanout.Register("awslambdatest.freeze", func(_ context.Context, _ int) (int, error) {
+		// The signal may take effect a little later: wait for it.
+		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		select {}
+	})
+	// EnvInfo reports the worker's environment and task context.
+	EnvInfo = fanout.Register("awslambdatest.env", func(ctx context.Context, _ int) (Env, error) {
+		info := fanout.Task(ctx)
+		e := Env{
+			FunctionName: os.Getenv("AWS_LAMBDA_FUNCTION_NAME"),
+			RuntimeAPI:   os.Getenv("AWS_LAMBDA_RUNTIME_API"),
+			Handler:      os.Getenv("_HANDLER"),
+			DeadlineIn:   -1,
+			Cold:         info.ColdStart,
+			Worker:       info.Worker,
+		}
+		if dl, ok := ctx.Deadline(); ok {
+			e.DeadlineIn = time.Until(dl)
+		}
+		return e, nil
+	})
+	// Hold writes a line to the FIFO at its input path, so that a test
+	// knows it runs, then waits for its context to end.
+	Hold = fanout.Register("awslambdatest.hold", func(ctx context.Context, path string) (int, error) {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return 0, err
+		}
+		fmt.Fprintf(f, "%d\n", os.Getpid())
+		f.Close()
+		<-ctx.Done()
+		return 0, ctx.Err()
+	})
+	// Sleep waits for the given milliseconds, or until its context ends.
+	Sleep = fanout.Register("awslambdatest.sleep", func(ctx context.Context, ms int) (int, error) {
+		t := time.NewTimer(time.Duration(ms) * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return ms, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	})
+	// Noop returns its input: the cheapest task, for throughput.
+	Noop = fanout.Register("awslambdatest.noop", func(_ context.Context, x int) (int, error) {
+		return x, nil
+	})
+)

@@ -1,0 +1,74 @@
+package awslambda
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambda/messages"
+
+	"github.com/gowren/gowren/backends"
+)
+
+// EnvRuntimeAPI is the environment variable through which Lambda (and AWS's
+// Runtime Interface Emulator) gives the bootstrap binary the address of the
+// Lambda Runtime API. A process where it is set is a Lambda worker.
+const EnvRuntimeAPI = "AWS_LAMBDA_RUNTIME_API"
+
+func init() {
+	backends.RegisterRuntime(backends.Runtime{
+		Name:   "awslambda",
+		Detect: func() bool { return os.Getenv(EnvRuntimeAPI) != "" },
+		Serve:  serve,
+	})
+}
+
+// serve runs aws-lambda-go's invoke loop with h. The loop ends the process
+// itself when the Runtime API fails (Lambda then starts a new one).
+func serve(h backends.Handler) error {
+	lambda.StartHandler(NewHandler(h))
+	return errors.New("awslambda: the Lambda runtime loop returned")
+}
+
+// NewHandler returns the aws-lambda-go handler through which the worker
+// runtime serves h (fanout.Handle in a gowren program): it unwraps the
+// JSON event, calls h with the invocation's context less the reply reserve
+// (see the package documentation) and wraps the reply. An event that is not
+// a gowren invocation gets an error of type "Gowren.InvalidEvent". It
+// serves tests in process (awslambdatest.Options.Handler) and programs that
+// run aws-lambda-go's loop themselves rather than through fanout.Init. It is
+// safe for concurrent use when h is.
+func NewHandler(h backends.Handler) lambda.Handler { return handler{h} }
+
+// handler is the byte-level aws-lambda-go handler: it unwraps the JSON
+// event, runs the gowren Handler and wraps its reply.
+type handler struct{ h backends.Handler }
+
+// Invoke implements lambda.Handler.
+func (w handler) Invoke(ctx context.Context, event []byte) ([]byte, error) {
+	payload, err := backends.DecodeJSON(event)
+	if err != nil {
+		// A value of this type is reported as is, with our error type.
+		return nil, messages.InvokeResponse_Error{
+			Type:    errTypeInvalidEvent,
+			Message: "gowren worker: the event is not a gowren invocation: " + err.Error(),
+		}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl.Add(-deadlineReserve(time.Until(dl))))
+		defer cancel()
+	}
+	return backends.EncodeJSON(w.h(ctx, payload)), nil
+}
+
+// deadlineReserve is how much of the time left the handler keeps for sending
+// its reply: a tenth, at most 500 ms.
+func deadlineReserve(left time.Duration) time.Duration {
+	if left <= 0 {
+		return 0
+	}
+	return min(left/10, 500*time.Millisecond)
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+
+	"github.com/gowren/gowren/backends/awslambda"
+)
+
+func init() {
+	deployers["lambda"] = deployLambda
+}
+
+const deployLambdaUsage = `usage: gowren deploy lambda [flags] [PACKAGE]
+
+Builds the main package PACKAGE (default ".") for AWS Lambda's
+provided.al2023 runtime (linux/arm64 unless -arch x86_64, CGO_ENABLED=0,
+-tags lambda.norpc, -trimpath, binary "bootstrap"), zips it, creates the
+function or updates it (the code only when its hash changed), waits until
+it is active, sets its asynchronous retries to 0 (gowren retries), and
+prints the GOWREN_BACKEND URL to use it. The program must call fanout.Init()
+first thing in main and import github.com/gowren/gowren/backends/awslambda.
+
+Credentials and region come from the usual AWS configuration: AWS_PROFILE
+or -profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, SSO, AWS_REGION or
+-region. Creating a function needs -role.
+
+flags:
+`
+
+// lambdaEnv collects repeated -env KEY=VALUE flags.
+type lambdaEnv map[string]string
+
+func (e lambdaEnv) String() string { return fmt.Sprint(map[string]string(e)) }
+
+func (e lambdaEnv) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE (KEY= to remove a variable), got %q", s)
+	}
+	e[k] = v
+	return nil
+}
+
+func deployLambda(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gowren deploy lambda", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, deployLambdaUsage)
+		fs.PrintDefaults()
+	}
+	env := lambdaEnv{}
+	var o awslambda.DeployOptions
+	fs.StringVar(&o.Name, "name", "", "the function's `name` (default: the last element of the package's import path)")
+	region := fs.String("region", "", "the AWS `region`, e.g. us-east-1 (default: $AWS_REGION or the profile's)")
+	profile := fs.String("profile", "", "the shared config `profile` (default: $AWS_PROFILE or default)")
+	fs.StringVar(&o.Role, "role", "", "the `ARN` of the IAM role the function runs as (required to create it)")
+	fs.StringVar(&o.Arch, "arch", "arm64", "the `architecture`: arm64 or x86_64")
+	fs.IntVar(&o.MemoryMB, "memory", 0, fmt.Sprintf("memory in `MB`, 128 to 10240; a vCPU per 1769 MB (default %d for a new function, else unchanged)", awslambda.DefaultMemoryMB))
+	fs.DurationVar(&o.Timeout, "timeout", 0, fmt.Sprintf("the function's `timeout`, whole seconds up to 15m (default %v for a new function, else unchanged)", awslambda.DefaultFunctionTimeout))
+	fs.Var(env, "env", "set an environment variable of the function, `KEY=VALUE`; KEY= removes it (repeatable)")
+	tags := fs.String("tags", "", "extra build `tags`, comma-separated")
+	endpoint := fs.String("endpoint", "", "the Lambda API endpoint `URL` (default: AWS's for the region)")
+	fs.DurationVar(&o.PollInterval, "poll", time.Second, "the shortest `wait` between status checks while Lambda deploys")
+	quiet := fs.Bool("q", false, "print only the GOWREN_BACKEND line")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		o.Package = fs.Arg(0)
+	default:
+		fmt.Fprintln(stderr, "gowren deploy lambda: give one package at most")
+		fs.Usage()
+		return errUsage
+	}
+	usage := func(format string, a ...any) error {
+		fmt.Fprintf(stderr, "gowren deploy lambda: "+format+"\n", a...)
+		return errUsage
+	}
+	switch {
+	case o.Arch != "arm64" && o.Arch != "x86_64":
+		return usage("-arch %q: want arm64 or x86_64", o.Arch)
+	case o.MemoryMB != 0 && (o.MemoryMB < 128 || o.MemoryMB > 10240):
+		return usage("-memory %d: want 128 to 10240 (MB)", o.MemoryMB)
+	case o.Timeout != 0 && (o.Timeout < time.Second || o.Timeout > 15*time.Minute || o.Timeout%time.Second != 0):
+		return usage("-timeout %v: want whole seconds from 1s to 15m", o.Timeout)
+	case *endpoint != "":
+		if u, err := url.Parse(*endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usage("-endpoint %q: want an http:// or https:// URL", *endpoint)
+		}
+	}
+	if len(env) > 0 {
+		o.Env = env
+	}
+	if *tags != "" {
+		o.Tags = strings.Split(*tags, ",")
+	}
+	if !*quiet {
+		o.Log = stderr
+	}
+
+	var loadOpts []func(*config.LoadOptions) error
+	if *region != "" {
+		loadOpts = append(loadOpts, config.WithRegion(*region))
+	}
+	if *profile != "" {
+		loadOpts = append(loadOpts, config.WithSharedConfigProfile(*profile))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return fmt.Errorf("deploy lambda: load the AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		return usage("no AWS region: pass -region or set AWS_REGION")
+	}
+	client := lambda.NewFromConfig(cfg, func(lo *lambda.Options) {
+		if *endpoint != "" {
+			lo.BaseEndpoint = aws.String(*endpoint)
+		}
+	})
+	res, err := awslambda.Deploy(ctx, client, &o)
+	if err != nil {
+		return err
+	}
+	if !*quiet {
+		what := "code unchanged"
+		switch {
+		case res.Created:
+			what = "created"
+		case res.CodeUpdated:
+			what = "code updated"
+		}
+		if !res.Created && res.ConfigUpdated {
+			what += ", configuration updated"
+		}
+		fmt.Fprintf(stdout, "function %s: %s\n  %s, %s, %d MB, timeout %v, code %d bytes (sha256 %s)\n",
+			res.Function, what, res.FunctionARN, res.Arch, res.MemoryMB, res.Timeout, res.CodeSize, res.CodeSHA256)
+		fmt.Fprintf(stdout, "drive it with (and GOWREN_STORE=s3://BUCKET/PREFIX for payloads over 6 MB):\n")
+	}
+	backend := res.BackendURL
+	if *endpoint != "" {
+		backend += "&endpoint=" + url.QueryEscape(*endpoint)
+	}
+	fmt.Fprintf(stdout, "GOWREN_BACKEND=%s\n", backend)
+	return nil
+}

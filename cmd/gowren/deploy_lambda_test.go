@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gowren/gowren/backends/awslambda/awslambdatest"
+)
+
+// awsEnv isolates the test from the machine's AWS configuration and gives it
+// static credentials.
+func awsEnv(t *testing.T, region string) {
+	dir := t.TempDir()
+	for k, v := range map[string]string{
+		"AWS_CONFIG_FILE":             filepath.Join(dir, "config"),
+		"AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
+		"AWS_EC2_METADATA_DISABLED":   "true",
+		"AWS_PROFILE":                 "",
+		"AWS_ACCESS_KEY_ID":           "AKIDTEST",
+		"AWS_SECRET_ACCESS_KEY":       "secret",
+		"AWS_SESSION_TOKEN":           "",
+		"AWS_REGION":                  region,
+		"AWS_DEFAULT_REGION":          "",
+		"AWS_ENDPOINT_URL":            "",
+		"AWS_ENDPOINT_URL_LAMBDA":     "",
+	} {
+		t.Setenv(k, v)
+	}
+}
+
+func TestDeployLambdaUsage(t *testing.T) {
+	awsEnv(t, "")
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr error
+		inErr   string
+	}{
+		{"help", []string{"deploy", "lambda", "-h"}, nil, "usage: gowren deploy lambda"},
+		{"unknown flag", []string{"deploy", "lambda", "-frobnicate"}, errUsage, "flag provided but not defined"},
+		{"bad arch", []string{"deploy", "lambda", "-arch", "sparc"}, errUsage, `-arch "sparc"`},
+		{"bad memory", []string{"deploy", "lambda", "-memory", "64"}, errUsage, "-memory 64"},
+		{"bad timeout", []string{"deploy", "lambda", "-timeout", "20m"}, errUsage, "-timeout 20m0s"},
+		{"bad endpoint", []string{"deploy", "lambda", "-endpoint", "localhost:1"}, errUsage, "-endpoint"},
+		{"two packages", []string{"deploy", "lambda", "./a", "./b"}, errUsage, "one package at most"},
+		{"no region", []string{"deploy", "lambda", "."}, errUsage, "no AWS region"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(ctx, tc.args, &out, &errOut)
+			if !errors.Is(err, tc.wantErr) && !(err == nil && tc.wantErr == nil) {
+				t.Fatalf("err = %v, want %v (stderr %q)", err, tc.wantErr, errOut.String())
+			}
+			if !strings.Contains(errOut.String(), tc.inErr) {
+				t.Errorf("stderr %q lacks %q", errOut.String(), tc.inErr)
+			}
+		})
+	}
+}
+
+func TestDeployLambda(t *testing.T) {
+	awsEnv(t, "eu-central-1")
+	srv, err := awslambdatest.New(&awslambdatest.Options{Region: "eu-central-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	pkg := "../../backends/awslambda/testdata/app"
+	deploy := func(extra ...string) (string, string, error) {
+		args := append([]string{"deploy", "lambda", "-endpoint", srv.URL(), "-poll", "10ms"}, extra...)
+		var out, errOut bytes.Buffer
+		err := run(ctx, append(args, pkg), &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+	_, stderr, err := deploy("-name", "cli")
+	if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), "needs a role") {
+		t.Fatalf("without -role: %v (stderr %q); want a failure asking for a role", err, stderr)
+	}
+	out, stderr, err := deploy("-name", "cli", "-role", "arn:aws:iam::123456789012:role/gowren", "-memory", "2048", "-env", "A=1")
+	if err != nil {
+		t.Fatalf("deploy: %v\n%s", err, stderr)
+	}
+	wantURL := "GOWREN_BACKEND=lambda://cli?region=eu-central-1&timeout=300s&endpoint=" + url.QueryEscape(srv.URL())
+	for _, want := range []string{"function cli: created", "arm64, 2048 MB", wantURL} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output %q lacks %q", out, want)
+		}
+	}
+	if !strings.Contains(stderr, "building") || len(srv.Code("cli")) == 0 {
+		t.Errorf("no build progress (%q) or no code uploaded", stderr)
+	}
+	out, _, err = deploy("-name", "cli", "-q")
+	if err != nil || strings.TrimSpace(out) != wantURL {
+		t.Fatalf("quiet redeploy: %q, %v; want only %q", out, err, wantURL)
+	}
+	var updates int
+	for _, c := range srv.Calls() {
+		if c.Op == "UpdateFunctionCode" || c.Op == "UpdateFunctionConfiguration" {
+			updates++
+		}
+	}
+	if updates != 0 {
+		t.Errorf("%d updates for an unchanged redeploy, want 0", updates)
+	}
+}

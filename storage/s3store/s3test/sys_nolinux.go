@@ -1,0 +1,9 @@
+//go:build !linux
+
+package s3test
+
+import "syscall"
+
+func sysProcAttr() *syscall.SysProcAttr { return nil }
+
+func hasXattrs(string) bool { return false }
