@@ -170,6 +170,18 @@ func (j *jobCore) invocationFailed(inv *invocation, err error) {
 		}
 		return
 	}
+	if !retryableInfra(err) {
+		// Not a fault of these tasks: the platform refuses the call itself
+		// (no such function, bad credentials, a closed backend). Every
+		// invocation would fail the same way, so the job stops with one
+		// error instead of one per task.
+		if j.jobErr == nil {
+			j.jobErr = fmt.Errorf("fanout: job %s (%s): invoke: %w", j.id, j.spec.fn.signature, err)
+		}
+		j.releaseLocked(inv, nil)
+		j.cancel(j.jobErr)
+		return
+	}
 	j.releaseLocked(inv, err)
 }
 

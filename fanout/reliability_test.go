@@ -422,3 +422,22 @@ func TestCancelWithRetriesPending(t *testing.T) {
 		t.Errorf("%d results after cancel, want one per task", n)
 	}
 }
+
+// refusing fails every invocation the way a missing cloud function does.
+type refusing struct{ backends.Backend }
+
+var errNoFunction = errors.New("function not found: deploy it first")
+
+func (refusing) Invoke(context.Context, []byte) ([]byte, error) { return nil, errNoFunction }
+
+func TestNonRetryableInvokeErrorAbortsOnce(t *testing.T) {
+	ex := fanout.NewExecutor(refusing{local.New(nil)}, &fanout.Options{Logger: quietLogs})
+	defer ex.Close()
+	_, err := fanout.Map(context.Background(), ex, double, make([]int, 50))
+	if !errors.Is(err, errNoFunction) {
+		t.Fatalf("err = %v", err)
+	}
+	if n := len(unjoin(err)); n != 1 {
+		t.Fatalf("%d errors, want the one job error, not one per task", n)
+	}
+}
