@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -319,20 +320,24 @@ func checkJobID(id string) error {
 	return nil
 }
 
-// Jobs yields the manifests of the jobs in a store, in job ID (start time)
-// order. Jobs without a manifest are skipped.
+// Jobs yields the manifests of the jobs in a store, oldest first. Jobs
+// without a manifest are skipped; a manifest that cannot be read is yielded
+// as an error, and the sequence goes on.
 func Jobs(ctx context.Context, st storage.Store) iter.Seq2[*Manifest, error] {
 	return func(yield func(*Manifest, error) bool) {
+		var ids []string
 		for obj, err := range st.List(ctx, "jobs/") {
 			if err != nil {
 				yield(nil, err)
 				return
 			}
-			rest, ok := strings.CutPrefix(obj.Key, "jobs/")
-			id, name, _ := strings.Cut(rest, "/")
-			if !ok || name != "manifest" {
-				continue
+			rest, _ := strings.CutPrefix(obj.Key, "jobs/")
+			if id, name, _ := strings.Cut(rest, "/"); name == "manifest" {
+				ids = append(ids, id)
 			}
+		}
+		slices.SortStableFunc(ids, func(a, b string) int { return JobTime(a).Compare(JobTime(b)) })
+		for _, id := range ids {
 			m, err := ReadManifest(ctx, st, id)
 			if !yield(m, err) {
 				return

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -166,10 +167,27 @@ type counters struct {
 	taskTime, billed                                                        time.Duration
 }
 
+// newJobID returns "<8 hex>-<UTC start time>". The random part comes first
+// so that the keys of concurrent jobs spread over the store's key space:
+// S3 scales request rates per key range, and time-first IDs would put every
+// new job at the same end of jobs/. The time keeps IDs readable.
 func newJobID() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	return time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
+	return hex.EncodeToString(b[:]) + "-" + time.Now().UTC().Format("20060102T150405")
+}
+
+// JobTime returns the start time written in a job ID, or the zero time.
+func JobTime(id string) time.Time {
+	_, ts, ok := strings.Cut(id, "-")
+	if !ok {
+		return time.Time{}
+	}
+	t, err := time.Parse("20060102T150405", ts)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 func (ex *Executor) newJob(id string, spec jobSpec) *jobCore {

@@ -215,7 +215,7 @@ func TestAttachErrors(t *testing.T) {
 	defer st.Close()
 	ex := newLocal(t, nil, &fanout.Options{Store: st, KeepData: true})
 	ctx := context.Background()
-	if _, err := fanout.Attach(ctx, ex, double, "20260101T000000-00000000"); !errors.Is(err, fanout.ErrUnknownJob) {
+	if _, err := fanout.Attach(ctx, ex, double, "00000000-20260101T000000"); !errors.Is(err, fanout.ErrUnknownJob) {
 		t.Errorf("unknown job: %v, want ErrUnknownJob", err)
 	}
 	if _, err := fanout.Attach(ctx, ex, double, "../etc"); !errors.Is(err, fanout.ErrUnknownJob) {

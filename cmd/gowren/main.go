@@ -199,7 +199,7 @@ func scanJobs(ctx context.Context, st storage.Store, prefix string) ([]*jobInfo,
 		id, sub, _ := strings.Cut(rest, "/")
 		j := byID[id]
 		if j == nil {
-			j = &jobInfo{id: id, created: jobTime(id)}
+			j = &jobInfo{id: id, created: fanout.JobTime(id)}
 			byID[id] = j
 			order = append(order, j)
 		}
@@ -215,18 +215,14 @@ func scanJobs(ctx context.Context, st storage.Store, prefix string) ([]*jobInfo,
 			j.touched = obj.ModTime
 		}
 	}
-	sort.Slice(order, func(a, b int) bool { return order[a].id < order[b].id })
+	// Oldest first; job IDs start with a random part.
+	sort.Slice(order, func(a, b int) bool {
+		if !order[a].created.Equal(order[b].created) {
+			return order[a].created.Before(order[b].created)
+		}
+		return order[a].id < order[b].id
+	})
 	return order, nil
-}
-
-// jobTime reads the creation time that starts a job ID.
-func jobTime(id string) time.Time {
-	ts, _, _ := strings.Cut(id, "-")
-	t, err := time.Parse("20060102T150405", ts)
-	if err != nil {
-		return time.Time{}
-	}
-	return t
 }
 
 func listJobs(ctx context.Context, st storage.Store, w io.Writer) error {

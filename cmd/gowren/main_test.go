@@ -25,8 +25,8 @@ func TestCLI(t *testing.T) {
 	}
 	defer st.Close()
 	for _, k := range []string{
-		"jobs/20260101T000000-aaaaaaaa/in/0", "jobs/20260101T000000-aaaaaaaa/out/3.0",
-		"jobs/20991231T000000-bbbbbbbb/in/0", "unrelated/object",
+		"jobs/aaaaaaaa-20260101T000000/in/0", "jobs/aaaaaaaa-20260101T000000/out/3.0",
+		"jobs/bbbbbbbb-20991231T000000/in/0", "unrelated/object",
 	} {
 		if err := st.Put(ctx, k, []byte("data")); err != nil {
 			t.Fatal(err)
@@ -61,20 +61,20 @@ func TestCLI(t *testing.T) {
 		{"unknown command", []string{"-store", url, "frobnicate"}, errUsage, nil},
 		{"no store", []string{"-store", "", "jobs"}, errUsage, nil},
 		{"version", []string{"version"}, nil, []string{"gowren devel"}},
-		{"jobs", []string{"-store", url, "jobs"}, nil, []string{"20260101T000000-aaaaaaaa", "20991231T000000-bbbbbbbb"}},
-		{"status without manifest", []string{"-store", url, "status", "20260101T000000-aaaaaaaa"}, nil, []string{"objects   2", "manifest  none"}},
+		{"jobs", []string{"-store", url, "jobs"}, nil, []string{"aaaaaaaa-20260101T000000", "bbbbbbbb-20991231T000000"}},
+		{"status without manifest", []string{"-store", url, "status", "aaaaaaaa-20260101T000000"}, nil, []string{"objects   2", "manifest  none"}},
 		{"status", []string{"-store", url, "status", job.ID()}, nil, []string{"cli.square(int) int", "finished: 3 ok, 0 failed", "makespan"}},
 		{"plot", []string{"-store", url, "plot", "-o", out + "/t.svg", job.ID()}, nil, []string{"wrote " + out + "/t.svg (3 tasks)"}},
 		{"plot from a file", []string{"plot", "-stats", out + "/stats.json", "-o", out + "/f.png"}, nil, []string{"wrote " + out + "/f.png (3 tasks)"}},
-		{"plot without stats", []string{"-store", url, "plot", "-o", out + "/u.png", "20260101T000000-aaaaaaaa"}, nil, nil},
+		{"plot without stats", []string{"-store", url, "plot", "-o", out + "/u.png", "aaaaaaaa-20260101T000000"}, nil, nil},
 		{"plot bad extension", []string{"-store", url, "plot", "-o", out + "/t.gif", job.ID()}, errUsage, nil},
 		{"jobs shows the real job", []string{"-store", url, "jobs"}, nil, []string{job.ID(), "cli.square", "finished: 3 ok"}},
-		{"status missing", []string{"-store", url, "status", "20260101T000000-cccccccc"}, nil, nil},
+		{"status missing", []string{"-store", url, "status", "cccccccc-20260101T000000"}, nil, nil},
 		{"status bad id", []string{"-store", url, "status", "../x"}, errUsage, nil},
 		{"clean needs a target", []string{"-store", url, "clean"}, errUsage, nil},
-		{"clean old", []string{"-store", url, "clean", "-older-than", "24h"}, nil, []string{"deleted job 20260101T000000-aaaaaaaa", "1 jobs deleted"}},
-		{"jobs after clean", []string{"-store", url, "jobs"}, nil, []string{"20991231T000000-bbbbbbbb"}},
-		{"clean by id", []string{"-store", url, "clean", "20991231T000000-bbbbbbbb", job.ID()}, nil, []string{"2 jobs deleted"}},
+		{"clean old", []string{"-store", url, "clean", "-older-than", "24h"}, nil, []string{"deleted job aaaaaaaa-20260101T000000", "1 jobs deleted"}},
+		{"jobs after clean", []string{"-store", url, "jobs"}, nil, []string{"bbbbbbbb-20991231T000000"}},
+		{"clean by id", []string{"-store", url, "clean", "bbbbbbbb-20991231T000000", job.ID()}, nil, []string{"2 jobs deleted"}},
 		{"jobs when empty", []string{"-store", url, "jobs"}, nil, []string{"no jobs"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
