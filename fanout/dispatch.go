@@ -72,6 +72,7 @@ func (w *window) succeeded() {
 type invocation struct {
 	tasks    []int
 	attempts []int // wire attempt of each task
+	tries    []int // TaskInfo.Attempt of each task
 	backup   bool  // a speculative copy
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -214,7 +215,7 @@ func (j *jobCore) step(now time.Time) (inv *invocation, wait time.Duration, more
 
 // newInvocationLocked marks the batch's tasks as sent.
 func (j *jobCore) newInvocationLocked(batch []int, backup bool, now time.Time) *invocation {
-	inv := &invocation{tasks: batch, attempts: make([]int, len(batch)), backup: backup, sent: now, counted: true}
+	inv := &invocation{tasks: batch, attempts: make([]int, len(batch)), tries: make([]int, len(batch)), backup: backup, sent: now, counted: true}
 	inv.ctx, inv.cancel = context.WithCancel(j.ctx)
 	ns := now.UnixNano()
 	for k, i := range batch {
@@ -223,6 +224,12 @@ func (j *jobCore) newInvocationLocked(batch []int, backup bool, now time.Time) *
 		t.copies++
 		t.invoked = ns
 		inv.attempts[k] = int(t.sent)
+		// Copies before this one that may have run (a backup's flag is
+		// set before it is sent).
+		inv.tries[k] = t.attempts()
+		if backup {
+			inv.tries[k] = int(t.tries)
+		}
 		t.sent++
 		if !backup {
 			t.tries++
@@ -351,7 +358,7 @@ func (j *jobCore) releaseLocked(inv *invocation, lost error) {
 func (j *jobCore) requeueOrFailLocked(i int, err error, isolate bool) {
 	t := &j.tasks[i]
 	if retryableInfra(err) && int(t.tries) <= j.ex.opts.Retries {
-		j.retryLocked(i, 0, isolate, err.Error())
+		j.retryLocked(i, 0, isolate, false, err.Error())
 		return
 	}
 	j.noteLocked(i, err.Error())
@@ -359,18 +366,21 @@ func (j *jobCore) requeueOrFailLocked(i int, err error, isolate bool) {
 }
 
 // retryLocked puts a task back in the queue after a backoff with full jitter
-// (at least retryAfter).
-func (j *jobCore) retryLocked(i int, retryAfter time.Duration, isolate bool, why string) {
+// (at least retryAfter). A throttled task is not counted as a retry, nor
+// noted in its history: it never ran.
+func (j *jobCore) retryLocked(i int, retryAfter time.Duration, isolate, throttled bool, why string) {
 	t := &j.tasks[i]
-	j.noteLocked(i, why)
+	if !throttled {
+		j.noteLocked(i, why)
+		j.counters.retries++
+	}
 	t.state = stPending
 	t.isolate = t.isolate || isolate
-	j.counters.retries++
 	n := max(int(t.tries), 1)
 	ceiling := min(backoffCap, backoffBase<<min(n-1, 20))
 	d := max(retryAfter, time.Duration(mrand.Int64N(int64(ceiling)+1)))
 	heap.Push(&j.delayed, delayed{at: time.Now().Add(d), task: i})
-	if j.counters.retries <= 10 || j.counters.retries%1000 == 0 {
+	if !throttled && (j.counters.retries <= 10 || j.counters.retries%1000 == 0) {
 		j.ex.opts.Logger.Warn("gowren: retrying task", "job", j.id, "func", j.spec.fn.name, "task", i,
 			"attempts", t.attempts(), "after", d.Round(time.Millisecond), "reason", why)
 	}

@@ -319,7 +319,7 @@ func (b *batchRun) runTask(ctx context.Context, t *wireTask) (res wireResult) {
 		defer cancel()
 	}
 	ts := &taskState{req: b.req, task: t, stores: b.stores}
-	ts.info = TaskInfo{Job: b.req.Job, Func: b.req.Func, Index: t.Index, Attempt: t.Attempt,
+	ts.info = TaskInfo{Job: b.req.Job, Func: b.req.Func, Index: t.Index, Attempt: t.Try,
 		ColdStart: b.cold, Worker: workerID}
 	if dl, ok := tctx.Deadline(); ok {
 		ts.info.Deadline = dl

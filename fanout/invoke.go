@@ -33,7 +33,7 @@ func (j *jobCore) request(inv *invocation) *wireRequest {
 		req.ReplyLimit = 0
 	}
 	for k, i := range inv.tasks {
-		wt := wireTask{Index: i, Attempt: inv.attempts[k], Kind: j.spec.kind}
+		wt := wireTask{Index: i, Attempt: inv.attempts[k], Try: inv.tries[k], Kind: j.spec.kind}
 		if n := j.inlineSize(i); n > 0 {
 			wt.Input = j.inline[j.offs[i]:j.offs[i+1]]
 		} else {
@@ -165,7 +165,7 @@ func (j *jobCore) invocationFailed(inv *invocation, err error) {
 				t.tries--
 			}
 			if t.state == stRunning && t.copies == 0 {
-				j.retryLocked(i, backends.RetryAfter(err), false, err.Error())
+				j.retryLocked(i, backends.RetryAfter(err), false, true, err.Error())
 			}
 		}
 		return
@@ -347,7 +347,7 @@ func (j *jobCore) taskErrorLocked(inv *invocation, i int, res *wireResult) {
 			j.noteLocked(i, we.Message) // another copy may still succeed
 			return
 		}
-		j.retryLocked(i, 0, false, we.Message)
+		j.retryLocked(i, 0, false, false, we.Message)
 		return
 	}
 	if copiesElsewhere(inv, t) && retryable {

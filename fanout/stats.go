@@ -18,8 +18,9 @@ type JobStats struct {
 	// Running counts tasks in an invocation now; Pending those waiting.
 	Running int `json:"running"`
 	Pending int `json:"pending"`
-	// Retries counts tasks sent again after a failure, including resends
-	// after throttling; Backups counts speculative copies.
+	// Retries counts tasks sent again after a failure (throttled resends,
+	// which never ran, are counted in Throttles instead); Backups counts
+	// speculative copies.
 	Retries int `json:"retries"`
 	Backups int `json:"backups"`
 	// Throttles counts invocations the platform refused with throttling.

@@ -21,7 +21,10 @@ type TaskInfo struct {
 	Func string
 	// Index is the position of the task's input in the job.
 	Index int
-	// Attempt counts from 0; it is above 0 when the task is retried.
+	// Attempt counts the earlier copies of the task that may have run
+	// (failed attempts, and the first copy when this is a speculative
+	// backup); it is 0 the first time. Resends after throttling, which
+	// never ran, do not count.
 	Attempt int
 	// ColdStart reports that this is the first invocation the worker
 	// process served.

@@ -61,7 +61,8 @@ type wireRequest struct {
 
 type wireTask struct {
 	Index   int
-	Attempt int
+	Attempt int // numbers every send of the task: names its reply objects
+	Try     int // earlier copies that may have run: TaskInfo.Attempt
 	Kind    int
 	Input   []byte // inline input, when Key is ""
 	Key     string // object holding the input
@@ -155,7 +156,7 @@ func encodeRequest(buf *bytes.Buffer, r *wireRequest) error {
 	w.arrayLen(len(r.Tasks))
 	for i := range r.Tasks {
 		t := &r.Tasks[i]
-		w.arrayLen(7)
+		w.arrayLen(8)
 		w.int(int64(t.Index))
 		w.int(int64(t.Attempt))
 		w.int(int64(t.Kind))
@@ -163,6 +164,7 @@ func encodeRequest(buf *bytes.Buffer, r *wireRequest) error {
 		w.str(t.Key)
 		w.int(t.Off)
 		w.int(t.Len)
+		w.int(int64(t.Try))
 	}
 	w.str(r.ReplyKey)
 	return w.err
@@ -216,11 +218,14 @@ func decodeRequest(b []byte) (*wireRequest, error) {
 		t.Key = d.str()
 		t.Off = d.int()
 		t.Len = d.int()
-		d.skipN(fn - 7)
+		if fn > 7 {
+			t.Try = int(d.int())
+		}
+		d.skipN(fn - 8)
 		if d.err != nil {
 			return nil, d.err
 		}
-		if t.Index < 0 || t.Attempt < 0 || t.Off < 0 {
+		if t.Index < 0 || t.Attempt < 0 || t.Try < 0 || t.Off < 0 {
 			return nil, fmt.Errorf("task %d: negative index, attempt or offset", i)
 		}
 	}

@@ -19,7 +19,7 @@ func sampleRequest() *wireRequest {
 		ReplyLimit: 1 << 20, TaskTimeout: time.Second, Parallel: 2, Flags: flagOutputsToStore, ReplyKey: "jobs/j/out/0.0",
 		Tasks: []wireTask{
 			{Index: 0, Attempt: 0, Kind: inputValue, Input: []byte{0x01}},
-			{Index: 7, Attempt: 2, Kind: inputGather, Key: "jobs/j/in/0", Off: 10, Len: 20},
+			{Index: 7, Attempt: 2, Try: 1, Kind: inputGather, Key: "jobs/j/in/0", Off: 10, Len: 20},
 		},
 	}
 }
@@ -79,7 +79,7 @@ func TestRequestExtraFieldsSkipped(t *testing.T) {
 	w.int(1)
 	w.uint(0)
 	w.arrayLen(1)
-	w.arrayLen(8)
+	w.arrayLen(9)
 	w.int(5)
 	w.int(0)
 	w.int(inputValue)
@@ -87,6 +87,7 @@ func TestRequestExtraFieldsSkipped(t *testing.T) {
 	w.str("")
 	w.int(0)
 	w.int(0)
+	w.int(3)
 	w.str("a future task field")
 	w.str("jobs/j/out/5.0")
 	w.str("a future envelope field")
@@ -94,7 +95,7 @@ func TestRequestExtraFieldsSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Func != "f" || len(r.Tasks) != 1 || r.Tasks[0].Index != 5 || !bytes.Equal(r.Tasks[0].Input, []byte{0x07}) || r.ReplyKey != "jobs/j/out/5.0" {
+	if r.Func != "f" || len(r.Tasks) != 1 || r.Tasks[0].Index != 5 || !bytes.Equal(r.Tasks[0].Input, []byte{0x07}) || r.Tasks[0].Try != 3 || r.ReplyKey != "jobs/j/out/5.0" {
 		t.Fatalf("decoded %+v", r)
 	}
 }

@@ -1,7 +1,7 @@
 // Package storage is the object-storage contract of gowren and the registry of
 // its drivers.
 //
-// A Store holds flat keys ("jobs/20261126T010203-1a2b3c4d/in/0") mapped to
+// A Store holds flat keys ("jobs/1a2b3c4d-20261126T010203/in/0") mapped to
 // immutable byte objects. The executor keeps in it whatever does not fit in an
 // invocation payload: aggregated inputs, large outputs, map outputs read by a
 // reducer. A worker opens the same store from its URL, so every driver must

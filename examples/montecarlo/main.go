@@ -5,7 +5,10 @@
 //
 //	go run ./examples/montecarlo                        # embedded default: local goroutines
 //	go run ./examples/montecarlo -backend process://    # worker subprocesses of this binary
-//	GOWREN_BACKEND=lambda://fn go run ./examples/montecarlo  # any backend by URL
+//	GOWREN_BACKEND='lambda://montecarlo?region=us-east-1' go run ./examples/montecarlo
+//
+// For AWS Lambda or Tencent SCF, deploy this same program first
+// (go run ./cmd/gowren deploy lambda ./examples/montecarlo); see the README.
 package main
 
 import (
@@ -20,9 +23,14 @@ import (
 	"strings"
 	"time"
 
+	// The cloud backends and the S3 store, so that GOWREN_BACKEND and
+	// GOWREN_STORE can name them and the program can be deployed as is.
+	_ "github.com/gowren/gowren/backends/awslambda"
+	_ "github.com/gowren/gowren/backends/tencentscf"
 	"github.com/gowren/gowren/examples/montecarlo/mc"
 	"github.com/gowren/gowren/fanout"
 	_ "github.com/gowren/gowren/jobplot" // JobStats.WritePlot
+	_ "github.com/gowren/gowren/storage/s3store"
 )
 
 func main() {
