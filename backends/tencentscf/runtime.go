@@ -36,6 +36,7 @@ func detect() bool {
 // serves net/rpc Function.Invoke calls until the platform stops the
 // process. The library exits the process itself on a listen error.
 func serve(h backends.Handler) error {
+	shareRoleCredentials()
 	cloudfunction.StartHandler(handler(h))
 	return errors.New("scf-go-lib returned from StartHandler")
 }
@@ -87,4 +88,23 @@ func sanitizeDeadline(ctx context.Context) (context.Context, context.CancelFunc)
 		return context.WithTimeout(base, time.Duration(lc.TimeLimitInMs)*time.Millisecond)
 	}
 	return context.WithCancel(base)
+}
+
+// shareRoleCredentials hands the temporary keys of the function's execution
+// role, which SCF puts in TENCENTCLOUD_SECRETID, TENCENTCLOUD_SECRETKEY and
+// TENCENTCLOUD_SESSIONTOKEN, to the AWS SDK's environment credentials, so
+// that an s3:// store on COS works in the worker without keys deployed with
+// -env. Keys given explicitly (AWS_ACCESS_KEY_ID set) win. The keys are read
+// once, when the worker starts; SCF recycles instances well within their
+// lifetime.
+func shareRoleCredentials() {
+	id, key := os.Getenv("TENCENTCLOUD_SECRETID"), os.Getenv("TENCENTCLOUD_SECRETKEY")
+	if id == "" || key == "" || os.Getenv("AWS_ACCESS_KEY_ID") != "" {
+		return
+	}
+	os.Setenv("AWS_ACCESS_KEY_ID", id)
+	os.Setenv("AWS_SECRET_ACCESS_KEY", key)
+	if tok := os.Getenv("TENCENTCLOUD_SESSIONTOKEN"); tok != "" {
+		os.Setenv("AWS_SESSION_TOKEN", tok)
+	}
 }
