@@ -42,6 +42,7 @@ var noop = fanout.Register("bench.noop", func(_ context.Context, x int) (int, er
 func main() {
 	fanout.Init()
 	rounds := flag.Int("rounds", 5, "repetitions of each measurement (the median is reported)")
+	cloud := flag.Bool("cloud", true, "also run the simulated-cloud scenarios (about two minutes)")
 	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process")
 	flag.Parse()
 	if strings.HasPrefix(*mode, "rss-") {
@@ -102,6 +103,41 @@ func main() {
 	for _, kind := range []string{"local", "process"} {
 		m := median(times[kind])
 		fmt.Printf("| Monte Carlo on %s | %.3f s, %.3f x goroutines |\n", kind, m, m/base)
+	}
+	if *cloud {
+		runCloud(ctx)
+	}
+}
+
+// runCloud runs the simulated-cloud scenarios once each.
+func runCloud(ctx context.Context) {
+	a := scenario{name: "(a)", tasks: 10000, taskMS: 1000, concurrency: 1000, faults: cloudLatency()}
+	c := scenario{name: "(c)", tasks: 200, taskMS: 100, concurrency: 2}
+	b := scenario{name: "(b)", tasks: 10000, taskMS: 1000, concurrency: 1000, faults: faultMix(1)}
+	bs := b
+	bs.speculation = true
+	fmt.Println()
+	fmt.Println("| scenario | makespan | ideal | ratio | invocations | notes |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- |")
+	var fault time.Duration
+	for _, s := range []scenario{a, c, b, bs} {
+		o, err := s.run(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		st, cs := o.stats, o.chaos
+		note := fmt.Sprintf("batch %d, peak in flight %d", st.BatchSize, st.PeakInFlight)
+		ratio := fmt.Sprintf("%.3f x ideal", o.makespan.Seconds()/s.ideal().Seconds())
+		switch s.name {
+		case "(a)":
+			fault = o.makespan
+		case "(b)":
+			ratio = fmt.Sprintf("%.3f x (a)", o.makespan.Seconds()/fault.Seconds())
+			note = fmt.Sprintf("speculation %v; injected: %d failed before, %d after, %d throttles, %d duplicates, %d crashes, %d stragglers; %d retries, %d backups; every result correct, each once",
+				s.speculation, cs.FailedBefore, cs.FailedAfter, cs.Throttles, cs.Duplicates, cs.Crashes, cs.Stragglers, st.Retries, st.Backups)
+		}
+		fmt.Printf("| %s %d x %d ms, concurrency %d | %.2f s | %.1f s | %s | %d | %s |\n",
+			s.name, s.tasks, s.taskMS, s.concurrency, o.makespan.Seconds(), s.ideal().Seconds(), ratio, st.Invocations, note)
 	}
 }
 

@@ -20,16 +20,26 @@ type Ramp struct {
 	Interval time.Duration
 }
 
-// window is a job's limit on invocations in flight: the additive-increase,
-// multiplicative-decrease congestion window that throttling drives, capped
-// by Options.Concurrency and by the ramp.
+// window is a job's limit on invocations in flight: an additive-increase,
+// multiplicative-decrease congestion window driven by throttling, capped by
+// Options.Concurrency and by the ramp. It is judged by rounds: a round ends
+// when as many invocations as the window holds have ended, and the window is
+// halved when more than throttleShare of the round's invocations were
+// throttled. A platform cap C is thus found (past about 1.1 C the share goes
+// over a tenth) while scattered throttles, which say nothing about the load,
+// do not shrink the job to a trickle.
 type window struct {
-	max     float64
-	cwnd    float64
-	lastCut time.Time // throttles of invocations sent before it cause no cut
-	ramp    Ramp
-	start   time.Time
+	max   float64
+	cwnd  float64
+	ramp  Ramp
+	start time.Time
+	// The current round.
+	ended, throttles int
 }
+
+// throttleShare is the share of a round's invocations that must be
+// throttled for the window to shrink.
+const throttleShare = 0.1
 
 func newWindow(max int, r Ramp, start time.Time) window {
 	if r.Step <= 0 || r.Interval <= 0 {
@@ -53,19 +63,33 @@ func (w *window) limit(now time.Time) (int, time.Duration) {
 	return l, 0
 }
 
-// throttled halves the window, once per round of invocations: throttles of
-// invocations sent before the last cut are echoes of the same overload.
-func (w *window) throttled(sent, now time.Time) {
-	if sent.Before(w.lastCut) {
-		return
-	}
-	w.cwnd = math.Max(1, w.cwnd/2)
-	w.lastCut = now
+// throttled records a throttled invocation.
+func (w *window) throttled() {
+	w.ended++
+	w.throttles++
+	w.endRound()
 }
 
-// succeeded grows the window by about one invocation per round trip.
+// succeeded records an invocation that ran, growing the window by about one
+// invocation per round.
 func (w *window) succeeded() {
+	w.ended++
 	w.cwnd = math.Min(w.max, w.cwnd+1/w.cwnd)
+	w.endRound()
+}
+
+// endRound halves the window as soon as the round's throttles exceed
+// throttleShare of a round (no need to wait for its end: a hard cap shows at
+// once), and starts a new round when the current one is complete.
+func (w *window) endRound() {
+	size := max(int(w.cwnd), 8)
+	switch {
+	case float64(w.throttles) > throttleShare*float64(size):
+		w.cwnd = math.Max(1, w.cwnd/2)
+	case w.ended < size:
+		return
+	}
+	w.ended, w.throttles = 0, 0
 }
 
 // invocation is one batch in flight.
@@ -224,18 +248,17 @@ func (j *jobCore) newInvocationLocked(batch []int, backup bool, now time.Time) *
 		t.copies++
 		t.invoked = ns
 		inv.attempts[k] = int(t.sent)
-		// Copies before this one that may have run (a backup's flag is
-		// set before it is sent).
-		inv.tries[k] = t.attempts()
-		if backup {
-			inv.tries[k] = int(t.tries)
-		}
+		inv.tries[k] = t.attempts() // copies before this one that may have run
 		t.sent++
-		if !backup {
+		t.queued = false // whatever queued it, this send serves it
+		if backup {
+			t.backups++
+		} else {
 			t.tries++
 		}
 	}
 	j.inflight++
+	j.tasksInFlight += len(batch)
 	j.counters.peakInFlight = max(j.counters.peakInFlight, j.inflight)
 	j.live[inv] = struct{}{}
 	return inv
@@ -262,7 +285,7 @@ func (j *jobCore) takeBatchLocked() (batch []int, backup bool) {
 	for len(j.retryQ) > 0 && len(batch) < size {
 		i := j.retryQ[0]
 		t := &j.tasks[i]
-		if t.state != stPending && !(t.state == stRunning && t.backup && t.copies == 1) {
+		if t.state != stPending && !(t.state == stRunning && t.queued) {
 			j.retryQ = j.retryQ[1:] // settled meanwhile, or a stale entry
 			continue
 		}
@@ -297,10 +320,15 @@ func (j *jobCore) takeBatchLocked() (batch []int, backup bool) {
 	return batch, false
 }
 
-// batchSizeLocked is Options.BatchSize, or the automatic size: one task per
-// invocation until replies have been measured, then enough tasks to make the
-// invocation overhead about a tenth of the work, leaving every invocation
-// slot at least four batches of what remains.
+// batchSizeLocked is Options.BatchSize, or the automatic size. Until
+// replies have been measured it is 1. Then, with t the measured time of a
+// task and o the overhead of an invocation, it picks the size B that
+// minimizes the estimated time to finish what remains, rounds x (B t + o),
+// where rounds = ceil(remaining / (B x slots)), preferring the smallest B
+// within 1% of the best: batching pays only where the overhead is a real
+// share of the work, and small batches keep stragglers and failures cheap.
+// Long tasks thus go one per invocation unless invoking costs several
+// percent of a task; tiny ones go in large batches.
 func (j *jobCore) batchSizeLocked() int {
 	if bs := j.ex.opts.BatchSize; bs > 0 {
 		return bs
@@ -308,23 +336,87 @@ func (j *jobCore) batchSizeLocked() int {
 	if !j.measured {
 		return 1
 	}
-	remaining := j.spec.n - j.next + len(j.retryQ)
-	slots, _ := j.window.limit(time.Now())
-	balance := int(math.Ceil(float64(remaining) / float64(4*slots)))
-	perTask := math.Max(j.ewmaTask, 50)
-	want := int(math.Ceil(overheadRatio * j.ewmaOverhead / perTask))
-	return max(1, min(want, balance, maxAutoBatch))
+	now := time.Now()
+	task := math.Max(j.ewmaTask, 1)
+	// The work left: the tasks not sent yet, plus the tasks' worth of work
+	// the invocations in flight still hold their slots for, so that a batch
+	// just sent counts in full and one about to end counts for little.
+	remaining := float64(j.spec.n - j.next + len(j.retryQ))
+	runners := max(1, j.ex.limits.Parallel)
+	for inv := range j.live {
+		rounds := (len(inv.tasks) + runners - 1) / runners
+		left := float64(rounds)*task - float64(now.Sub(inv.sent))
+		if left > 0 {
+			remaining += left / task * float64(min(runners, len(inv.tasks)))
+		}
+	}
+	slots, _ := j.window.limit(now)
+	return bestBatch(int(math.Ceil(remaining)), slots, task, j.overhead)
 }
 
+// bestBatch is the batch-size rule of batchSizeLocked.
+func bestBatch(remaining, slots int, task, overhead float64) int {
+	if remaining <= 0 || slots <= 0 {
+		return 1
+	}
+	cost := func(b int) float64 {
+		rounds := (remaining + b*slots - 1) / (b * slots)
+		return float64(rounds) * (float64(b)*task + overhead)
+	}
+	// The candidates are the smallest sizes giving each number of rounds.
+	var sizes []int
+	for k := 1; ; {
+		b := (remaining + k*slots - 1) / (k * slots)
+		if b <= maxAutoBatch {
+			sizes = append(sizes, b)
+		}
+		if b == 1 {
+			break
+		}
+		// Next k whose size is smaller.
+		k = (remaining + (b-1)*slots - 1) / ((b - 1) * slots)
+		if k <= 0 {
+			break
+		}
+	}
+	if len(sizes) == 0 {
+		return maxAutoBatch
+	}
+	best := math.Inf(1)
+	for _, b := range sizes {
+		best = math.Min(best, cost(b))
+	}
+	pick := maxAutoBatch
+	for _, b := range sizes {
+		if cost(b) <= 1.01*best && b < pick {
+			pick = b
+		}
+	}
+	return max(1, pick)
+}
+
+// observe records the per-task time and the overhead of an invocation. The
+// task time is a moving average; the overhead is the median of the last
+// overheadSamples invocations, because a few stragglers or cold starts
+// would drag an average far from the typical cost.
 func (j *jobCore) observe(perTask, overhead float64) {
 	const alpha = 0.3
+	if len(j.overheads) < overheadSamples {
+		j.overheads = append(j.overheads, overhead)
+	} else {
+		j.overheads[j.nextOverhead] = overhead
+		j.nextOverhead = (j.nextOverhead + 1) % overheadSamples
+	}
+	j.overhead = medianOf(j.overheads)
 	if !j.measured {
-		j.ewmaTask, j.ewmaOverhead, j.measured = perTask, overhead, true
+		j.ewmaTask, j.measured = perTask, true
 		return
 	}
 	j.ewmaTask += alpha * (perTask - j.ewmaTask)
-	j.ewmaOverhead += alpha * (overhead - j.ewmaOverhead)
 }
+
+// overheadSamples is how many recent invocation overheads are kept.
+const overheadSamples = 64
 
 // releaseLocked ends an invocation: its copies leave their tasks, and the
 // tasks it leaves without a result or another copy go back to the queue.
@@ -334,6 +426,7 @@ func (j *jobCore) releaseLocked(inv *invocation, lost error) {
 		return
 	}
 	delete(j.live, inv)
+	j.tasksInFlight -= len(inv.tasks)
 	if inv.key != "" {
 		delete(j.outstanding, inv.key)
 	}
@@ -362,7 +455,7 @@ func (j *jobCore) requeueOrFailLocked(i int, err error, isolate bool) {
 		return
 	}
 	j.noteLocked(i, err.Error())
-	j.failLocked(i, &TaskError{Index: i, Attempts: t.attempts(), Type: fmt.Sprintf("%T", err), Message: err.Error(), Err: err})
+	j.failLocked(i, &TaskError{Index: i, Attempts: t.attempts(), Type: fmt.Sprintf("%T", err), Message: err.Error(), Err: err}, nil)
 }
 
 // retryLocked puts a task back in the queue after a backoff with full jitter
@@ -399,15 +492,15 @@ func (j *jobCore) noteLocked(i int, why string) {
 }
 
 // doneLocked records a result.
-func (j *jobCore) doneLocked(i int) {
+func (j *jobCore) doneLocked(i int, own *invocation) {
 	j.tasks[i].state = stDone
 	j.finished++
 	j.completed = append(j.completed, i)
-	j.cancelLosersLocked(i)
+	j.cancelLosersLocked(i, own)
 }
 
 // failLocked records a final failure.
-func (j *jobCore) failLocked(i int, te *TaskError) {
+func (j *jobCore) failLocked(i int, te *TaskError, own *invocation) {
 	t := &j.tasks[i]
 	t.state = stFailed
 	te.Index = i
@@ -421,7 +514,7 @@ func (j *jobCore) failLocked(i int, te *TaskError) {
 	j.finished++
 	j.failedN++
 	j.completed = append(j.completed, i)
-	j.cancelLosersLocked(i)
+	j.cancelLosersLocked(i, own)
 	if !te.fromJob {
 		j.ex.opts.Logger.Error("gowren: task failed", "job", j.id, "func", j.spec.fn.name, "task", i, "attempts", te.Attempts, "error", te.Error())
 		for _, l := range te.Logs {
@@ -431,9 +524,14 @@ func (j *jobCore) failLocked(i int, te *TaskError) {
 }
 
 // cancelLosersLocked cancels the invocations left with nothing to do once
-// task i settled while another copy of it was out.
-func (j *jobCore) cancelLosersLocked(i int) {
-	if j.tasks[i].copies == 0 {
+// task i settled while another copy of it was out. own is the invocation
+// that delivered the outcome, if any: its copy is not another one.
+func (j *jobCore) cancelLosersLocked(i int, own *invocation) {
+	others := int(j.tasks[i].copies)
+	if _, live := j.live[own]; live && own.has(i) {
+		others--
+	}
+	if others <= 0 {
 		return
 	}
 	for inv := range j.live {
@@ -484,7 +582,7 @@ func (j *jobCore) settle() {
 		if t.state == stDone || t.state == stFailed {
 			continue
 		}
-		j.failLocked(i, &TaskError{Index: i, Attempts: t.attempts(), Message: j.jobErr.Error(), Err: j.jobErr, fromJob: true})
+		j.failLocked(i, &TaskError{Index: i, Attempts: t.attempts(), Message: j.jobErr.Error(), Err: j.jobErr, fromJob: true}, nil)
 	}
 	j.broadcastLocked()
 }

@@ -59,7 +59,7 @@ func (j *jobCore) send(inv *invocation) {
 		j.mu.Lock()
 		for _, i := range inv.tasks {
 			if s := j.tasks[i].state; s != stDone && s != stFailed {
-				j.failLocked(i, &TaskError{Index: i, Attempts: j.tasks[i].attempts(), Type: "encode", Message: fmt.Sprintf("encode request: %v", err)})
+				j.failLocked(i, &TaskError{Index: i, Attempts: j.tasks[i].attempts(), Type: "encode", Message: fmt.Sprintf("encode request: %v", err)}, inv)
 			}
 		}
 		j.releaseLocked(inv, nil)
@@ -155,13 +155,15 @@ func (j *jobCore) invocationFailed(inv *invocation, err error) {
 	j.wrote = true // the worker may have written outputs before it failed
 	if errors.Is(err, backends.ErrThrottled) {
 		j.counters.throttles++
-		j.window.throttled(inv.sent, time.Now())
+		j.window.throttled()
 		// The invocation did not run: its tasks go back without costing
 		// an attempt.
 		j.releaseLocked(inv, nil)
 		for _, i := range inv.tasks {
 			t := &j.tasks[i]
-			if !inv.backup {
+			if inv.backup {
+				t.backups--
+			} else {
 				t.tries--
 			}
 			if t.state == stRunning && t.copies == 0 {
@@ -290,14 +292,14 @@ func (j *jobCore) takeReply(inv *invocation, r *wireReply, received time.Time) {
 			if o.commit != nil {
 				o.commit()
 			}
-			if t.invoked != 0 {
-				j.rtts = append(j.rtts, float64(now-t.invoked))
+			if t.finished > t.started {
+				j.taskTimes = append(j.taskTimes, float64(t.finished-t.started))
 			}
-			j.doneLocked(i)
+			j.doneLocked(i, inv)
 		case o.err != nil:
 			o.err.Attempts = t.attempts()
 			o.err.Logs = o.res.Logs
-			j.failLocked(i, o.err)
+			j.failLocked(i, o.err, inv)
 		default:
 			j.taskErrorLocked(inv, i, o.res)
 		}
@@ -357,7 +359,7 @@ func (j *jobCore) taskErrorLocked(inv *invocation, i int, res *wireResult) {
 	te := remoteError(i, t.attempts(), we)
 	te.Logs = res.Logs
 	j.noteLocked(i, we.Message)
-	j.failLocked(i, te)
+	j.failLocked(i, te, inv)
 }
 
 // copiesElsewhere reports whether the task has a copy in flight besides

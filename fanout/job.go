@@ -57,7 +57,8 @@ const (
 type taskRec struct {
 	state    uint8
 	isolate  bool  // send alone: its last batch lost its worker
-	backup   bool  // a speculative copy was sent
+	queued   bool  // a speculative backup waits in retryQ
+	backups  uint8 // speculative copies sent
 	cold     bool  // the result came from a cold worker
 	copies   uint8 // copies in invocations now
 	sent     uint32
@@ -73,11 +74,7 @@ type taskRec struct {
 // attempts is what a task's stats and errors report: the copies that may
 // have run.
 func (t *taskRec) attempts() int {
-	n := int(t.tries)
-	if t.backup {
-		n++
-	}
-	return n
+	return int(t.tries) + int(t.backups)
 }
 
 // inputRef locates an input in the store.
@@ -144,14 +141,17 @@ type jobCore struct {
 	inflight int // invocations counted against the window
 	window   window
 	// Automatic batch size, in nanoseconds.
-	measured     bool
-	ewmaTask     float64
-	ewmaOverhead float64
-	lastBatch    int
+	measured      bool
+	ewmaTask      float64
+	overhead      float64   // median of overheads
+	overheads     []float64 // recent invocation overheads (ring)
+	nextOverhead  int
+	tasksInFlight int
+	lastBatch     int
 	// Speculation.
-	rtts        []float64 // driver round trips of completed tasks, ns
+	taskTimes   []float64 // worker run times of completed tasks, ns
 	lastSpec    time.Time
-	specMedian  float64 // median of rtts[:specMedianN]
+	specMedian  float64 // median of taskTimes[:specMedianN]
 	specMedianN int
 	// Async mode.
 	outstanding map[string]*invocation // by reply key

@@ -1,53 +1,89 @@
 package fanout
 
 import (
+	"math"
 	"slices"
 	"time"
 )
 
-// Speculation (Options.Speculation): the rule and its constants.
+// Speculation (Options.Speculation). Once specDoneFraction of a job's tasks
+// have results, an invocation is a straggler when it has been out longer
+// than specFactor times what it should take: its tasks (one after another
+// per runner) at the median run time of the completed tasks, plus the
+// measured invocation overhead. When the window has more free slots than
+// tasks wait to be sent, capacity would idle anyway and the factor drops to
+// specTailFactor. Every task of a straggler (a backup too can straggle)
+// gets another copy, sent alone, up to specMaxCopies copies in flight and
+// specMaxBackups backups that may have run (throttled ones do not count);
+// the first result wins.
 const (
-	// specDoneFraction of the tasks must have results before backups.
 	specDoneFraction = 0.75
-	// specFactor times the median round trip makes a straggler.
-	specFactor = 3
+	specFactor       = 3
+	specTailFactor   = 1.1
 	// specMinAge: no copy younger than this is a straggler.
-	specMinAge = 100 * time.Millisecond
+	specMinAge     = 100 * time.Millisecond
+	specMaxCopies  = 3
+	specMaxBackups = 8
 )
 
-// speculateLocked queues a backup copy of every straggler and returns how
-// long until it should look again.
+// speculateLocked queues backups of stragglers and returns how long until
+// it should look again.
 func (j *jobCore) speculateLocked(now time.Time) time.Duration {
-	if float64(j.finished) < specDoneFraction*float64(j.spec.n) || len(j.rtts) == 0 || len(j.live) == 0 {
+	if float64(j.finished) < specDoneFraction*float64(j.spec.n) || len(j.taskTimes) == 0 || len(j.live) == 0 {
 		return idleWait
 	}
-	if len(j.rtts) > j.specMedianN+j.specMedianN/8 || j.specMedianN == 0 {
+	if j.specMedianN == 0 || len(j.taskTimes) > j.specMedianN+j.specMedianN/8 {
 		// Recomputed as the sample grows by an eighth, not on every look.
-		j.specMedian, j.specMedianN = medianOf(j.rtts), len(j.rtts)
+		j.specMedian, j.specMedianN = medianOf(j.taskTimes), len(j.taskTimes)
 	}
-	median := j.specMedian
-	threshold := max(time.Duration(specFactor*median), specMinAge)
-	// Look again in a fraction of the threshold, not on every wake-up.
-	recheck := max(threshold/8, 5*time.Millisecond)
+	factor := float64(specFactor)
+	limit, _ := j.window.limit(now)
+	if waiting := j.spec.n - j.next + len(j.retryQ); limit-j.inflight > waiting {
+		factor = specTailFactor
+	}
+	runners := max(1, j.ex.limits.Parallel)
+	expected := func(inv *invocation) time.Duration {
+		rounds := (len(inv.tasks) + runners - 1) / runners
+		return time.Duration(float64(rounds)*j.specMedian + j.overhead)
+	}
+	// Look again in a fraction of the shortest threshold, not on every
+	// wake-up.
+	recheck := max(time.Duration(specTailFactor*(j.specMedian+j.overhead))/8, 5*time.Millisecond)
 	if now.Sub(j.lastSpec) < recheck {
 		return recheck - now.Sub(j.lastSpec)
 	}
 	j.lastSpec = now
 	for inv := range j.live {
-		if inv.backup || now.Sub(inv.sent) < threshold {
+		threshold := max(time.Duration(math.Ceil(factor*float64(expected(inv)))), specMinAge)
+		if now.Sub(inv.sent) < threshold {
 			continue
 		}
 		for _, i := range inv.tasks {
 			t := &j.tasks[i]
-			if t.state != stRunning || t.backup || t.copies != 1 {
+			if t.state != stRunning || t.queued || t.copies >= specMaxCopies || t.backups >= specMaxBackups ||
+				j.hasYoungerCopy(inv, i, now, threshold) {
 				continue
 			}
-			t.backup = true
+			t.queued = true
 			j.counters.backups++
 			j.retryQ = append([]int{i}, j.retryQ...)
 		}
 	}
 	return recheck
+}
+
+// hasYoungerCopy reports whether task i has a copy, other than the one in
+// inv, that is not a straggler yet: then it needs no further backup.
+func (j *jobCore) hasYoungerCopy(inv *invocation, i int, now time.Time, threshold time.Duration) bool {
+	if j.tasks[i].copies <= 1 {
+		return false
+	}
+	for other := range j.live {
+		if other != inv && now.Sub(other.sent) < threshold && other.has(i) {
+			return true
+		}
+	}
+	return false
 }
 
 // medianOf returns the median of xs (sorting a copy).

@@ -149,7 +149,7 @@ func (c *jobCore) stats() JobStats {
 		BytesSent: c.counters.bytesSent, BytesReceived: c.counters.bytesReceived,
 		StoreReads: c.counters.storeReads, StoreWrites: c.counters.storeWrites,
 		TaskTime: c.counters.taskTime, Submitted: c.started, Ended: c.ended,
-		InvokeOverhead: time.Duration(c.ewmaOverhead), BilledTime: c.counters.billed,
+		InvokeOverhead: time.Duration(c.overhead), BilledTime: c.counters.billed,
 		PerTask: make([]TaskStats, c.spec.n),
 	}
 	s.Window, _ = c.window.limit(time.Now())

@@ -11,34 +11,54 @@ func TestWindow(t *testing.T) {
 	if l, _ := w.limit(t0); l != 64 {
 		t.Fatalf("initial limit %d, want 64", l)
 	}
-	w.throttled(t0, t0.Add(time.Millisecond))
+	// Scattered throttles (5% of a round) do not shrink the window.
+	for k := range 640 {
+		if k%20 == 0 {
+			w.throttled()
+		} else {
+			w.succeeded()
+		}
+	}
+	if l, _ := w.limit(t0); l != 64 {
+		t.Fatalf("after 5%% throttles: %d, want 64", l)
+	}
+	// Throttles past a tenth of a round halve it at once...
+	for range 6 {
+		w.throttled()
+	}
+	if l, _ := w.limit(t0); l != 64 {
+		t.Fatalf("after 6 throttles: %d, want 64 (a tenth of 64 is 6.4)", l)
+	}
+	w.throttled()
 	if l, _ := w.limit(t0); l != 32 {
-		t.Fatalf("after a throttle: %d, want 32", l)
+		t.Fatalf("after 7 throttles: %d, want 32", l)
 	}
-	// An echo of the same overload (sent before the cut) does not cut again.
-	w.throttled(t0, t0.Add(2*time.Millisecond))
+	// ... and a new round starts: three more throttles are not enough.
+	for range 3 {
+		w.throttled()
+	}
 	if l, _ := w.limit(t0); l != 32 {
-		t.Fatalf("after an echo: %d, want 32", l)
+		t.Fatalf("after 3 more: %d, want 32", l)
 	}
-	w.throttled(t0.Add(3*time.Millisecond), t0.Add(4*time.Millisecond))
-	if l, _ := w.limit(t0); l != 16 {
-		t.Fatalf("after a second throttle: %d, want 16", l)
-	}
-	for range 17 { // about one per invocation of a full window
+	for range 29 {
 		w.succeeded()
 	}
-	if l, _ := w.limit(t0); l != 17 {
-		t.Fatalf("after a round of successes: %d, want 17", l)
+	// Successes grow it by about one per round.
+	for range 33 {
+		w.succeeded()
 	}
-	for range 10000 {
+	if l, _ := w.limit(t0); l != 33 {
+		t.Fatalf("after a round of successes: %d, want 33", l)
+	}
+	for range 100000 {
 		w.succeeded()
 	}
 	if l, _ := w.limit(t0); l != 64 {
 		t.Fatalf("grows back to %d, want the cap 64", l)
 	}
-	for range 20 {
-		w.lastCut = time.Time{}
-		w.throttled(t0, t0)
+	// Throttled rounds keep halving down to one invocation.
+	for range 1000 {
+		w.throttled()
 	}
 	if l, _ := w.limit(t0); l != 1 {
 		t.Fatalf("floor %d, want 1", l)
