@@ -151,7 +151,6 @@ func (j *jobCore) invocationFailed(inv *invocation, err error) {
 		}
 		return
 	}
-	j.counters.failedInvocations++
 	j.wrote = true // the worker may have written outputs before it failed
 	if errors.Is(err, backends.ErrThrottled) {
 		j.counters.throttles++
@@ -172,6 +171,7 @@ func (j *jobCore) invocationFailed(inv *invocation, err error) {
 		}
 		return
 	}
+	j.counters.failedInvocations++
 	if !retryableInfra(err) {
 		// Not a fault of these tasks: the platform refuses the call itself
 		// (no such function, bad credentials, a closed backend). Every

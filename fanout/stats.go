@@ -23,7 +23,9 @@ type JobStats struct {
 	// speculative copies.
 	Retries int `json:"retries"`
 	Backups int `json:"backups"`
-	// Throttles counts invocations the platform refused with throttling.
+	// Throttles counts invocations the platform refused with throttling;
+	// FailedInvocations those that failed otherwise (lost workers,
+	// transport failures, timeouts).
 	Throttles         int `json:"throttles"`
 	Invocations       int `json:"invocations"`
 	FailedInvocations int `json:"failed_invocations"`

@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
@@ -112,6 +113,11 @@ func (s *suite) executor(t *testing.T, opts *fanout.Options) (*fanout.Executor, 
 		}
 		o.Store = st
 	}
+	if o.Logger == nil {
+		// The executor's records go to the test log: shown for failures
+		// and with -v only.
+		o.Logger = slog.New(slog.NewTextHandler(testLog{t}, nil))
+	}
 	ex := fanout.NewExecutor(b, &o)
 	t.Cleanup(func() {
 		if err := ex.Close(); err != nil {
@@ -119,6 +125,14 @@ func (s *suite) executor(t *testing.T, opts *fanout.Options) (*fanout.Executor, 
 		}
 	})
 	return ex, b
+}
+
+// testLog writes to the test's log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 func guard(t *testing.T) context.Context {
