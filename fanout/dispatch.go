@@ -257,6 +257,9 @@ func (j *jobCore) newInvocationLocked(batch []int, backup bool, now time.Time) *
 			t.tries++
 		}
 	}
+	if j.spec.async {
+		inv.key = outputKey(j.prefix, batch[0], inv.attempts[0])
+	}
 	j.inflight++
 	j.tasksInFlight += len(batch)
 	j.counters.peakInFlight = max(j.counters.peakInFlight, j.inflight)
@@ -528,8 +531,8 @@ func (j *jobCore) failLocked(i int, te *TaskError, own *invocation) {
 // that delivered the outcome, if any: its copy is not another one.
 func (j *jobCore) cancelLosersLocked(i int, own *invocation) {
 	others := int(j.tasks[i].copies)
-	if _, live := j.live[own]; live && own.has(i) {
-		others--
+	if _, live := j.live[own]; live {
+		others-- // the outcome came through own, which holds a copy of i
 	}
 	if others <= 0 {
 		return

@@ -50,9 +50,6 @@ func (j *jobCore) request(inv *invocation) *wireRequest {
 func (j *jobCore) send(inv *invocation) {
 	defer j.signal()
 	ex := j.ex
-	if j.spec.async {
-		inv.key = outputKey(j.prefix, inv.tasks[0], inv.attempts[0])
-	}
 	req := j.request(inv)
 	var buf bytes.Buffer
 	if err := encodeRequest(&buf, req); err != nil {
