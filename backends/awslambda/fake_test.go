@@ -273,3 +273,16 @@ func TestNotAGowrenEvent(t *testing.T) {
 		t.Errorf("got %q %s", aws.ToString(out.FunctionError), out.Payload)
 	}
 }
+
+// TestFaultSuiteLoopback runs the reliability fault suite over the loopback
+// Lambda, with worker processes of the real binary: chaos faults on top of
+// what the server itself does.
+func TestFaultSuiteLoopback(t *testing.T) {
+	backendtest.RunFaultSuite(t, func(_ context.Context, t *testing.T) (backendtest.Harness, error) {
+		return &fakeHarness{
+			t:     t,
+			srv:   newFake(t, awslambdatest.Options{Workers: fakeConcurrency, Concurrency: 100, Timeout: 4 * time.Second}),
+			store: fileStore(t),
+		}, nil
+	})
+}

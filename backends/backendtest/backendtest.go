@@ -114,9 +114,7 @@ func (s *suite) executor(t *testing.T, opts *fanout.Options) (*fanout.Executor, 
 		o.Store = st
 	}
 	if o.Logger == nil {
-		// The executor's records go to the test log: shown for failures
-		// and with -v only.
-		o.Logger = slog.New(slog.NewTextHandler(testLog{t}, nil))
+		o.Logger = testLogger(t)
 	}
 	ex := fanout.NewExecutor(b, &o)
 	t.Cleanup(func() {
@@ -125,6 +123,12 @@ func (s *suite) executor(t *testing.T, opts *fanout.Options) (*fanout.Executor, 
 		}
 	})
 	return ex, b
+}
+
+// testLogger sends the executor's records to the test log: shown for
+// failures and with -v only.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testLog{t}, nil))
 }
 
 // testLog writes to the test's log.

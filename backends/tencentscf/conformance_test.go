@@ -78,3 +78,21 @@ func TestConformance(t *testing.T) {
 			st.Calls, st.Errors, st.Invocations, st.ColdStarts, st.PeakInstances)
 	})
 }
+
+// TestFaultSuite runs the reliability fault suite over the loopback SCF:
+// chaos faults on top of what the server itself does (its concurrency quota
+// throttles with status 432).
+func TestFaultSuite(t *testing.T) {
+	bin := workerBinary(t)
+	srv := newServer(t, &scftest.Options{ConcurrencyQuotaMB: 8 * 128})
+	if err := srv.AddFunction(scftest.Function{Region: testRegion, Name: "conformance", Command: []string{bin}, Timeout: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	backendtest.RunFaultSuite(t, func(_ context.Context, t *testing.T) (backendtest.Harness, error) {
+		st, err := filestore.New(t.TempDir(), nil)
+		if err != nil {
+			return nil, err
+		}
+		return &harness{t: t, srv: srv, store: st}, nil
+	})
+}
