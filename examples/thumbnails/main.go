@@ -20,10 +20,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gowren/gowren/examples/thumbnails/thumb"
 	"github.com/gowren/gowren/fanout"
+	_ "github.com/gowren/gowren/jobplot" // JobStats.WritePlot
 	"github.com/gowren/gowren/storage"
 	"github.com/gowren/gowren/storage/filestore"
 	_ "github.com/gowren/gowren/storage/s3store" // s3:// stores
@@ -40,6 +42,8 @@ func main() {
 	size := flag.Int("size", 256, "largest width and height of a thumbnail")
 	samples := flag.Int("samples", 12, "sample images to draw when -in holds none")
 	mp := flag.Float64("megapixels", 3, "size of the sample images")
+	progress := flag.Bool("progress", false, "show the job's progress on stderr")
+	plotFile := flag.String("plot", "", "write the thumbnail job's timeline to this .png or .svg file")
 	flag.Parse()
 	if *backend != "" {
 		os.Setenv(fanout.EnvBackend, *backend)
@@ -55,7 +59,11 @@ func main() {
 		log.Fatal(err)
 	}
 	defer st.Close()
-	ex, err := fanout.OpenWith(ctx, &fanout.Options{Store: st})
+	opts := &fanout.Options{Store: st}
+	if *progress {
+		opts.Progress = os.Stderr
+	}
+	ex, err := fanout.OpenWith(ctx, opts)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -79,6 +87,24 @@ func main() {
 	fmt.Printf("bytes       in %.1f MB, out %.2f MB\n", float64(sum.BytesIn)/1e6, float64(sum.BytesOut)/1e6)
 	fmt.Printf("wall time   %v   (task time: decode %v, resize %v)\n",
 		sum.Wall.Round(time.Millisecond), decode.Round(time.Millisecond), resize.Round(time.Millisecond))
+	if *plotFile != "" {
+		if err := writePlot(sum.Stats, *plotFile); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("timeline    written to %s\n", *plotFile)
+	}
+}
+
+func writePlot(st fanout.JobStats, name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := st.WritePlot(f, strings.TrimPrefix(filepath.Ext(name), ".")); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // openStore opens the store named by flag, else $GOWREN_STORE, else a file

@@ -41,6 +41,7 @@ func main() {
 	files := flag.Int("files", 8, "files to generate when the prefix holds none")
 	fileMiB := flag.Float64("size", 8, "size of each generated file in MiB")
 	top := flag.Int("top", 10, "how many of the most frequent words to print")
+	progress := flag.Bool("progress", false, "show the jobs' progress on stderr")
 	flag.Parse()
 	if *backend != "" {
 		os.Setenv(fanout.EnvBackend, *backend)
@@ -56,7 +57,11 @@ func main() {
 		log.Fatal(err)
 	}
 	defer st.Close()
-	ex, err := fanout.OpenWith(ctx, &fanout.Options{Store: st})
+	opts := &fanout.Options{Store: st}
+	if *progress {
+		opts.Progress = os.Stderr
+	}
+	ex, err := fanout.OpenWith(ctx, opts)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -217,6 +217,8 @@ type Summary struct {
 	BytesOut  int64
 	// Wall is the time the thumbnails took, without the samples.
 	Wall time.Duration
+	// Stats describe the thumbnail job.
+	Stats fanout.JobStats
 }
 
 // IsImage reports whether key names an image Thumbnail reads.
@@ -265,7 +267,12 @@ func Run(ctx context.Context, ex *fanout.Executor, st storage.Store, o Options) 
 		jobs[i] = Job{Key: k, Out: o.Out + strings.TrimPrefix(k, o.In) + ".jpg", MaxSize: o.MaxSize}
 	}
 	start := time.Now()
-	sum.Results, err = fanout.Map(ctx, ex, Thumbnail, jobs)
+	job, err := fanout.Start(ctx, ex, Thumbnail, jobs)
+	if err != nil {
+		return sum, err
+	}
+	sum.Results, err = job.Wait(ctx)
+	sum.Stats = job.Stats()
 	sum.Wall = time.Since(start)
 	for _, r := range sum.Results {
 		sum.BytesIn += r.BytesIn
