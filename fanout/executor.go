@@ -126,6 +126,13 @@ type Options struct {
 	// died. Needs a store. Backends without native asynchronous invocation
 	// (local, process) are sent synchronous calls whose replies are only
 	// checked for errors. MapReduce ignores it. Defaults to false.
+	//
+	// An asynchronous invocation the driver gave up on (its invoke call
+	// failed after the platform accepted the event, or its reply was
+	// overdue) may still run and write its reply after the job's objects
+	// are deleted. That reply is ignored, never a second result, but the
+	// object stays: `gowren clean -older-than 24h` or a lifecycle rule on
+	// the store's jobs/ prefix removes such leftovers.
 	Async bool
 	// Ramp limits how fast a job's invocations in flight grow. Defaults to
 	// no limit beyond Concurrency.

@@ -3,11 +3,14 @@ package backendtest
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/chaos"
 	"github.com/gowren/gowren/fanout"
 )
@@ -166,7 +169,37 @@ func runFaults(t *testing.T, h Harness, async bool, f chaos.Faults, n int) {
 	if inProcess && !async && cs.FailedAfter > 0 && runs <= n {
 		t.Errorf("%d runs of %d tasks: replies lost after running must show as extra runs", runs, n)
 	}
+	// Nothing stays in the store, except that with a native asynchronous
+	// backend an event accepted by the platform while chaos reported the
+	// call failed may still run, and write its reply after the job is gone.
+	// (That such a reply never becomes a second result is checked above.)
+	_, nativeAsync := inner.(backends.AsyncBackend)
+	mayLinger := async && nativeAsync && cs.FailedAfter > 0
 	for obj, err := range st.List(context.Background(), "jobs/"+j.ID()) {
-		t.Errorf("left in the store: %q (%v)", obj.Key, err)
+		if err != nil {
+			t.Errorf("list the job's objects: %v", err)
+			break
+		}
+		if mayLinger && isReply(obj.Key, j.ID(), n) {
+			t.Logf("left in the store by an abandoned async invocation: %q", obj.Key)
+			continue
+		}
+		t.Errorf("left in the store: %q", obj.Key)
 	}
+}
+
+// isReply reports whether key is a reply object, out/<index>.<attempt>, of
+// one of the job's n tasks.
+func isReply(key, job string, n int) bool {
+	rest, ok := strings.CutPrefix(key, "jobs/"+job+"/out/")
+	if !ok {
+		return false
+	}
+	is, as, ok := strings.Cut(rest, ".")
+	if !ok {
+		return false
+	}
+	i, err1 := strconv.Atoi(is)
+	a, err2 := strconv.Atoi(as)
+	return err1 == nil && err2 == nil && i >= 0 && i < n && a >= 1
 }

@@ -239,6 +239,12 @@ func (w *worker) next(rw http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	case <-s.closing:
+		// Hold the request until the connection is closed or the worker
+		// killed: an empty 200 would read as an invocation without headers.
+		select {
+		case <-r.Context().Done():
+		case <-w.exited:
+		}
 		return
 	}
 	deadline := time.Now().Add(s.o.Timeout)
