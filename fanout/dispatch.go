@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 )
@@ -142,6 +143,7 @@ func (j *jobCore) run() {
 			j.poll()
 		}()
 	}
+	pool := newSenders()
 	var timer *time.Timer
 	for {
 		inv, wait, more := j.step(time.Now())
@@ -149,11 +151,7 @@ func (j *jobCore) run() {
 			break
 		}
 		if inv != nil {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				j.send(inv)
-			}()
+			pool.do(inv, j.send)
 			continue
 		}
 		if timer == nil {
@@ -177,6 +175,7 @@ func (j *jobCore) run() {
 	}
 	j.mu.Unlock()
 	j.cancel(errJobEnded)
+	pool.close()
 	wg.Wait()
 	j.settle()
 	stopProgress() // after settling, so that the last line is final
@@ -190,6 +189,38 @@ func (j *jobCore) run() {
 	j.broadcastLocked()
 	j.mu.Unlock()
 	close(j.done)
+}
+
+// senders runs invocations on goroutines that stay for the job: an idle one
+// takes the next invocation, and a new one starts only when none is idle.
+// Reusing them saves growing a fresh goroutine's stack through the deep
+// call chains of the cloud SDKs on every invocation.
+type senders struct {
+	work chan *invocation // unbuffered: a send succeeds only to an idle sender
+	wg   sync.WaitGroup
+}
+
+func newSenders() *senders { return &senders{work: make(chan *invocation)} }
+
+// do runs send(inv) on an idle sender or a new one.
+func (s *senders) do(inv *invocation, send func(*invocation)) {
+	select {
+	case s.work <- inv:
+		return
+	default:
+	}
+	s.wg.Go(func() {
+		send(inv)
+		for inv := range s.work {
+			send(inv)
+		}
+	})
+}
+
+// close waits for the senders to finish what they run and stop.
+func (s *senders) close() {
+	close(s.work)
+	s.wg.Wait()
 }
 
 // errJobEnded cancels what is left of a job that has all its results.
@@ -410,7 +441,9 @@ func (j *jobCore) observe(perTask, overhead float64) {
 		j.overheads[j.nextOverhead] = overhead
 		j.nextOverhead = (j.nextOverhead + 1) % overheadSamples
 	}
-	j.overhead = medianOf(j.overheads)
+	j.medianBuf = append(j.medianBuf[:0], j.overheads...)
+	slices.Sort(j.medianBuf)
+	j.overhead = j.medianBuf[len(j.medianBuf)/2]
 	if !j.measured {
 		j.ewmaTask, j.measured = perTask, true
 		return

@@ -145,6 +145,7 @@ type jobCore struct {
 	ewmaTask      float64
 	overhead      float64   // median of overheads
 	overheads     []float64 // recent invocation overheads (ring)
+	medianBuf     []float64 // scratch for their median
 	nextOverhead  int
 	tasksInFlight int
 	lastBatch     int

@@ -24,26 +24,28 @@ func cpuTime() time.Duration {
 // no-op tasks, one task per invocation, from one driver through the real SDK
 // client to the loopback Lambda server, whose worker processes run the real
 // aws-lambda-go runtime. It reports invocations/s and the CPU time of this
-// process (driver and server) per invocation.
+// process (driver and server) per invocation. Each worker process runs
+// with GOMAXPROCS=1, as a sandbox with one vCPU: on this host the driver,
+// the server and all the environments share two cores.
 //
 // The in-process variant runs the tasks with the worker's handler in this
 // process, without the Runtime API and its two HTTP exchanges per
 // invocation: it measures the driver and the Invoke API alone.
 func BenchmarkSyncInvocations(b *testing.B) {
-	for _, workers := range []int{0, 2, 8} {
+	for _, workers := range []int{0, 2, 4, 8} {
 		name := fmt.Sprintf("workers=%d", workers)
 		if workers == 0 {
 			name = "in-process"
 		}
 		b.Run(name, func(b *testing.B) {
-			so := awslambdatest.Options{Workers: max(workers, 1), Concurrency: 10000, Timeout: time.Minute, Stderr: nullWriter{}}
+			so := awslambdatest.Options{Workers: max(workers, 1), Concurrency: 10000, Timeout: time.Minute, Stderr: nullWriter{}, Env: []string{"GOMAXPROCS=1"}}
 			if workers == 0 {
 				so.Handler = awslambda.NewHandler(fanout.Handle)
 			}
 			srv := newFake(b, so)
 			be := awslambda.New(newClient(b, srv.URL(), awslambda.NewHTTPClient(1000, time.Minute).Transport), "function",
-				&awslambda.Options{Concurrency: 64, Timeout: time.Minute})
-			ex := fanout.NewExecutor(sameHost{be}, &fanout.Options{Store: fileStore(b), BatchSize: 1, Concurrency: 64})
+				&awslambda.Options{Concurrency: 32, Timeout: time.Minute})
+			ex := fanout.NewExecutor(sameHost{be}, &fanout.Options{Store: fileStore(b), BatchSize: 1, Concurrency: 32})
 			defer ex.Close()
 			// Warm up: start the worker processes.
 			if _, err := fanout.Map(guard(b, time.Minute), ex, testfuncs.Noop, make([]int, 4*so.Workers)); err != nil {
