@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -274,8 +275,11 @@ func Schemes() []string {
 
 // Open opens the backend named by rawURL with the opener registered for its
 // scheme. An unknown scheme is an error that lists the known ones.
+//
+// A function named with its version or alias, as the clouds write it
+// ("lambda://fn:prod"), is read as "lambda://fn?qualifier=prod".
 func Open(ctx context.Context, rawURL string) (Backend, error) {
-	u, err := url.Parse(rawURL)
+	u, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("backends: open %q: %w", rawURL, err)
 	}
@@ -287,4 +291,41 @@ func Open(ctx context.Context, rawURL string) (Backend, error) {
 			rawURL, u.Scheme, strings.Join(Schemes(), ", "))
 	}
 	return open(ctx, u)
+}
+
+// ParseURL parses a backend URL as url.Parse does, except that a host of the
+// form NAME:QUALIFIER, where QUALIFIER is not a port number, is read as NAME
+// with the query parameter qualifier=QUALIFIER: "lambda://fn:prod" is
+// "lambda://fn?qualifier=prod".
+func ParseURL(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err == nil {
+		return u, nil
+	}
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return nil, err
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	name, qualifier, ok := strings.Cut(rest[:end], ":")
+	if !ok || name == "" || qualifier == "" || strings.ContainsAny(qualifier, ":@[]") {
+		return nil, err
+	}
+	if _, perr := strconv.Atoi(qualifier); perr == nil {
+		return nil, err // a real port number that failed for another reason
+	}
+	u, err2 := url.Parse(scheme + "://" + name + rest[end:])
+	if err2 != nil {
+		return nil, err
+	}
+	q := u.Query()
+	if prev := q.Get("qualifier"); prev != "" && prev != qualifier {
+		return nil, fmt.Errorf("qualifier %q in the name and %q in the query", qualifier, prev)
+	}
+	q.Set("qualifier", qualifier)
+	u.RawQuery = q.Encode()
+	return u, nil
 }

@@ -72,13 +72,14 @@ var (
 //
 //	lambda://FUNCTION?region=R&qualifier=Q&endpoint=URL&concurrency=N&timeout=D&parallel=N
 //
-// (see the package documentation). It loads the default AWS configuration
+// (see the package documentation); lambda://FUNCTION:Q is the same as
+// ?qualifier=Q. It loads the default AWS configuration
 // (environment, shared files, SSO, instance role) for credentials and, when
 // the URL has no region, the region, and builds the client with
 // NewHTTPClient. It makes no call to Lambda; use Check for that. fanout.Open
 // and backends.Open call it for lambda:// URLs.
 func Open(ctx context.Context, rawURL string) (*Backend, error) {
-	u, err := url.Parse(rawURL)
+	u, err := backends.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("awslambda: URL %q: %w", rawURL, err)
 	}
@@ -87,7 +88,7 @@ func Open(ctx context.Context, rawURL string) (*Backend, error) {
 	}
 	fn := u.Host
 	if u.Opaque != "" || (u.Path != "" && u.Path != "/") || u.User != nil || !functionName.MatchString(fn) {
-		return nil, fmt.Errorf("awslambda: URL %q: want lambda://FUNCTION?region=... with a function name of 1 to 64 letters, digits, - or _ (name aliases and versions with ?qualifier=)", rawURL)
+		return nil, fmt.Errorf("awslambda: URL %q: want lambda://FUNCTION?region=... with a function name of 1 to 64 letters, digits, - or _ (an alias or version as lambda://FUNCTION:QUALIFIER or ?qualifier=)", rawURL)
 	}
 	var opts Options
 	var region, endpoint string

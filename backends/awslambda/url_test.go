@@ -46,7 +46,6 @@ func TestOpenURLErrors(t *testing.T) {
 	for _, tc := range []struct{ url, want string }{
 		{"lambda://", "function name"},
 		{"lambda://fn/extra", "function name"},
-		{"lambda://fn:alias", `"lambda://fn:alias"`},
 		{"lambda://" + strings.Repeat("f", 65), "function name"},
 		{"lambda://fn?region=mars", `region="mars"`},
 		{"lambda://fn?region=us-east-1&nosuch=1", `unknown parameter "nosuch"`},
@@ -97,5 +96,17 @@ func TestNoCredentials(t *testing.T) {
 	}
 	if errors.Is(err, backends.ErrTransport) {
 		t.Errorf("err = %v is classified as a transport failure", err)
+	}
+}
+
+func TestOpenQualifiedName(t *testing.T) {
+	isolateAWS(t, "AKIDTEST", "eu-west-1")
+	b, err := backends.Open(context.Background(), "lambda://montecarlo:prod?region=us-east-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if got := b.(*awslambda.Backend).Function(); got != "montecarlo:prod" {
+		t.Errorf("Function() = %q, want montecarlo:prod", got)
 	}
 }
