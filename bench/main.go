@@ -43,6 +43,7 @@ func main() {
 	fanout.Init()
 	rounds := flag.Int("rounds", 5, "repetitions of each measurement (the median is reported)")
 	cloud := flag.Bool("cloud", true, "also run the simulated-cloud scenarios (about two minutes)")
+	stores := flag.Bool("storage", true, "also count the storage requests per task of small, large and async jobs")
 	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process")
 	flag.Parse()
 	if strings.HasPrefix(*mode, "rss-") {
@@ -103,6 +104,9 @@ func main() {
 	for _, kind := range []string{"local", "process"} {
 		m := median(times[kind])
 		fmt.Printf("| Monte Carlo on %s | %.3f s, %.3f x goroutines |\n", kind, m, m/base)
+	}
+	if *stores {
+		runStorage(ctx)
 	}
 	if *cloud {
 		runCloud(ctx)

@@ -166,10 +166,31 @@ func (j *jobCore) sendAsync(ctx context.Context, inv *invocation, payload []byte
 		j.takeReply(inv, r, time.Now())
 		return
 	}
-	select { // the reply is in the store: look now
-	case j.kick <- struct{}{}:
-	default:
+	// The worker says its reply is in the store, under the key the driver
+	// chose: read it there, without listing. (Marked as being read, so
+	// that the poller does not read it too.)
+	j.mu.Lock()
+	if _, seen := j.seen[inv.key]; seen {
+		j.mu.Unlock()
+		return
 	}
+	j.seen[inv.key] = readingReply
+	j.mu.Unlock()
+	r, size, err := j.fetchReply(inv.key)
+	if err != nil {
+		j.mu.Lock()
+		delete(j.seen, inv.key)
+		j.mu.Unlock()
+		select { // let the poller look
+		case j.kick <- struct{}{}:
+		default:
+		}
+		return
+	}
+	j.mu.Lock()
+	j.seen[inv.key] = size
+	j.mu.Unlock()
+	j.takeReply(inv, r, time.Now())
 }
 
 // expireLocked fails the async invocations whose reply is overdue and
@@ -191,11 +212,14 @@ func (j *jobCore) expireLocked(now time.Time) time.Duration {
 	return next
 }
 
-// poll lists the reply prefix until the job ends, taking in new replies.
+// poll lists the reply prefix until the job ends, taking in new replies. A
+// kick (a worker said its reply is in the store) brings the next listing
+// forward, but listings stay at least pollMin apart: each costs a request.
 func (j *jobCore) poll() {
 	interval := pollMin
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-j.ctx.Done():
@@ -208,7 +232,12 @@ func (j *jobCore) poll() {
 				default:
 				}
 			}
+			if wait := pollMin - time.Since(last); wait > 0 {
+				timer.Reset(wait)
+				continue
+			}
 		}
+		last = time.Now()
 		n, err := j.pollOnce(j.ctx)
 		if err != nil && j.ctx.Err() == nil {
 			j.ex.opts.Logger.Warn("gowren: list job replies", "job", j.id, "error", err)
@@ -228,32 +257,70 @@ func (j *jobCore) poll() {
 func (j *jobCore) pollOnce(ctx context.Context) (int, error) {
 	st := j.ex.store
 	prefix := j.prefix + "out/"
+	// Only replies of invocations still out matter, and each is named after
+	// its batch's first task: list from the lowest of those, so that a big
+	// job does not list its finished part again and again. (A late reply of
+	// a copy given up on may then go unseen; its tasks were sent again.)
+	after := ""
 	j.mu.Lock()
-	j.counters.storeLists++
+	if j.ended.IsZero() && len(j.outstanding) > 0 {
+		low := -1
+		for _, inv := range j.outstanding {
+			if len(inv.tasks) > 0 && (low < 0 || inv.tasks[0] < low) {
+				low = inv.tasks[0]
+			}
+		}
+		if low > 0 {
+			after = prefix + paddedIndex(low)
+		}
+	}
 	j.mu.Unlock()
 	var fresh []storage.ObjectInfo
-	for obj, err := range st.List(ctx, prefix) {
+	listed := 0
+	defer func() {
+		j.mu.Lock()
+		j.counters.storeLists += listPages(listed)
+		j.mu.Unlock()
+	}()
+	for obj, err := range storage.ListAfter(ctx, st, prefix, after) {
 		if err != nil {
 			return 0, err
 		}
+		listed++
 		if _, _, ok := parseOutputKey(strings.TrimPrefix(obj.Key, prefix)); !ok {
 			continue
 		}
 		j.mu.Lock()
 		size, seen := j.seen[obj.Key]
 		j.mu.Unlock()
-		if seen && size == obj.Size {
+		if seen && (size == obj.Size || size == readingReply) {
 			continue
 		}
 		fresh = append(fresh, obj)
 	}
+	taken := 0
 	for _, obj := range fresh {
-		r, err := j.fetchReply(obj.Key)
+		j.mu.Lock()
+		size, seen := j.seen[obj.Key]
+		if seen && (size == obj.Size || size == readingReply) {
+			j.mu.Unlock()
+			continue // read by key meanwhile
+		}
+		j.seen[obj.Key] = readingReply
+		j.mu.Unlock()
+		taken++
+		r, _, err := j.fetchReply(obj.Key)
 		if err != nil {
 			if errors.Is(err, storage.ErrNotFound) {
+				j.mu.Lock()
+				delete(j.seen, obj.Key)
+				j.mu.Unlock()
 				continue
 			}
 			if ctx.Err() != nil {
+				j.mu.Lock()
+				delete(j.seen, obj.Key)
+				j.mu.Unlock()
 				return 0, ctx.Err()
 			}
 			// A torn or foreign object: note it and go on.
@@ -269,8 +336,11 @@ func (j *jobCore) pollOnce(ctx context.Context) (int, error) {
 		j.mu.Unlock()
 		j.takeReply(inv, r, time.Now())
 	}
-	return len(fresh), nil
+	return taken, nil
 }
+
+// readingReply marks, in jobCore.seen, a reply being read by key.
+const readingReply = -1
 
 // parseOutputKey splits "<index>.<attempt>".
 func parseOutputKey(name string) (index, attempt int, ok bool) {
@@ -499,3 +569,10 @@ func putReply(ctx context.Context, st storage.Store, key string, r *wireReply) e
 	}
 	return st.Put(ctx, key, buf.Bytes())
 }
+
+// listPage is the number of keys in a page of a List: S3 returns up to
+// 1,000 per ListObjectsV2 request, and s3store asks for that many.
+const listPage = 1000
+
+// listPages is the number of List requests that n keys take, at least one.
+func listPages(n int) int { return max(1, (n+listPage-1)/listPage) }

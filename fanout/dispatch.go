@@ -633,6 +633,10 @@ func (j *jobCore) abort(err error) {
 	j.cancel(err)
 }
 
+// deleteBatch is how many keys one delete request removes (S3's
+// DeleteObjects limit, by which s3store batches).
+const deleteBatch = 1000
+
 // deleteObjects removes the job's objects from the store.
 func (j *jobCore) deleteObjects(ctx context.Context) {
 	st := j.ex.store
@@ -649,6 +653,10 @@ func (j *jobCore) deleteObjects(ctx context.Context) {
 		}
 		keys = append(keys, obj.Key)
 	}
+	j.mu.Lock()
+	j.counters.storeLists += listPages(len(keys))
+	j.counters.storeDeletes += (len(keys) + deleteBatch - 1) / deleteBatch
+	j.mu.Unlock()
 	if len(keys) == 0 {
 		return
 	}

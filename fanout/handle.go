@@ -83,9 +83,11 @@ func (r *Registry) Handle(ctx context.Context, payload []byte) (reply []byte) {
 	out := &wireReply{Worker: workerID, Cold: cold, Results: results}
 	if req.Flags&flagAsync != 0 {
 		// The reply goes to the store; the invocation's own answer only
-		// says whether that worked.
+		// says whether that worked. Its counts include its own write.
 		st, err := stores.get()
 		if err == nil {
+			stores.writes.Add(1)
+			out.StoreReads, out.StoreWrites = stores.counts()
 			err = putReply(context.WithoutCancel(ctx), st, req.ReplyKey, out)
 		}
 		if err != nil {
@@ -112,7 +114,7 @@ var encodedAck = func() []byte {
 func asyncError(ctx context.Context, req *wireRequest, stores *storeResolver, we *wireError) []byte {
 	if req.Flags&flagAsync != 0 && req.ReplyKey != "" {
 		if st, err := stores.get(); err == nil {
-			_ = putReply(context.WithoutCancel(ctx), st, req.ReplyKey, &wireReply{Err: we, Worker: workerID})
+			_ = putReply(context.WithoutCancel(ctx), st, req.ReplyKey, &wireReply{Err: we, Worker: workerID, StoreWrites: 1})
 		}
 	}
 	return errorReply(we)
@@ -360,6 +362,7 @@ func (b *batchRun) placeOutput(ctx context.Context, res wireResult, out []byte) 
 		return res
 	}
 	key := outputKey(b.req.Prefix, res.Index, res.Attempt)
+	b.stores.writes.Add(1)
 	if err := st.Put(ctx, key, out); err != nil {
 		res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("write output: %v", err), Retryable: true}
 		return res
@@ -368,8 +371,22 @@ func (b *batchRun) placeOutput(ctx context.Context, res wireResult, out []byte) 
 	return res
 }
 
+// outputKey names the object of an output or an async reply:
+// <prefix>out/<index>.<attempt>, the index zero-padded to indexWidth digits
+// so that keys sort by index and the driver can list from a point on.
 func outputKey(prefix string, index, attempt int) string {
-	return prefix + "out/" + strconv.Itoa(index) + "." + strconv.Itoa(attempt)
+	return prefix + "out/" + paddedIndex(index) + "." + strconv.Itoa(attempt)
+}
+
+// indexWidth is the width of a task index in object keys.
+const indexWidth = 10
+
+func paddedIndex(i int) string {
+	s := strconv.Itoa(i)
+	if len(s) < indexWidth {
+		s = strings.Repeat("0", indexWidth-len(s)) + s
+	}
+	return s
 }
 
 // input returns the encoded input of t, reading it from the store if needed.
@@ -380,6 +397,7 @@ func (b *batchRun) input(ctx context.Context, t *wireTask) ([]byte, *wireError) 
 		if err != nil {
 			return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("open store for input: %v", err), Retryable: true}
 		}
+		b.stores.reads.Add(1)
 		raw, err = st.GetRange(ctx, t.Key, t.Off, t.Len)
 		if err != nil {
 			return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("read input: %v", err), Retryable: true}
@@ -404,6 +422,7 @@ func (b *batchRun) gather(ctx context.Context, list []byte) ([]byte, *wireError)
 	if err != nil {
 		return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("open store for gather: %v", err), Retryable: true}
 	}
+	b.stores.reads.Add(int64(len(ranges)))
 	parts := make([][]byte, len(ranges))
 	errs := make([]error, len(ranges))
 	var wg sync.WaitGroup
@@ -437,6 +456,7 @@ func (b *batchRun) gather(ctx context.Context, list []byte) ([]byte, *wireError)
 // encode encodes the reply, moving outputs to the store (largest first) when
 // it exceeds the reply limit, and as a last resort the whole reply.
 func (b *batchRun) encode(ctx context.Context, r *wireReply) []byte {
+	r.StoreReads, r.StoreWrites = b.stores.counts()
 	var buf bytes.Buffer
 	if err := encodeReply(&buf, r); err != nil {
 		return errorReply(&wireError{Code: codeInternal, Message: fmt.Sprintf("encode reply: %v", err)})
@@ -466,6 +486,7 @@ func (b *batchRun) encode(ctx context.Context, r *wireReply) []byte {
 				"output of %d bytes does not fit the %d-byte reply with the rest of the batch, and cannot go to the store: %v", n, limit, stErr)}
 		} else {
 			key := outputKey(b.req.Prefix, res.Index, res.Attempt)
+			b.stores.writes.Add(1)
 			if err := st.Put(ctx, key, res.Output); err != nil {
 				res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("write output: %v", err), Retryable: true}
 			} else {
@@ -476,6 +497,7 @@ func (b *batchRun) encode(ctx context.Context, r *wireReply) []byte {
 		size -= n
 	}
 	buf.Reset()
+	r.StoreReads, r.StoreWrites = b.stores.counts()
 	if err := encodeReply(&buf, r); err != nil {
 		return errorReply(&wireError{Code: codeInternal, Message: fmt.Sprintf("encode reply: %v", err)})
 	}
@@ -485,9 +507,11 @@ func (b *batchRun) encode(ctx context.Context, r *wireReply) []byte {
 	// Logs and error messages alone overflow the reply.
 	if stErr == nil && len(r.Results) > 0 {
 		key := fmt.Sprintf("%sreply/%d.%d", b.req.Prefix, r.Results[0].Index, r.Results[0].Attempt)
+		b.stores.writes.Add(1)
 		if err := st.Put(ctx, key, buf.Bytes()); err == nil {
 			buf.Reset()
-			if encodeReply(&buf, &wireReply{Worker: r.Worker, Cold: r.Cold, Spilled: key}) == nil {
+			reads, writes := b.stores.counts()
+			if encodeReply(&buf, &wireReply{Worker: r.Worker, Cold: r.Cold, Spilled: key, StoreReads: reads, StoreWrites: writes}) == nil {
 				return buf.Bytes()
 			}
 		}
@@ -505,6 +529,13 @@ type storeResolver struct {
 	once sync.Once
 	st   storage.Store
 	err  error
+	// reads and writes count the requests the library makes for the
+	// invocation (not the task's own through Store(ctx)).
+	reads, writes atomic.Int64
+}
+
+func (s *storeResolver) counts() (reads, writes int) {
+	return int(s.reads.Load()), int(s.writes.Load())
 }
 
 func (s *storeResolver) get() (storage.Store, error) {

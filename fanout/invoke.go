@@ -94,7 +94,11 @@ func (j *jobCore) send(inv *invocation) {
 	}
 	r, err := decodeReply(reply)
 	if err == nil && r.Spilled != "" {
-		r, err = j.fetchReply(r.Spilled)
+		outer := r
+		r, _, err = j.fetchReply(r.Spilled)
+		if err == nil {
+			r.StoreReads, r.StoreWrites = outer.StoreReads, outer.StoreWrites // with the spill's own write
+		}
 	}
 	if err != nil {
 		j.invocationFailed(inv, fmt.Errorf("%w: undecodable reply of %d bytes: %v", backends.ErrTransport, len(reply), err))
@@ -118,16 +122,18 @@ func (j *jobCore) invokeTimeout(n int) time.Duration {
 	return time.Duration(rounds)*(per+abandonGrace) + invokeSlack
 }
 
-// fetchReply reads a reply the worker put in the store.
-func (j *jobCore) fetchReply(key string) (*wireReply, error) {
+// fetchReply reads a reply the worker put in the store, and returns it with
+// the size of its object.
+func (j *jobCore) fetchReply(key string) (*wireReply, int64, error) {
 	b, err := j.ex.store.Get(j.ctx, key)
 	j.mu.Lock()
 	j.counters.storeReads++
 	j.mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("read reply %q: %w", key, err)
+		return nil, 0, fmt.Errorf("read reply %q: %w", key, err)
 	}
-	return decodeReply(b)
+	r, err := decodeReply(b)
+	return r, int64(len(b)), err
 }
 
 // invocationFailed handles an invocation that produced no reply.
@@ -188,6 +194,12 @@ func (j *jobCore) invocationFailed(inv *invocation, err error) {
 // and decoded outside the lock. inv is nil for a reply found in the store
 // that no live invocation of this driver is waiting for (Attach).
 func (j *jobCore) takeReply(inv *invocation, r *wireReply, received time.Time) {
+	if r.StoreReads > 0 || r.StoreWrites > 0 {
+		j.mu.Lock()
+		j.counters.workerReads += r.StoreReads
+		j.counters.workerWrites += r.StoreWrites
+		j.mu.Unlock()
+	}
 	if r.Err != nil {
 		ierr := invocationError(r.Err)
 		if errors.Is(ierr, ErrUnknownFunction) || errors.Is(ierr, ErrStaleWorker) || errors.Is(ierr, ErrMalformed) {

@@ -164,7 +164,8 @@ type counters struct {
 	retries, backups, throttles, invocations, failedInvocations, coldStarts int
 	peakInFlight                                                            int
 	bytesSent, bytesReceived                                                int64
-	storeReads, storeWrites, storeLists                                     int
+	storeReads, storeWrites, storeLists, storeDeletes                       int
+	workerReads, workerWrites                                               int
 	taskTime, billed                                                        time.Duration
 }
 

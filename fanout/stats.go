@@ -40,11 +40,22 @@ type JobStats struct {
 	// BytesSent and BytesReceived count invocation payloads and replies.
 	BytesSent     int64 `json:"bytes_sent"`
 	BytesReceived int64 `json:"bytes_received"`
-	// StoreReads, StoreWrites and StoreLists count the driver's storage
-	// requests (a List counts once, however many pages it reads).
-	StoreReads  int `json:"store_reads"`
-	StoreWrites int `json:"store_writes"`
-	StoreLists  int `json:"store_lists"`
+	// StoreReads, StoreWrites, StoreLists and StoreDeletes count the
+	// driver's storage requests as an S3 store bills them: a List of n keys
+	// is one request per page of 1,000, a delete one per batch of 1,000
+	// keys. WorkerStoreReads and WorkerStoreWrites count the workers'
+	// requests for the job's data (inputs, gathered objects, shared
+	// values, outputs, replies), as their replies report them; requests of
+	// a function of its own through Store(ctx), and of invocations whose
+	// reply never arrived, are not counted. StoreRequestsPerTask is the
+	// sum of all six over Tasks.
+	StoreReads           int     `json:"store_reads"`
+	StoreWrites          int     `json:"store_writes"`
+	StoreLists           int     `json:"store_lists"`
+	StoreDeletes         int     `json:"store_deletes"`
+	WorkerStoreReads     int     `json:"worker_store_reads"`
+	WorkerStoreWrites    int     `json:"worker_store_writes"`
+	StoreRequestsPerTask float64 `json:"store_requests_per_task"`
 	// TaskTime is the sum of the tasks' run times on the workers; TaskP50,
 	// TaskP95 and TaskP99 are percentiles of those run times over the
 	// tasks with a result.
@@ -150,9 +161,15 @@ func (c *jobCore) stats() JobStats {
 		ColdStarts: c.counters.coldStarts, BatchSize: c.lastBatch,
 		BytesSent: c.counters.bytesSent, BytesReceived: c.counters.bytesReceived,
 		StoreReads: c.counters.storeReads, StoreWrites: c.counters.storeWrites,
-		TaskTime: c.counters.taskTime, Submitted: c.started, Ended: c.ended,
+		StoreDeletes: c.counters.storeDeletes, WorkerStoreReads: c.counters.workerReads,
+		WorkerStoreWrites: c.counters.workerWrites,
+		TaskTime:          c.counters.taskTime, Submitted: c.started, Ended: c.ended,
 		InvokeOverhead: time.Duration(c.overhead), BilledTime: c.counters.billed,
 		PerTask: make([]TaskStats, c.spec.n),
+	}
+	if c.spec.n > 0 {
+		s.StoreRequestsPerTask = float64(s.StoreReads+s.StoreWrites+s.StoreLists+s.StoreDeletes+
+			s.WorkerStoreReads+s.WorkerStoreWrites) / float64(c.spec.n)
 	}
 	s.Window, _ = c.window.limit(time.Now())
 	end := c.ended

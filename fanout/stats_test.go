@@ -3,11 +3,14 @@ package fanout_test
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 
 	"github.com/gowren/gowren/backends/local"
 	"github.com/gowren/gowren/fanout"
+	"github.com/gowren/gowren/storage"
+	"github.com/gowren/gowren/storage/memstore"
 )
 
 func TestStatsInvariants(t *testing.T) {
@@ -74,4 +77,108 @@ func TestProgressOnNonTerminal(t *testing.T) {
 	if strings.Contains(out.String(), "\r") || strings.Contains(out.String(), "\x1b[") {
 		t.Error("terminal control characters in plain progress output")
 	}
+}
+
+var bigOut = fanout.Register("fanout_test.bigOut", func(_ context.Context, n int) ([]byte, error) {
+	return make([]byte, n), nil
+})
+
+// storeJob runs f over in with one task per invocation and a memstore, and
+// returns its statistics once its objects are deleted.
+func storeJob[In, Out any](t *testing.T, lo *local.Options, o *fanout.Options, f *fanout.Func[In, Out], in []In) fanout.JobStats {
+	t.Helper()
+	ctx := context.Background()
+	counter := storage.Count(memstore.New(nil))
+	o.Store = counter
+	o.BatchSize = 1
+	ex := newLocal(t, lo, o)
+	j, err := fanout.Start(ctx, ex, f, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-j.Done()
+	s := j.Stats()
+	if s.Invocations != len(in) || s.FailedInvocations != 0 {
+		t.Fatalf("%d invocations, %d failed; want %d, 0", s.Invocations, s.FailedInvocations, len(in))
+	}
+	// Local workers use the driver's store: the counter saw every request.
+	got := s.StoreReads + s.StoreWrites + s.StoreLists + s.StoreDeletes + s.WorkerStoreReads + s.WorkerStoreWrites
+	if c := counter.Counts(); int64(got) != c.Total() {
+		t.Errorf("the job counted %d storage requests, the store %d (%+v)", got, c.Total(), c)
+	}
+	return s
+}
+
+// TestStoreRequests checks the storage request accounting of the cases that
+// bench/ reports: small data on a sync backend takes none; inputs over the
+// payload limit one aggregated write per job and one ranged read per task;
+// outputs over it a write and a read each; async mode a reply write and
+// read per invocation, with inputs still inline, and few listings.
+func TestStoreRequests(t *testing.T) {
+	const n = 60
+	sizes := make([]int, n)
+	blobs := make([][]byte, n)
+	for i := range sizes {
+		sizes[i] = 4 << 10
+		blobs[i] = make([]byte, 4<<10)
+	}
+	sum := func(s fanout.JobStats) int {
+		return s.StoreReads + s.StoreWrites + s.StoreLists + s.StoreDeletes + s.WorkerStoreReads + s.WorkerStoreWrites
+	}
+	perTask := func(t *testing.T, s fanout.JobStats) {
+		t.Helper()
+		if got, want := s.StoreRequestsPerTask, float64(sum(s))/n; math.Abs(got-want) > 1e-9 {
+			t.Errorf("StoreRequestsPerTask = %v, want %v", got, want)
+		}
+	}
+	t.Run("small sync", func(t *testing.T) {
+		s := storeJob(t, nil, &fanout.Options{}, double, make([]int, n))
+		if sum(s) != 0 || s.StoreRequestsPerTask != 0 {
+			t.Errorf("stats %+v: want no storage request", s)
+		}
+	})
+	t.Run("large inputs", func(t *testing.T) {
+		s := storeJob(t, &local.Options{MaxRequestBytes: 2 << 10}, &fanout.Options{}, bytesLen, blobs)
+		if s.StoreWrites != 1 || s.WorkerStoreReads != n || s.WorkerStoreWrites != 0 || s.StoreReads != 0 {
+			t.Errorf("driver %d writes %d reads, workers %d reads %d writes; want 1, 0, %d, 0",
+				s.StoreWrites, s.StoreReads, s.WorkerStoreReads, s.WorkerStoreWrites, n)
+		}
+		if s.StoreLists != 1 || s.StoreDeletes != 1 {
+			t.Errorf("cleanup: %d lists, %d deletes; want 1 and 1", s.StoreLists, s.StoreDeletes)
+		}
+		perTask(t, s)
+		if s.StoreRequestsPerTask > 2 {
+			t.Errorf("%.3f requests per task, want at most 2", s.StoreRequestsPerTask)
+		}
+	})
+	t.Run("large outputs", func(t *testing.T) {
+		s := storeJob(t, &local.Options{MaxResponseBytes: 2 << 10}, &fanout.Options{}, bigOut, sizes)
+		if s.WorkerStoreWrites != n || s.StoreReads != n || s.StoreWrites != 0 || s.WorkerStoreReads != 0 {
+			t.Errorf("workers %d writes %d reads, driver %d reads %d writes; want %d, 0, %d, 0",
+				s.WorkerStoreWrites, s.WorkerStoreReads, s.StoreReads, s.StoreWrites, n, n)
+		}
+		if s.StoreLists != 1 || s.StoreDeletes != 1 {
+			t.Errorf("cleanup: %d lists, %d deletes; want 1 and 1", s.StoreLists, s.StoreDeletes)
+		}
+		perTask(t, s)
+	})
+	t.Run("async", func(t *testing.T) {
+		s := storeJob(t, nil, &fanout.Options{Async: true}, double, make([]int, n))
+		// The driver writes the inputs, their index and the manifest once;
+		// each invocation's reply is written once and read once.
+		if s.StoreWrites != 3 || s.WorkerStoreWrites != n || s.StoreReads != n || s.WorkerStoreReads != 0 {
+			t.Errorf("driver %d writes %d reads, workers %d writes %d reads; want 3, %d, %d, 0",
+				s.StoreWrites, s.StoreReads, s.WorkerStoreWrites, s.WorkerStoreReads, n, n)
+		}
+		// Local workers answer when their reply is in the store, so the
+		// driver reads it by key: listing is for platforms that do not
+		// answer, and for Attach.
+		if s.StoreLists < 1 || s.StoreLists > 1+n/10 || s.StoreDeletes != 1 {
+			t.Errorf("%d lists (polls and cleanup), %d deletes", s.StoreLists, s.StoreDeletes)
+		}
+		perTask(t, s)
+	})
 }

@@ -82,6 +82,11 @@ type wireReply struct {
 	Cold    bool       // first invocation this worker served
 	Spilled string     // the whole reply is in this store object instead
 	Results []wireResult
+	// StoreReads and StoreWrites count the storage requests the worker
+	// made for the batch's data: inputs, gathered objects, shared values,
+	// outputs and the reply itself (fields 7 and 8, absent before them).
+	StoreReads  int
+	StoreWrites int
 }
 
 type wireResult struct {
@@ -246,7 +251,7 @@ func encodeReply(buf *bytes.Buffer, r *wireReply) error {
 	e := getEncoder(buf)
 	defer putEncoder(e)
 	w := wireWriter{e: e}
-	w.arrayLen(6)
+	w.arrayLen(8)
 	w.int(wireVersion)
 	w.errv(r.Err)
 	w.str(r.Worker)
@@ -273,6 +278,8 @@ func encodeReply(buf *bytes.Buffer, r *wireReply) error {
 			w.str(l.Attrs)
 		}
 	}
+	w.int(int64(r.StoreReads))
+	w.int(int64(r.StoreWrites))
 	return w.err
 }
 
@@ -347,7 +354,13 @@ func decodeReply(b []byte) (*wireReply, error) {
 			return nil, d.err
 		}
 	}
-	d.skipN(n - 6)
+	if n >= 8 {
+		r.StoreReads = int(d.int())
+		r.StoreWrites = int(d.int())
+		d.skipN(n - 8)
+	} else {
+		d.skipN(n - 6)
+	}
 	return r, d.err
 }
 

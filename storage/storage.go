@@ -108,6 +108,35 @@ type Store interface {
 	Close() error
 }
 
+// AfterLister is implemented by stores that can start a listing after a
+// key, as S3's ListObjectsV2 does with StartAfter, so that a caller who
+// lists the same prefix again and again pays only for the keys it has not
+// passed yet.
+type AfterLister interface {
+	// ListAfter yields, as List does, the objects whose key starts with
+	// prefix and sorts after startAfter in byte order.
+	ListAfter(ctx context.Context, prefix, startAfter string) iter.Seq2[ObjectInfo, error]
+}
+
+// ListAfter yields the objects of st whose key starts with prefix and sorts
+// after startAfter: with st's ListAfter when it has one, else by skipping
+// the first keys of a List.
+func ListAfter(ctx context.Context, st Store, prefix, startAfter string) iter.Seq2[ObjectInfo, error] {
+	if al, ok := st.(AfterLister); ok {
+		return al.ListAfter(ctx, prefix, startAfter)
+	}
+	return func(yield func(ObjectInfo, error) bool) {
+		for obj, err := range st.List(ctx, prefix) {
+			if err == nil && obj.Key <= startAfter {
+				continue
+			}
+			if !yield(obj, err) {
+				return
+			}
+		}
+	}
+}
+
 // MaxObjectSizer is implemented by stores that cap the size of one object.
 // Put and NewWriter refuse larger objects with ErrTooLarge.
 type MaxObjectSizer interface {

@@ -680,8 +680,15 @@ func (w *writer) Close() error {
 // the store. Objects written or deleted during the walk may or may not be
 // seen. The loop body may call any method of the store.
 func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[storage.ObjectInfo, error] {
+	return s.ListAfter(ctx, prefix, "")
+}
+
+// ListAfter yields, as List does, the objects under prefix whose key sorts
+// after startAfter; it does not descend into directories whose keys all
+// sort before it.
+func (s *Store) ListAfter(ctx context.Context, prefix, startAfter string) iter.Seq2[storage.ObjectInfo, error] {
 	return func(yield func(storage.ObjectInfo, error) bool) {
-		l := &lister{s: s, ctx: ctx, prefix: prefix, yield: yield}
+		l := &lister{s: s, ctx: ctx, prefix: prefix, after: startAfter, yield: yield}
 		if s.closed.Load() {
 			l.fail(storage.ErrClosed)
 			return
@@ -721,6 +728,7 @@ type lister struct {
 	s      *Store
 	ctx    context.Context
 	prefix string
+	after  string // yield only keys after this one
 	yield  func(storage.ObjectInfo, error) bool
 }
 
@@ -769,6 +777,10 @@ func (l *lister) walk(d *os.Root, keyPrefix, filter string) bool {
 		if l.s.closed.Load() {
 			l.fail(storage.ErrClosed)
 			return false
+		}
+		if key := keyPrefix + e.seg; (!e.dir && key <= l.after) ||
+			(e.dir && key+"/" < l.after && !strings.HasPrefix(l.after, key+"/")) {
+			continue // every key here sorts before l.after
 		}
 		fi, err := d.Lstat(e.name)
 		switch {

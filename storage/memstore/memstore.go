@@ -415,6 +415,12 @@ func (w *writer) Close() error {
 // order of key. It works on a snapshot taken when iteration starts, so the
 // loop body may call any method of the store.
 func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[storage.ObjectInfo, error] {
+	return s.ListAfter(ctx, prefix, "")
+}
+
+// ListAfter yields, as List does, the objects under prefix whose key sorts
+// after startAfter.
+func (s *Store) ListAfter(ctx context.Context, prefix, startAfter string) iter.Seq2[storage.ObjectInfo, error] {
 	return func(yield func(storage.ObjectInfo, error) bool) {
 		fail := func(err error) { yield(storage.ObjectInfo{}, opError("list", prefix, err)) }
 		if s.closed.Load() {
@@ -438,7 +444,7 @@ func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[storage.Objec
 		}
 		var infos []storage.ObjectInfo
 		for k, o := range d.objs {
-			if strings.HasPrefix(k, prefix) {
+			if strings.HasPrefix(k, prefix) && k > startAfter {
 				infos = append(infos, storage.ObjectInfo{Key: k, Size: int64(len(o.b)), ModTime: o.mod})
 			}
 		}

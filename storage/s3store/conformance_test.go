@@ -123,6 +123,10 @@ func spaceShim(ctx context.Context, in middleware.InitializeInput, next middlewa
 		}
 		p.Delete = &types.Delete{Objects: objs, Quiet: p.Delete.Quiet}
 	case *s3.ListObjectsV2Input:
+		if p.StartAfter != nil {
+			// Keys have no byte below " ", so K > S exactly when K+" " > S+" ".
+			p.StartAfter = enc(p.StartAfter)
+		}
 	default:
 		return middleware.InitializeOutput{}, middleware.Metadata{}, fmt.Errorf("spaceShim: unexpected operation %T", p)
 	}

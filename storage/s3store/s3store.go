@@ -891,6 +891,13 @@ func (r *reader) Close() error {
 // ListObjectsV2 page of up to 1,000 at a time. Objects whose key is not a
 // valid storage key are skipped.
 func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[storage.ObjectInfo, error] {
+	return s.ListAfter(ctx, prefix, "")
+}
+
+// ListAfter yields, as List does, the objects under prefix whose key sorts
+// after startAfter, starting the listing there (StartAfter): keys before it
+// cost no request.
+func (s *Store) ListAfter(ctx context.Context, prefix, startAfter string) iter.Seq2[storage.ObjectInfo, error] {
 	return func(yield func(storage.ObjectInfo, error) bool) {
 		const op = "list"
 		if s.closed.Load() {
@@ -905,6 +912,9 @@ func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[storage.Objec
 			Bucket:       aws.String(s.bucket),
 			Prefix:       aws.String(s.prefix + prefix),
 			EncodingType: types.EncodingTypeUrl,
+		}
+		if startAfter != "" {
+			in.StartAfter = aws.String(s.prefix + startAfter)
 		}
 		for {
 			if err := ctx.Err(); err != nil {
@@ -926,7 +936,7 @@ func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[storage.Objec
 					}
 				}
 				k, ok := strings.CutPrefix(k, s.prefix)
-				if !ok || !strings.HasPrefix(k, prefix) || storage.ValidateKey(k) != nil {
+				if !ok || !strings.HasPrefix(k, prefix) || k <= startAfter || storage.ValidateKey(k) != nil {
 					continue
 				}
 				if err := ctx.Err(); err != nil {

@@ -104,6 +104,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"ListSizes", s.testListSizes},
 		{"ListWhileChanging", s.testListWhileChanging},
 		{"ListInvalidPrefix", s.testListInvalidPrefix},
+		{"ListAfter", s.testListAfter},
 		{"KeyAndPrefixCoexist", s.testKeyAndPrefix},
 		{"UnusualKeys", s.testUnusualKeys},
 		{"LongestKey", s.testLongestKey},
@@ -1604,4 +1605,39 @@ func (s *suite) testMaxObjectSize(t *testing.T) {
 	if err := st2.Put(ctx, p+"over2", data); !errors.Is(err, storage.ErrTooLarge) {
 		t.Errorf("Put of %d bytes through URL(): %v, want ErrTooLarge", len(data), err)
 	}
+}
+
+// testListAfter checks storage.ListAfter, which uses the store's own
+// ListAfter when it has one: only the keys after the start, in order,
+// across directory-like segments.
+func (s *suite) testListAfter(t *testing.T) {
+	st, p := s.shared, s.prefix(t)
+	keys := sorted([]string{p + "a/k01", p + "a/k02", p + "a/k10", p + "b/x", p + "b/y/z", p + "b0", p + "c"})
+	putMany(t, st, keys, func(i int) []byte { return []byte{byte(i)} })
+	starts := append([]string{"", p, p + "a", p + "a/", p + "a/k015", p + "b/", p + "b/y", p + "b/y/", p + "zzz"}, keys...)
+	for _, start := range starts {
+		var want []string
+		for _, k := range keys {
+			if k > start {
+				want = append(want, k)
+			}
+		}
+		var got []string
+		for info, err := range storage.ListAfter(t.Context(), st, p, start) {
+			if err != nil {
+				t.Fatalf("ListAfter(%q): %v", start, err)
+			}
+			got = append(got, info.Key)
+		}
+		wantKeys(t, fmt.Sprintf("ListAfter(%q)", start), got, want)
+	}
+	// A narrower prefix with a start outside it.
+	var got []string
+	for info, err := range storage.ListAfter(t.Context(), st, p+"b/", p+"a/zzz") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, info.Key)
+	}
+	wantKeys(t, "ListAfter with a start before the prefix", got, []string{p + "b/x", p + "b/y/z"})
 }
