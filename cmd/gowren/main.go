@@ -337,6 +337,8 @@ func status(ctx context.Context, st storage.Store, id string, w io.Writer) error
 			s.Makespan.Round(time.Millisecond), s.Throughput, s.TaskP50, s.TaskP95, s.TaskP99)
 		fmt.Fprintf(w, "attempts  %d invocations, %d retries, %d backups, %d throttles, %d cold starts\n",
 			s.Invocations, s.Retries, s.Backups, s.Throttles, s.ColdStarts)
+		fmt.Fprintf(w, "storage   %.3f requests per task (driver %d reads, %d writes, %d list pages, %d deletes; workers %d reads, %d writes)\n",
+			s.StoreRequestsPerTask, s.StoreReads, s.StoreWrites, s.StoreLists, s.StoreDeletes, s.WorkerStoreReads, s.WorkerStoreWrites)
 		fmt.Fprintf(w, "cost      $%.6f estimated (%s, %.1f GB-s)\n", s.Cost.Total, s.Cost.Prices.Name, s.Cost.GBSeconds)
 	}
 	return nil

@@ -63,7 +63,7 @@ func TestCLI(t *testing.T) {
 		{"version", []string{"version"}, nil, []string{"gowren devel"}},
 		{"jobs", []string{"-store", url, "jobs"}, nil, []string{"aaaaaaaa-20260101T000000", "bbbbbbbb-20991231T000000"}},
 		{"status without manifest", []string{"-store", url, "status", "aaaaaaaa-20260101T000000"}, nil, []string{"objects   2", "manifest  none"}},
-		{"status", []string{"-store", url, "status", job.ID()}, nil, []string{"cli.square(int) int", "finished: 3 ok, 0 failed", "makespan"}},
+		{"status", []string{"-store", url, "status", job.ID()}, nil, []string{"cli.square(int) int", "finished: 3 ok, 0 failed", "makespan", "requests per task"}},
 		{"plot", []string{"-store", url, "plot", "-o", out + "/t.svg", job.ID()}, nil, []string{"wrote " + out + "/t.svg (3 tasks)"}},
 		{"plot from a file", []string{"plot", "-stats", out + "/stats.json", "-o", out + "/f.png"}, nil, []string{"wrote " + out + "/f.png (3 tasks)"}},
 		{"plot without stats", []string{"-store", url, "plot", "-o", out + "/u.png", "aaaaaaaa-20260101T000000"}, nil, nil},
