@@ -49,21 +49,37 @@ func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 	n := j.spec.n
 	name := fmt.Sprintf("%s %s", j.spec.fn.name, j.id)
 	if isTerminal(w) {
+		// The job is named once; the bar's line stays within the terminal,
+		// or every redraw would scroll instead of overwriting it.
+		fmt.Fprintf(w, "gowren: job %s: %d tasks of %s\n", j.id, n, j.spec.fn.name)
+		cols := 80
+		if f, ok := w.(*os.File); ok {
+			if c, _, err := term.GetSize(int(f.Fd())); err == nil && c > 20 {
+				cols = c
+			}
+		}
+		width := min(30, cols/4)
+		room := cols - width - len(fmt.Sprintf(" 100%% || (%d/%d) ", n, n)) - 1
 		bar := progressbar.NewOptions(n,
 			progressbar.OptionSetWriter(w),
-			progressbar.OptionSetDescription(name),
 			progressbar.OptionShowCount(),
-			progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("tasks"),
-			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionSetPredictTime(false), // the description has the ETA
 			progressbar.OptionShowDescriptionAtLineEnd(),
-			progressbar.OptionSetWidth(30),
+			progressbar.OptionSetWidth(width),
 		)
 		t := time.NewTicker(barInterval)
 		defer t.Stop()
 		update := func() {
 			c := j.progressCounts()
-			bar.Describe(fmt.Sprintf("%s: %d running, %d failed, %d retried", name, c.running, c.failed, c.retries))
+			rate, eta := progressRate(c, n)
+			desc := fmt.Sprintf("%d running, %d failed, %d retried, %.1f tasks/s, ETA %s", c.running, c.failed, c.retries, rate, eta)
+			if len(desc) > room {
+				desc = fmt.Sprintf("%d run, %d fail, %d retry, ETA %s", c.running, c.failed, c.retries, eta)
+			}
+			if len(desc) > room {
+				desc = desc[:max(room, 0)]
+			}
+			bar.Describe(desc)
 			_ = bar.Set(c.done)
 		}
 		for {
@@ -79,13 +95,7 @@ func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 		}
 	}
 	line := func(c progressCounts) {
-		rate := float64(c.done) / max(c.elapsed.Seconds(), 1e-9)
-		eta := "?"
-		if rate > 0 && c.done < n {
-			eta = time.Duration(float64(n-c.done) / rate * float64(time.Second)).Round(time.Second).String()
-		} else if c.done == n {
-			eta = "0s"
-		}
+		rate, eta := progressRate(c, n)
 		fmt.Fprintf(w, "gowren: %s: %d/%d done, %d running, %d failed, %d retried, %.1f tasks/s, ETA %s\n",
 			name, c.done, n, c.running, c.failed, c.retries, rate, eta)
 	}
@@ -107,4 +117,17 @@ func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 			return
 		}
 	}
+}
+
+// progressRate is the job's average rate so far, in tasks per second, and
+// the time left at that rate ("?" before the first result).
+func progressRate(c progressCounts, n int) (float64, string) {
+	rate := float64(c.done) / max(c.elapsed.Seconds(), 1e-9)
+	switch {
+	case c.done >= n:
+		return rate, "0s"
+	case c.done == 0:
+		return rate, "?"
+	}
+	return rate, time.Duration(float64(n-c.done) / rate * float64(time.Second)).Round(time.Second).String()
 }

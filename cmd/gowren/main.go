@@ -1,16 +1,21 @@
-// Command gowren inspects and cleans the jobs that gowren programs leave in a
-// store.
+// Command gowren inspects, plots and cleans the jobs that gowren programs
+// leave in a store, and deploys a gowren program as a cloud function.
 //
 // Usage:
 //
-//	gowren [-store URL] jobs                     list jobs with their objects, size and age
-//	gowren [-store URL] status JOB               show a job's objects
+//	gowren [-store URL] jobs                      list jobs with their state, objects, size and age
+//	gowren [-store URL] status JOB                show a job: function, tasks, state, statistics
 //	gowren [-store URL] clean [-older-than D] [-all | JOB...]   delete job data
+//	gowren [-store URL] plot [-o FILE] JOB        draw a job's timeline (PNG or SVG)
+//	gowren plot -stats FILE [-o FILE]             the same from a statistics JSON file
+//	gowren deploy lambda|scf [flags] [PACKAGE]    build and deploy a function
 //	gowren version
 //
-// The store URL comes from -store or GOWREN_STORE (file:///dir, s3://bucket/prefix).
-// Jobs leave objects behind only when they ran with Options.KeepData, when
-// the driver died before cleaning up, or (later) in async mode.
+// Flags may come before or after a command's arguments. The store URL comes
+// from -store or GOWREN_STORE (file:///dir, s3://bucket/prefix?region=...,
+// the same URL the program used). Jobs leave objects behind when they ran in
+// async mode or with Options.KeepData, or when their driver died before
+// cleaning up.
 //
 // Exit status: 0 on success, 1 when the command failed, 2 on a usage error.
 package main
@@ -36,6 +41,7 @@ import (
 	"github.com/gowren/gowren/storage"
 	_ "github.com/gowren/gowren/storage/filestore"
 	_ "github.com/gowren/gowren/storage/memstore"
+	_ "github.com/gowren/gowren/storage/s3store"
 )
 
 // errUsage marks errors that exit with status 2.
@@ -106,6 +112,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	sub := flag.NewFlagSet("gowren "+cmd, flag.ContinueOnError)
 	sub.SetOutput(stderr)
+	sub.Usage = func() {
+		fmt.Fprint(stderr, subUsage[cmd])
+		sub.PrintDefaults()
+	}
 	var olderThan time.Duration
 	var all bool
 	var out, statsFile string
@@ -117,14 +127,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		sub.StringVar(&out, "o", "timeline.png", "output file; .png or .svg")
 		sub.StringVar(&statsFile, "stats", "", "read the statistics from this JSON file instead of the store")
 	}
-	if err := sub.Parse(rest); err != nil {
+	args, err := parseInterleaved(sub, rest)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return errUsage
 	}
 	if cmd == "plot" && statsFile != "" {
-		if sub.NArg() != 0 {
+		if len(args) != 0 {
 			fmt.Fprintln(stderr, "usage: gowren plot [-o FILE] JOB | -stats FILE")
 			return errUsage
 		}
@@ -145,34 +156,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer st.Close()
 	switch cmd {
 	case "jobs":
-		if sub.NArg() != 0 {
+		if len(args) != 0 {
 			fmt.Fprintln(stderr, "gowren jobs: takes no arguments")
 			return errUsage
 		}
 		return listJobs(ctx, st, stdout)
 	case "status":
-		if sub.NArg() != 1 {
+		if len(args) != 1 {
 			fmt.Fprintln(stderr, "usage: gowren status JOB")
 			return errUsage
 		}
-		return status(ctx, st, sub.Arg(0), stdout)
+		return status(ctx, st, args[0], stdout)
 	case "plot":
-		if sub.NArg() != 1 {
+		if len(args) != 1 {
 			fmt.Fprintln(stderr, "usage: gowren plot [-o FILE] JOB | -stats FILE")
 			return errUsage
 		}
-		id := sub.Arg(0)
+		id := args[0]
 		b, err := st.Get(ctx, "jobs/"+id+"/stats.json")
 		if err != nil {
 			return fmt.Errorf("job %s: no saved statistics (run it with Options.KeepData, or pass -stats FILE): %w", id, err)
 		}
 		return plotStats(b, "job "+id, out, stdout)
 	default: // clean
-		if (sub.NArg() == 0 && !all && olderThan == 0) || (sub.NArg() > 0 && all) {
+		if (len(args) == 0 && !all && olderThan == 0) || (len(args) > 0 && all) {
 			fmt.Fprintln(stderr, "usage: gowren clean [-older-than D] [-all | JOB...]: name jobs, or pass -all or -older-than")
 			return errUsage
 		}
-		return clean(ctx, st, sub.Args(), olderThan, stdout)
+		return clean(ctx, st, args, olderThan, stdout)
 	}
 }
 
@@ -375,9 +386,46 @@ func clean(ctx context.Context, st storage.Store, ids []string, olderThan time.D
 		deleted++
 		fmt.Fprintf(w, "deleted job %s (%d objects, %d bytes)\n", j.id, j.objects, j.bytes)
 	}
+	missing := make([]string, 0, len(want))
 	for id := range want {
-		fmt.Fprintf(w, "no job %s in the store\n", id)
+		missing = append(missing, id)
 	}
+	sort.Strings(missing)
 	fmt.Fprintf(w, "%d jobs deleted\n", deleted)
+	if len(missing) > 0 {
+		return fmt.Errorf("no job %s in %s", strings.Join(missing, ", "), st.URL())
+	}
 	return nil
+}
+
+// subUsage introduces each command's -h output.
+var subUsage = map[string]string{
+	"jobs":   "usage: gowren [-store URL] jobs\n\nLists the jobs in the store: ID, function, state, objects, size and age.\n",
+	"status": "usage: gowren [-store URL] status JOB\n\nShows a job: its objects, function, tasks, state and, when saved, its statistics.\n",
+	"clean": "usage: gowren [-store URL] clean [-older-than D] [-all | JOB...]\n\n" +
+		"Deletes the objects of the jobs named, of every job (-all), or of the jobs older than D.\n\nflags:\n",
+	"plot": "usage: gowren [-store URL] plot [-o FILE] JOB\n       gowren plot -stats FILE [-o FILE]\n\n" +
+		"Draws a job's timeline (one line per task, coloured by outcome) and its concurrency\n" +
+		"over time, from the statistics saved with the job (Options.KeepData) or a JSON file.\n\nflags:\n",
+}
+
+// parseInterleaved parses fs's flags wherever they are among the arguments
+// ("plot JOB -o t.png" as well as "plot -o t.png JOB") and returns the
+// arguments that are not flags. After "--" every argument is one.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			return rest, nil
+		}
+		if consumed := len(args) - len(left); consumed > 0 && args[consumed-1] == "--" {
+			return append(rest, left...), nil
+		}
+		rest = append(rest, left[0])
+		args = left[1:]
+	}
 }

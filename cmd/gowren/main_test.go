@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gowren/gowren/backends/local"
 	"github.com/gowren/gowren/fanout"
@@ -65,6 +66,8 @@ func TestCLI(t *testing.T) {
 		{"status without manifest", []string{"-store", url, "status", "aaaaaaaa-20260101T000000"}, nil, []string{"objects   2", "manifest  none"}},
 		{"status", []string{"-store", url, "status", job.ID()}, nil, []string{"cli.square(int) int", "finished: 3 ok, 0 failed", "makespan", "requests per task"}},
 		{"plot", []string{"-store", url, "plot", "-o", out + "/t.svg", job.ID()}, nil, []string{"wrote " + out + "/t.svg (3 tasks)"}},
+		{"plot with flags after the job", []string{"-store", url, "plot", job.ID(), "-o", out + "/after.svg"}, nil, []string{"wrote " + out + "/after.svg (3 tasks)"}},
+		{"help of a command", []string{"-store", url, "jobs", "-h"}, nil, nil},
 		{"plot from a file", []string{"plot", "-stats", out + "/stats.json", "-o", out + "/f.png"}, nil, []string{"wrote " + out + "/f.png (3 tasks)"}},
 		{"plot without stats", []string{"-store", url, "plot", "-o", out + "/u.png", "aaaaaaaa-20260101T000000"}, nil, nil},
 		{"plot bad extension", []string{"-store", url, "plot", "-o", out + "/t.gif", job.ID()}, errUsage, nil},
@@ -75,12 +78,16 @@ func TestCLI(t *testing.T) {
 		{"clean old", []string{"-store", url, "clean", "-older-than", "24h"}, nil, []string{"deleted job aaaaaaaa-20260101T000000", "1 jobs deleted"}},
 		{"jobs after clean", []string{"-store", url, "jobs"}, nil, []string{"bbbbbbbb-20991231T000000"}},
 		{"clean by id", []string{"-store", url, "clean", "bbbbbbbb-20991231T000000", job.ID()}, nil, []string{"2 jobs deleted"}},
+		{"clean a missing job", []string{"-store", url, "clean", "dddddddd-20260101T000000"}, nil, nil},
 		{"jobs when empty", []string{"-store", url, "jobs"}, nil, []string{"no jobs"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			err := run(ctx, tc.args, &out, &errOut)
-			if tc.name == "status missing" || tc.name == "plot without stats" {
+			if tc.name == "help of a command" && !strings.Contains(errOut.String(), "Lists the jobs in the store") {
+				t.Errorf("jobs -h printed %q", errOut.String())
+			}
+			if tc.name == "status missing" || tc.name == "plot without stats" || tc.name == "clean a missing job" {
 				if err == nil || errors.Is(err, errUsage) {
 					t.Fatalf("err = %v, want a plain failure", err)
 				}
@@ -98,5 +105,23 @@ func TestCLI(t *testing.T) {
 	}
 	if _, err := st.Get(ctx, "unrelated/object"); err != nil {
 		t.Fatalf("clean touched an object outside jobs/: %v", err)
+	}
+}
+
+// TestS3Store checks that the command knows s3:// stores: the jobs of a
+// cloud run are there.
+func TestS3Store(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	// Nothing listens on port 9: the command must get as far as trying.
+	err := run(ctx, []string{"-store", "s3://bucket/p?region=us-east-1&endpoint=http://127.0.0.1:9", "jobs"}, &out, &errOut)
+	if err == nil || errors.Is(err, errUsage) || strings.Contains(err.Error(), "unknown scheme") {
+		t.Fatalf("err = %v, want a failure to reach the endpoint", err)
 	}
 }
