@@ -88,6 +88,10 @@ type Limits struct {
 	Parallel int
 	// MemoryMB is the memory of one worker, when the platform bills by it.
 	MemoryMB int
+	// Platform names the price list of the platform, for cost estimates:
+	// PlatformLambdaARM64, PlatformLambdaX86 or PlatformSCF; "" when
+	// unknown (the executor then uses Lambda arm64 prices).
+	Platform string
 	// InProcess reports that workers run inside the driver's process, so
 	// they share its memory (and a mem:// store).
 	InProcess bool
@@ -95,6 +99,13 @@ type Limits struct {
 	// share its file system (and a file:// store).
 	SameHost bool
 }
+
+// Platforms with a price list in the executor (see Limits.Platform).
+const (
+	PlatformLambdaARM64 = "aws-lambda-arm64"
+	PlatformLambdaX86   = "aws-lambda-x86_64"
+	PlatformSCF         = "tencent-scf"
+)
 
 // Errors that classify a failed invocation; test them with errors.Is.
 var (

@@ -495,7 +495,8 @@ func (j *jobCore) requeueOrFailLocked(i int, err error, isolate bool) {
 }
 
 // retryLocked puts a task back in the queue after a backoff with full jitter
-// (at least retryAfter). A throttled task is not counted as a retry, nor
+// (at least retryAfter), exponential in the task's failed and throttled
+// sends. A throttled task is not counted as a retry, nor
 // noted in its history: it never ran.
 func (j *jobCore) retryLocked(i int, retryAfter time.Duration, isolate, throttled bool, why string) {
 	t := &j.tasks[i]
@@ -505,14 +506,21 @@ func (j *jobCore) retryLocked(i int, retryAfter time.Duration, isolate, throttle
 	}
 	t.state = stPending
 	t.isolate = t.isolate || isolate
-	n := max(int(t.tries), 1)
-	ceiling := min(backoffCap, backoffBase<<min(n-1, 20))
-	d := max(retryAfter, time.Duration(mrand.Int64N(int64(ceiling)+1)))
+	d := max(retryAfter, time.Duration(mrand.Int64N(int64(backoffCeiling(t))+1)))
 	heap.Push(&j.delayed, delayed{at: time.Now().Add(d), task: i})
 	if !throttled && (j.counters.retries <= 10 || j.counters.retries%1000 == 0) {
 		j.ex.opts.Logger.Warn("gowren: retrying task", "job", j.id, "func", j.spec.fn.name, "task", i,
 			"attempts", t.attempts(), "after", d.Round(time.Millisecond), "reason", why)
 	}
+}
+
+// backoffCeiling bounds the jittered backoff of t's next send: doubling
+// from backoffBase with every failed send, and with every throttled one too
+// (those do not count against Retries), so that a platform that keeps
+// refusing without a retry-after is not hammered; at most backoffCap.
+func backoffCeiling(t *taskRec) time.Duration {
+	n := max(int(t.tries)+int(t.throttled), 1)
+	return min(backoffCap, backoffBase<<min(n-1, 20))
 }
 
 // noteLocked records why an attempt of task i failed, for its TaskError.

@@ -115,7 +115,9 @@ type Options struct {
 	// Speculation sends a backup copy of a straggler: once three quarters
 	// of a job's tasks have results, a task whose copy has been out for more
 	// than three times the median round trip of the completed tasks (and at
-	// least 100 ms) is sent again, alone. The first result wins; the other
+	// least 100 ms) is sent again, alone. In the tail, when more slots are
+	// free than tasks wait to be sent, 1.1 times the median is enough: the
+	// backups then take no task's slot. The first result wins; the other
 	// copy is cancelled where the backend allows and ignored otherwise.
 	// Backups do not count against Retries. Defaults to false.
 	Speculation bool
@@ -333,6 +335,12 @@ func (ex *Executor) prices() Prices {
 		return *ex.opts.Prices
 	}
 	p := PricesLambdaARM64
+	switch ex.limits.Platform {
+	case backends.PlatformLambdaX86:
+		p = PricesLambdaX86
+	case backends.PlatformSCF:
+		p = PricesSCF
+	}
 	if ex.limits.MemoryMB > 0 {
 		p.MemoryMB = ex.limits.MemoryMB
 	}

@@ -69,6 +69,12 @@ func TestRegisterPanics(t *testing.T) {
 		{"duplicate", func() {
 			fanout.Register("fanout_test.double", func(context.Context, int) (int, error) { return 0, nil })
 		}, "registered twice"},
+		{"input sent empty", func() {
+			fanout.Register("fanout_test.hidden", func(context.Context, hidden) (int, error) { return 0, nil })
+		}, "input type fanout_test.hidden: it is a struct with no exported field"},
+		{"output holding a struct sent empty", func() {
+			fanout.Register("fanout_test.hiddenOut", func(context.Context, int) (map[string][]*wrapsHidden, error) { return nil, nil })
+		}, "fanout_test.hidden (at map[string][]*fanout_test.wrapsHidden[value][elem][elem].H)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer func() {
@@ -79,6 +85,44 @@ func TestRegisterPanics(t *testing.T) {
 			}()
 			tc.fn()
 		})
+	}
+}
+
+// hidden has fields, none exported: msgpack would send it as an empty map.
+type hidden struct{ a, b int }
+
+type wrapsHidden struct{ H hidden }
+
+// Types that travel although they look like hidden: empty structs, those
+// with an encoder of their own, time.Time, embedded fields.
+type (
+	nothing    struct{}
+	selfCoded  struct{ v int }
+	embeds     struct{ Visible }
+	Visible    struct{ X int }
+	skipHidden struct {
+		X int
+		H hidden `msgpack:"-"`
+	}
+)
+
+func (s selfCoded) MarshalBinary() ([]byte, error) { return []byte{byte(s.v)}, nil }
+func (s *selfCoded) UnmarshalBinary(b []byte) error {
+	s.v = int(b[0])
+	return nil
+}
+
+// Registered at package level: a panic here would stop the test binary.
+var (
+	_         = fanout.Register("fanout_test.nothing", func(context.Context, nothing) (time.Time, error) { return time.Time{}, nil })
+	_         = fanout.Register("fanout_test.embeds", func(context.Context, embeds) (skipHidden, error) { return skipHidden{}, nil })
+	selfCoder = fanout.Register("fanout_test.selfCoded", func(_ context.Context, s selfCoded) (selfCoded, error) { return selfCoded{s.v + 1}, nil })
+)
+
+func TestRegisterAcceptsTypesThatTravel(t *testing.T) {
+	out, err := fanout.Map(context.Background(), newLocal(t, nil, nil), selfCoder, []selfCoded{{v: 41}})
+	if err != nil || out[0].v != 42 {
+		t.Fatalf("Map = %+v, %v; want v 42", out, err)
 	}
 }
 

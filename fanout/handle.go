@@ -86,8 +86,8 @@ func (r *Registry) Handle(ctx context.Context, payload []byte) (reply []byte) {
 		// says whether that worked. Its counts include its own write.
 		st, err := stores.get()
 		if err == nil {
-			stores.writes.Add(1)
 			out.StoreReads, out.StoreWrites = stores.counts()
+			out.StoreWrites++ // this put
 			err = putReply(context.WithoutCancel(ctx), st, req.ReplyKey, out)
 		}
 		if err != nil {
@@ -362,7 +362,6 @@ func (b *batchRun) placeOutput(ctx context.Context, res wireResult, out []byte) 
 		return res
 	}
 	key := outputKey(b.req.Prefix, res.Index, res.Attempt)
-	b.stores.writes.Add(1)
 	if err := st.Put(ctx, key, out); err != nil {
 		res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("write output: %v", err), Retryable: true}
 		return res
@@ -397,7 +396,6 @@ func (b *batchRun) input(ctx context.Context, t *wireTask) ([]byte, *wireError) 
 		if err != nil {
 			return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("open store for input: %v", err), Retryable: true}
 		}
-		b.stores.reads.Add(1)
 		raw, err = st.GetRange(ctx, t.Key, t.Off, t.Len)
 		if err != nil {
 			return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("read input: %v", err), Retryable: true}
@@ -422,7 +420,6 @@ func (b *batchRun) gather(ctx context.Context, list []byte) ([]byte, *wireError)
 	if err != nil {
 		return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("open store for gather: %v", err), Retryable: true}
 	}
-	b.stores.reads.Add(int64(len(ranges)))
 	parts := make([][]byte, len(ranges))
 	errs := make([]error, len(ranges))
 	var wg sync.WaitGroup
@@ -486,7 +483,6 @@ func (b *batchRun) encode(ctx context.Context, r *wireReply) []byte {
 				"output of %d bytes does not fit the %d-byte reply with the rest of the batch, and cannot go to the store: %v", n, limit, stErr)}
 		} else {
 			key := outputKey(b.req.Prefix, res.Index, res.Attempt)
-			b.stores.writes.Add(1)
 			if err := st.Put(ctx, key, res.Output); err != nil {
 				res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("write output: %v", err), Retryable: true}
 			} else {
@@ -507,7 +503,6 @@ func (b *batchRun) encode(ctx context.Context, r *wireReply) []byte {
 	// Logs and error messages alone overflow the reply.
 	if stErr == nil && len(r.Results) > 0 {
 		key := fmt.Sprintf("%sreply/%d.%d", b.req.Prefix, r.Results[0].Index, r.Results[0].Attempt)
-		b.stores.writes.Add(1)
 		if err := st.Put(ctx, key, buf.Bytes()); err == nil {
 			buf.Reset()
 			reads, writes := b.stores.counts()
@@ -529,13 +524,18 @@ type storeResolver struct {
 	once sync.Once
 	st   storage.Store
 	err  error
-	// reads and writes count the requests the library makes for the
-	// invocation (not the task's own through Store(ctx)).
-	reads, writes atomic.Int64
 }
 
+// counts returns the storage requests made through the resolver's store
+// for the invocation, the library's and the tasks' own through Store(ctx):
+// reads (gets and list pages) and writes (puts and deletes).
 func (s *storeResolver) counts() (reads, writes int) {
-	return int(s.reads.Load()), int(s.writes.Load())
+	c, ok := s.st.(*storage.Counter)
+	if !ok {
+		return 0, 0
+	}
+	n := c.Counts()
+	return int(n.Gets + n.Lists), int(n.Puts + n.Deletes)
 }
 
 func (s *storeResolver) get() (storage.Store, error) {
@@ -544,11 +544,15 @@ func (s *storeResolver) get() (storage.Store, error) {
 			s.err = fmt.Errorf("%w: the job has no store", ErrNoStore)
 			return
 		}
-		if st, ok := s.ctx.Value(driverStoreKey{}).(storage.Store); ok && st.URL() == s.url {
-			s.st = st
-			return
+		st, ok := s.ctx.Value(driverStoreKey{}).(storage.Store)
+		if !ok || st.URL() != s.url {
+			if st, s.err = workerStores.open(s.ctx, s.url); s.err != nil {
+				return
+			}
 		}
-		s.st, s.err = workerStores.open(s.ctx, s.url)
+		// Counted per invocation, for the reply; the instance below is
+		// shared.
+		s.st = storage.Count(st)
 	})
 	return s.st, s.err
 }

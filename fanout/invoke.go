@@ -168,6 +168,9 @@ func (j *jobCore) invocationFailed(inv *invocation, err error) {
 			} else {
 				t.tries--
 			}
+			if t.throttled < math.MaxUint8 {
+				t.throttled++
+			}
 			if t.state == stRunning && t.copies == 0 {
 				j.retryLocked(i, backends.RetryAfter(err), false, true, err.Error())
 			}

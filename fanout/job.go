@@ -55,20 +55,21 @@ const (
 
 // taskRec is the driver's record of one task; times are Unix nanoseconds.
 type taskRec struct {
-	state    uint8
-	isolate  bool  // send alone: its last batch lost its worker
-	queued   bool  // a speculative backup waits in retryQ
-	backups  uint8 // speculative copies sent
-	cold     bool  // the result came from a cold worker
-	copies   uint8 // copies in invocations now
-	sent     uint32
-	tries    uint32 // sends that count against Options.Retries
-	worker   uint32
-	bytesOut int64
-	invoked  int64
-	started  int64
-	finished int64
-	received int64
+	state     uint8
+	isolate   bool  // send alone: its last batch lost its worker
+	queued    bool  // a speculative backup waits in retryQ
+	backups   uint8 // speculative copies sent
+	cold      bool  // the result came from a cold worker
+	copies    uint8 // copies in invocations now
+	throttled uint8 // sends refused by throttling (saturating): backoff grows with them
+	sent      uint32
+	tries     uint32 // sends that count against Options.Retries
+	worker    uint32
+	bytesOut  int64
+	invoked   int64
+	started   int64
+	finished  int64
+	received  int64
 }
 
 // attempts is what a task's stats and errors report: the copies that may

@@ -113,7 +113,6 @@ func (r Ref[T]) fetch(ctx context.Context) ([]byte, error) {
 			return nil, fmt.Errorf("fanout: Ref %s: %w", r.Key, err)
 		}
 		st = s
-		ts.stores.reads.Add(1)
 	} else {
 		if s, ok := ctx.Value(driverStoreKey{}).(storage.Store); ok && s.URL() == r.Store {
 			st = s

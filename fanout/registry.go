@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"fmt"
 	"reflect"
@@ -53,7 +54,9 @@ var defaultRegistry = NewRegistry()
 // to pass to Map. Call it at package level (in a var declaration), so that a
 // worker, which is the same binary, has every function registered before
 // Init serves. It panics when name is empty, already registered, or fn is
-// nil: these are programming errors found at start-up.
+// nil, and when In or Out holds a struct type that msgpack would send empty
+// (no exported field, no encoder of its own: its values would arrive as
+// zero values): these are programming errors found at start-up.
 //
 // The name travels in every invocation and must be stable across builds:
 // choose it once ("resize", "mc.price") and keep it when the Go function is
@@ -73,6 +76,16 @@ func RegisterTo[In, Out any](r *Registry, name string, fn func(context.Context, 
 		panic(fmt.Sprintf("fanout: Register %q with a nil function", name))
 	}
 	inT, outT := reflect.TypeFor[In](), reflect.TypeFor[Out]()
+	for _, side := range []struct {
+		what string
+		t    reflect.Type
+	}{{"input", inT}, {"output", outT}} {
+		if path, bad := sentEmpty(side.t, side.t.String(), map[reflect.Type]bool{}); bad != nil {
+			panic(fmt.Sprintf("fanout: Register %q: %s type %v: %s is a struct with no exported field and no msgpack encoder, "+
+				"so its values would travel empty and arrive as zero values; export its fields or give it EncodeMsgpack/DecodeMsgpack "+
+				"(or MarshalBinary/UnmarshalBinary) methods", name, side.what, side.t, describePath(path, bad)))
+		}
+	}
 	info := &funcInfo{
 		name:      name,
 		signature: fmt.Sprintf("%s(%v) %v", name, inT, outT),
@@ -226,4 +239,70 @@ func writeType(b *strings.Builder, t reflect.Type, seen map[reflect.Type]bool) {
 			b.WriteString(t.String())
 		}
 	}
+}
+
+// Interfaces by which a type encodes itself in msgpack.
+var selfEncoding = []reflect.Type{
+	reflect.TypeFor[msgpack.CustomEncoder](),
+	reflect.TypeFor[msgpack.Marshaler](),
+	reflect.TypeFor[encoding.BinaryMarshaler](),
+	reflect.TypeFor[encoding.TextMarshaler](),
+}
+
+func encodesItself(t reflect.Type) bool {
+	for _, i := range selfEncoding {
+		if t.Implements(i) || reflect.PointerTo(t).Implements(i) {
+			return true
+		}
+	}
+	return false
+}
+
+// sentEmpty finds, in t or the types it holds, a struct type that msgpack
+// encodes as an empty map although it has fields: none exported, none
+// embedded, and no encoder of its own. It returns the path to it (for the
+// message) and the type, or a nil type.
+func sentEmpty(t reflect.Type, path string, seen map[reflect.Type]bool) (string, reflect.Type) {
+	if seen[t] {
+		return "", nil
+	}
+	seen[t] = true
+	if encodesItself(t) {
+		return "", nil
+	}
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		return sentEmpty(t.Elem(), path+"[elem]", seen)
+	case reflect.Map:
+		if p, bad := sentEmpty(t.Key(), path+"[key]", seen); bad != nil {
+			return p, bad
+		}
+		return sentEmpty(t.Elem(), path+"[value]", seen)
+	case reflect.Struct:
+		visible := false
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() && !f.Anonymous {
+				continue
+			}
+			visible = true
+			if f.Tag.Get("msgpack") == "-" {
+				continue
+			}
+			if p, bad := sentEmpty(f.Type, path+"."+f.Name, seen); bad != nil {
+				return p, bad
+			}
+		}
+		if !visible && t.NumField() > 0 {
+			return path, t
+		}
+	}
+	return "", nil
+}
+
+func describePath(path string, t reflect.Type) string {
+	if path == t.String() {
+		return "it"
+	}
+	return fmt.Sprintf("%v (at %s)", t, path)
 }

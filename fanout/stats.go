@@ -43,12 +43,13 @@ type JobStats struct {
 	// StoreReads, StoreWrites, StoreLists and StoreDeletes count the
 	// driver's storage requests as an S3 store bills them: a List of n keys
 	// is one request per page of 1,000, a delete one per batch of 1,000
-	// keys. WorkerStoreReads and WorkerStoreWrites count the workers'
-	// requests for the job's data (inputs, gathered objects, shared
-	// values, outputs, replies), as their replies report them; requests of
-	// a function of its own through Store(ctx), and of invocations whose
-	// reply never arrived, are not counted. StoreRequestsPerTask is the
-	// sum of all six over Tasks.
+	// keys. WorkerStoreReads (gets and list pages) and WorkerStoreWrites
+	// (puts and deletes) count the workers' requests, as their replies
+	// report them: for the job's data (inputs, gathered objects, shared
+	// values, outputs, replies) and the functions' own through Store(ctx),
+	// such as a Chunk's reads; those of invocations whose reply never
+	// arrived are not counted. StoreRequestsPerTask is the sum of all six
+	// over Tasks. The cleanup's requests are in once Done is closed.
 	StoreReads           int     `json:"store_reads"`
 	StoreWrites          int     `json:"store_writes"`
 	StoreLists           int     `json:"store_lists"`
@@ -130,6 +131,13 @@ type Prices struct {
 var (
 	PricesLambdaARM64 = Prices{Name: "AWS Lambda arm64", MemoryMB: 1769, PerGBSecond: 0.0000133334, PerMillionRequests: 0.20}
 	PricesLambdaX86   = Prices{Name: "AWS Lambda x86_64", MemoryMB: 1769, PerGBSecond: 0.0000166667, PerMillionRequests: 0.20}
+	// PricesSCF holds Tencent Cloud SCF's pay-as-you-go rates on the
+	// international site, as its Billing Overview (version of 2023-02-01,
+	// https://www.tencentcloud.com/document/product/583/17299) and Pricing
+	// (583/12281) pages state them: 0.0000167 USD per GBs and 0.002 USD per
+	// 10,000 invocations, before the free tier and the monthly basic
+	// package; for a worker of gowren deploy scf's default 512 MB.
+	PricesSCF = Prices{Name: "Tencent Cloud SCF", MemoryMB: 512, PerGBSecond: 0.0000167, PerMillionRequests: 0.20}
 )
 
 // Cost is an estimate of what a job cost on a platform with the given prices.

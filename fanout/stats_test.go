@@ -3,6 +3,7 @@ package fanout_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -78,6 +79,19 @@ func TestProgressOnNonTerminal(t *testing.T) {
 		t.Error("terminal control characters in plain progress output")
 	}
 }
+
+var selfStored = fanout.Register("fanout_test.selfStored", func(ctx context.Context, x int) (int, error) {
+	st := fanout.Store(ctx)
+	key := fmt.Sprintf("own/%s/%d", fanout.Task(ctx).Job, x)
+	if err := st.Put(ctx, key, []byte{byte(x)}); err != nil {
+		return 0, err
+	}
+	b, err := st.Get(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	return int(b[0]), nil
+})
 
 var bigOut = fanout.Register("fanout_test.bigOut", func(_ context.Context, n int) ([]byte, error) {
 	return make([]byte, n), nil
@@ -162,6 +176,18 @@ func TestStoreRequests(t *testing.T) {
 		}
 		if s.StoreLists != 1 || s.StoreDeletes != 1 {
 			t.Errorf("cleanup: %d lists, %d deletes; want 1 and 1", s.StoreLists, s.StoreDeletes)
+		}
+		perTask(t, s)
+	})
+	t.Run("a task's own requests", func(t *testing.T) {
+		in := make([]int, n)
+		for i := range in {
+			in[i] = i
+		}
+		s := storeJob(t, nil, &fanout.Options{}, selfStored, in)
+		if s.WorkerStoreReads != n || s.WorkerStoreWrites != n || s.StoreReads+s.StoreWrites+s.StoreLists+s.StoreDeletes != 0 {
+			t.Errorf("workers %d reads %d writes, driver %d/%d/%d/%d; want %d, %d and none",
+				s.WorkerStoreReads, s.WorkerStoreWrites, s.StoreReads, s.StoreWrites, s.StoreLists, s.StoreDeletes, n, n)
 		}
 		perTask(t, s)
 	})

@@ -74,7 +74,9 @@ func Logger(ctx context.Context) *slog.Logger {
 
 // Store returns the job's store, opened in the worker from the URL the driver
 // sent (and cached for the life of the worker process). A task may read and
-// write its own objects there. Outside a task, or when the job has no store,
+// write its own objects there; its requests count in the job's
+// WorkerStoreReads and WorkerStoreWrites (it is a *storage.Counter around
+// the store). Outside a task, or when the job has no store,
 // it returns a Store whose every method fails with an error naming the
 // reason, never nil.
 func Store(ctx context.Context) storage.Store {

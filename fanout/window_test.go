@@ -84,3 +84,29 @@ func TestRamp(t *testing.T) {
 		}
 	}
 }
+
+func TestBackoffGrowsWithThrottles(t *testing.T) {
+	var tr taskRec
+	tr.tries = 1
+	prev := backoffCeiling(&tr)
+	if prev != backoffBase {
+		t.Fatalf("first retry ceiling %v, want %v", prev, backoffBase)
+	}
+	// A throttled send gives its attempt back but still doubles the wait.
+	for range 12 {
+		tr.throttled++
+		c := backoffCeiling(&tr)
+		if c < prev || (c == prev && c != backoffCap) {
+			t.Fatalf("after %d throttles the ceiling is %v, was %v: it must double up to %v", tr.throttled, c, prev, backoffCap)
+		}
+		prev = c
+	}
+	if prev != backoffCap {
+		t.Errorf("ceiling %v after 12 throttles, want the cap %v", prev, backoffCap)
+	}
+	tr.throttled = 255
+	tr.tries = 1 << 30
+	if c := backoffCeiling(&tr); c != backoffCap {
+		t.Errorf("ceiling %v with saturated counts, want %v", c, backoffCap)
+	}
+}

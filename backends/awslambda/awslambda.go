@@ -14,13 +14,18 @@
 // backends.Open builds one from the default AWS configuration (environment,
 // shared config files, SSO, instance roles):
 //
-//	lambda://FUNCTION?region=R&qualifier=Q&endpoint=URL&concurrency=N&timeout=D&parallel=N
+//	lambda://FUNCTION?region=R&qualifier=Q&endpoint=URL&concurrency=N&timeout=D&parallel=N&memory=MB&arch=A
 //
 // FUNCTION is the function's name. region defaults to the AWS configuration's
 // (AWS_REGION, the profile); qualifier names a version or alias (default: the
 // unqualified function, $LATEST); endpoint replaces the service endpoint (a
 // loopback server in tests); concurrency, timeout and parallel set the
-// Options fields of the same names.
+// Options fields of the same names. memory (128 to 10240) and arch (arm64 or
+// x86_64) tell the driver how the function is configured, for cost
+// estimates: they set Options.MemoryMB and Options.Arch, and change nothing
+// on Lambda. Without them a job is priced as arm64 with 1,769 MB. `gowren
+// deploy lambda` prints a URL with the deployed function's region, memory,
+// architecture and timeout.
 //
 // Invoke is a synchronous (RequestResponse) invocation; InvokeAsync, which
 // makes the Backend a backends.AsyncBackend, an asynchronous (Event) one that
@@ -160,6 +165,25 @@ type Options struct {
 	// Functions with more memory have more vCPUs (one per 1,769 MB).
 	// Defaults to 1.
 	Parallel int
+	// MemoryMB is the function's configured memory. It does not change the
+	// function; it becomes Limits.MemoryMB, which cost estimates
+	// (fanout.JobStats.Cost) multiply the billed time by. Defaults to 0:
+	// unknown, and the executor assumes its price list's 1,769 MB.
+	MemoryMB int
+	// Arch is the function's architecture, "arm64" or "x86_64" ("amd64"
+	// is taken for x86_64). It selects the price list of cost estimates
+	// (Limits.Platform): x86_64 costs about a quarter more per GB-second.
+	// Defaults to arm64, which any other value also means.
+	Arch string
+}
+
+// platform returns the Limits.Platform of a function architecture.
+func platform(arch string) string {
+	switch arch {
+	case string(types.ArchitectureX8664), "amd64":
+		return backends.PlatformLambdaX86
+	}
+	return backends.PlatformLambdaARM64
 }
 
 // Backend invokes one Lambda function. It is safe for concurrent use.
@@ -221,6 +245,8 @@ func New(client *lambda.Client, function string, opts *Options) *Backend {
 			Concurrency:          o.Concurrency,
 			Timeout:              o.Timeout,
 			Parallel:             o.Parallel,
+			MemoryMB:             max(o.MemoryMB, 0),
+			Platform:             platform(o.Arch),
 		},
 	}
 	if o.Qualifier != "" {
@@ -239,8 +265,10 @@ func (b *Backend) Function() string {
 }
 
 // Limits reports Lambda's payload limits (the raw sizes whose JSON wrapping
-// fits them) and the configured concurrency, timeout and parallelism.
-// Workers run neither in this process nor on this host.
+// fits them), the configured concurrency, timeout and parallelism, and the
+// function's memory and platform (Options.MemoryMB and Options.Arch), which
+// price cost estimates. Workers run neither in this process nor on this
+// host.
 func (b *Backend) Limits() backends.Limits { return b.limits }
 
 // Close cancels the invocations in flight (they return errors wrapping

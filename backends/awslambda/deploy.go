@@ -35,6 +35,8 @@ const (
 	Runtime = types.RuntimeProvidedal2023
 	// DefaultMemoryMB is the memory of a new function.
 	DefaultMemoryMB = 1024
+	// minMemoryMB and maxMemoryMB bound a function's memory.
+	minMemoryMB, maxMemoryMB = 128, 10240
 	// DefaultFunctionTimeout is the timeout of a new function.
 	DefaultFunctionTimeout = 5 * time.Minute
 )
@@ -99,7 +101,10 @@ type DeployResult struct {
 	Arch     string
 	MemoryMB int
 	Timeout  time.Duration
-	// BackendURL is the URL to put in GOWREN_BACKEND to drive the function.
+	// BackendURL is the URL to put in GOWREN_BACKEND to drive the function,
+	// with its region, memory, architecture and timeout as Lambda reports
+	// them after Deploy, such as
+	// lambda://app?region=us-east-1&memory=1024&arch=arm64&timeout=300s.
 	BackendURL string
 }
 
@@ -118,8 +123,8 @@ func (o *DeployOptions) validate() error {
 	if o.Name != "" && !functionName.MatchString(o.Name) {
 		return fmt.Errorf("function name %q: want 1 to 64 letters, digits, - or _", o.Name)
 	}
-	if o.MemoryMB != 0 && (o.MemoryMB < 128 || o.MemoryMB > 10240) {
-		return fmt.Errorf("memory %d MB: want 128 to 10240", o.MemoryMB)
+	if o.MemoryMB != 0 && (o.MemoryMB < minMemoryMB || o.MemoryMB > maxMemoryMB) {
+		return fmt.Errorf("memory %d MB: want %d to %d", o.MemoryMB, minMemoryMB, maxMemoryMB)
 	}
 	if o.Timeout != 0 && (o.Timeout < time.Second || o.Timeout > 15*time.Minute || o.Timeout%time.Second != 0) {
 		return fmt.Errorf("timeout %v: want whole seconds from 1s to 15m", o.Timeout)
@@ -337,13 +342,34 @@ func (d *deployer) run(ctx context.Context) (*DeployResult, error) {
 		return nil, fmt.Errorf("set asynchronous retries to 0: %w", err)
 	}
 	res.FunctionARN = aws.ToString(cfg.FunctionArn)
+	res.Arch = string(types.ArchitectureX8664) // Lambda's default when it reports none
 	if len(cfg.Architectures) > 0 {
 		res.Arch = string(cfg.Architectures[0])
 	}
 	res.MemoryMB = int(aws.ToInt32(cfg.MemorySize))
 	res.Timeout = time.Duration(aws.ToInt32(cfg.Timeout)) * time.Second
-	res.BackendURL = fmt.Sprintf("lambda://%s?region=%s&timeout=%ds", o.Name, res.Region, aws.ToInt32(cfg.Timeout))
+	res.BackendURL = backendURL(res)
 	return res, nil
+}
+
+// backendURL returns the lambda:// URL of a deployed function, with the
+// settings Lambda reported after the deployment: memory and architecture
+// for cost estimates, timeout for the executor's deadlines.
+func backendURL(res *DeployResult) string {
+	var params []string
+	if res.Region != "" {
+		params = append(params, "region="+res.Region)
+	}
+	if res.MemoryMB >= minMemoryMB && res.MemoryMB <= maxMemoryMB {
+		params = append(params, fmt.Sprintf("memory=%d", res.MemoryMB))
+	}
+	if res.Arch == string(types.ArchitectureArm64) || res.Arch == string(types.ArchitectureX8664) {
+		params = append(params, "arch="+res.Arch)
+	}
+	if res.Timeout >= time.Second {
+		params = append(params, fmt.Sprintf("timeout=%ds", int(res.Timeout/time.Second)))
+	}
+	return "lambda://" + res.Function + "?" + strings.Join(params, "&")
 }
 
 func (d *deployer) create(ctx context.Context) (*types.FunctionConfiguration, error) {

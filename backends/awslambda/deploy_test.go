@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 
+	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/awslambda"
 	"github.com/gowren/gowren/backends/awslambda/awslambdatest"
 )
@@ -140,7 +141,7 @@ func TestDeploy(t *testing.T) {
 			t.Errorf("calls %v, want %v", got, want)
 		}
 		if !res.Created || res.Function != "app" || res.Arch != "arm64" || res.MemoryMB != awslambda.DefaultMemoryMB ||
-			res.Timeout != awslambda.DefaultFunctionTimeout || res.BackendURL != "lambda://app?region=us-east-1&timeout=300s" {
+			res.Timeout != awslambda.DefaultFunctionTimeout || res.BackendURL != "lambda://app?region=us-east-1&memory=1024&arch=arm64&timeout=300s" {
 			t.Errorf("result %+v", res)
 		}
 		create := srv.Calls()[from+1].Params
@@ -197,7 +198,7 @@ func TestDeploy(t *testing.T) {
 
 	t.Run("new code is uploaded", func(t *testing.T) {
 		from := len(srv.Calls())
-		o := opts(awslambda.DeployOptions{Name: "app", Timeout: 30 * time.Second})
+		o := opts(awslambda.DeployOptions{Name: "app", Timeout: 30 * time.Second, Arch: "x86_64"})
 		o.Package = "./testdata/app2"
 		res, err := awslambda.Deploy(ctx, c, o)
 		if err != nil {
@@ -208,12 +209,26 @@ func TestDeploy(t *testing.T) {
 		if got := ops(from); !slices.Equal(got, want) {
 			t.Errorf("calls %v, want %v", got, want)
 		}
-		if !res.CodeUpdated || res.CodeSHA256 == first.CodeSHA256 || res.Timeout != 30*time.Second ||
+		if !res.CodeUpdated || res.CodeSHA256 == first.CodeSHA256 || res.Timeout != 30*time.Second || res.Arch != "x86_64" ||
 			srv.Calls()[from+1].Params["ZipFile"] != res.CodeSHA256 {
 			t.Errorf("result %+v", res)
 		}
-		if !strings.HasSuffix(res.BackendURL, "timeout=30s") {
-			t.Errorf("BackendURL %q", res.BackendURL)
+		checkBootstrap(t, srv.Code("app"), elf.EM_X86_64)
+		// The URL carries the function's settings after the deployment:
+		// the memory set by the previous one, the new architecture and
+		// timeout.
+		wantURL := "lambda://app?region=us-east-1&memory=2048&arch=x86_64&timeout=30s"
+		if res.BackendURL != wantURL {
+			t.Fatalf("BackendURL %q, want %q", res.BackendURL, wantURL)
+		}
+		isolateAWS(t, "AKIDTEST", "")
+		b, err := awslambda.Open(ctx, res.BackendURL)
+		if err != nil {
+			t.Fatalf("Open(%q): %v", res.BackendURL, err)
+		}
+		defer b.Close()
+		if l := b.Limits(); l.MemoryMB != 2048 || l.Platform != backends.PlatformLambdaX86 || l.Timeout != 30*time.Second {
+			t.Errorf("Open(%q).Limits() = %+v; want 2048 MB, x86_64, 30s", res.BackendURL, l)
 		}
 	})
 	t.Log(log.String())

@@ -3,11 +3,15 @@ package awslambda_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
 
 	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/awslambda"
@@ -204,4 +208,99 @@ func TestInvokeLimitsAndLifecycle(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
+}
+
+// TestUnknownRegion invokes a function in a region that does not exist
+// (well formed, so Open accepts it): the SDK makes up the endpoint
+// lambda.REGION.amazonaws.com, whose name does not resolve. A DNS server on
+// loopback that answers every question with NXDOMAIN stands in for the
+// network's, so the test needs no network; the SDK's endpoint resolution,
+// Go's resolver and the classification are the real ones.
+func TestUnknownRegion(t *testing.T) {
+	const region = "xx-nowhere-1"
+	dns := nxdomainServer(t)
+	dialer := &net.Dialer{Resolver: &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "udp", dns)
+		},
+	}}
+	tr := &http.Transport{DialContext: dialer.DialContext}
+	defer tr.CloseIdleConnections()
+	c := lambda.New(lambda.Options{
+		Region:      region,
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
+		HTTPClient:  &http.Client{Transport: tr},
+	})
+	b := awslambda.New(c, "fn", nil)
+	defer b.Close()
+	_, err := b.Invoke(guard(t, time.Minute), []byte("x"))
+	if err == nil {
+		t.Fatal("Invoke succeeded in a region that does not exist")
+	}
+	t.Logf("the user sees: %v", err)
+	var dnsErr *net.DNSError
+	if !errors.As(err, &dnsErr) || !dnsErr.IsNotFound {
+		t.Fatalf("err = %v, want a *net.DNSError for a name not found", err)
+	}
+	for _, want := range []string{"cannot resolve the Lambda endpoint", `"lambda.` + region + `.amazonaws.com"`, `region "` + region + `"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if backends.Retryable(err) || errors.Is(err, backends.ErrTransport) {
+		t.Errorf("err = %v is retryable; a wrong region stays wrong", err)
+	}
+}
+
+// nxdomainServer starts a DNS server on a loopback UDP port that answers
+// every query "no such name", and returns its address.
+func nxdomainServer(t *testing.T) string {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		pc.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return // closed
+			}
+			if reply := nxdomain(buf[:n]); reply != nil {
+				pc.WriteTo(reply, from)
+			}
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// nxdomain returns the NXDOMAIN answer to a DNS query of one question, or
+// nil when the query is not one.
+func nxdomain(q []byte) []byte {
+	const header = 12
+	if len(q) < header || q[4] != 0 || q[5] != 1 {
+		return nil
+	}
+	// The question: a name of length-prefixed labels, then type and class.
+	i := header
+	for i < len(q) && q[i] != 0 {
+		i += 1 + int(q[i])
+	}
+	end := i + 1 + 4
+	if end > len(q) {
+		return nil
+	}
+	r := append([]byte(nil), q[:end]...)
+	r[2] = 0x80 | q[2]&0x79 // a response; the query's opcode and RD
+	r[3] = 0x80 | 3         // recursion available; NXDOMAIN
+	clear(r[6:header])      // no answer, authority or additional records
+	return r
 }

@@ -2,11 +2,13 @@ package awslambda_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -153,6 +155,54 @@ func TestInvokeAsync(t *testing.T) {
 	big := make([]byte, b.Limits().MaxAsyncRequestBytes+1)
 	if err := b.InvokeAsync(ctx, big); !errors.Is(err, backends.ErrPayloadTooLarge) {
 		t.Errorf("oversized event: %v, want ErrPayloadTooLarge", err)
+	}
+}
+
+// TestAsyncLargeInput runs an async job with an input over the 1 MB limit
+// of an asynchronous invocation (though under the 6 MB of a synchronous one)
+// on the loopback Lambda, which enforces that limit: the input must travel
+// through the store, and the job must run as events only.
+func TestAsyncLargeInput(t *testing.T) {
+	var mu sync.Mutex
+	var failed []awslambdatest.EventResult
+	ex, srv := fakeExecutor(t, awslambdatest.Options{Workers: 2, Timeout: 10 * time.Second, OnEvent: func(r awslambdatest.EventResult) {
+		if r.FunctionError != "" {
+			mu.Lock()
+			failed = append(failed, r)
+			mu.Unlock()
+		}
+	}}, fanout.Options{Async: true})
+	// Just over the limit: a size that would be sent inline if the limit
+	// of a synchronous invocation applied.
+	big := make([]byte, awslambda.MaxAsyncPayload+awslambda.MaxAsyncPayload/16)
+	for i := range big {
+		big[i] = byte(i ^ i>>8 ^ i>>16)
+	}
+	in := [][]byte{[]byte("small"), big, bytes.Repeat([]byte{7}, 1000)}
+	ctx := guard(t, 2*time.Minute)
+	j, err := fanout.Start(ctx, ex, testfuncs.Digest, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Wait(ctx)
+	if err != nil {
+		t.Fatalf("async job with a %d-byte input: %v", len(big), err)
+	}
+	for i, b := range in {
+		if want := testfuncs.DigestOf(b); out[i] != want {
+			t.Errorf("out[%d] = %q, want %q", i, out[i], want)
+		}
+	}
+	if st := srv.Stats(); st.Events == 0 || st.Invocations != 0 {
+		t.Errorf("%d events, %d synchronous invocations; want events only", st.Events, st.Invocations)
+	}
+	if js := j.Stats(); js.StoreWrites == 0 || js.WorkerStoreReads == 0 {
+		t.Errorf("store writes %d, worker reads %d; the inputs did not go through the store", js.StoreWrites, js.WorkerStoreReads)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failed) > 0 {
+		t.Errorf("%d events failed, first %+v", len(failed), failed[0])
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 
 	"github.com/gowren/gowren/backends"
 )
@@ -70,7 +71,7 @@ var (
 
 // Open returns a Backend for a URL of the form
 //
-//	lambda://FUNCTION?region=R&qualifier=Q&endpoint=URL&concurrency=N&timeout=D&parallel=N
+//	lambda://FUNCTION?region=R&qualifier=Q&endpoint=URL&concurrency=N&timeout=D&parallel=N&memory=MB&arch=A
 //
 // (see the package documentation); lambda://FUNCTION:Q is the same as
 // ?qualifier=Q. It loads the default AWS configuration
@@ -135,8 +136,19 @@ func Open(ctx context.Context, rawURL string) (*Backend, error) {
 				return nil, bad("not a positive duration such as 300s or 5m")
 			}
 			opts.Timeout = d
+		case "memory":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < minMemoryMB || n > maxMemoryMB {
+				return nil, bad(fmt.Sprintf("not a memory size in MB from %d to %d", minMemoryMB, maxMemoryMB))
+			}
+			opts.MemoryMB = n
+		case "arch":
+			if v != string(types.ArchitectureArm64) && v != string(types.ArchitectureX8664) {
+				return nil, bad("not a Lambda architecture: want arm64 or x86_64")
+			}
+			opts.Arch = v
 		default:
-			return nil, fmt.Errorf("awslambda: URL %q: unknown parameter %q (known: region, qualifier, endpoint, concurrency, timeout, parallel)", rawURL, k)
+			return nil, fmt.Errorf("awslambda: URL %q: unknown parameter %q (known: region, qualifier, endpoint, concurrency, timeout, parallel, memory, arch)", rawURL, k)
 		}
 	}
 	var loadOpts []func(*config.LoadOptions) error

@@ -5,16 +5,20 @@ import (
 	"bytes"
 	"compress/flate"
 	"context"
+	"crypto/sha256"
 	"debug/elf"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +27,11 @@ import (
 
 	"github.com/gowren/gowren/backends"
 )
+
+// ImportPath is this package's import path. A program deployed to SCF must
+// import it (a blank import is enough) so that fanout.Init serves SCF's
+// runtime; Build and Deploy refuse programs that do not.
+const ImportPath = "github.com/gowren/gowren/backends/tencentscf"
 
 // What Deploy creates: a Go1 function whose handler is the executable
 // "main" at the root of the code package.
@@ -35,14 +44,20 @@ const (
 	maxEnv = 4 << 10
 )
 
-// Defaults of DeployOptions.
+// Settings of a function Deploy creates when DeployOptions leave them zero.
 const (
 	DefaultMemoryMB = 512
 	DefaultTimeout  = 300 * time.Second
 )
 
-// DeployOptions configure Deploy. Function is required; every other field
-// has a default.
+// defaultDescription describes a function Deploy creates without
+// DeployOptions.Description.
+const defaultDescription = "gowren worker, deployed by gowren deploy scf"
+
+// DeployOptions configure Deploy. Function is required. The function's
+// settings (MemoryMB, Timeout, Env, Role, Description) left zero take their
+// defaults when the function is created and keep the function's current
+// values when it is updated.
 type DeployOptions struct {
 	// Function is the SCF function's name.
 	Function string
@@ -59,20 +74,26 @@ type DeployOptions struct {
 	// building Package. Defaults to "": Package is built.
 	Binary string
 	// MemoryMB is the function's memory: 64, or a multiple of 128 from
-	// 128 to 3072. SCF gives CPU in proportion. Defaults to 512.
+	// 128 to 3072. SCF gives CPU in proportion. Defaults to
+	// DefaultMemoryMB (512) for a new function and to the current memory
+	// for an existing one.
 	MemoryMB int
 	// Timeout is the function's timeout, whole seconds from 1s to 900s.
-	// Defaults to 300s.
+	// Defaults to DefaultTimeout (300s) for a new function and to the
+	// current timeout for an existing one.
 	Timeout time.Duration
 	// Env, when not nil, replaces the function's environment variables
 	// (4 KB in all). Defaults to nil: a new function gets none and an
 	// existing one keeps its own.
 	Env map[string]string
 	// Role is the CAM role the function runs as, which gives its code
-	// temporary credentials. Defaults to none.
+	// temporary credentials; setting it needs cam:PassRole on the role.
+	// Defaults to none for a new function and to the current role for an
+	// existing one.
 	Role string
 	// Description describes the function. Defaults to a note that gowren
-	// deployed it.
+	// deployed it for a new function and to the current description for an
+	// existing one.
 	Description string
 	// PollInterval is the first wait between status checks while SCF
 	// creates or updates the function; later waits grow to ten times it.
@@ -87,15 +108,23 @@ type DeployResult struct {
 	// Function, Region and Namespace name the function.
 	Function, Region, Namespace string
 	// Created reports that the function was created rather than updated.
-	Created bool
-	// ZipBytes is the size of the uploaded code package.
+	// CodeUpdated reports that the code was uploaded: always for a new
+	// function, and for an existing one unless SCF reported the hash of
+	// the very same code package. ConfigUpdated reports that the
+	// function's settings were sent (on update, only when some differed).
+	Created, CodeUpdated, ConfigUpdated bool
+	// ZipBytes is the size of the code package.
 	ZipBytes int
-	// Timeout is the function's timeout.
-	Timeout time.Duration
+	// CodeSHA256 is the hex SHA-256 of the code package.
+	CodeSHA256 string
+	// MemoryMB and Timeout are the function's memory and timeout after the
+	// deployment.
+	MemoryMB int
+	Timeout  time.Duration
 }
 
-// URL is the GOWREN_BACKEND URL for the function. Endpoint, when not empty,
-// is added as the endpoint parameter.
+// URL is the GOWREN_BACKEND URL for the function, with its timeout and
+// memory. Endpoint, when not empty, is added as the endpoint parameter.
 func (r *DeployResult) URL(endpoint string) string {
 	q := url.Values{}
 	q.Set("region", r.Region)
@@ -103,19 +132,24 @@ func (r *DeployResult) URL(endpoint string) string {
 		q.Set("namespace", r.Namespace)
 	}
 	q.Set("timeout", r.Timeout.String())
+	if r.MemoryMB > 0 {
+		q.Set("memory", strconv.Itoa(r.MemoryMB))
+	}
 	if endpoint != "" {
 		q.Set("endpoint", endpoint)
 	}
 	return (&url.URL{Scheme: "scf", Host: r.Function, RawQuery: q.Encode()}).String()
 }
 
-// Deploy builds the main package for SCF's Go1 runtime (linux/amd64,
-// CGO_ENABLED=0, -trimpath, symbols stripped, binary "main"), zips it
-// deterministically, creates the function through client or updates its
-// code and configuration, and waits until SCF reports it Active. It polls
-// with growing waits and gives up when ctx ends. The program must call
-// fanout.Init first thing and link this package (a blank import is enough)
-// for the worker runtime.
+// Deploy builds the main package for SCF's Go1 runtime (see Build), zips
+// it deterministically, and creates the function through client, or updates
+// an existing one: its code unless SCF reports the hash of the same code
+// package (GetFunctionAddress), and only those of its settings that opts
+// sets and that differ. It waits until SCF reports the function Active,
+// polling with growing waits, and gives up when ctx ends, leaving the
+// function as SCF has it. The program must call fanout.Init first thing
+// and import this package (ImportPath); Deploy refuses a package, or a
+// prebuilt DeployOptions.Binary, without it.
 func Deploy(ctx context.Context, client *common.Client, opts *DeployOptions) (*DeployResult, error) {
 	o, err := checkDeploy(opts)
 	if err != nil {
@@ -137,7 +171,9 @@ func Deploy(ctx context.Context, client *common.Client, opts *DeployOptions) (*D
 	if len(zipped) > maxZip {
 		return nil, fmt.Errorf("%v: the code package is %d MB, over SCF's %d MB limit for inline uploads", d.s, len(zipped)>>20, maxZip>>20)
 	}
-	res := &DeployResult{Function: o.Function, Region: client.GetRegion(), Namespace: o.Namespace, ZipBytes: len(zipped), Timeout: o.Timeout}
+	sum := sha256.Sum256(zipped)
+	res := &DeployResult{Function: o.Function, Region: client.GetRegion(), Namespace: o.Namespace, ZipBytes: len(zipped),
+		CodeSHA256: hex.EncodeToString(sum[:])}
 	info, err := d.get(ctx)
 	switch {
 	case errors.Is(err, errNoFunction):
@@ -145,7 +181,7 @@ func Deploy(ctx context.Context, client *common.Client, opts *DeployOptions) (*D
 		if err := d.call(ctx, "CreateFunction", d.createParams(zipped)); err != nil {
 			return nil, err
 		}
-		res.Created = true
+		res.Created, res.CodeUpdated, res.ConfigUpdated = true, true, true
 	case err != nil:
 		return nil, err
 	default:
@@ -153,30 +189,114 @@ func Deploy(ctx context.Context, client *common.Client, opts *DeployOptions) (*D
 			return nil, fmt.Errorf("%v: the function exists with runtime %s; gowren deploys Go1 functions: delete it or choose another name", d.s, info.Runtime)
 		}
 		if info.Status != statusActive {
-			if err := d.waitActive(ctx); err != nil {
+			if info, err = d.waitActive(ctx); err != nil {
 				return nil, err
 			}
 		}
-		d.logf("updating code of function %s in %s (namespace %s)", o.Function, res.Region, o.Namespace)
-		if err := d.call(ctx, "UpdateFunctionCode", map[string]any{
-			"FunctionName": o.Function, "Namespace": o.Namespace, "Handler": deployHandler,
-			"ZipFile": base64.StdEncoding.EncodeToString(zipped), "CodeSource": "ZipFile",
-		}); err != nil {
+		if res.CodeUpdated, err = d.updateCode(ctx, info, zipped, res.CodeSHA256); err != nil {
 			return nil, err
 		}
-		if err := d.waitActive(ctx); err != nil {
-			return nil, err
+		if res.CodeUpdated {
+			if info, err = d.waitActive(ctx); err != nil {
+				return nil, err
+			}
 		}
-		d.logf("updating configuration: %d MB, timeout %v", o.MemoryMB, o.Timeout)
-		if err := d.call(ctx, "UpdateFunctionConfiguration", d.configParams()); err != nil {
+		if res.ConfigUpdated, err = d.updateConfig(ctx, info); err != nil {
 			return nil, err
 		}
 	}
-	if err := d.waitActive(ctx); err != nil {
+	info, err = d.waitActive(ctx)
+	if err != nil {
 		return nil, err
 	}
-	d.logf("function %s is active", o.Function)
+	res.MemoryMB, res.Timeout = info.MemorySize, time.Duration(info.Timeout)*time.Second
+	d.logf("function %s is active: %d MB, timeout %v", o.Function, res.MemoryMB, res.Timeout)
 	return res, nil
+}
+
+// updateCode uploads the code package unless the function already runs the
+// same one with the same handler. SCF's GetFunctionAddress reports a
+// SHA-256 of the function's code; only when it equals the package's own
+// hash is the upload skipped. A hash that cannot be read (the key may not
+// be allowed scf:GetFunctionAddress) or that SCF computes over something
+// else only costs an upload.
+func (d *deployer) updateCode(ctx context.Context, info *functionInfo, zipped []byte, sha string) (bool, error) {
+	if info.Handler == deployHandler {
+		var addr struct{ CodeSha256 string }
+		err := d.callOut(ctx, "GetFunctionAddress", map[string]any{
+			"FunctionName": d.o.Function, "Namespace": d.o.Namespace, "Qualifier": "$LATEST",
+		}, &addr)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return false, err
+		case err != nil:
+			d.logf("cannot read the deployed code's hash, uploading the code: %v", err)
+		case sameCode(addr.CodeSha256, sha):
+			d.logf("code unchanged (sha256 %s): not uploading", sha)
+			return false, nil
+		}
+	}
+	d.logf("uploading code of function %s (%d bytes, sha256 %s)", d.o.Function, len(zipped), sha)
+	if err := d.call(ctx, "UpdateFunctionCode", map[string]any{
+		"FunctionName": d.o.Function, "Namespace": d.o.Namespace, "Handler": deployHandler,
+		"ZipFile": base64.StdEncoding.EncodeToString(zipped), "CodeSource": "ZipFile",
+	}); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// sameCode reports whether deployed, the hash SCF reports, is shaHex, the
+// hex SHA-256 of the code package: written in hex in either case, or in
+// base64 as AWS Lambda writes it.
+func sameCode(deployed, shaHex string) bool {
+	deployed = strings.TrimSpace(deployed)
+	if deployed == "" {
+		return false
+	}
+	if strings.EqualFold(deployed, shaHex) {
+		return true
+	}
+	raw, err := hex.DecodeString(shaHex)
+	return err == nil && deployed == base64.StdEncoding.EncodeToString(raw)
+}
+
+// updateConfig sends UpdateFunctionConfiguration with the settings that
+// the options set and that differ from info, the function's; with none, it
+// sends nothing.
+func (d *deployer) updateConfig(ctx context.Context, info *functionInfo) (bool, error) {
+	o := d.o
+	p := map[string]any{"FunctionName": o.Function, "Namespace": o.Namespace}
+	var changes []string
+	if o.MemoryMB != 0 && info.MemorySize != o.MemoryMB {
+		p["MemorySize"] = o.MemoryMB
+		changes = append(changes, fmt.Sprintf("memory %d MB (was %d)", o.MemoryMB, info.MemorySize))
+	}
+	if secs := int(o.Timeout / time.Second); secs != 0 && info.Timeout != secs {
+		p["Timeout"] = secs
+		changes = append(changes, fmt.Sprintf("timeout %v (was %v)", o.Timeout, time.Duration(info.Timeout)*time.Second))
+	}
+	if o.Env != nil && !maps.Equal(info.env(), o.Env) {
+		p["Environment"] = envParam(o.Env)
+		changes = append(changes, "environment "+strings.Join(sortedKeys(o.Env), ","))
+	}
+	if o.Role != "" && info.Role != o.Role {
+		p["Role"] = o.Role
+		changes = append(changes, "role "+o.Role)
+	}
+	if o.Description != "" && info.Description != o.Description {
+		p["Description"] = o.Description
+		changes = append(changes, "description")
+	}
+	if len(changes) == 0 {
+		d.logf("configuration unchanged")
+		return false, nil
+	}
+	d.logf("updating configuration: %s", strings.Join(changes, "; "))
+	if err := d.call(ctx, "UpdateFunctionConfiguration", p); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 const statusActive = "Active"
@@ -200,16 +320,12 @@ func checkDeploy(opts *DeployOptions) (DeployOptions, error) {
 	if o.Package == "" {
 		o.Package = "."
 	}
-	if o.MemoryMB == 0 {
-		o.MemoryMB = DefaultMemoryMB
+	if o.MemoryMB != 0 {
+		if err := validMemory(o.MemoryMB); err != nil {
+			return fail("%v", err)
+		}
 	}
-	if m := o.MemoryMB; m != 64 && (m < 128 || m > 3072 || m%128 != 0) {
-		return fail("memory %d MB: SCF takes 64, or a multiple of 128 from 128 to 3072", m)
-	}
-	if o.Timeout == 0 {
-		o.Timeout = DefaultTimeout
-	}
-	if o.Timeout < time.Second || o.Timeout > MaxTimeout || o.Timeout%time.Second != 0 {
+	if o.Timeout != 0 && (o.Timeout < time.Second || o.Timeout > MaxTimeout || o.Timeout%time.Second != 0) {
 		return fail("timeout %v: SCF takes whole seconds from 1s to 900s", o.Timeout)
 	}
 	size := 0
@@ -221,9 +337,6 @@ func checkDeploy(opts *DeployOptions) (DeployOptions, error) {
 	}
 	if size > maxEnv {
 		return fail("environment variables take %d bytes; SCF allows 4 KB", size)
-	}
-	if o.Description == "" {
-		o.Description = "gowren worker, deployed by gowren deploy scf"
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
@@ -255,6 +368,10 @@ func (d *deployer) binary(ctx context.Context) ([]byte, error) {
 		if err := checkELF(b); err != nil {
 			return nil, fmt.Errorf("%v: %s: %w", d.s, d.o.Binary, err)
 		}
+		if !linksPackage(b) {
+			return nil, fmt.Errorf("%v: %s does not contain package %s, so on SCF fanout.Init would not serve invocations and every one would fail "+
+				"(SCF reports the instance exited): add\n\timport _ %q\nto the program's main package and build it again", d.s, d.o.Binary, ImportPath, ImportPath)
+		}
 		return b, nil
 	}
 	dir, err := os.MkdirTemp("", "gowren-deploy-")
@@ -283,24 +400,70 @@ func checkELF(b []byte) error {
 	return nil
 }
 
+// linksPackage reports whether exe, a Go executable, contains this
+// package. Go keeps the full names of the functions it links, such as
+// ImportPath+".init.0", for stack traces (in its pclntab), even in an
+// executable stripped of symbol tables.
+func linksPackage(exe []byte) bool {
+	return bytes.Contains(exe, []byte(ImportPath+"."))
+}
+
 // Build compiles the main package pkg, in directory dir ("" for the
 // current one), into the executable out for SCF's Go1 runtime: GOOS=linux,
 // GOARCH=amd64, CGO_ENABLED=0, -trimpath and stripped of symbol tables
-// (stack traces keep their function names and lines). It runs the go
-// command found in PATH, which ctx ending stops; the command's output is
-// part of the error.
+// (stack traces keep their function names and lines). It first checks,
+// with go list, that pkg is one main package that imports this package
+// (ImportPath), without which the function would fail every invocation.
+// It runs the go command found in PATH, which ctx ending stops; the
+// command's output is part of the error.
 func Build(ctx context.Context, dir, pkg, out string) error {
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
 		return fmt.Errorf("build %s: no go command in PATH: %w", pkg, err)
 	}
+	env := append(os.Environ(), "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0")
+	if err := checkImports(ctx, goCmd, dir, pkg, env); err != nil {
+		return err
+	}
 	cmd := exec.CommandContext(ctx, goCmd, "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0")
+	cmd.Env = env
 	var output bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &output, &output
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("build %s: %w\n%s", pkg, err, strings.TrimSpace(output.String()))
+	}
+	return nil
+}
+
+// checkImports checks with go list, for the build's platform, that pkg is
+// a single main package and that it imports this package, directly or
+// through its dependencies.
+func checkImports(ctx context.Context, goCmd, dir, pkg string, env []string) error {
+	cmd := exec.CommandContext(ctx, goCmd, "list", "-f", "{{.Name}}\t{{.ImportPath}}\t{{join .Deps \" \"}}", pkg)
+	cmd.Dir, cmd.Env = dir, env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("build %s: go list: %w\n%s", pkg, err, strings.TrimSpace(stderr.String()))
+	}
+	line := strings.TrimSpace(string(out))
+	fields := strings.SplitN(line, "\t", 3)
+	if len(fields) < 2 || strings.Contains(line, "\n") {
+		return fmt.Errorf("build %s: want one main package, go list printed %q", pkg, line)
+	}
+	name, path := fields[0], fields[1]
+	if name != "main" {
+		return fmt.Errorf("build %s: package %s is not a main package (it is package %s)", pkg, path, name)
+	}
+	deps := ""
+	if len(fields) == 3 {
+		deps = " " + fields[2] + " "
+	}
+	if !strings.Contains(deps, " "+ImportPath+" ") {
+		return fmt.Errorf("build %s: package %s does not import %s, so on SCF fanout.Init would not serve invocations and every one would fail "+
+			"(SCF reports the instance exited): add\n\timport _ %q\nto it", pkg, path, ImportPath, ImportPath)
 	}
 	return nil
 }
@@ -330,31 +493,48 @@ func zipExecutable(name string, data []byte, level int) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func (d *deployer) configParams() map[string]any {
-	p := map[string]any{
-		"FunctionName": d.o.Function, "Namespace": d.o.Namespace, "Runtime": deployRuntime,
-		"MemorySize": d.o.MemoryMB, "Timeout": int(d.o.Timeout / time.Second), "Description": d.o.Description,
+// envParam is the Environment parameter that sets env.
+func envParam(env map[string]string) map[string]any {
+	vars := make([]map[string]any, 0, len(env))
+	for _, k := range sortedKeys(env) {
+		vars = append(vars, map[string]any{"Key": k, "Value": env[k]})
 	}
-	if d.o.Env != nil {
-		keys := make([]string, 0, len(d.o.Env))
-		for k := range d.o.Env {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		vars := make([]map[string]any, 0, len(keys))
-		for _, k := range keys {
-			vars = append(vars, map[string]any{"Key": k, "Value": d.o.Env[k]})
-		}
-		p["Environment"] = map[string]any{"Variables": vars}
-	}
-	if d.o.Role != "" {
-		p["Role"] = d.o.Role
-	}
-	return p
+	return map[string]any{"Variables": vars}
 }
 
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// createParams are CreateFunction's parameters: the options, with the
+// defaults for the settings they leave zero.
 func (d *deployer) createParams(zipped []byte) map[string]any {
-	p := d.configParams()
+	o := d.o
+	mem, timeout, desc := o.MemoryMB, o.Timeout, o.Description
+	if mem == 0 {
+		mem = DefaultMemoryMB
+	}
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	if desc == "" {
+		desc = defaultDescription
+	}
+	p := map[string]any{
+		"FunctionName": o.Function, "Namespace": o.Namespace, "Runtime": deployRuntime,
+		"MemorySize": mem, "Timeout": int(timeout / time.Second), "Description": desc,
+	}
+	if o.Env != nil {
+		p["Environment"] = envParam(o.Env)
+	}
+	if o.Role != "" {
+		p["Role"] = o.Role
+	}
 	p["Handler"] = deployHandler
 	p["Type"] = "Event"
 	p["CodeSource"] = "ZipFile"
@@ -367,10 +547,27 @@ type functionInfo struct {
 	Status        string
 	StatusDesc    string
 	Runtime       string
+	Handler       string
+	MemorySize    int
+	Timeout       int // seconds
+	Role          string
+	Description   string
+	Environment   *struct{ Variables []struct{ Key, Value string } }
 	StatusReasons []struct {
 		ErrorCode    string
 		ErrorMessage string
 	}
+}
+
+// env returns the function's environment variables.
+func (f *functionInfo) env() map[string]string {
+	m := map[string]string{}
+	if f.Environment != nil {
+		for _, v := range f.Environment.Variables {
+			m[v.Key] = v.Value
+		}
+	}
+	return m
 }
 
 // get returns the function's state, or errNoFunction.
@@ -416,31 +613,32 @@ func (d *deployer) callOut(ctx context.Context, action string, params map[string
 	}
 }
 
-// waitActive polls GetFunction until the function is Active.
-func (d *deployer) waitActive(ctx context.Context) error {
+// waitActive polls GetFunction until the function is Active and returns
+// its state then.
+func (d *deployer) waitActive(ctx context.Context) (*functionInfo, error) {
 	wait := d.o.PollInterval
 	for {
 		info, err := d.get(ctx)
 		if errors.Is(err, errNoFunction) {
-			return fmt.Errorf("%v: the function disappeared while deploying", d.s)
+			return nil, fmt.Errorf("%v: the function disappeared while deploying", d.s)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		switch st := info.Status; {
 		case st == statusActive:
-			return nil
+			return info, nil
 		case strings.HasSuffix(st, "Failed"):
 			msg := info.StatusDesc
 			for _, r := range info.StatusReasons {
 				msg += fmt.Sprintf("; %s: %s", r.ErrorCode, r.ErrorMessage)
 			}
-			return fmt.Errorf("%v: SCF reports the function %s: %s", d.s, st, strings.TrimPrefix(msg, "; "))
+			return nil, fmt.Errorf("%v: SCF reports the function %s: %s", d.s, st, strings.TrimPrefix(msg, "; "))
 		default:
 			d.logf("waiting: function is %s", st)
 		}
 		if err := sleep(ctx, wait); err != nil {
-			return fmt.Errorf("%v: waiting for the function to become Active: %w", d.s, err)
+			return nil, fmt.Errorf("%v: waiting for the function to become Active: %w", d.s, err)
 		}
 		wait = min(wait*3/2, 10*d.o.PollInterval)
 	}

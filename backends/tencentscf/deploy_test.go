@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,26 +85,53 @@ func TestDeploy(t *testing.T) {
 		t.Fatalf("the deployed function: %q, %v; want [hello]", got, err)
 	}
 
-	// Deploying again, a prebuilt binary this time, updates code and
-	// configuration. Env nil keeps the function's variables.
-	before := len(srv.Calls())
-	res, err = tencentscf.Deploy(ctx, client, &tencentscf.DeployOptions{
-		Function: "deployed", Binary: bin, MemoryMB: 512, Timeout: 60 * time.Second, PollInterval: time.Millisecond,
-	})
-	if err != nil {
-		t.Fatalf("Deploy again: %v", err)
+	// Deploying again a prebuilt binary without settings keeps them all:
+	// memory, timeout and environment. The code is uploaded only if the
+	// binary differs from the one Deploy built.
+	deploy := func(opts tencentscf.DeployOptions) (*tencentscf.DeployResult, string) {
+		t.Helper()
+		before := len(srv.Calls())
+		opts.Function, opts.PollInterval = "deployed", time.Millisecond
+		res, err := tencentscf.Deploy(ctx, client, &opts)
+		if err != nil {
+			t.Fatalf("Deploy %+v: %v", opts, err)
+		}
+		if res.Created {
+			t.Errorf("Deploy %+v created the function", opts)
+		}
+		return res, strings.Join(actions(srv.Calls()[before:]), " ")
 	}
-	if res.Created {
-		t.Error("the second Deploy created the function")
-	}
-	if got, want := strings.Join(actions(srv.Calls()[before:]), " "),
-		"GetFunction UpdateFunctionCode GetFunction GetFunction GetFunction UpdateFunctionConfiguration GetFunction GetFunction GetFunction"; got != want {
-		t.Errorf("API calls of the update\n%s\nwant\n%s", got, want)
+	sameBinary := bytes.Equal(checkZip(t, info.Zip), mustRead(t, bin))
+	res, calls := deploy(tencentscf.DeployOptions{Binary: bin})
+	if res.CodeUpdated == sameBinary || res.ConfigUpdated || strings.Contains(calls, "UpdateFunctionConfiguration") {
+		t.Errorf("redeploy without settings (same binary %v): code updated %v, config updated %v, calls %s",
+			sameBinary, res.CodeUpdated, res.ConfigUpdated, calls)
 	}
 	again, _ := srv.Function(testRegion, "default", "deployed")
 	if exe := checkZip(t, again.Zip); !bytes.Equal(exe, mustRead(t, bin)) {
-		t.Error("the uploaded executable is not the binary given")
+		t.Error("the deployed executable is not the binary given")
 	}
+	if again.MemoryMB != 256 || again.Timeout != 30*time.Second || again.Env["GOWREN_TEST_VAR"] != "hello" || again.Description == "" {
+		t.Errorf("a redeploy without settings changed them: the function is %+v", again)
+	}
+	if res.MemoryMB != 256 || res.Timeout != 30*time.Second {
+		t.Errorf("result %+v, want the function's own 256 MB and 30s", res)
+	}
+
+	// The same code with new memory and timeout: no upload, one
+	// configuration update with those two only.
+	res, calls = deploy(tencentscf.DeployOptions{Binary: bin, MemoryMB: 512, Timeout: time.Minute})
+	if want := "GetFunction GetFunctionAddress UpdateFunctionConfiguration GetFunction GetFunction GetFunction"; calls != want {
+		t.Errorf("API calls of a configuration change\n%s\nwant\n%s", calls, want)
+	}
+	update := srv.Calls()[len(srv.Calls())-4].Params
+	if _, ok := update["Environment"]; ok || fmt.Sprint(update["MemorySize"]) != "512" || fmt.Sprint(update["Timeout"]) != "60" || update["Description"] != nil {
+		t.Errorf("UpdateFunctionConfiguration %v, want memory and timeout only", update)
+	}
+	if res.CodeUpdated || !res.ConfigUpdated || res.MemoryMB != 512 || res.Timeout != time.Minute {
+		t.Errorf("result %+v", res)
+	}
+	again, _ = srv.Function(testRegion, "default", "deployed")
 	if again.MemoryMB != 512 || again.Timeout != time.Minute || again.Env["GOWREN_TEST_VAR"] != "hello" {
 		t.Errorf("after the update the function is %+v", again)
 	}
@@ -112,8 +140,26 @@ func TestDeploy(t *testing.T) {
 	if err != nil || got[0] != "512" {
 		t.Fatalf("the updated function: %q, %v; want [512]", got, err)
 	}
-	if u := res.URL(srv.URL()); !strings.HasPrefix(u, "scf://deployed?") || !strings.Contains(u, "region=ap-guangzhou") || !strings.Contains(u, "timeout=1m0s") {
-		t.Errorf("URL = %q", u)
+	if u := res.URL(srv.URL()); !strings.HasPrefix(u, "scf://deployed?") || !strings.Contains(u, "region=ap-guangzhou") ||
+		!strings.Contains(u, "timeout=1m0s") || !strings.Contains(u, "memory=512") {
+		t.Errorf("URL = %q, want the region, the timeout and the memory", u)
+	}
+
+	// Nothing to change: nothing sent.
+	res, calls = deploy(tencentscf.DeployOptions{Binary: bin, MemoryMB: 512, Timeout: time.Minute, Env: map[string]string{"GOWREN_TEST_VAR": "hello"}})
+	if want := "GetFunction GetFunctionAddress GetFunction"; calls != want || res.CodeUpdated || res.ConfigUpdated {
+		t.Errorf("an unchanged redeploy: calls %s (want %s), code updated %v, config updated %v", calls, want, res.CodeUpdated, res.ConfigUpdated)
+	}
+
+	// Other code is uploaded; the settings stay.
+	small := smallELF(t)
+	res, calls = deploy(tencentscf.DeployOptions{Binary: small})
+	if want := "GetFunction GetFunctionAddress UpdateFunctionCode GetFunction GetFunction GetFunction GetFunction"; calls != want || !res.CodeUpdated || res.ConfigUpdated {
+		t.Errorf("new code: calls %s (want %s), code updated %v, config updated %v", calls, want, res.CodeUpdated, res.ConfigUpdated)
+	}
+	again, _ = srv.Function(testRegion, "default", "deployed")
+	if !bytes.Equal(checkZip(t, again.Zip), mustRead(t, small)) || again.MemoryMB != 512 || again.Timeout != time.Minute {
+		t.Errorf("after new code the function is %+v", again)
 	}
 }
 
@@ -152,20 +198,42 @@ func checkZip(t *testing.T, data []byte) []byte {
 }
 
 // smallELF returns a small Linux x86-64 executable for deploys whose code
-// never runs: true(1) when it is one, else the test worker. Uploading it
-// costs far less than the 17 MB worker under the race detector.
+// never runs: a copy of true(1) when it is one, with the package's path
+// appended so that it passes Deploy's check for the worker runtime (which
+// looks for the package's function names in the executable), else the test
+// worker. Uploading it costs far less than the 17 MB worker under the race
+// detector.
 func smallELF(t *testing.T) string {
 	t.Helper()
-	if p, err := exec.LookPath("true"); err == nil {
-		if f, err := elf.Open(p); err == nil {
-			ok := f.Machine == elf.EM_X86_64 && f.Class == elf.ELFCLASS64
-			f.Close()
-			if ok {
-				return p
-			}
-		}
+	p := plainELF(t)
+	if p == "" {
+		return workerBinary(t)
 	}
-	return workerBinary(t)
+	out := filepath.Join(t.TempDir(), "main")
+	exe := append(mustRead(t, p), []byte("\x00"+tencentscf.ImportPath+".init.0\x00")...)
+	if err := os.WriteFile(out, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// plainELF returns the path of true(1) when it is a Linux x86-64
+// executable, one that is not a gowren worker, or "".
+func plainELF(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("true")
+	if err != nil {
+		return ""
+	}
+	f, err := elf.Open(p)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 || f.Class != elf.ELFCLASS64 || bytes.Contains(mustRead(t, p), []byte(tencentscf.ImportPath)) {
+		return ""
+	}
+	return p
 }
 
 func mustRead(t *testing.T, path string) []byte {
@@ -188,24 +256,35 @@ func TestDeployErrors(t *testing.T) {
 	if err := os.WriteFile(notELF, []byte("#!/bin/sh\necho hello\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
+	type testCase struct {
 		name   string
 		client *common.Client
 		opts   tencentscf.DeployOptions
 		says   []string
 		is     error
-	}{
+	}
+	addImport := `import _ "` + tencentscf.ImportPath + `"`
+	cases := []testCase{
 		{"BadName", client, tencentscf.DeployOptions{Function: "1bad"}, []string{`function name "1bad" is not valid`}, nil},
 		{"Memory", client, tencentscf.DeployOptions{Function: "f1", MemoryMB: 100}, []string{"memory 100 MB"}, nil},
 		{"Timeout", client, tencentscf.DeployOptions{Function: "f1", Timeout: 1500 * time.Millisecond}, []string{"timeout 1.5s"}, nil},
 		{"Env", client, tencentscf.DeployOptions{Function: "f1", Env: map[string]string{"BIG": strings.Repeat("x", 5000)}}, []string{"4 KB"}, nil},
 		{"NotELF", client, tencentscf.DeployOptions{Function: "f1", Binary: notELF}, []string{"not a Linux executable", "GOOS=linux"}, nil},
 		{"NoPackage", client, tencentscf.DeployOptions{Function: "f1", Package: "./no/such/package"}, []string{"build ./no/such/package"}, nil},
+		{"NoRuntimeImport", client, tencentscf.DeployOptions{Function: "f1", Package: "./testdata/noimport"},
+			[]string{"does not import " + tencentscf.ImportPath, addImport, "every one would fail"}, nil},
+		{"NotMain", client, tencentscf.DeployOptions{Function: "f1", Package: "github.com/gowren/gowren/backends"},
+			[]string{"not a main package"}, nil},
 		{"Namespace", client, tencentscf.DeployOptions{Function: "f1", Namespace: "nosuch", Binary: smallELF(t)},
 			[]string{`no namespace "nosuch"`}, tencentscf.ErrFunctionNotFound},
 		{"Credentials", srv.ClientWith(common.NewCredential(scftest.TestSecretID, "wrong"), testRegion),
 			tencentscf.DeployOptions{Function: "f1", Binary: smallELF(t)}, []string{"AuthFailure.SignatureFailure"}, tencentscf.ErrCredentials},
-	} {
+	}
+	if plain := plainELF(t); plain != "" {
+		cases = append(cases, testCase{"BinaryWithoutRuntime", client, tencentscf.DeployOptions{Function: "f1", Binary: plain},
+			[]string{"does not contain package " + tencentscf.ImportPath, addImport}, nil})
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -222,7 +301,7 @@ func TestDeployErrors(t *testing.T) {
 			if tc.is != nil && !errors.Is(err, tc.is) {
 				t.Errorf("err = %v, want %v", err, tc.is)
 			}
-			if tc.opts.Binary == "" && len(srv.Calls()) != before {
+			if (tc.opts.Binary == "" || tc.name == "BinaryWithoutRuntime") && len(srv.Calls()) != before {
 				t.Errorf("invalid options reached the API: %v", actions(srv.Calls()[before:]))
 			}
 		})
@@ -257,5 +336,54 @@ func TestDeployCancelledWhileWaiting(t *testing.T) {
 	}
 	if got := strings.Join(actions(srv.Calls())[:2], " "); got != "GetFunction!ResourceNotFound.Function CreateFunction" {
 		t.Errorf("calls %v, want the function created before the wait", actions(srv.Calls()))
+	}
+}
+
+func TestDeploySkipsUnchangedCode(t *testing.T) {
+	t.Parallel()
+	var deny atomic.Bool
+	srv := newServer(t, &scftest.Options{ActivationPolls: -1, Intercept: func(c scftest.Call) *scftest.APIError {
+		if c.Action == "GetFunctionAddress" && deny.Load() {
+			return &scftest.APIError{Code: "UnauthorizedOperation.CAM", Message: "not allowed scf:GetFunctionAddress"}
+		}
+		return nil
+	}})
+	client, err := tencentscf.NewClient(testCred(), testRegion, srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	opts := &tencentscf.DeployOptions{Function: "f1", Binary: smallELF(t), PollInterval: time.Millisecond}
+	first, err := tencentscf.Deploy(ctx, client, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name       string
+		deny       bool
+		wantUpload bool
+	}{
+		// SCF reports the hash of the same package: no upload.
+		{"SameHash", false, false},
+		// The hash cannot be read: the code is uploaded, and the deploy
+		// succeeds.
+		{"HashDenied", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			deny.Store(tc.deny)
+			var log bytes.Buffer
+			o := *opts
+			o.Log = &log
+			res, err := tencentscf.Deploy(ctx, client, &o)
+			if err != nil {
+				t.Fatalf("Deploy: %v\n%s", err, log.String())
+			}
+			uploaded := srv.Stats().Calls["UpdateFunctionCode"] > 0
+			if res.CodeUpdated != tc.wantUpload || uploaded != tc.wantUpload || res.CodeSHA256 != first.CodeSHA256 {
+				t.Errorf("code updated %v, UpdateFunctionCode called %v, want %v; sha256 %s, first %s\n%s",
+					res.CodeUpdated, uploaded, tc.wantUpload, res.CodeSHA256, first.CodeSHA256, log.String())
+			}
+		})
 	}
 }

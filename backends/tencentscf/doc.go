@@ -22,13 +22,17 @@
 //
 // # URLs
 //
-//	scf://FUNCTION?region=ap-guangzhou&namespace=default&qualifier=$LATEST&endpoint=HOST
+//	scf://FUNCTION?region=ap-guangzhou&namespace=default&qualifier=$LATEST&endpoint=HOST&memory=512
 //
 // region defaults to $TENCENTCLOUD_REGION; namespace to "default";
 // qualifier to SCF's choice; endpoint to scf.tencentcloudapi.com (an
 // http:// URL reaches a loopback server). concurrency, timeout, parallel,
-// rate and asyncrate set the Options of the same names. Credentials come
-// from TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY, and
+// rate and asyncrate set the Options of the same names. memory is the
+// function's memory in MB (64, or a multiple of 128 up to 3072), which
+// only the cost estimates use: jobs are priced at SCF's rates
+// (fanout.PricesSCF) for that memory. gowren deploy scf prints a URL with
+// the deployed timeout and memory. Credentials come from
+// TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY, and
 // TENCENTCLOUD_SESSION_TOKEN for temporary ones; never from the URL.
 //
 // # Store
@@ -42,23 +46,36 @@
 //	GOWREN_STORE='s3://BUCKET-APPID/gowren?region=ap-guangzhou&endpoint=https://cos.ap-guangzhou.myqcloud.com'
 //
 // s3store takes a COS SecretId/SecretKey from AWS_ACCESS_KEY_ID and
-// AWS_SECRET_ACCESS_KEY, on the driver and on the workers alike: give the
-// function a key limited to the bucket with gowren deploy scf -env
-// AWS_ACCESS_KEY_ID=... -env AWS_SECRET_ACCESS_KEY=....
+// AWS_SECRET_ACCESS_KEY, on the driver and on the workers alike. Workers
+// get them one of two ways. A function deployed with an execution role
+// (gowren deploy scf -role) receives the role's temporary keys from SCF,
+// and the worker runtime hands them to s3store when it starts; the role
+// then needs the COS permissions. Without a role, or to use other keys,
+// give the function a key limited to the bucket with gowren deploy scf
+// -env AWS_ACCESS_KEY_ID=... -env AWS_SECRET_ACCESS_KEY=...: keys set
+// that way win over the role's.
 //
 // # Deploying
 //
-// Deploy, and the "gowren deploy scf" command built on it, compiles the
-// main package for linux/amd64 (binary "main"), uploads it as a Go1
-// function with handler "main", and waits until SCF reports it Active.
+// Deploy, and the "gowren deploy scf" command built on it, checks that the
+// main package imports this package (ImportPath), compiles it for
+// linux/amd64 (binary "main"), uploads it as a Go1 function with handler
+// "main", and waits until SCF reports it Active. Redeploying uploads the
+// code only when SCF reports a different hash for it, and changes only the
+// settings the options give: memory, timeout, environment, role and
+// description left zero keep the function's current values.
 //
 // # Worker runtime
 //
 // SCF's Go1 runtime starts the binary with _LAMBDA_SERVER_PORT set and calls
 // Function.Invoke over net/rpc. In such a process (and not under AWS, which
 // sets AWS_LAMBDA_RUNTIME_API) fanout.Init serves through scf-go-lib's
-// cloudfunction.StartHandler. The request's deadline becomes the tasks'
-// context deadline; when SCF sends none, the function's time limit is used.
+// cloudfunction.StartHandler. The request's deadline, less a reserve of a
+// tenth of the time left (at most 500 ms) for sending the reply, becomes the
+// tasks' context deadline; when SCF sends none, the function's time limit
+// is used. Tasks still running when their context ends are reported as
+// timed out (fanout.ErrTaskTimeout) in a reply that reaches the driver
+// before SCF's own deadline, rather than lost with the invocation.
 // The runtime library copies each request's Environment into the process
 // environment; gowren does not rely on it.
 //

@@ -44,7 +44,7 @@ func Example() {
 
 	// square is registered with fanout.Register in the deployed program
 	// (and, under the same name and types, in this one).
-	ex := fanout.NewExecutor(tencentscf.New(client, "example", &tencentscf.Options{Timeout: res.Timeout}), nil)
+	ex := fanout.NewExecutor(tencentscf.New(client, "example", &tencentscf.Options{Timeout: res.Timeout, MemoryMB: res.MemoryMB}), nil)
 	defer ex.Close()
 	squares, err := fanout.Map(ctx, ex, square, []int{1, 2, 3})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/tencentyun/scf-go-lib/cloudfunction/messages"
 
 	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/backends/backendtest"
 	"github.com/gowren/gowren/backends/tencentscf/internal/testfuncs"
 	"github.com/gowren/gowren/fanout"
 )
@@ -32,6 +33,7 @@ var (
 	failOdd    = fanout.RegisterTo(twins, "backendtest.failOdd", func(context.Context, int) (int, error) { return 0, onWorker })
 	panicky    = fanout.RegisterTo(twins, "backendtest.panicky", func(context.Context, string) (string, error) { return "", onWorker })
 	waitCancel = fanout.RegisterTo(twins, "backendtest.waitCancel", func(context.Context, int) (int, error) { return 0, onWorker })
+	echoLen    = fanout.RegisterTo(twins, "backendtest.echoLen", func(context.Context, backendtest.Blob) (int, error) { return 0, onWorker })
 )
 
 // rpcWorker is the test worker binary started exactly as SCF's Go1 runtime
@@ -209,16 +211,18 @@ func TestWorkerRuntime(t *testing.T) {
 		}
 	})
 	t.Run("Deadline", func(t *testing.T) {
-		// The request's Deadline becomes the task's context deadline.
+		// The request's Deadline, 10 s away, less the reply's reserve (a
+		// tenth of the time left, at most 500 ms) becomes the task's
+		// context deadline.
 		got, err := fanout.Map(ctx, ex, testfuncs.Deadline, []int{0})
 		if err != nil {
 			t.Fatal(err)
 		}
 		rb.mu.Lock()
-		want := rb.deadline
+		want := rb.deadline.Add(-500 * time.Millisecond)
 		rb.mu.Unlock()
 		if diff := time.UnixMilli(got[0]).Sub(want); diff < -time.Millisecond || diff > time.Millisecond {
-			t.Errorf("task deadline %v, want the invocation's %v", time.UnixMilli(got[0]), want)
+			t.Errorf("task deadline %v, want 500 ms before the invocation's, %v", time.UnixMilli(got[0]), want)
 		}
 	})
 	t.Run("DeadlineExpiry", func(t *testing.T) {
@@ -240,7 +244,7 @@ func TestWorkerRuntime(t *testing.T) {
 	})
 	t.Run("ZeroDeadline", func(t *testing.T) {
 		// No Deadline in the request: the function's time limit applies
-		// instead of a context that expired in 1970.
+		// instead of a context that expired in 1970, less the reserve.
 		zero := newEx(&rpcBackend{w: w, zeroDeadline: true})
 		before := time.Now()
 		got, err := fanout.Map(ctx, zero, testfuncs.Deadline, []int{0})
@@ -248,8 +252,8 @@ func TestWorkerRuntime(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := time.UnixMilli(got[0])
-		if d.Before(before.Add(2*time.Second)) || d.After(time.Now().Add(3*time.Second)) {
-			t.Errorf("task deadline %v, want about 3s (TimeLimitInMs) after %v", d, before)
+		if d.Before(before.Add(2600*time.Millisecond)) || d.After(time.Now().Add(2750*time.Millisecond)) {
+			t.Errorf("task deadline %v, want about 2.7s (TimeLimitInMs less a tenth) after %v", d, before)
 		}
 	})
 	t.Run("NotGowren", func(t *testing.T) {

@@ -70,6 +70,11 @@ type Options struct {
 	// AsyncRate bounds Invoke calls (asynchronous invocations) per second.
 	// Defaults to 100, the API's limit.
 	AsyncRate float64
+	// MemoryMB is the function's configured memory, which SCF bills by;
+	// Limits reports it for the executor's cost estimate. It changes
+	// nothing about the invocations. Defaults to 0, unknown: the estimate
+	// then assumes fanout.PricesSCF's memory.
+	MemoryMB int
 }
 
 // Backend invokes one SCF function through the Tencent Cloud API. It is
@@ -134,6 +139,8 @@ func New(client *common.Client, function string, opts *Options) *Backend {
 			Concurrency:          o.Concurrency,
 			Timeout:              o.Timeout,
 			Parallel:             o.Parallel,
+			MemoryMB:             max(o.MemoryMB, 0),
+			Platform:             backends.PlatformSCF,
 		},
 		syncRate:  newLimiter(o.SyncRate, burst(o.SyncRate)),
 		asyncRate: newLimiter(o.AsyncRate, burst(o.AsyncRate)),
@@ -146,9 +153,10 @@ func New(client *common.Client, function string, opts *Options) *Backend {
 // burst allows a tenth of a second's worth of calls at once.
 func burst(rate float64) int { return max(1, int(rate/10)) }
 
-// Limits reports SCF's payload limits less the JSON wrapping, and the
-// configured concurrency, timeout and parallelism. Workers run on other
-// machines.
+// Limits reports SCF's payload limits less the JSON wrapping, the
+// configured concurrency, timeout, parallelism and memory, and
+// backends.PlatformSCF as the platform, so that cost estimates use SCF's
+// prices. Workers run on other machines.
 func (b *Backend) Limits() backends.Limits { return b.limits }
 
 func (b *Backend) site(op string) site {
@@ -338,6 +346,7 @@ var urlParams = map[string]string{
 	"parallel":    "tasks of a batch a worker runs at once (default 1)",
 	"rate":        "InvokeFunction calls per second (default 10000)",
 	"asyncrate":   "asynchronous Invoke calls per second (default 100)",
+	"memory":      "the function's memory in MB, for cost estimates: 64, or a multiple of 128 up to 3072",
 }
 
 func init() {
@@ -408,6 +417,13 @@ func open(_ context.Context, u *url.URL) (backends.Backend, error) {
 			*p.dst = f
 		}
 	}
+	if v := q.Get("memory"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || validMemory(n) != nil {
+			return nil, fail("memory=%q: want the function's memory in MB: 64, or a multiple of 128 from 128 to 3072", v)
+		}
+		o.MemoryMB = n
+	}
 	if v := q.Get("timeout"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 || d > MaxTimeout {
@@ -426,6 +442,15 @@ func open(_ context.Context, u *url.URL) (backends.Backend, error) {
 	b := New(client, fn, &o)
 	b.transport = tr
 	return b, nil
+}
+
+// validMemory checks SCF's rule for a function's memory: 64 MB, or a
+// multiple of 128 MB from 128 to 3072.
+func validMemory(mb int) error {
+	if mb != 64 && (mb < 128 || mb > 3072 || mb%128 != 0) {
+		return fmt.Errorf("memory %d MB: SCF takes 64, or a multiple of 128 from 128 to 3072", mb)
+	}
+	return nil
 }
 
 // validFunctionName checks SCF's rules for function names: 2 to 60

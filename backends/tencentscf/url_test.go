@@ -26,14 +26,14 @@ func TestOpenURL(t *testing.T) {
 	endpoint := url.QueryEscape(srv.URL())
 	ctx := context.Background()
 
-	raw := "scf://worker?region=ap-shanghai&namespace=jobs&concurrency=3&timeout=20s&parallel=2&rate=500&asyncrate=50&endpoint=" + endpoint
+	raw := "scf://worker?region=ap-shanghai&namespace=jobs&concurrency=3&timeout=20s&parallel=2&rate=500&asyncrate=50&memory=1024&endpoint=" + endpoint
 	b, err := backends.Open(ctx, raw)
 	if err != nil {
 		t.Fatalf("Open(%q): %v", raw, err)
 	}
 	l := b.Limits()
-	if l.Concurrency != 3 || l.Timeout != 20*time.Second || l.Parallel != 2 {
-		t.Errorf("Limits() = %+v, want the URL's concurrency, timeout and parallelism", l)
+	if l.Concurrency != 3 || l.Timeout != 20*time.Second || l.Parallel != 2 || l.MemoryMB != 1024 || l.Platform != backends.PlatformSCF {
+		t.Errorf("Limits() = %+v, want the URL's concurrency, timeout, parallelism and memory, on SCF", l)
 	}
 	got, err := mapOn(t, sameHost{b.(*tencentscf.Backend)}, nil, square, []int{3, 4})
 	if err != nil || got[0] != 9 || got[1] != 16 {
@@ -63,6 +63,8 @@ func TestOpenURL(t *testing.T) {
 		{"UnknownParameter", "scf://worker?region=ap-guangzhou&colour=blue", nil, `unknown parameter "colour"`},
 		{"BadConcurrency", "scf://worker?region=ap-guangzhou&concurrency=-1", nil, "concurrency=\"-1\""},
 		{"BadTimeout", "scf://worker?region=ap-guangzhou&timeout=20m", nil, "timeout=\"20m\": want a duration up to 900s"},
+		{"BadMemory", "scf://worker?region=ap-guangzhou&memory=100", nil, "memory=\"100\": want the function's memory in MB"},
+		{"MemoryNotANumber", "scf://worker?region=ap-guangzhou&memory=1GB", nil, "memory=\"1GB\""},
 		{"BadEndpoint", "scf://worker?region=ap-guangzhou&endpoint=ftp://x", nil, `endpoint "ftp://x"`},
 		{"CredentialsInURL", "scf://id:key@worker?region=ap-guangzhou", nil, "credentials do not go in the URL"},
 		{"NoCredentials", "scf://worker?region=ap-guangzhou", map[string]string{tencentscf.EnvSecretID: ""}, "set TENCENTCLOUD_SECRET_ID"},

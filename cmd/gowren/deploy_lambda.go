@@ -28,8 +28,11 @@ provided.al2023 runtime (linux/arm64 unless -arch x86_64, CGO_ENABLED=0,
 -tags lambda.norpc, -trimpath, binary "bootstrap"), zips it, creates the
 function or updates it (the code only when its hash changed), waits until
 it is active, sets its asynchronous retries to 0 (gowren retries), and
-prints the GOWREN_BACKEND URL to use it. The program must call fanout.Init()
-first thing in main and import github.com/gowren/gowren/backends/awslambda.
+prints the GOWREN_BACKEND URL to use it: the function's region, memory,
+architecture and timeout as Lambda reports them after the deployment (memory
+and arch price the jobs' cost estimates). The program must call
+fanout.Init() first thing in main and import
+github.com/gowren/gowren/backends/awslambda.
 
 Credentials and region come from the usual AWS configuration: AWS_PROFILE
 or -profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, SSO, AWS_REGION or

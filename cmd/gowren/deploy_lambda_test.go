@@ -87,7 +87,9 @@ func TestDeployLambda(t *testing.T) {
 	if err != nil {
 		t.Fatalf("deploy: %v\n%s", err, stderr)
 	}
-	wantURL := "GOWREN_BACKEND=lambda://cli?region=eu-central-1&timeout=300s&endpoint=" + url.QueryEscape(srv.URL())
+	// The URL names the function's memory and architecture, which price
+	// the jobs' cost estimates.
+	wantURL := "GOWREN_BACKEND=lambda://cli?region=eu-central-1&memory=2048&arch=arm64&timeout=300s&endpoint=" + url.QueryEscape(srv.URL())
 	for _, want := range []string{"function cli: created", "arm64, 2048 MB", wantURL} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output %q lacks %q", out, want)
@@ -96,6 +98,7 @@ func TestDeployLambda(t *testing.T) {
 	if !strings.Contains(stderr, "building") || len(srv.Code("cli")) == 0 {
 		t.Errorf("no build progress (%q) or no code uploaded", stderr)
 	}
+	// Without -memory, the redeploy keeps the function's 2048 MB and says so.
 	out, _, err = deploy("-name", "cli", "-q")
 	if err != nil || strings.TrimSpace(out) != wantURL {
 		t.Fatalf("quiet redeploy: %q, %v; want only %q", out, err, wantURL)

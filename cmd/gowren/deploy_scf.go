@@ -22,13 +22,19 @@ const deploySCFUsage = `usage: gowren deploy scf -function NAME [flags] [PACKAGE
 
 Builds the main package PACKAGE (default ".") for Tencent Cloud SCF's Go1
 runtime (linux/amd64, CGO_ENABLED=0, -trimpath, binary "main"), zips it,
-creates the function or updates its code and configuration through the
-Tencent Cloud API, waits until it is Active, and prints the GOWREN_BACKEND
-URL to use it. The program must call fanout.Init() first thing in main and
-import github.com/gowren/gowren/backends/tencentscf.
+creates the function or updates it through the Tencent Cloud API, waits
+until it is Active, and prints the GOWREN_BACKEND URL to use it. The program
+must call fanout.Init() first thing in main and import
+github.com/gowren/gowren/backends/tencentscf; a package (or -binary) without
+it is refused.
+
+A new function gets -memory 512 and -timeout 300s unless given. Updating an
+existing function uploads its code only when it changed, and changes only
+the settings given as flags: the others keep their current values.
 
 Credentials come from TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY
-(and TENCENTCLOUD_SESSION_TOKEN for temporary credentials).
+(and TENCENTCLOUD_SESSION_TOKEN for temporary credentials). -role also needs
+cam:PassRole on the role.
 
 flags:
 `
@@ -66,11 +72,13 @@ func deploySCF(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.Function, "function", "", "the SCF function's `name` (required)")
 	region := fs.String("region", os.Getenv(tencentscf.EnvRegion), "the `region`, e.g. ap-guangzhou (default $"+tencentscf.EnvRegion+")")
 	fs.StringVar(&o.Namespace, "namespace", "default", "the SCF `namespace`, which must exist")
-	fs.IntVar(&o.MemoryMB, "memory", tencentscf.DefaultMemoryMB, "memory in `MB`: 64, or a multiple of 128 up to 3072 (CPU scales with it)")
-	fs.DurationVar(&o.Timeout, "timeout", tencentscf.DefaultTimeout, "the function's `timeout`, whole seconds up to 900s")
-	fs.Var(env, "env", "set an environment variable of the function, `KEY=VALUE` (repeatable; replaces the function's variables)")
-	fs.StringVar(&o.Role, "role", "", "the CAM `role` the function runs as")
-	fs.StringVar(&o.Description, "description", "", "the function's `description`")
+	fs.IntVar(&o.MemoryMB, "memory", 0, fmt.Sprintf("memory in `MB`: 64, or a multiple of 128 up to 3072 (CPU scales with it; default %d for a new function, kept on update)",
+		tencentscf.DefaultMemoryMB))
+	fs.DurationVar(&o.Timeout, "timeout", 0, fmt.Sprintf("the function's `timeout`, whole seconds up to 900s (default %v for a new function, kept on update)",
+		tencentscf.DefaultTimeout))
+	fs.Var(env, "env", "set an environment variable of the function, `KEY=VALUE` (repeatable; replaces all the function's variables; none given keeps them)")
+	fs.StringVar(&o.Role, "role", "", "the CAM `role` the function runs as; workers get its temporary keys (kept on update when not given)")
+	fs.StringVar(&o.Description, "description", "", "the function's `description` (kept on update when not given)")
 	fs.StringVar(&o.Binary, "binary", "", "deploy this linux/amd64 executable `file` instead of building PACKAGE")
 	endpoint := fs.String("endpoint", "", "the Tencent Cloud API `endpoint`: host[:port] or http(s)://host:port (default scf.tencentcloudapi.com)")
 	poll := fs.Duration("poll", time.Second, "first `wait` between status checks while SCF deploys")
@@ -115,15 +123,17 @@ func deploySCF(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	verb := "updated"
-	if res.Created {
-		verb = "created"
+	format := "updated SCF function %s in %s (namespace %s): %.1f MB of code, %d MB, timeout %v\n"
+	switch {
+	case res.Created:
+		format = "created SCF function %s in %s (namespace %s): %.1f MB of code, %d MB, timeout %v\n"
+	case !res.CodeUpdated && !res.ConfigUpdated:
+		format = "SCF function %s in %s (namespace %s) is up to date: %.1f MB of code, %d MB, timeout %v\n"
 	}
-	fmt.Fprintf(stdout, "%s SCF function %s in %s (namespace %s): %.1f MB of code, %d MB, timeout %v\n",
-		verb, res.Function, res.Region, res.Namespace, float64(res.ZipBytes)/(1<<20), o.MemoryMB, o.Timeout)
+	fmt.Fprintf(stdout, format, res.Function, res.Region, res.Namespace, float64(res.ZipBytes)/(1<<20), res.MemoryMB, res.Timeout)
 	fmt.Fprintf(stdout, "\nexport GOWREN_BACKEND='%s'\n", res.URL(*endpoint))
 	fmt.Fprintf(stdout, "# inputs and outputs over 6 MB, and async jobs, go through a COS bucket in the same region\n")
-	fmt.Fprintf(stdout, "# (workers need its key too: deploy with -env AWS_ACCESS_KEY_ID=... -env AWS_SECRET_ACCESS_KEY=...):\n")
+	fmt.Fprintf(stdout, "# (workers use the keys of the -role's execution role, or deploy with -env AWS_ACCESS_KEY_ID=... -env AWS_SECRET_ACCESS_KEY=...):\n")
 	fmt.Fprintf(stdout, "# export GOWREN_STORE='s3://BUCKET-APPID/gowren?region=%s&endpoint=https://cos.%s.myqcloud.com'\n", res.Region, res.Region)
 	return nil
 }

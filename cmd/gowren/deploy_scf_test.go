@@ -101,7 +101,49 @@ func TestDeploySCF(t *testing.T) {
 	if err != nil || got[0] != 36 || got[1] != 49 {
 		t.Fatalf("Map on %s = %v, %v", m[1], got, err)
 	}
-	if b.Limits().Timeout != 45*time.Second {
-		t.Errorf("the URL's backend has timeout %v, want the deployed 45s", b.Limits().Timeout)
+	if l := b.Limits(); l.Timeout != 45*time.Second || l.MemoryMB != 256 {
+		t.Errorf("the URL's backend has timeout %v and memory %d MB, want the deployed 45s and 256 MB", l.Timeout, l.MemoryMB)
+	}
+
+	// Deploying again without -memory, -timeout and -env keeps the
+	// function's settings, and the printed URL says what they are.
+	before := len(srv.Calls())
+	out.Reset()
+	errOut.Reset()
+	err = run(ctx, []string{"deploy", "scf", "-function", "cli-worker", "-endpoint", srv.URL(),
+		"github.com/gowren/gowren/backends/tencentscf/internal/testworker"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("deploy again: %v\nstderr:\n%s", err, errOut.String())
+	}
+	info, _ = srv.Function("ap-guangzhou", "default", "cli-worker")
+	if info.MemoryMB != 256 || info.Timeout != 45*time.Second || info.Env["A"] != "1" {
+		t.Errorf("a redeploy without flags changed the function: %+v", info)
+	}
+	for _, c := range srv.Calls()[before:] {
+		if c.Action == "UpdateFunctionConfiguration" {
+			t.Errorf("a redeploy without flags sent UpdateFunctionConfiguration %v", c.Params)
+		}
+	}
+	if !strings.Contains(out.String(), "256 MB, timeout 45s") || !strings.Contains(out.String(), "memory=256") || !strings.Contains(out.String(), "timeout=45s") {
+		t.Errorf("stdout does not report the function's own settings:\n%s", out.String())
+	}
+}
+
+func TestDeploySCFRefusesProgramWithoutRuntime(t *testing.T) {
+	t.Setenv(tencentscf.EnvSecretID, scftest.TestSecretID)
+	t.Setenv(tencentscf.EnvSecretKey, scftest.TestSecretKey)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// No API call is made: the endpoint is never reached.
+	var out, errOut bytes.Buffer
+	err := run(ctx, []string{"deploy", "scf", "-function", "f1", "-region", "ap-guangzhou", "-endpoint", "http://127.0.0.1:1",
+		"github.com/gowren/gowren/backends/tencentscf/testdata/noimport"}, &out, &errOut)
+	if err == nil || errors.Is(err, errUsage) {
+		t.Fatalf("err = %v, want a refusal", err)
+	}
+	for _, want := range []string{"does not import " + tencentscf.ImportPath, `import _ "` + tencentscf.ImportPath + `"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }

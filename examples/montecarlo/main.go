@@ -71,6 +71,12 @@ func main() {
 	}
 	parts, err := job.Wait(ctx)
 	if err != nil {
+		if *plotFile != "" { // the timeline shows what failed, and when
+			<-job.Done()
+			if perr := writePlot(job.Stats(), *plotFile); perr == nil {
+				fmt.Fprintf(os.Stderr, "timeline of the failed job written to %s\n", *plotFile)
+			}
+		}
 		log.Fatal(err)
 	}
 	wall := time.Since(start)

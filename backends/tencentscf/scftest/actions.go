@@ -3,7 +3,9 @@ package scftest
 import (
 	"archive/zip"
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -26,6 +28,7 @@ var actions = map[string]action{
 	"InvokeFunction":              (*Server).invokeFunction,
 	"Invoke":                      (*Server).invokeAction,
 	"GetFunction":                 (*Server).getFunction,
+	"GetFunctionAddress":          (*Server).getFunctionAddress,
 	"CreateFunction":              (*Server).createFunction,
 	"UpdateFunctionCode":          (*Server).updateFunctionCode,
 	"UpdateFunctionConfiguration": (*Server).updateFunctionConfiguration,
@@ -204,18 +207,39 @@ func (s *Server) getFunction(region string, p map[string]any) (map[string]any, *
 		"FunctionName": f.key.name, "Namespace": f.key.namespace, "Status": f.status, "StatusDesc": "",
 		"Runtime": f.runtime, "Handler": f.handler, "MemorySize": f.memoryMB, "Timeout": int(f.timeout / time.Second),
 		"Environment": map[string]any{"Variables": vars}, "CodeSize": len(f.zip), "Type": "Event", "Qualifier": "$LATEST",
-		"Role": f.role, "ModTime": f.modTime.Format(time.DateTime), "StatusReasons": []any{},
+		"Role": f.role, "Description": f.description, "ModTime": f.modTime.Format(time.DateTime), "StatusReasons": []any{},
 	}, nil
+}
+
+// getFunctionAddress answers with the hex SHA-256 of the code package last
+// uploaded, which is what the tencentscf deployer compares with its own;
+// SCF documents its CodeSha256 only as the function's SHA-256. Url is
+// empty: the server serves no downloads. A function added with
+// AddFunction has no code package and no hash.
+func (s *Server) getFunctionAddress(region string, p map[string]any) (map[string]any, *APIError) {
+	f, e := s.lookup(region, p)
+	if e != nil {
+		return nil, e
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sum := ""
+	if f.zip != nil {
+		h := sha256.Sum256(f.zip)
+		sum = hex.EncodeToString(h[:])
+	}
+	return map[string]any{"Url": "", "CodeSha256": sum}, nil
 }
 
 // config is what CreateFunction and UpdateFunctionConfiguration may set.
 type config struct {
-	memoryMB int
-	timeout  time.Duration
-	env      map[string]string
-	runtime  string
-	role     string
-	setEnv   bool
+	memoryMB    int
+	timeout     time.Duration
+	env         map[string]string
+	runtime     string
+	role        string
+	description string
+	setEnv      bool
 }
 
 func (s *Server) readConfig(p map[string]any, c *config) *APIError {
@@ -247,6 +271,11 @@ func (s *Server) readConfig(p map[string]any, c *config) *APIError {
 		return e
 	} else if role != "" {
 		c.role = role
+	}
+	if desc, e := str(p, "Description"); e != nil {
+		return e
+	} else if desc != "" {
+		c.description = desc
 	}
 	if v, ok := p["Environment"]; ok && v != nil {
 		m, ok := v.(map[string]any)
@@ -330,7 +359,7 @@ func (s *Server) createFunction(region string, p map[string]any) (map[string]any
 	}
 	s.funcs[k] = &function{
 		key: k, status: statusCreating, polls: s.opts.ActivationPolls, command: []string{path}, runtime: c.runtime, handler: handler,
-		memoryMB: c.memoryMB, timeout: c.timeout, env: c.env, role: c.role, zip: zipBytes, version: 1,
+		memoryMB: c.memoryMB, timeout: c.timeout, env: c.env, role: c.role, description: c.description, zip: zipBytes, version: 1,
 		instances: map[*instance]bool{}, modTime: time.Now(),
 	}
 	return nil, nil
@@ -383,7 +412,7 @@ func (s *Server) updateFunctionConfiguration(region string, p map[string]any) (m
 		return nil, e
 	}
 	s.mu.Lock()
-	c := config{memoryMB: f.memoryMB, timeout: f.timeout, env: f.env, runtime: f.runtime, role: f.role}
+	c := config{memoryMB: f.memoryMB, timeout: f.timeout, env: f.env, runtime: f.runtime, role: f.role, description: f.description}
 	st := f.status
 	s.mu.Unlock()
 	if st != statusActive {
@@ -393,7 +422,7 @@ func (s *Server) updateFunctionConfiguration(region string, p map[string]any) (m
 		return nil, e
 	}
 	s.mu.Lock()
-	f.memoryMB, f.timeout, f.env, f.runtime, f.role = c.memoryMB, c.timeout, c.env, c.runtime, c.role
+	f.memoryMB, f.timeout, f.env, f.runtime, f.role, f.description = c.memoryMB, c.timeout, c.env, c.runtime, c.role, c.description
 	s.changedLocked(f)
 	s.mu.Unlock()
 	return nil, nil

@@ -34,6 +34,8 @@ type function struct {
 	version  int // bumped by every change; instances of older versions retire
 	modTime  time.Time
 
+	description string
+
 	idle      []*instance
 	instances map[*instance]bool
 }
@@ -221,13 +223,23 @@ func (s *Server) run(f *function, in *instance, id, event string, memoryMB int, 
 	}
 	var resp messages.InvokeResponse
 	c := in.client.Go("Function.Invoke", req, &resp, make(chan *rpc.Call, 1))
-	timer := time.NewTimer(timeout + s.opts.TimeoutGrace)
+	timer := time.NewTimer(time.Until(deadline) + s.opts.TimeoutGrace)
 	defer timer.Stop()
-	select {
-	case <-c.Done:
-	case <-timer.C:
+	timedOut := func() result {
 		in.kill()
 		return failed(id, 433, fmt.Sprintf("Invoking task timed out after %d seconds", int(timeout/time.Second)))
+	}
+	select {
+	case <-c.Done:
+		// A reply that came after the deadline (and its grace) is
+		// too late, even when select saw it first.
+		select {
+		case <-timer.C:
+			return timedOut()
+		default:
+		}
+	case <-timer.C:
+		return timedOut()
 	case <-s.ctx.Done():
 		in.kill()
 		return failed(id, 500, "InternalError: the server is shutting down")

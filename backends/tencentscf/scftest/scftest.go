@@ -13,8 +13,9 @@
 //     per process at a time, as SCF runs one event per instance.
 //
 // It implements the actions gowren uses: InvokeFunction (synchronous),
-// Invoke (RequestResponse and Event), GetFunction, CreateFunction,
-// UpdateFunctionCode and UpdateFunctionConfiguration. Created functions run
+// Invoke (RequestResponse and Event), GetFunction, GetFunctionAddress (the
+// code's hash only), CreateFunction, UpdateFunctionCode and
+// UpdateFunctionConfiguration. Created functions run
 // the executable named by Handler from the uploaded zip.
 //
 // # Limits
@@ -351,15 +352,16 @@ func (s *Server) AddNamespace(region, namespace string) {
 
 // FunctionInfo describes a function as the server holds it.
 type FunctionInfo struct {
-	Status   string
-	Runtime  string
-	Handler  string
-	MemoryMB int
-	Timeout  time.Duration
-	Env      map[string]string
-	Role     string
-	Zip      []byte // the code last uploaded, nil for AddFunction's
-	Version  int    // counts code and configuration updates
+	Status      string
+	Runtime     string
+	Handler     string
+	MemoryMB    int
+	Timeout     time.Duration
+	Env         map[string]string
+	Role        string
+	Description string
+	Zip         []byte // the code last uploaded, nil for AddFunction's
+	Version     int    // counts code and configuration updates
 }
 
 // Function returns what the server holds about a function.
@@ -371,7 +373,7 @@ func (s *Server) Function(region, namespace, name string) (FunctionInfo, bool) {
 		return FunctionInfo{}, false
 	}
 	return FunctionInfo{Status: f.status, Runtime: f.runtime, Handler: f.handler, MemoryMB: f.memoryMB, Timeout: f.timeout,
-		Env: maps.Clone(f.env), Role: f.role, Zip: slices.Clone(f.zip), Version: f.version}, true
+		Env: maps.Clone(f.env), Role: f.role, Description: f.description, Zip: slices.Clone(f.zip), Version: f.version}, true
 }
 
 // Calls returns the API calls made so far, in order.

@@ -5,6 +5,7 @@ package testfuncs
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"syscall"
@@ -81,4 +82,15 @@ var (
 	Noop = fanout.Register("awslambdatest.noop", func(_ context.Context, x int) (int, error) {
 		return x, nil
 	})
+	// Digest returns the length and the hex SHA-256 of its input, so that
+	// a test can check that a large input arrived whole.
+	Digest = fanout.Register("awslambdatest.digest", func(_ context.Context, b []byte) (string, error) {
+		return DigestOf(b), nil
+	})
 )
+
+// DigestOf is what Digest returns for b.
+func DigestOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return fmt.Sprintf("%d:%x", len(b), sum)
+}
