@@ -186,6 +186,11 @@ func (j *jobCore) run() {
 	}
 	j.mu.Lock()
 	j.ended = time.Now()
+	j.mu.Unlock()
+	if f := j.ex.opts.OnJobEnd; f != nil {
+		f(j.stats())
+	}
+	j.mu.Lock()
 	j.broadcastLocked()
 	j.mu.Unlock()
 	close(j.done)

@@ -145,8 +145,9 @@ type Options struct {
 	// job (or every 10 s) on anything else. Defaults to nil: nothing shown.
 	Progress io.Writer
 	// Prices are the platform's rates, for the cost estimate in JobStats.
-	// Defaults to PricesLambdaARM64, with the memory of the backend's
-	// workers when it reports it.
+	// Defaults to the price list the backend names (PricesLambdaARM64,
+	// PricesLambdaX86 or PricesSCF; Lambda arm64 when it names none), with
+	// the memory of its workers when it reports it.
 	Prices *Prices
 	// Logger receives the executor's own records: retries at Warn, failed
 	// tasks at Error with their logs. Defaults to slog.Default().
@@ -156,6 +157,12 @@ type Options struct {
 	// inspection with the gowren command. Defaults to false: they are
 	// deleted.
 	KeepData bool
+	// OnJobEnd, when set, is called with the final statistics of every job
+	// the executor runs, once its results are in and its objects cleaned
+	// up, before Wait and Map return: the way to see the phases of a
+	// MapReduce, whose jobs are not handed out. It runs on the job's own
+	// goroutine, so it should return quickly. Defaults to nil.
+	OnJobEnd func(JobStats)
 }
 
 // Executor runs jobs on a backend. It is safe for concurrent use: many jobs

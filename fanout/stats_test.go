@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gowren/gowren/backends/local"
@@ -207,4 +208,38 @@ func TestStoreRequests(t *testing.T) {
 		}
 		perTask(t, s)
 	})
+}
+
+func TestOnJobEnd(t *testing.T) {
+	var mu sync.Mutex
+	var ended []fanout.JobStats
+	ex := newLocal(t, nil, &fanout.Options{Store: memstore.New(nil), OnJobEnd: func(s fanout.JobStats) {
+		mu.Lock()
+		defer mu.Unlock()
+		ended = append(ended, s)
+	}})
+	lines := []string{"a b", "c", "d e f"}
+	total, err := fanout.MapReduce(context.Background(), ex, CountWords, lines, Total)
+	if err != nil || total != 6 {
+		t.Fatalf("MapReduce = %d, %v", total, err)
+	}
+	if _, err := fanout.Map(context.Background(), ex, double, []int{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Both phases of the MapReduce and the Map, each ended before its call
+	// returned, with final statistics.
+	if len(ended) != 3 {
+		t.Fatalf("%d jobs reported, want 3", len(ended))
+	}
+	for k, want := range []struct {
+		fn    string
+		tasks int
+	}{{CountWords.Name(), len(lines)}, {Total.Name(), 1}, {double.Name(), 2}} {
+		s := ended[k]
+		if s.Func != want.fn || s.Tasks != want.tasks || s.Succeeded != want.tasks || s.Ended.IsZero() || len(s.PerTask) != want.tasks {
+			t.Errorf("job %d: %s, %d tasks, %d succeeded, ended %v; want %s with %d", k, s.Func, s.Tasks, s.Succeeded, s.Ended, want.fn, want.tasks)
+		}
+	}
 }

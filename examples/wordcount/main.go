@@ -21,10 +21,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gowren/gowren/examples/wordcount/wc"
 	"github.com/gowren/gowren/fanout"
+	_ "github.com/gowren/gowren/jobplot" // JobStats.WritePlot
 	"github.com/gowren/gowren/storage"
 	"github.com/gowren/gowren/storage/filestore"
 	_ "github.com/gowren/gowren/storage/s3store" // s3:// stores
@@ -42,6 +44,7 @@ func main() {
 	fileMiB := flag.Float64("size", 8, "size of each generated file in MiB")
 	top := flag.Int("top", 10, "how many of the most frequent words to print")
 	progress := flag.Bool("progress", false, "show the jobs' progress on stderr")
+	plotFile := flag.String("plot", "", "write the map phase's timeline to this .png or .svg file")
 	flag.Parse()
 	if *backend != "" {
 		os.Setenv(fanout.EnvBackend, *backend)
@@ -60,6 +63,14 @@ func main() {
 	opts := &fanout.Options{Store: st}
 	if *progress {
 		opts.Progress = os.Stderr
+	}
+	// MapReduce hands out no Job: its phases' statistics come through
+	// OnJobEnd. The map phase is the one worth a timeline.
+	var mapStats fanout.JobStats
+	opts.OnJobEnd = func(s fanout.JobStats) {
+		if s.Func == wc.CountChunk.Name() {
+			mapStats = s
+		}
 	}
 	ex, err := fanout.OpenWith(ctx, opts)
 	if err != nil {
@@ -88,6 +99,24 @@ func main() {
 		fmt.Printf("%4d. %-16s %10d  %5.2f%%\n", i+1, w.Word, w.Count, 100*float64(w.Count)/float64(max(total, 1)))
 	}
 	fmt.Printf("wall time   %v   (%.1f MB/s)\n", sum.Wall.Round(time.Millisecond), float64(sum.Bytes)/1e6/sum.Wall.Seconds())
+	if *plotFile != "" {
+		if err := writePlot(mapStats, *plotFile); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("timeline    of the map phase (%d tasks) written to %s\n", mapStats.Tasks, *plotFile)
+	}
+}
+
+func writePlot(st fanout.JobStats, name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := st.WritePlot(f, strings.TrimPrefix(filepath.Ext(name), ".")); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // openStore opens the store named by flag, else $GOWREN_STORE, else a file
