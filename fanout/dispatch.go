@@ -537,6 +537,10 @@ func (j *jobCore) noteLocked(i int, why string) {
 	h := j.history[i]
 	if len(h) < maxHistory {
 		j.history[i] = append(h, fmt.Sprintf("attempt %d: %s", len(h)+1, why))
+		if j.failedTries == nil {
+			j.failedTries = map[int][]FailedTry{}
+		}
+		j.failedTries[i] = append(j.failedTries[i], FailedTry{Sent: unixTime(j.tasks[i].invoked), Failed: time.Now(), Reason: why})
 	}
 }
 

@@ -116,26 +116,27 @@ type jobCore struct {
 	chunks  []string // keys of the aggregated input objects
 	started time.Time
 
-	mu        sync.Mutex
-	tasks     []taskRec
-	next      int   // first task never sent
-	retryQ    []int // tasks ready to be sent again
-	delayed   delayQueue
-	finished  int
-	failedN   int
-	completed []int // task indexes in completion order
-	notify    chan struct{}
-	wake      chan struct{}
-	taskErrs  map[int]*TaskError
-	logs      map[int][]LogRecord
-	history   map[int][]string
-	outRefs   []wireRange // with flagOutputsToStore: where each output is
-	jobErr    error
-	ended     time.Time
-	wrote     bool // objects may exist under the job's prefix
-	workers   map[string]uint32
-	workerIDs []string
-	counters  counters
+	mu          sync.Mutex
+	tasks       []taskRec
+	next        int   // first task never sent
+	retryQ      []int // tasks ready to be sent again
+	delayed     delayQueue
+	finished    int
+	failedN     int
+	completed   []int // task indexes in completion order
+	notify      chan struct{}
+	wake        chan struct{}
+	taskErrs    map[int]*TaskError
+	logs        map[int][]LogRecord
+	history     map[int][]string
+	failedTries map[int][]FailedTry // when each noted attempt ran
+	outRefs     []wireRange         // with flagOutputsToStore: where each output is
+	jobErr      error
+	ended       time.Time
+	wrote       bool // objects may exist under the job's prefix
+	workers     map[string]uint32
+	workerIDs   []string
+	counters    counters
 
 	// Scheduling.
 	live     map[*invocation]struct{}

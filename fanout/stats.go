@@ -109,9 +109,19 @@ type TaskStats struct {
 	BytesIn  int64 `json:"bytes_in"`
 	BytesOut int64 `json:"bytes_out"`
 	// Error is the final error of a failed task; History says why each
-	// failed attempt failed.
-	Error   string   `json:"error,omitempty"`
-	History []string `json:"history,omitempty"`
+	// failed attempt failed, and FailedTries when (the first 16).
+	Error       string      `json:"error,omitempty"`
+	History     []string    `json:"history,omitempty"`
+	FailedTries []FailedTry `json:"failed_tries,omitempty"`
+}
+
+// FailedTry is an attempt of a task that failed and was retried, or was the
+// last: from when the driver sent it to when it learned of the failure
+// (driver clock).
+type FailedTry struct {
+	Sent   time.Time `json:"sent"`
+	Failed time.Time `json:"failed"`
+	Reason string    `json:"reason"`
 }
 
 // Prices are the rates of a serverless platform, for JobStats.Cost.
@@ -236,6 +246,7 @@ func (c *jobCore) taskStatsLocked(i int) TaskStats {
 		Index: i, Attempts: t.attempts(), Submitted: c.started, Invoked: unixTime(t.invoked),
 		Started: unixTime(t.started), Finished: unixTime(t.finished), Received: unixTime(t.received),
 		ColdStart: t.cold, BytesIn: c.inputSize(i), BytesOut: t.bytesOut, History: c.history[i],
+		FailedTries: c.failedTries[i],
 	}
 	switch t.state {
 	case stDone:

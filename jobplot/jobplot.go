@@ -7,6 +7,13 @@
 // the way importing image/png makes image.Decode read PNG:
 //
 //	import _ "github.com/gowren/gowren/jobplot"
+//
+// In the timeline a task's line runs from when its taken attempt started
+// to when it finished (worker clock): green for a task that succeeded at
+// once, orange for one that succeeded after retries, red for one that
+// failed. A thin grey line before it is the wait from the send to the
+// start; dashed light-red lines are its attempts that failed, from their
+// send to when the driver learned of the failure.
 package jobplot
 
 import (
@@ -31,6 +38,7 @@ var (
 	colorOK      = color.RGBA{R: 0x2e, G: 0x8b, B: 0x57, A: 0xff} // sea green
 	colorRetried = color.RGBA{R: 0xe6, G: 0x8a, B: 0x00, A: 0xff} // orange: ok after more than one attempt
 	colorFailed  = color.RGBA{R: 0xc6, G: 0x28, B: 0x28, A: 0xff} // red
+	colorTry     = color.RGBA{R: 0xef, G: 0x9a, B: 0x9a, A: 0xff} // light red: an attempt that failed
 	colorRunning = color.RGBA{R: 0x4a, G: 0x6f, B: 0xa5, A: 0xff} // blue: still running when the stats were taken
 )
 
@@ -126,12 +134,20 @@ func (tl *taskLines) span(t fanout.TaskStats) (start, end float64, ok bool) {
 func (tl *taskLines) Plot(c draw.Canvas, p *plot.Plot) {
 	tx, ty := p.Transforms(&c)
 	wait := draw.LineStyle{Color: color.Gray{Y: 0xb0}, Width: vg.Points(0.3)}
+	try := draw.LineStyle{Color: colorTry, Width: vg.Points(0.6), Dashes: []vg.Length{vg.Points(2), vg.Points(1)}}
 	for _, t := range tl.tasks {
+		y := ty(float64(t.Index))
+		for _, f := range t.FailedTries {
+			if f.Sent.IsZero() || f.Failed.Before(f.Sent) {
+				continue
+			}
+			x0, x1 := tx(f.Sent.Sub(tl.t0).Seconds()), tx(f.Failed.Sub(tl.t0).Seconds())
+			c.StrokeLine2(try, x0, y, max(x1, x0+vg.Points(0.5)), y)
+		}
 		start, end, ok := tl.span(t)
 		if !ok {
 			continue
 		}
-		y := ty(float64(t.Index))
 		if !t.Invoked.IsZero() && !t.Started.IsZero() {
 			c.StrokeLine2(wait, tx(t.Invoked.Sub(tl.t0).Seconds()), y, tx(start), y)
 		}
@@ -158,6 +174,11 @@ func (tl *taskLines) DataRange() (xmin, xmax, ymin, ymax float64) {
 	for _, t := range tl.tasks {
 		if !t.Invoked.IsZero() {
 			xmin = min(xmin, t.Invoked.Sub(tl.t0).Seconds())
+		}
+		for _, f := range t.FailedTries {
+			if !f.Sent.IsZero() {
+				xmin, xmax = min(xmin, f.Sent.Sub(tl.t0).Seconds()), max(xmax, f.Failed.Sub(tl.t0).Seconds())
+			}
 		}
 		if start, end, ok := tl.span(t); ok {
 			xmin, xmax = min(xmin, start), max(xmax, end)

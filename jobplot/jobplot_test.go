@@ -16,9 +16,12 @@ import (
 	_ "github.com/gowren/gowren/jobplot"
 )
 
-var invert = fanout.Register("jobplot_test.invert", func(_ context.Context, x float64) (float64, error) {
+var invert = fanout.Register("jobplot_test.invert", func(ctx context.Context, x float64) (float64, error) {
 	if x == 0 {
 		return 0, errors.New("division by zero")
+	}
+	if x == 4 && fanout.Task(ctx).Attempt == 0 {
+		return 0, fanout.Retryable(errors.New("flaky the first time"))
 	}
 	return 1 / x, nil
 })
@@ -27,7 +30,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func plottedJob(t *testing.T) fanout.JobStats {
 	t.Helper()
-	ex := fanout.NewExecutor(local.New(&local.Options{Concurrency: 3}), &fanout.Options{Retries: -1, Logger: quiet})
+	ex := fanout.NewExecutor(local.New(&local.Options{Concurrency: 3}), &fanout.Options{Retries: 2, Logger: quiet})
 	t.Cleanup(func() { ex.Close() })
 	in := []float64{1, 2, 0, 4, 5, 6, 7, 0, 9, 10}
 	j, err := fanout.Start(context.Background(), ex, invert, in)
@@ -59,7 +62,8 @@ func TestWritePlotSVG(t *testing.T) {
 	if err := s.WritePlot(&buf, "svg"); err != nil {
 		t.Fatal(err)
 	}
-	// Well-formed XML, with one line per task in the outcome colours.
+	// Well-formed XML, with one line per task in the outcome colours, and
+	// one per failed attempt.
 	d := xml.NewDecoder(bytes.NewReader(buf.Bytes()))
 	marks := map[string]int{}
 	for {
@@ -72,7 +76,7 @@ func TestWritePlotSVG(t *testing.T) {
 		}
 		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "path" {
 			for _, a := range se.Attr {
-				for _, c := range []string{"#2e8b57", "#c62828"} {
+				for _, c := range []string{"#2e8b57", "#c62828", "#e68a00", "#ef9a9a"} {
 					if strings.Contains(strings.ToLower(a.Value), "stroke:"+c) {
 						marks[c]++
 					}
@@ -80,8 +84,24 @@ func TestWritePlotSVG(t *testing.T) {
 			}
 		}
 	}
-	if marks["#2e8b57"] != s.Succeeded || marks["#c62828"] != s.Failed {
-		t.Errorf("marks %v, want %d ok and %d failed", marks, s.Succeeded, s.Failed)
+	retried, tries := 0, 0
+	for _, ts := range s.PerTask {
+		if ts.Outcome == "ok" && ts.Attempts > 1 {
+			retried++
+		}
+		tries += len(ts.FailedTries)
+		for _, f := range ts.FailedTries {
+			if f.Sent.IsZero() || f.Failed.Before(f.Sent) || f.Reason == "" {
+				t.Errorf("task %d: failed try %+v", ts.Index, f)
+			}
+		}
+	}
+	// The flaky task's first attempt, and the one attempt of each failed task.
+	if retried != 1 || tries != 1+s.Failed {
+		t.Fatalf("%d tasks retried, %d failed tries; want the flaky task and %d failed attempts", retried, tries, 1+s.Failed)
+	}
+	if marks["#2e8b57"] != s.Succeeded-retried || marks["#e68a00"] != retried || marks["#c62828"] != s.Failed || marks["#ef9a9a"] != tries {
+		t.Errorf("marks %v, want %d ok, %d retried, %d failed, %d failed tries", marks, s.Succeeded-retried, retried, s.Failed, tries)
 	}
 }
 
