@@ -24,6 +24,11 @@ var die = fanout.Register("fanout_test.die", func(ctx context.Context, how strin
 	case "kill":
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		<-ctx.Done()
+	case "kill-once":
+		if fanout.Task(ctx).Attempt == 0 {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			<-ctx.Done()
+		}
 	case "panic-outside-task":
 		done := make(chan struct{})
 		go func() { panic("a goroutine the task started") }()
@@ -118,6 +123,34 @@ func TestProcessWorkerDeath(t *testing.T) {
 				t.Fatalf("after the deaths: %q, %v", more, err)
 			}
 		})
+	}
+}
+
+// TestProcessWorkerKilledOnce: a worker SIGKILLed mid-task is replaced, and
+// the task's retry on the new worker succeeds; the stats count the lost
+// invocation and the retry.
+func TestProcessWorkerKilledOnce(t *testing.T) {
+	ex, _ := newProcess(t, 2, &fanout.Options{BatchSize: 1})
+	in := []string{"a", "kill-once", "b", "c"}
+	j, err := fanout.Start(context.Background(), ex, die, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Wait(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range in {
+		if out[i] != s {
+			t.Errorf("out[%d] = %q, want %q", i, out[i], s)
+		}
+	}
+	s := j.Stats()
+	if s.Retries != 1 || s.FailedInvocations != 1 || s.Succeeded != len(in) {
+		t.Errorf("%d retries, %d failed invocations, %d succeeded; want 1, 1, %d", s.Retries, s.FailedInvocations, s.Succeeded, len(in))
+	}
+	if ts := s.PerTask[1]; ts.Attempts != 2 || len(ts.FailedTries) != 1 || !strings.Contains(ts.FailedTries[0].Reason, "worker") {
+		t.Errorf("task 1: %d attempts, failed tries %+v; want 2 and one lost worker", ts.Attempts, ts.FailedTries)
 	}
 }
 
