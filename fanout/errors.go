@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/storage"
 )
 
 // Sentinel errors; test for them with errors.Is.
@@ -163,6 +164,8 @@ func remoteError(index, attempts int, we *wireError) *TaskError {
 		te.Err = ErrStaleWorker
 	case codeMalformed, codeVersion:
 		te.Err = ErrMalformed
+	case codeGone:
+		te.Err = storage.ErrNotFound
 	}
 	return te
 }

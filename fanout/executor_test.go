@@ -18,6 +18,7 @@ import (
 	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/local"
 	"github.com/gowren/gowren/fanout"
+	"github.com/gowren/gowren/storage"
 	"github.com/gowren/gowren/storage/memstore"
 )
 
@@ -395,5 +396,38 @@ func TestSignatureDigestDetectsTypeChanges(t *testing.T) {
 	}
 	if _, err := fanout.Map(context.Background(), ex, stale, []pointV2{{1, 2, 3}}); !errors.Is(err, fanout.ErrStaleWorker) {
 		t.Fatalf("added field: %v, want ErrStaleWorker", err)
+	}
+}
+
+// dropsInputs deletes a job's input objects before the first invocation
+// reaches the workers, as `gowren clean` or a lifecycle rule might.
+type dropsInputs struct {
+	backends.Backend
+	st   storage.Store
+	once sync.Once
+}
+
+func (d *dropsInputs) Invoke(ctx context.Context, p []byte) ([]byte, error) {
+	d.once.Do(func() {
+		var keys []string
+		for obj, err := range d.st.List(ctx, "jobs/") {
+			if err == nil && strings.Contains(obj.Key, "/in/") {
+				keys = append(keys, obj.Key)
+			}
+		}
+		_ = d.st.Delete(ctx, keys...)
+	})
+	return d.Backend.Invoke(ctx, p)
+}
+
+func TestInputObjectGone(t *testing.T) {
+	st := memstore.New(nil)
+	b := &dropsInputs{Backend: local.New(&local.Options{MaxRequestBytes: 2 << 10}), st: st}
+	ex := fanout.NewExecutor(b, &fanout.Options{Store: st, BatchSize: 1, Logger: quietLogs})
+	defer ex.Close()
+	_, err := fanout.Map(context.Background(), ex, bytesLen, [][]byte{make([]byte, 4<<10)})
+	var te *fanout.TaskError
+	if !errors.As(err, &te) || !errors.Is(err, storage.ErrNotFound) || te.Attempts != 1 || !strings.Contains(te.Message, "deleted") {
+		t.Fatalf("err = %v, want a TaskError wrapping storage.ErrNotFound after one attempt, saying the input was deleted", err)
 	}
 }

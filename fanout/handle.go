@@ -397,6 +397,9 @@ func (b *batchRun) input(ctx context.Context, t *wireTask) ([]byte, *wireError) 
 			return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("open store for input: %v", err), Retryable: true}
 		}
 		raw, err = st.GetRange(ctx, t.Key, t.Off, t.Len)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, goneError("read input", err)
+		}
 		if err != nil {
 			return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("read input: %v", err), Retryable: true}
 		}
@@ -434,7 +437,9 @@ func (b *batchRun) gather(ctx context.Context, list []byte) ([]byte, *wireError)
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(errs...); errors.Is(err, storage.ErrNotFound) {
+		return nil, goneError("gather", err)
+	} else if err != nil {
 		return nil, &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("gather: %v", err), Retryable: true}
 	}
 	var buf bytes.Buffer
@@ -581,4 +586,12 @@ func (c *storeCache) open(ctx context.Context, url string) (storage.Store, error
 	}
 	c.m[url] = st
 	return st, nil
+}
+
+// goneError reports an input object missing from the store: deleted (by
+// gowren clean, a lifecycle rule, a user) while the job ran or before it
+// was attached. Retrying cannot bring it back.
+func goneError(what string, err error) *wireError {
+	return &wireError{Code: codeGone, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf(
+		"%s: %v (the object was deleted while the job needed it; start the job again)", what, err)}
 }

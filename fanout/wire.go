@@ -111,6 +111,7 @@ const (
 	codeEncode    = "encode"    // the output could not be encoded
 	codeTooLarge  = "too-large" // the output did not fit the reply and there is no store
 	codeStore     = "store"     // reading the input or writing the output failed
+	codeGone      = "gone"      // the input's object is not in the store: no retry can read it
 	codeMalformed = "malformed" // the request was not a valid envelope
 	codeUnknown   = "unknown-function"
 	codeStale     = "stale-worker"
