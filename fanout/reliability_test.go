@@ -3,6 +3,7 @@ package fanout_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -234,6 +235,23 @@ func TestAttachErrors(t *testing.T) {
 	}
 	if _, err := fanout.Attach(ctx, ex, double, j.ID()); err == nil || !strings.Contains(err.Error(), "not started in async mode") {
 		t.Errorf("sync job: %v", err)
+	}
+	// The same name with another signature: a manifest written by another
+	// build of the program, whose types changed.
+	m, err := fanout.ReadManifest(ctx, st, j.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Digest, m.Signature = "0123456789abcdef01234567", "fanout_test.double(string) string"
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(ctx, "jobs/"+j.ID()+"/manifest", b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fanout.Attach(ctx, ex, double, j.ID()); !errors.Is(err, fanout.ErrStaleWorker) || !strings.Contains(err.Error(), "double(string) string") {
+		t.Errorf("another signature: %v, want ErrStaleWorker naming the job's signature", err)
 	}
 	var ids []string
 	for m, err := range fanout.Jobs(ctx, st) {
