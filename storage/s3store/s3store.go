@@ -86,10 +86,14 @@
 // partitions over minutes of sustained load. The store keeps keys as they
 // are (PREFIX/KEY), so that data written by other tools can be read and
 // listed: it does not hash keys into shards, which would make every List
-// one request per shard. Within a job, the executor's keys
-// (jobs/<ID>/out/<index>.<attempt>) differ right after the job's prefix,
-// where S3 can split them. A job reads its inputs with one ranged GET per
-// task of one aggregated object, and small outputs never reach the store.
+// one request per shard. Job IDs start with random hex, so concurrent jobs
+// write to distant ranges. Within a job, the executor's keys
+// (jobs/<ID>/out/<ten-digit index>.<attempt>) form one ordered range,
+// which S3 splits at any point as load persists (and which the driver lists
+// from its lowest open index on); until it has, a job beyond a few thousand
+// reply writes a second meets 503 SlowDown, which the store retries with
+// backoff. A job reads its inputs with one ranged GET per task of one
+// aggregated object, and small outputs never reach the store.
 //
 // # Keys
 //
