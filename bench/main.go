@@ -44,6 +44,7 @@ func main() {
 	rounds := flag.Int("rounds", 5, "repetitions of each measurement (the median is reported)")
 	cloud := flag.Bool("cloud", true, "also run the simulated-cloud scenarios (about two minutes)")
 	stores := flag.Bool("storage", true, "also count the storage requests per task of small, large and async jobs")
+	noSpecOnly := flag.Bool("nospec", true, "with -cloud, also run scenario (b) without speculation (about 90 s)")
 	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process")
 	flag.Parse()
 	if strings.HasPrefix(*mode, "rss-") {
@@ -109,12 +110,12 @@ func main() {
 		runStorage(ctx)
 	}
 	if *cloud {
-		runCloud(ctx)
+		runCloud(ctx, *noSpecOnly)
 	}
 }
 
 // runCloud runs the simulated-cloud scenarios once each.
-func runCloud(ctx context.Context) {
+func runCloud(ctx context.Context, withoutSpeculation bool) {
 	a := scenario{name: "(a)", tasks: 10000, taskMS: 1000, concurrency: 1000, faults: cloudLatency()}
 	c := scenario{name: "(c)", tasks: 200, taskMS: 100, concurrency: 2}
 	b := scenario{name: "(b)", tasks: 10000, taskMS: 1000, concurrency: 1000, faults: faultMix(1)}
@@ -124,7 +125,11 @@ func runCloud(ctx context.Context) {
 	fmt.Println("| scenario | makespan | ideal | ratio | invocations | notes |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- |")
 	var fault time.Duration
-	for _, s := range []scenario{a, c, b, bs} {
+	runs := []scenario{a, c, b, bs}
+	if !withoutSpeculation {
+		runs = []scenario{a, c, bs}
+	}
+	for _, s := range runs {
 		o, err := s.run(ctx)
 		if err != nil {
 			log.Fatal(err)
