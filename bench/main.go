@@ -1,8 +1,9 @@
 // Command bench measures gowren's driver overhead and compares its wall time
 // with plain goroutines, printing a Markdown table for bench/RESULTS.md.
 //
-//	go run ./bench              # everything, a few minutes
-//	go run ./bench -rounds 1    # quicker, noisier
+//	go run ./bench                                  # everything, a few minutes
+//	go run ./bench -rounds 1                        # quicker, noisier
+//	go run ./bench -rounds 1 -storage=false -nospec=false   # skip the storage table and the 90 s run of (b) without speculation
 //
 // The same measurements exist as Go benchmarks: go test -bench . ./bench
 package main
