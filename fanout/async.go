@@ -279,7 +279,7 @@ func (j *jobCore) pollOnce(ctx context.Context) (int, error) {
 	listed := 0
 	defer func() {
 		j.mu.Lock()
-		j.counters.storeLists += listPages(listed)
+		j.counters.storeLists += storage.ListRequests(listed)
 		j.mu.Unlock()
 	}()
 	for obj, err := range storage.ListAfter(ctx, st, prefix, after) {
@@ -569,10 +569,3 @@ func putReply(ctx context.Context, st storage.Store, key string, r *wireReply) e
 	}
 	return st.Put(ctx, key, buf.Bytes())
 }
-
-// listPage is the number of keys in a page of a List: S3 returns up to
-// 1,000 per ListObjectsV2 request, and s3store asks for that many.
-const listPage = 1000
-
-// listPages is the number of List requests that n keys take, at least one.
-func listPages(n int) int { return max(1, (n+listPage-1)/listPage) }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/gowren/gowren/storage"
 )
 
 // Ramp limits how fast a job's invocations in flight may grow: at most Step
@@ -650,10 +652,6 @@ func (j *jobCore) abort(err error) {
 	j.cancel(err)
 }
 
-// deleteBatch is how many keys one delete request removes (S3's
-// DeleteObjects limit, by which s3store batches).
-const deleteBatch = 1000
-
 // deleteObjects removes the job's objects from the store.
 func (j *jobCore) deleteObjects(ctx context.Context) {
 	st := j.ex.store
@@ -671,8 +669,8 @@ func (j *jobCore) deleteObjects(ctx context.Context) {
 		keys = append(keys, obj.Key)
 	}
 	j.mu.Lock()
-	j.counters.storeLists += listPages(len(keys))
-	j.counters.storeDeletes += (len(keys) + deleteBatch - 1) / deleteBatch
+	j.counters.storeLists += storage.ListRequests(len(keys))
+	j.counters.storeDeletes += storage.DeleteRequests(len(keys))
 	j.mu.Unlock()
 	if len(keys) == 0 {
 		return

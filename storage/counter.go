@@ -80,8 +80,8 @@ func (c *Counter) List(ctx context.Context, prefix string) iter.Seq2[ObjectInfo,
 // count counts the pages of a listing as it is consumed.
 func (c *Counter) count(seq iter.Seq2[ObjectInfo, error]) iter.Seq2[ObjectInfo, error] {
 	return func(yield func(ObjectInfo, error) bool) {
-		n := int64(0)
-		defer func() { c.lists.Add(max(1, (n+listPage-1)/listPage)) }()
+		n := 0
+		defer func() { c.lists.Add(int64(ListRequests(n))) }()
 		for obj, err := range seq {
 			if err == nil {
 				n++
@@ -99,26 +99,13 @@ func (c *Counter) ListAfter(ctx context.Context, prefix, startAfter string) iter
 	if al, ok := c.Store.(AfterLister); ok {
 		return c.count(al.ListAfter(ctx, prefix, startAfter))
 	}
-	return func(yield func(ObjectInfo, error) bool) {
-		for obj, err := range c.List(ctx, prefix) {
-			if err == nil && obj.Key <= startAfter {
-				continue
-			}
-			if !yield(obj, err) {
-				return
-			}
-		}
-	}
+	return skipThrough(c.List(ctx, prefix), startAfter)
 }
 
 func (c *Counter) Delete(ctx context.Context, keys ...string) error {
-	c.deletes.Add((int64(len(keys)) + listPage - 1) / listPage)
+	c.deletes.Add(int64(DeleteRequests(len(keys))))
 	return c.Store.Delete(ctx, keys...)
 }
-
-// listPage is the most keys S3 returns in a List page or removes in one
-// delete request.
-const listPage = 1000
 
 // MaxObjectSize is the wrapped store's cap on object size, if it has one.
 func (c *Counter) MaxObjectSize() int64 {

@@ -125,8 +125,14 @@ func ListAfter(ctx context.Context, st Store, prefix, startAfter string) iter.Se
 	if al, ok := st.(AfterLister); ok {
 		return al.ListAfter(ctx, prefix, startAfter)
 	}
+	return skipThrough(st.List(ctx, prefix), startAfter)
+}
+
+// skipThrough yields what seq yields, less the objects whose key does not
+// sort after startAfter.
+func skipThrough(seq iter.Seq2[ObjectInfo, error], startAfter string) iter.Seq2[ObjectInfo, error] {
 	return func(yield func(ObjectInfo, error) bool) {
-		for obj, err := range st.List(ctx, prefix) {
+		for obj, err := range seq {
 			if err == nil && obj.Key <= startAfter {
 				continue
 			}
@@ -136,6 +142,18 @@ func ListAfter(ctx context.Context, st Store, prefix, startAfter string) iter.Se
 		}
 	}
 }
+
+// ListRequests is the number of requests a List of n keys takes on S3,
+// which returns up to 1,000 keys a page: at least one.
+func ListRequests(n int) int { return max(1, (n+pageKeys-1)/pageKeys) }
+
+// DeleteRequests is the number of requests that delete n keys on S3, which
+// removes up to 1,000 in one: none for no key.
+func DeleteRequests(n int) int { return (n + pageKeys - 1) / pageKeys }
+
+// pageKeys is the most keys S3 returns in a List page or removes in one
+// delete request.
+const pageKeys = 1000
 
 // MaxObjectSizer is implemented by stores that cap the size of one object.
 // Put and NewWriter refuse larger objects with ErrTooLarge.
