@@ -3,6 +3,9 @@ package fanout
 import (
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 )
 
@@ -35,4 +38,18 @@ func (s JobStats) WritePlot(w io.Writer, format string) error {
 		return errors.New(`fanout: WritePlot needs the plotting package: import _ "github.com/gowren/gowren/jobplot"`)
 	}
 	return f(w, s, format)
+}
+
+// SavePlot writes WritePlot's drawing to the file name, in the format its
+// extension names (".png" or ".svg", in any case).
+func (s JobStats) SavePlot(name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := s.WritePlot(f, strings.TrimPrefix(strings.ToLower(filepath.Ext(name)), ".")); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

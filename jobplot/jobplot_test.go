@@ -8,6 +8,8 @@ import (
 	"image/png"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -111,5 +113,25 @@ func TestWritePlotErrors(t *testing.T) {
 	}
 	if err := plottedJob(t).WritePlot(io.Discard, "gif"); err == nil || !strings.Contains(err.Error(), "gif") {
 		t.Errorf("gif: %v", err)
+	}
+}
+
+func TestSavePlot(t *testing.T) {
+	s := plottedJob(t)
+	dir := t.TempDir()
+	png1 := filepath.Join(dir, "t.PNG")
+	if err := s.SavePlot(png1); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(png1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := png.Decode(f); err != nil {
+		t.Errorf("%s is not a PNG: %v", png1, err)
+	}
+	if err := s.SavePlot(filepath.Join(dir, "t.gif")); err == nil || !strings.Contains(err.Error(), "gif") {
+		t.Errorf("SavePlot to a .gif: %v, want an error naming the format", err)
 	}
 }

@@ -296,15 +296,7 @@ func plotStats(b []byte, from, out string, stdout io.Writer) error {
 	if format != "png" && format != "svg" {
 		return fmt.Errorf("%w: -o %s: the name must end in .png or .svg", errUsage, out)
 	}
-	f, err := os.Create(out)
-	if err != nil {
-		return err
-	}
-	if err := s.WritePlot(f, format); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := s.SavePlot(out); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s (%d tasks)\n", out, len(s.PerTask))

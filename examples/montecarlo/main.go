@@ -19,8 +19,6 @@ import (
 	"math"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"time"
 
 	// The cloud backends and the S3 store, so that GOWREN_BACKEND and
@@ -73,7 +71,7 @@ func main() {
 	if err != nil {
 		if *plotFile != "" { // the timeline shows what failed, and when
 			<-job.Done()
-			if perr := writePlot(job.Stats(), *plotFile); perr == nil {
+			if perr := job.Stats().SavePlot(*plotFile); perr == nil {
 				fmt.Fprintf(os.Stderr, "timeline of the failed job written to %s\n", *plotFile)
 			}
 		}
@@ -95,21 +93,9 @@ func main() {
 	fmt.Printf("wall time   %v   (%d invocations, %d retries, %.0f samples/s)\n",
 		wall.Round(time.Millisecond), st.Invocations, st.Retries, float64(est.Samples)/wall.Seconds())
 	if *plotFile != "" {
-		if err := writePlot(st, *plotFile); err != nil {
+		if err := st.SavePlot(*plotFile); err != nil {
 			log.Fatal(err)
 		}
 		fmt.Printf("timeline    written to %s\n", *plotFile)
 	}
-}
-
-func writePlot(st fanout.JobStats, name string) error {
-	f, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	if err := st.WritePlot(f, strings.TrimPrefix(filepath.Ext(name), ".")); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

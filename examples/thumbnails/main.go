@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/gowren/gowren/examples/thumbnails/thumb"
@@ -88,23 +87,11 @@ func main() {
 	fmt.Printf("wall time   %v   (task time: decode %v, resize %v)\n",
 		sum.Wall.Round(time.Millisecond), decode.Round(time.Millisecond), resize.Round(time.Millisecond))
 	if *plotFile != "" {
-		if err := writePlot(sum.Stats, *plotFile); err != nil {
+		if err := sum.Stats.SavePlot(*plotFile); err != nil {
 			log.Fatal(err)
 		}
 		fmt.Printf("timeline    written to %s\n", *plotFile)
 	}
-}
-
-func writePlot(st fanout.JobStats, name string) error {
-	f, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	if err := st.WritePlot(f, strings.TrimPrefix(filepath.Ext(name), ".")); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // openStore opens the store named by flag, else $GOWREN_STORE, else a file

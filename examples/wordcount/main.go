@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/gowren/gowren/examples/wordcount/wc"
@@ -100,23 +99,11 @@ func main() {
 	}
 	fmt.Printf("wall time   %v   (%.1f MB/s)\n", sum.Wall.Round(time.Millisecond), float64(sum.Bytes)/1e6/sum.Wall.Seconds())
 	if *plotFile != "" {
-		if err := writePlot(mapStats, *plotFile); err != nil {
+		if err := mapStats.SavePlot(*plotFile); err != nil {
 			log.Fatal(err)
 		}
 		fmt.Printf("timeline    of the map phase (%d tasks) written to %s\n", mapStats.Tasks, *plotFile)
 	}
-}
-
-func writePlot(st fanout.JobStats, name string) error {
-	f, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	if err := st.WritePlot(f, strings.TrimPrefix(filepath.Ext(name), ".")); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // openStore opens the store named by flag, else $GOWREN_STORE, else a file
