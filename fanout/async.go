@@ -167,29 +167,20 @@ func (j *jobCore) sendAsync(ctx context.Context, inv *invocation, payload []byte
 		return
 	}
 	// The worker says its reply is in the store, under the key the driver
-	// chose: read it there, without listing. (Marked as being read, so
-	// that the poller does not read it too.)
-	j.mu.Lock()
-	if _, seen := j.seen[inv.key]; seen {
-		j.mu.Unlock()
+	// chose: read it there, without listing.
+	if !j.claimReply(inv.key, anySize) {
 		return
 	}
-	j.seen[inv.key] = readingReply
-	j.mu.Unlock()
 	r, size, err := j.fetchReply(inv.key)
 	if err != nil {
-		j.mu.Lock()
-		delete(j.seen, inv.key)
-		j.mu.Unlock()
+		j.settleReply(inv.key, unread)
 		select { // let the poller look
 		case j.kick <- struct{}{}:
 		default:
 		}
 		return
 	}
-	j.mu.Lock()
-	j.seen[inv.key] = size
-	j.mu.Unlock()
+	j.settleReply(inv.key, size)
 	j.takeReply(inv, r, time.Now())
 }
 
@@ -287,60 +278,70 @@ func (j *jobCore) pollOnce(ctx context.Context) (int, error) {
 			return 0, err
 		}
 		listed++
-		if _, _, ok := parseOutputKey(strings.TrimPrefix(obj.Key, prefix)); !ok {
-			continue
+		if _, _, ok := parseOutputKey(strings.TrimPrefix(obj.Key, prefix)); ok {
+			fresh = append(fresh, obj)
 		}
-		j.mu.Lock()
-		size, seen := j.seen[obj.Key]
-		j.mu.Unlock()
-		if seen && (size == obj.Size || size == readingReply) {
-			continue
-		}
-		fresh = append(fresh, obj)
 	}
 	taken := 0
 	for _, obj := range fresh {
-		j.mu.Lock()
-		size, seen := j.seen[obj.Key]
-		if seen && (size == obj.Size || size == readingReply) {
-			j.mu.Unlock()
-			continue // read by key meanwhile
+		if !j.claimReply(obj.Key, obj.Size) {
+			continue // read already, at this size, or being read by key
 		}
-		j.seen[obj.Key] = readingReply
-		j.mu.Unlock()
 		taken++
 		r, _, err := j.fetchReply(obj.Key)
 		if err != nil {
 			if errors.Is(err, storage.ErrNotFound) {
-				j.mu.Lock()
-				delete(j.seen, obj.Key)
-				j.mu.Unlock()
+				j.settleReply(obj.Key, unread)
 				continue
 			}
 			if ctx.Err() != nil {
-				j.mu.Lock()
-				delete(j.seen, obj.Key)
-				j.mu.Unlock()
+				j.settleReply(obj.Key, unread)
 				return 0, ctx.Err()
 			}
 			// A torn or foreign object: note it and go on.
 			j.ex.opts.Logger.Warn("gowren: unreadable reply object", "job", j.id, "key", obj.Key, "error", err)
-			j.mu.Lock()
-			j.seen[obj.Key] = obj.Size
-			j.mu.Unlock()
+			j.settleReply(obj.Key, obj.Size)
 			continue
 		}
-		j.mu.Lock()
-		j.seen[obj.Key] = obj.Size
-		inv := j.outstanding[obj.Key]
-		j.mu.Unlock()
+		inv := j.settleReply(obj.Key, obj.Size)
 		j.takeReply(inv, r, time.Now())
 	}
 	return taken, nil
 }
 
-// readingReply marks, in jobCore.seen, a reply being read by key.
-const readingReply = -1
+// Sizes with a meaning in jobCore.seen and its helpers.
+const (
+	readingReply = -1 // being read by key
+	anySize      = -2 // claimReply: read at any size counts
+	unread       = -3 // settleReply: not read, to be looked at again
+)
+
+// claimReply marks the reply object key as being read, unless it was read
+// at size already (at any size, with anySize) or is being read now. It
+// reports whether the caller is to read it, and then to settle it.
+func (j *jobCore) claimReply(key string, size int64) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if got, seen := j.seen[key]; seen && (got == readingReply || got == size || size == anySize) {
+		return false
+	}
+	j.seen[key] = readingReply
+	return true
+}
+
+// settleReply ends a claim: the object was read at size, or, unread, is to
+// be looked at again. It returns the invocation waiting for the reply, if
+// any.
+func (j *jobCore) settleReply(key string, size int64) *invocation {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if size == unread {
+		delete(j.seen, key)
+	} else {
+		j.seen[key] = size
+	}
+	return j.outstanding[key]
+}
 
 // parseOutputKey splits "<index>.<attempt>".
 func parseOutputKey(name string) (index, attempt int, ok bool) {
