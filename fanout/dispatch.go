@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -448,9 +447,7 @@ func (j *jobCore) observe(perTask, overhead float64) {
 		j.overheads[j.nextOverhead] = overhead
 		j.nextOverhead = (j.nextOverhead + 1) % overheadSamples
 	}
-	j.medianBuf = append(j.medianBuf[:0], j.overheads...)
-	slices.Sort(j.medianBuf)
-	j.overhead = j.medianBuf[len(j.medianBuf)/2]
+	j.overhead = medianOf(j.overheads, &j.medianBuf)
 	if !j.measured {
 		j.ewmaTask, j.measured = perTask, true
 		return

@@ -147,7 +147,7 @@ type jobCore struct {
 	ewmaTask      float64
 	overhead      float64   // median of overheads
 	overheads     []float64 // recent invocation overheads (ring)
-	medianBuf     []float64 // scratch for their median
+	medianBuf     []float64 // scratch for medians (under mu)
 	nextOverhead  int
 	tasksInFlight int
 	lastBatch     int

@@ -34,7 +34,7 @@ func (j *jobCore) speculateLocked(now time.Time) time.Duration {
 	}
 	if j.specMedianN == 0 || len(j.taskTimes) > j.specMedianN+j.specMedianN/8 {
 		// Recomputed as the sample grows by an eighth, not on every look.
-		j.specMedian, j.specMedianN = medianOf(j.taskTimes), len(j.taskTimes)
+		j.specMedian, j.specMedianN = medianOf(j.taskTimes, &j.medianBuf), len(j.taskTimes)
 	}
 	factor := float64(specFactor)
 	limit, _ := j.window.limit(now)
@@ -86,9 +86,10 @@ func (j *jobCore) hasYoungerCopy(inv *invocation, i int, now time.Time, threshol
 	return false
 }
 
-// medianOf returns the median of xs (sorting a copy).
-func medianOf(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
+// medianOf returns the median of xs, sorting a copy in *scratch (kept for
+// the next call, so that a median per reply allocates nothing).
+func medianOf(xs []float64, scratch *[]float64) float64 {
+	*scratch = append((*scratch)[:0], xs...)
+	slices.Sort(*scratch)
+	return (*scratch)[len(xs)/2]
 }
