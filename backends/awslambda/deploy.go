@@ -22,6 +22,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+
+	"github.com/gowren/gowren/backends/internal/gopkg"
 )
 
 // ImportPath is this package's import path: a program deployed to Lambda must
@@ -171,27 +173,15 @@ func Build(ctx context.Context, opts *DeployOptions) (zipped []byte, importPath 
 	}
 	env := append(os.Environ(), "GOOS=linux", "GOARCH="+goArch(o.Arch), "CGO_ENABLED=0")
 	tags := strings.Join(append([]string{"lambda.norpc"}, o.Tags...), ",")
-	var stderr bytes.Buffer
-	list := exec.CommandContext(ctx, "go", "list", "-tags", tags, "-f", "{{.Name}}\t{{.ImportPath}}\t{{join .Deps \" \"}}", o.Package)
-	list.Dir, list.Env, list.Stderr = o.Dir, env, &stderr
-	out, err := list.Output()
+	p, err := gopkg.List(ctx, "go", o.Dir, env, tags, o.Package)
 	if err != nil {
-		return nil, "", fmt.Errorf("awslambda: build %q: go list: %v\n%s", o.Package, err, stderr.Bytes())
+		return nil, "", fmt.Errorf("awslambda: build %q: %w", o.Package, err)
 	}
-	line := strings.TrimSpace(string(out))
-	fields := strings.SplitN(line, "\t", 3)
-	if len(fields) < 2 || strings.Contains(line, "\n") {
-		return nil, "", fmt.Errorf("awslambda: build %q: want exactly one package, go list printed %q", o.Package, out)
+	if p.Name != "main" {
+		return nil, "", fmt.Errorf("awslambda: build %q: package %s is not a main package (it is package %s)", o.Package, p.ImportPath, p.Name)
 	}
-	if fields[0] != "main" {
-		return nil, "", fmt.Errorf("awslambda: build %q: package %s is not a main package (it is package %s)", o.Package, fields[1], fields[0])
-	}
-	deps := ""
-	if len(fields) == 3 {
-		deps = " " + fields[2] + " "
-	}
-	if fields[1] != ImportPath && !strings.Contains(deps, " "+ImportPath+" ") {
-		return nil, "", fmt.Errorf("awslambda: build %q: package %s does not import %s, so on Lambda fanout.Init would not serve invocations: add\n\timport _ %q\nto it", o.Package, fields[1], ImportPath, ImportPath)
+	if !p.Imports(ImportPath) {
+		return nil, "", fmt.Errorf("awslambda: build %q: package %s does not import %s, so on Lambda fanout.Init would not serve invocations: add\n\timport _ %q\nto it", o.Package, p.ImportPath, ImportPath, ImportPath)
 	}
 	dir, err := os.MkdirTemp("", "gowren-deploy-")
 	if err != nil {
@@ -199,7 +189,7 @@ func Build(ctx context.Context, opts *DeployOptions) (zipped []byte, importPath 
 	}
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "bootstrap")
-	stderr.Reset()
+	var stderr bytes.Buffer
 	build := exec.CommandContext(ctx, "go", "build", "-tags", tags, "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", bin, o.Package)
 	build.Dir, build.Env, build.Stdout, build.Stderr = o.Dir, env, &stderr, &stderr
 	if err := build.Run(); err != nil {
@@ -213,7 +203,7 @@ func Build(ctx context.Context, opts *DeployOptions) (zipped []byte, importPath 
 	if err != nil {
 		return nil, "", fmt.Errorf("awslambda: build %q: %w", o.Package, err)
 	}
-	return zipped, fields[1], nil
+	return zipped, p.ImportPath, nil
 }
 
 // zipTime is the modification time of the zipped bootstrap: fixed, so that

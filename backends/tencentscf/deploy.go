@@ -26,6 +26,7 @@ import (
 	tcerr "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common/errors"
 
 	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/backends/internal/gopkg"
 )
 
 // ImportPath is this package's import path. A program deployed to SCF must
@@ -440,30 +441,16 @@ func Build(ctx context.Context, dir, pkg, out string) error {
 // a single main package and that it imports this package, directly or
 // through its dependencies.
 func checkImports(ctx context.Context, goCmd, dir, pkg string, env []string) error {
-	cmd := exec.CommandContext(ctx, goCmd, "list", "-f", "{{.Name}}\t{{.ImportPath}}\t{{join .Deps \" \"}}", pkg)
-	cmd.Dir, cmd.Env = dir, env
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	p, err := gopkg.List(ctx, goCmd, dir, env, "", pkg)
 	if err != nil {
-		return fmt.Errorf("build %s: go list: %w\n%s", pkg, err, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("build %s: %w", pkg, err)
 	}
-	line := strings.TrimSpace(string(out))
-	fields := strings.SplitN(line, "\t", 3)
-	if len(fields) < 2 || strings.Contains(line, "\n") {
-		return fmt.Errorf("build %s: want one main package, go list printed %q", pkg, line)
+	if p.Name != "main" {
+		return fmt.Errorf("build %s: package %s is not a main package (it is package %s)", pkg, p.ImportPath, p.Name)
 	}
-	name, path := fields[0], fields[1]
-	if name != "main" {
-		return fmt.Errorf("build %s: package %s is not a main package (it is package %s)", pkg, path, name)
-	}
-	deps := ""
-	if len(fields) == 3 {
-		deps = " " + fields[2] + " "
-	}
-	if !strings.Contains(deps, " "+ImportPath+" ") {
+	if !p.Imports(ImportPath) {
 		return fmt.Errorf("build %s: package %s does not import %s, so on SCF fanout.Init would not serve invocations and every one would fail "+
-			"(SCF reports the instance exited): add\n\timport _ %q\nto it", pkg, path, ImportPath, ImportPath)
+			"(SCF reports the instance exited): add\n\timport _ %q\nto it", pkg, p.ImportPath, ImportPath, ImportPath)
 	}
 	return nil
 }
