@@ -1,7 +1,6 @@
 package awslambda
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -215,21 +214,12 @@ var zipTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // only on exe (fixed time stamp and permissions), so an unchanged binary
 // has an unchanged code hash and Deploy skips its upload.
 func Zip(exe []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	h := &zip.FileHeader{Name: "bootstrap", Method: zip.Deflate, Modified: zipTime}
-	h.SetMode(0o755)
-	w, err := zw.CreateHeader(h)
+	// Level 5 is archive/zip's own default, which this used before.
+	zipped, err := gopkg.ZipExecutable("bootstrap", exe, 5, zipTime)
 	if err != nil {
 		return nil, fmt.Errorf("zip bootstrap: %w", err)
 	}
-	if _, err := w.Write(exe); err != nil {
-		return nil, fmt.Errorf("zip bootstrap: %w", err)
-	}
-	if err := zw.Close(); err != nil {
-		return nil, fmt.Errorf("zip bootstrap: %w", err)
-	}
-	return buf.Bytes(), nil
+	return zipped, nil
 }
 
 // CodeSHA256 returns the hash Lambda reports for a zip (CodeSha256): the

@@ -16,6 +16,7 @@ import (
 	tcerr "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common/errors"
 
 	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/backends/internal/gopkg"
 )
 
 var testSite = site{op: "invoke", function: "fn", region: "ap-guangzhou", namespace: "default"}
@@ -201,16 +202,16 @@ func TestLimiter(t *testing.T) {
 func TestZipExecutable(t *testing.T) {
 	t.Parallel()
 	data := bytes.Repeat([]byte("\x7fELF gowren worker "), 5000)
-	a, err := zipExecutable("main", data, flate.BestSpeed)
+	a, err := gopkg.ZipExecutable("main", data, flate.BestSpeed, zipTime)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := zipExecutable("main", data, flate.BestSpeed)
+	b, err := gopkg.ZipExecutable("main", data, flate.BestSpeed, zipTime)
 	if err != nil || !bytes.Equal(a, b) {
 		t.Fatalf("two zips of the same file differ (%v)", err)
 	}
 	for _, level := range []int{flate.BestSpeed, flate.BestCompression} {
-		z, _ := zipExecutable("main", data, level)
+		z, _ := gopkg.ZipExecutable("main", data, level, zipTime)
 		zr, err := zip.NewReader(bytes.NewReader(z), int64(len(z)))
 		if err != nil || len(zr.File) != 1 {
 			t.Fatalf("level %d: %v", level, err)

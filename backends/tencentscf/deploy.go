@@ -1,7 +1,6 @@
 package tencentscf
 
 import (
-	"archive/zip"
 	"bytes"
 	"compress/flate"
 	"context"
@@ -162,9 +161,9 @@ func Deploy(ctx context.Context, client *common.Client, opts *DeployOptions) (*D
 		return nil, err
 	}
 	// Fast compression first; the best only when that is over the limit.
-	zipped, err := zipExecutable(deployHandler, bin, flate.BestSpeed)
+	zipped, err := gopkg.ZipExecutable(deployHandler, bin, flate.BestSpeed, zipTime)
 	if err == nil && len(zipped) > maxZip {
-		zipped, err = zipExecutable(deployHandler, bin, flate.BestCompression)
+		zipped, err = gopkg.ZipExecutable(deployHandler, bin, flate.BestCompression, zipTime)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%v: zip: %w", d.s, err)
@@ -458,27 +457,6 @@ func checkImports(ctx context.Context, goCmd, dir, pkg string, env []string) err
 // zipTime is the modification time of every zipped file, so that the same
 // binary always makes the same zip.
 var zipTime = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// zipExecutable returns a zip holding one executable file, compressed at
-// the given flate level. The same input always makes the same bytes.
-func zipExecutable(name string, data []byte, level int) ([]byte, error) {
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	zw.RegisterCompressor(zip.Deflate, func(w io.Writer) (io.WriteCloser, error) { return flate.NewWriter(w, level) })
-	h := &zip.FileHeader{Name: name, Method: zip.Deflate, Modified: zipTime}
-	h.SetMode(0o755)
-	w, err := zw.CreateHeader(h)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := w.Write(data); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
 
 // envParam is the Environment parameter that sets env.
 func envParam(env map[string]string) map[string]any {

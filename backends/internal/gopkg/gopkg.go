@@ -1,15 +1,19 @@
 // Package gopkg holds what the deploy commands of the cloud backends share
 // about the Go package they build: whether it is a main package, and
 // whether it links the backend's worker runtime, without which a deployed
-// function would never serve an invocation.
+// function would never serve an invocation; and the zip of its binary.
 package gopkg
 
 import (
+	"archive/zip"
 	"bytes"
+	"compress/flate"
 	"context"
 	"fmt"
+	"io"
 	"os/exec"
 	"strings"
+	"time"
 )
 
 // Package is what go list says of the package a deploy builds.
@@ -52,4 +56,27 @@ func List(ctx context.Context, goCmd, dir string, env []string, tags, pkg string
 		p.deps = " " + fields[2] + " "
 	}
 	return p, nil
+}
+
+// ZipExecutable returns a zip archive holding one executable file (mode
+// 0755) named name, deflated at level, stamped with modified. The archive
+// depends only on its arguments, so an unchanged binary keeps its code
+// hash and a deploy can skip its upload.
+func ZipExecutable(name string, data []byte, level int, modified time.Time) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	zw.RegisterCompressor(zip.Deflate, func(w io.Writer) (io.WriteCloser, error) { return flate.NewWriter(w, level) })
+	h := &zip.FileHeader{Name: name, Method: zip.Deflate, Modified: modified}
+	h.SetMode(0o755)
+	w, err := zw.CreateHeader(h)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(data); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
