@@ -502,6 +502,24 @@ func (w *wrapper) throttled(reason string) error {
 		&backends.ThrottleError{RetryAfter: w.f.ThrottleRetryAfter, Reason: reason})
 }
 
+// front injects what happens before a call reaches the platform, the same
+// for Invoke and InvokeAsync: a throttle, a failure before it ran (saying
+// what had not happened), and the invoke latency.
+func (w *wrapper) front(ctx context.Context, p plan, op, before string) error {
+	if p.throttle {
+		w.throttles.Add(1)
+		return w.throttled("rate exceeded")
+	}
+	if p.failBefore {
+		w.failedBefore.Add(1)
+		return fmt.Errorf("chaos: %s: %s: %w: %w", op, before, ErrInjected, w.f.FailBeforeErr)
+	}
+	if err := w.sleep(ctx, w.f.Latency+frac(w.f.LatencyJitter, p.jitter)); err != nil {
+		return fmt.Errorf("chaos: %s: latency: %w", op, err)
+	}
+	return nil
+}
+
 // Invoke calls the wrapped backend's Invoke with the faults injected; see
 // the package documentation for their order.
 func (w *wrapper) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
@@ -527,16 +545,8 @@ func (w *wrapper) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 		return w.inner.Invoke(ctx, payload)
 	}
 	p := w.plan(n)
-	if p.throttle {
-		w.throttles.Add(1)
-		return nil, w.throttled("rate exceeded")
-	}
-	if p.failBefore {
-		w.failedBefore.Add(1)
-		return nil, fmt.Errorf("chaos: invoke: failed before the tasks ran: %w: %w", ErrInjected, w.f.FailBeforeErr)
-	}
-	if err := w.sleep(ctx, w.f.Latency+frac(w.f.LatencyJitter, p.jitter)); err != nil {
-		return nil, fmt.Errorf("chaos: invoke: latency: %w", err)
+	if err := w.front(ctx, p, "invoke", "failed before the tasks ran"); err != nil {
+		return nil, err
 	}
 	if w.f.ColdStart > 0 {
 		if !w.acquire() {
@@ -676,16 +686,8 @@ func (w *asyncWrapper) InvokeAsync(ctx context.Context, payload []byte) error {
 		return w.async.InvokeAsync(ctx, payload)
 	}
 	p := w.plan(n)
-	if p.throttle {
-		w.throttles.Add(1)
-		return w.throttled("rate exceeded")
-	}
-	if p.failBefore {
-		w.failedBefore.Add(1)
-		return fmt.Errorf("chaos: invoke async: failed before the event was accepted: %w: %w", ErrInjected, w.f.FailBeforeErr)
-	}
-	if err := w.sleep(ctx, w.f.Latency+frac(w.f.LatencyJitter, p.jitter)); err != nil {
-		return fmt.Errorf("chaos: invoke async: latency: %w", err)
+	if err := w.front(ctx, p, "invoke async", "failed before the event was accepted"); err != nil {
+		return err
 	}
 	w.innerCalls.Add(1)
 	if err := w.async.InvokeAsync(ctx, payload); err != nil {
