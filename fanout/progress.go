@@ -38,9 +38,17 @@ func (j *jobCore) progressCounts() progressCounts {
 	return c
 }
 
-func isTerminal(w io.Writer) bool {
+// terminalWidth reports whether w is a terminal, and its width in columns
+// (80 when it cannot be read or is implausibly small).
+func terminalWidth(w io.Writer) (int, bool) {
 	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return 0, false
+	}
+	if c, _, err := term.GetSize(int(f.Fd())); err == nil && c > 20 {
+		return c, true
+	}
+	return 80, true
 }
 
 // showProgress draws the job's progress on w until stop is closed, then
@@ -48,16 +56,10 @@ func isTerminal(w io.Writer) bool {
 func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 	n := j.spec.n
 	name := fmt.Sprintf("%s %s", j.spec.fn.name, j.id)
-	if isTerminal(w) {
+	if cols, ok := terminalWidth(w); ok {
 		// The job is named once; the bar's line stays within the terminal,
 		// or every redraw would scroll instead of overwriting it.
 		fmt.Fprintf(w, "gowren: job %s: %d tasks of %s\n", j.id, n, j.spec.fn.name)
-		cols := 80
-		if f, ok := w.(*os.File); ok {
-			if c, _, err := term.GetSize(int(f.Fd())); err == nil && c > 20 {
-				cols = c
-			}
-		}
 		width := min(30, cols/4)
 		room := cols - width - len(fmt.Sprintf(" 100%% || (%d/%d) ", n, n)) - 1
 		bar := progressbar.NewOptions(n,
