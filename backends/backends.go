@@ -340,3 +340,26 @@ func ParseURL(rawURL string) (*url.URL, error) {
 	u.RawQuery = q.Encode()
 	return u, nil
 }
+
+// ReplyReserve is how much of the time left before an invocation's
+// deadline a worker runtime keeps back for sending the reply: a tenth, at
+// most 500 ms. A platform ends an invocation still running at its deadline
+// and discards what it would have returned; with the reserve, tasks that
+// honour their context end early enough for the reply, which reports them
+// as timed out, to reach the driver.
+func ReplyReserve(left time.Duration) time.Duration {
+	if left <= 0 {
+		return 0
+	}
+	return min(left/10, 500*time.Millisecond)
+}
+
+// WithReplyReserve returns ctx with its deadline, if it has one, brought
+// ReplyReserve forward.
+func WithReplyReserve(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, dl.Add(-ReplyReserve(time.Until(dl))))
+}

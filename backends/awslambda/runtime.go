@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambda/messages"
@@ -56,19 +55,7 @@ func (w handler) Invoke(ctx context.Context, event []byte) ([]byte, error) {
 			Message: "gowren worker: the event is not a gowren invocation: " + err.Error(),
 		}
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl.Add(-deadlineReserve(time.Until(dl))))
-		defer cancel()
-	}
+	ctx, cancel := backends.WithReplyReserve(ctx)
+	defer cancel()
 	return backends.EncodeJSON(w.h(ctx, payload)), nil
-}
-
-// deadlineReserve is how much of the time left the handler keeps for sending
-// its reply: a tenth, at most 500 ms.
-func deadlineReserve(left time.Duration) time.Duration {
-	if left <= 0 {
-		return 0
-	}
-	return min(left/10, 500*time.Millisecond)
 }

@@ -2,7 +2,6 @@ package tencentscf
 
 import (
 	"testing"
-	"time"
 )
 
 func TestSameCode(t *testing.T) {
@@ -24,21 +23,5 @@ func TestSameCode(t *testing.T) {
 				t.Errorf("sameCode(%q) = %v, want %v", tc.deployed, got, tc.want)
 			}
 		})
-	}
-}
-
-func TestDeadlineReserve(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct{ left, want time.Duration }{
-		{-time.Second, 0},
-		{0, 0},
-		{300 * time.Millisecond, 30 * time.Millisecond},
-		{time.Second, 100 * time.Millisecond},
-		{5 * time.Second, 500 * time.Millisecond},
-		{15 * time.Minute, 500 * time.Millisecond},
-	} {
-		if got := deadlineReserve(tc.left); got != tc.want {
-			t.Errorf("deadlineReserve(%v) = %v, want %v", tc.left, got, tc.want)
-		}
 	}
 }

@@ -44,7 +44,7 @@ func serve(h backends.Handler) error {
 // handler adapts a backends.Handler (fanout.Handle) to scf-go-lib's
 // byte-level cloudfunction.Handler. Its Invoke unwraps the JSON envelope
 // that the driver side sends, runs the handler with the invocation's
-// deadline less a reserve for the reply (see deadlineReserve), and returns
+// deadline less a reserve for the reply (backends.ReplyReserve), and returns
 // the wrapped reply.
 //
 // scf-go-lib puts the bytes Invoke returns into the runtime's response as
@@ -68,25 +68,11 @@ func (h handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	ctx, cancel := sanitizeDeadline(ctx)
 	defer cancel()
-	if dl, ok := ctx.Deadline(); ok {
-		var cancelReserve context.CancelFunc
-		ctx, cancelReserve = context.WithDeadline(ctx, dl.Add(-deadlineReserve(time.Until(dl))))
-		defer cancelReserve()
-	}
+	// SCF ends a call still running at its deadline with status 433 and
+	// discards the reply: keep time to send it.
+	ctx, cancelReserve := backends.WithReplyReserve(ctx)
+	defer cancelReserve()
 	return backends.EncodeJSON(h(ctx, raw)), nil
-}
-
-// deadlineReserve is how much of the time left before the platform's
-// deadline the tasks do not get: a tenth, at most 500 ms. SCF ends an
-// invocation still running at its deadline with status 433 and discards
-// whatever it would have returned, so the tasks' context ends this much
-// earlier and the reply, which reports the tasks that overran as timed out,
-// still reaches the driver. AWS Lambda's runtime keeps the same reserve.
-func deadlineReserve(left time.Duration) time.Duration {
-	if left <= 0 {
-		return 0
-	}
-	return min(left/10, 500*time.Millisecond)
 }
 
 // saneDeadline is the earliest deadline taken at face value. scf-go-lib
