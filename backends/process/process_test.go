@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/process"
@@ -396,15 +397,24 @@ func watchExit(t *testing.T, pid int) func() error {
 			return err
 		}
 		_ = f.SetReadDeadline(time.Now().Add(time.Minute))
-		waited := false
-		// The poller calls back once it has seen the pidfd readable: the
-		// process is gone.
-		return rc.Read(func(uintptr) bool {
-			done := waited
-			waited = true
-			return done
-		})
+		// The callback asks the pidfd itself whether it is readable (the
+		// process is gone) rather than trusting that a second call means
+		// so: a readiness the poller saw before this read began is
+		// forgotten when the read starts, and would never come again.
+		return rc.Read(pidfdReadable)
 	}
+}
+
+// pidfdReadable polls fd without waiting: readable once its process exited.
+func pidfdReadable(fd uintptr) bool {
+	const pollIn = 0x1
+	pfd := struct {
+		fd              int32
+		events, revents int16
+	}{int32(fd), pollIn, 0}
+	var now syscall.Timespec // zero: do not wait
+	n, _, errno := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&now)), 0, 0, 0)
+	return errno == 0 && n == 1 && pfd.revents&pollIn != 0
 }
 
 func TestHandlerPanic(t *testing.T) {
