@@ -69,6 +69,61 @@ type AsyncBackend interface {
 	InvokeAsync(ctx context.Context, payload []byte) error
 }
 
+// StreamBackend is a Backend whose workers can send parts of a reply ahead
+// of it: a handler that runs a batch of tasks sends each task's result as it
+// finishes (see SendPart), so the driver sees it before the batch ends.
+// Backends on one machine (local, process) offer it; cloud platforms, which
+// return one response per call, do not.
+type StreamBackend interface {
+	Backend
+	// InvokeStream is Invoke, and calls part with each part the worker's
+	// handler sent with SendPart, in the order sent, before it returns.
+	// part is never called concurrently with itself nor after
+	// InvokeStream returned; it may be called from another goroutine than
+	// InvokeStream's, and must not keep the slice after it returns.
+	//
+	// When ctx ends, InvokeStream returns an error satisfying
+	// errors.Is(err, ctx.Err()), as Invoke does; a reply the handler
+	// still returned after the cancellation (it holds the results of the
+	// tasks that finished) is passed to part first, when it arrives
+	// within the time the backend gives a cancelled worker.
+	InvokeStream(ctx context.Context, payload []byte, part func([]byte)) ([]byte, error)
+}
+
+// partSenderKey carries a worker runtime's part sender in a handler's
+// context.
+type partSenderKey struct{}
+
+// WithPartSender returns ctx carrying send, through which a handler's
+// SendPart calls reach the driver. A runtime that serves InvokeStream sets
+// it on the context of each invocation it runs; send must be safe for
+// concurrent use and report an error when the part could not be sent.
+func WithPartSender(ctx context.Context, send func([]byte) error) context.Context {
+	return context.WithValue(ctx, partSenderKey{}, send)
+}
+
+// CanSendParts reports whether the invocation of ctx streams: whether
+// SendPart can deliver parts ahead of the reply.
+func CanSendParts(ctx context.Context) bool {
+	_, ok := ctx.Value(partSenderKey{}).(func([]byte) error)
+	return ok
+}
+
+// SendPart sends data to the driver ahead of the reply of the invocation of
+// ctx, when its backend streams (CanSendParts). It returns an error when it
+// cannot: the invocation does not stream, or the part was not delivered
+// (the caller then sends what it held with the reply). The handler must not
+// call it after it returned its reply.
+func SendPart(ctx context.Context, data []byte) error {
+	send, ok := ctx.Value(partSenderKey{}).(func([]byte) error)
+	if !ok {
+		return errNoStream
+	}
+	return send(data)
+}
+
+var errNoStream = errors.New("backends: the invocation does not stream parts")
+
 // Limits describes a backend. Zero fields mean "no limit" or "no".
 type Limits struct {
 	// MaxRequestBytes is the largest payload Invoke accepts.
