@@ -34,43 +34,34 @@ func runStorage(ctx context.Context) {
 		blobs[i] = make([]byte, size)
 	}
 	type row struct {
+		id    string // for the RESULT line
 		name  string
 		lo    *local.Options
 		o     fanout.Options
 		tasks int
 		run   func(*fanout.Executor) (fanout.JobStats, error)
 	}
-	stats := func(j interface {
-		Done() <-chan struct{}
-		Stats() fanout.JobStats
-	}, err error) (fanout.JobStats, error) {
-		if err != nil {
-			return fanout.JobStats{}, err
-		}
-		<-j.Done() // results in, objects deleted
-		return j.Stats(), nil
-	}
 	rows := []row{
-		{"(a) small inputs and outputs, sync, automatic batches", nil, fanout.Options{}, small, func(ex *fanout.Executor) (fanout.JobStats, error) {
-			return stats(fanout.Start(ctx, ex, noop, ints))
+		{"a-sync-auto", "(a) small inputs and outputs, sync, automatic batches", nil, fanout.Options{}, small, func(ex *fanout.Executor) (fanout.JobStats, error) {
+			return jobStats(fanout.Start(ctx, ex, noop, ints))
 		}},
-		{"(a) the same, one task per invocation", nil, fanout.Options{BatchSize: 1}, small, func(ex *fanout.Executor) (fanout.JobStats, error) {
-			return stats(fanout.Start(ctx, ex, noop, ints))
+		{"a-sync-single", "(a) the same, one task per invocation", nil, fanout.Options{BatchSize: 1}, small, func(ex *fanout.Executor) (fanout.JobStats, error) {
+			return jobStats(fanout.Start(ctx, ex, noop, ints))
 		}},
-		{"(b) 200 KiB inputs over a 128 KiB payload limit", &local.Options{MaxRequestBytes: 128 << 10}, fanout.Options{}, large, func(ex *fanout.Executor) (fanout.JobStats, error) {
-			return stats(fanout.Start(ctx, ex, blobLen, blobs))
+		{"b-large-inputs", "(b) 200 KiB inputs over a 128 KiB payload limit", &local.Options{MaxRequestBytes: 128 << 10}, fanout.Options{}, large, func(ex *fanout.Executor) (fanout.JobStats, error) {
+			return jobStats(fanout.Start(ctx, ex, blobLen, blobs))
 		}},
-		{"(b') 200 KiB outputs over a 128 KiB reply limit", &local.Options{MaxResponseBytes: 128 << 10}, fanout.Options{}, large, func(ex *fanout.Executor) (fanout.JobStats, error) {
-			return stats(fanout.Start(ctx, ex, blobOf, sizes))
+		{"b-large-outputs", "(b') 200 KiB outputs over a 128 KiB reply limit", &local.Options{MaxResponseBytes: 128 << 10}, fanout.Options{}, large, func(ex *fanout.Executor) (fanout.JobStats, error) {
+			return jobStats(fanout.Start(ctx, ex, blobOf, sizes))
 		}},
-		{"(c) async, small data, automatic batches", nil, fanout.Options{Async: true}, small, func(ex *fanout.Executor) (fanout.JobStats, error) {
-			return stats(fanout.Start(ctx, ex, noop, ints))
+		{"c-async-auto", "(c) async, small data, automatic batches", nil, fanout.Options{Async: true}, small, func(ex *fanout.Executor) (fanout.JobStats, error) {
+			return jobStats(fanout.Start(ctx, ex, noop, ints))
 		}},
-		{"(c) async, one task per invocation", nil, fanout.Options{Async: true, BatchSize: 1}, small, func(ex *fanout.Executor) (fanout.JobStats, error) {
-			return stats(fanout.Start(ctx, ex, noop, ints))
+		{"c-async-single", "(c) async, one task per invocation", nil, fanout.Options{Async: true, BatchSize: 1}, small, func(ex *fanout.Executor) (fanout.JobStats, error) {
+			return jobStats(fanout.Start(ctx, ex, noop, ints))
 		}},
-		{"(c') async on a platform that only accepts events (as Lambda's Event), one task per invocation, 1,000 in flight", eventPlatform, fanout.Options{Async: true, BatchSize: 1, Concurrency: 1000}, small, func(ex *fanout.Executor) (fanout.JobStats, error) {
-			return stats(fanout.Start(ctx, ex, noop, ints))
+		{"c-async-events", "(c') async on a platform that only accepts events (as Lambda's Event), one task per invocation, 1,000 in flight", eventPlatform, fanout.Options{Async: true, BatchSize: 1, Concurrency: 1000}, small, func(ex *fanout.Executor) (fanout.JobStats, error) {
+			return jobStats(fanout.Start(ctx, ex, noop, ints))
 		}},
 	}
 	fmt.Println()
@@ -106,7 +97,23 @@ func runStorage(ctx context.Context) {
 		fmt.Printf("| %s | %d | %d | %d / %d / %d / %d | %d / %d | %.3f | %.3f |\n", r.name, r.tasks, s.Invocations,
 			s.StoreReads, s.StoreWrites, s.StoreLists, s.StoreDeletes, s.WorkerStoreReads, s.WorkerStoreWrites,
 			s.StoreRequestsPerTask, float64(c.Total())/float64(r.tasks))
+		result("storage", "row", r.id, "tasks", r.tasks, "invocations", s.Invocations,
+			"driver_reads", s.StoreReads, "driver_writes", s.StoreWrites, "driver_lists", s.StoreLists, "driver_deletes", s.StoreDeletes,
+			"worker_reads", s.WorkerStoreReads, "worker_writes", s.WorkerStoreWrites,
+			"per_task", s.StoreRequestsPerTask, "counted_per_task", float64(c.Total())/float64(r.tasks))
 	}
+}
+
+// jobStats waits for the job to end (results in, objects deleted) and
+// returns its statistics.
+func jobStats[Out any](j *fanout.Job[Out], err error) (fanout.JobStats, error) {
+	if err != nil {
+		return fanout.JobStats{}, err
+	}
+	if _, err := j.Wait(context.Background()); err != nil {
+		return fanout.JobStats{}, err
+	}
+	return j.Stats(), nil
 }
 
 // eventPlatform marks the row run on events.
