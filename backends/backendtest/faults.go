@@ -3,8 +3,6 @@ package backendtest
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +11,7 @@ import (
 	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/chaos"
 	"github.com/gowren/gowren/fanout"
+	"github.com/gowren/gowren/internal/layout"
 )
 
 // RunFaultSuite runs jobs on backends made by newHarness, wrapped in
@@ -175,7 +174,7 @@ func runFaults(t *testing.T, h Harness, async bool, f chaos.Faults, n int) {
 	// (That such a reply never becomes a second result is checked above.)
 	_, nativeAsync := inner.(backends.AsyncBackend)
 	mayLinger := async && nativeAsync && cs.FailedAfter > 0
-	for obj, err := range st.List(context.Background(), "jobs/"+j.ID()) {
+	for obj, err := range st.List(context.Background(), layout.JobOf(j.ID()).Prefix()) {
 		if err != nil {
 			t.Errorf("list the job's objects: %v", err)
 			break
@@ -191,15 +190,6 @@ func runFaults(t *testing.T, h Harness, async bool, f chaos.Faults, n int) {
 // isReply reports whether key is a reply object, out/<index>.<attempt>, of
 // one of the job's n tasks.
 func isReply(key, job string, n int) bool {
-	rest, ok := strings.CutPrefix(key, "jobs/"+job+"/out/")
-	if !ok {
-		return false
-	}
-	is, as, ok := strings.Cut(rest, ".")
-	if !ok {
-		return false
-	}
-	i, err1 := strconv.Atoi(is)
-	a, err2 := strconv.Atoi(as)
-	return err1 == nil && err2 == nil && i >= 0 && i < n && a >= 1
+	i, a, ok := layout.JobOf(job).ParseOutput(key)
+	return ok && i < n && a >= 1
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"time"
 
@@ -68,6 +69,22 @@ var (
 	})
 	// waitCancel blocks until its context ends.
 	waitCancel = fanout.Register("backendtest.waitCancel", func(ctx context.Context, _ int) (int, error) {
+		<-ctx.Done()
+		return 0, ctx.Err()
+	})
+	// block connects to the address it is given, when not empty, to say
+	// that it runs, then waits until its context ends. The contract
+	// checks replay its payload to have a task that runs until cancelled.
+	block = fanout.Register("backendtest.block", func(ctx context.Context, addr string) (int, error) {
+		if addr != "" {
+			var d net.Dialer
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := d.DialContext(dctx, "tcp", addr)
+			cancel()
+			if err == nil {
+				c.Close()
+			}
+		}
 		<-ctx.Done()
 		return 0, ctx.Err()
 	})
