@@ -179,7 +179,12 @@ type Executor struct {
 	closed bool
 	jobs   map[*jobCore]struct{}
 	wg     sync.WaitGroup
-	refs   map[string]struct{} // objects written by Put
+
+	// Shared values (ref.go), guarded by mu.
+	refsID  string                   // executor ID: Put writes under refs/<refsID>/; set by the first Put
+	refs    map[string]bool          // keys Put wrote (true) or tried to write (false); Close deletes them all
+	putting map[string]chan struct{} // keys being written, closed when the write ends
+	puts    sync.WaitGroup           // Puts writing; Close waits for them
 }
 
 // NewExecutor returns an Executor running jobs on b. A nil opts gives the
@@ -302,9 +307,13 @@ func OpenWith(ctx context.Context, opts *Options) (*Executor, error) {
 }
 
 // Close cancels the jobs still running (their Wait returns an error wrapping
-// ErrClosed), waits for them to end, deletes the values written by Put
-// (unless Options.KeepData), then closes the backend and any store the
-// Executor opened itself. Calls after the first return nil.
+// ErrClosed), waits for them to end, waits for the Puts in flight, deletes
+// the values this Executor wrote with Put (unless Options.KeepData), then
+// closes the backend and any store the Executor opened itself. A Put that
+// comes after Close has begun writes nothing and returns an error wrapping
+// ErrClosed. Only this Executor's own values are deleted: another Executor
+// (in this driver or another) that Put the same value keeps its own copy.
+// Calls after the first return nil.
 func (ex *Executor) Close() error {
 	ex.mu.Lock()
 	if ex.closed {
@@ -317,18 +326,7 @@ func (ex *Executor) Close() error {
 	}
 	ex.mu.Unlock()
 	ex.wg.Wait()
-	var err error
-	if len(ex.refs) > 0 && !ex.opts.KeepData {
-		keys := make([]string, 0, len(ex.refs))
-		for k := range ex.refs {
-			keys = append(keys, k)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		if derr := ex.store.Delete(ctx, keys...); derr != nil {
-			err = fmt.Errorf("fanout: delete the values written by Put: %w", derr)
-		}
-		cancel()
-	}
+	err := ex.deleteShared()
 	err = errors.Join(err, ex.backend.Close())
 	if ex.ownStore != nil {
 		err = errors.Join(err, ex.ownStore())

@@ -8,10 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/gowren/gowren/internal/layout"
 	"github.com/gowren/gowren/storage"
 )
 
@@ -20,7 +23,8 @@ import (
 // model, a lookup table, an image). Get fetches and decodes the value once
 // per worker process and shares it with every later task there.
 type Ref[T any] struct {
-	// Key is the object holding the encoded value ("refs/<hash>").
+	// Key is the object holding the encoded value,
+	// "refs/<executor id>/<hash>".
 	Key string
 	// Hash is the SHA-256 of the encoded value, checked on every fetch.
 	Hash string
@@ -30,12 +34,26 @@ type Ref[T any] struct {
 	Store string
 }
 
-// Put encodes v, writes it to the executor's store under a name derived from
-// its content (putting the same value twice writes it once), and returns a
-// Ref to pass in task inputs. The objects Put wrote are deleted when the
-// Executor is closed, unless Options.KeepData is set. Put needs a store.
+// Put encodes v, writes it to the executor's store, and returns a Ref to
+// pass in task inputs. Put needs a store; it is safe for concurrent use.
+//
+// The object is named after the executor and the value's content,
+// "refs/<executor id>/<hash>": putting the same value twice with one
+// Executor writes it once, and the Ref stays valid until that Executor is
+// closed. Close deletes the values its Executor put (unless
+// Options.KeepData) and nothing else, so drivers that share a store never
+// delete a value under one another's jobs. A driver killed before Close
+// leaves its values behind; `gowren clean -older-than D` removes the values
+// of drivers that started more than D ago.
+//
+// A Put after Close has begun writes nothing and returns an error wrapping
+// ErrClosed; Close waits for the Puts already writing. When ctx is
+// cancelled, Put returns an error wrapping ctx.Err().
 func Put[T any](ctx context.Context, ex *Executor, v T) (Ref[T], error) {
 	var zero Ref[T]
+	if ex.isClosed() {
+		return zero, fmt.Errorf("fanout: put %T: %w", v, ErrClosed)
+	}
 	if ex.cfgErr != nil {
 		return zero, ex.cfgErr
 	}
@@ -48,25 +66,97 @@ func Put[T any](ctx context.Context, ex *Executor, v T) (Ref[T], error) {
 	}
 	sum := sha256.Sum256(b)
 	hash := hex.EncodeToString(sum[:])
-	key := "refs/" + hash
 	if m, ok := ex.store.(storage.MaxObjectSizer); ok && int64(len(b)) > m.MaxObjectSize() {
 		return zero, fmt.Errorf("fanout: put %T: %d bytes, over the store's %d-byte object limit: %w", v, len(b), m.MaxObjectSize(), ErrPayloadTooLarge)
 	}
-	ex.mu.Lock()
-	_, done := ex.refs[key]
-	ex.mu.Unlock()
-	if !done {
-		if err := ex.store.Put(ctx, key, b); err != nil {
-			return zero, fmt.Errorf("fanout: put %T: %w", v, err)
-		}
-		ex.mu.Lock()
-		if ex.refs == nil {
-			ex.refs = map[string]struct{}{}
-		}
-		ex.refs[key] = struct{}{}
-		ex.mu.Unlock()
+	key, err := ex.putShared(ctx, hash, b)
+	if err != nil {
+		return zero, fmt.Errorf("fanout: put %T: %w", v, err)
 	}
 	return Ref[T]{Key: key, Hash: hash, Size: int64(len(b)), Store: ex.store.URL()}, nil
+}
+
+func (ex *Executor) isClosed() bool {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.closed
+}
+
+// putShared writes b, whose SHA-256 is hash, under the executor's group of
+// shared values, unless it is there already, and returns its key. A Put of
+// the same value in flight is waited for instead of written twice. Every
+// write is counted in ex.puts, which Close waits for after it has set
+// ex.closed; so a Put either registers before Close and is waited for, or
+// sees ex.closed and writes nothing.
+func (ex *Executor) putShared(ctx context.Context, hash string, b []byte) (string, error) {
+	for {
+		ex.mu.Lock()
+		if ex.closed {
+			ex.mu.Unlock()
+			return "", ErrClosed
+		}
+		if ex.refsID == "" {
+			ex.refsID = layout.NewID(time.Now())
+			ex.refs = map[string]bool{}
+			ex.putting = map[string]chan struct{}{}
+		}
+		key := layout.RefKey(ex.refsID, hash)
+		if ex.refs[key] {
+			ex.mu.Unlock()
+			return key, nil
+		}
+		if wait, ok := ex.putting[key]; ok {
+			ex.mu.Unlock()
+			select {
+			case <-wait:
+				continue // written, or failed: look again
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		ex.putting[key] = done
+		ex.refs[key] = false // deleted by Close even if the write fails: it may have landed
+		ex.puts.Add(1)
+		ex.mu.Unlock()
+
+		err := ex.store.Put(ctx, key, b)
+
+		ex.mu.Lock()
+		if err == nil {
+			ex.refs[key] = true
+		}
+		delete(ex.putting, key)
+		close(done)
+		ex.mu.Unlock()
+		ex.puts.Done()
+		return key, err
+	}
+}
+
+// deleteShared is Close's part for shared values, called once ex.closed is
+// set: it waits for the Puts writing, then deletes every key Put wrote or
+// tried to write, unless Options.KeepData.
+func (ex *Executor) deleteShared() error {
+	ex.puts.Wait()
+	ex.mu.Lock()
+	keys := make([]string, 0, len(ex.refs))
+	for k := range ex.refs {
+		keys = append(keys, k)
+	}
+	ex.refs = nil
+	group := layout.RefGroup(ex.refsID)
+	ex.mu.Unlock()
+	if len(keys) == 0 || ex.opts.KeepData {
+		return nil
+	}
+	slices.Sort(keys)
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	if err := ex.store.Delete(ctx, keys...); err != nil {
+		return fmt.Errorf("fanout: delete the values written by Put (%s): %w", group, err)
+	}
+	return nil
 }
 
 // Get returns the value. In a task it reads the job's store (or, outside
@@ -84,7 +174,9 @@ func (r Ref[T]) Get(ctx context.Context) (T, error) {
 	if v, ok := refCache.get(ck); ok {
 		return v.(T), nil
 	}
-	v, err, _ := refFlight.Do(r.Hash+"\x00"+ck.typ.String(), func() (any, error) {
+	ran := false
+	load := func() (any, error) {
+		ran = true
 		if v, ok := refCache.get(ck); ok {
 			return v, nil
 		}
@@ -98,7 +190,17 @@ func (r Ref[T]) Get(ctx context.Context) (T, error) {
 		}
 		refCache.put(ck, v, int64(len(b)))
 		return v, nil
-	})
+	}
+	// Concurrent first calls for one value fetch it once, whichever Ref
+	// (executor, store) they hold.
+	flight := r.Hash + "\x00" + ck.typ.String()
+	v, err, _ := refFlight.Do(flight, load)
+	if err != nil && !ran {
+		// The fetch shared was another caller's, through another Ref or
+		// under another context: its failure (its executor's value
+		// deleted, its context cancelled) need not be ours.
+		v, err, _ = refFlight.Do(flight+"\x00"+r.Store+"\x00"+r.Key, load)
+	}
 	if err != nil {
 		return zero, err
 	}
@@ -125,6 +227,9 @@ func (r Ref[T]) fetch(ctx context.Context) ([]byte, error) {
 		}
 	}
 	b, err := st.Get(ctx, r.Key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("fanout: Ref %s: %w (the Executor that put it was closed, or gowren clean removed it)", r.Key, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fanout: Ref %s: %w", r.Key, err)
 	}

@@ -5,7 +5,7 @@
 //
 //	gowren [-store URL] jobs                      list jobs with their state, objects, size and age
 //	gowren [-store URL] status JOB                show a job: function, tasks, state, statistics
-//	gowren [-store URL] clean [-older-than D] [-all | JOB...]   delete job data
+//	gowren [-store URL] clean [-older-than D] [-all | JOB...]   delete job data and shared values
 //	gowren [-store URL] plot [-o FILE] JOB        draw a job's timeline (PNG or SVG)
 //	gowren plot -stats FILE [-o FILE]             the same from a statistics JSON file
 //	gowren deploy lambda|scf [flags] [PACKAGE]    build and deploy a function
@@ -15,7 +15,11 @@
 // from -store or GOWREN_STORE (file:///dir, s3://bucket/prefix?region=...,
 // the same URL the program used). Jobs leave objects behind when they ran in
 // async mode or with Options.KeepData, or when their driver died before
-// cleaning up.
+// cleaning up. So do the values a driver shared with fanout.Put, one group
+// refs/<executor id>/ per Executor, when it was killed before Close or ran
+// with KeepData: `jobs` counts them, `clean -older-than D` removes those of
+// drivers started more than D ago (choose D longer than any driver runs),
+// `clean -all` all of them.
 //
 // Exit status: 0 on success, 1 when the command failed, 2 on a usage error.
 package main
@@ -30,13 +34,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/gowren/gowren/fanout"
+	"github.com/gowren/gowren/internal/layout"
 	_ "github.com/gowren/gowren/jobplot" // JobStats.WritePlot
 	"github.com/gowren/gowren/storage"
 	_ "github.com/gowren/gowren/storage/filestore"
@@ -55,6 +60,9 @@ func main() {
 	switch {
 	case err == nil:
 	case errors.Is(err, errUsage):
+		if err != errUsage { // it says what was wrong
+			fmt.Fprintln(os.Stderr, "gowren:", err)
+		}
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "gowren:", err)
@@ -67,7 +75,7 @@ const usage = `usage: gowren [-store URL] <command> [arguments]
 commands:
   jobs                               list the jobs in the store
   status JOB                         show the objects of a job
-  clean [-older-than D] [-all | JOB...]  delete job data
+  clean [-older-than D] [-all | JOB...]  delete job data (and, without JOB, shared values)
   plot [-o FILE] JOB | -stats FILE   draw a job's timeline and concurrency (PNG or SVG)
   deploy lambda|scf [flags] [PACKAGE]  build a main package and deploy it as a cloud function
   version                            print the gowren version
@@ -121,8 +129,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var out, statsFile string
 	switch cmd {
 	case "clean":
-		sub.DurationVar(&olderThan, "older-than", 0, "only jobs older than this (e.g. 24h)")
-		sub.BoolVar(&all, "all", false, "every job (with -older-than: every job older than that)")
+		sub.DurationVar(&olderThan, "older-than", 0, "only jobs and shared values whose driver started longer ago than this (e.g. 24h)")
+		sub.BoolVar(&all, "all", false, "every job and shared value (with -older-than: every one older than that)")
 	case "plot":
 		sub.StringVar(&out, "o", "timeline.png", "output file; .png or .svg")
 		sub.StringVar(&statsFile, "stats", "", "read the statistics from this JSON file instead of the store")
@@ -173,7 +181,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errUsage
 		}
 		id := args[0]
-		b, err := st.Get(ctx, "jobs/"+id+"/stats.json")
+		if err := checkID(id); err != nil {
+			return err
+		}
+		b, err := st.Get(ctx, layout.JobOf(id).Stats())
 		if err != nil {
 			return fmt.Errorf("job %s: no saved statistics (run it with Options.KeepData, or pass -stats FILE): %w", id, err)
 		}
@@ -187,75 +198,55 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// jobInfo sums up the objects of one job.
-type jobInfo struct {
-	id               string
-	objects          int
-	bytes            int64
-	inputs, outputs  int
-	created, touched time.Time
-}
-
-func scanJobs(ctx context.Context, st storage.Store, prefix string) ([]*jobInfo, error) {
-	byID := map[string]*jobInfo{}
-	var order []*jobInfo
-	for obj, err := range st.List(ctx, prefix) {
-		if err != nil {
-			return nil, err
-		}
-		rest, ok := strings.CutPrefix(obj.Key, "jobs/")
-		if !ok {
-			continue
-		}
-		id, sub, _ := strings.Cut(rest, "/")
-		j := byID[id]
-		if j == nil {
-			j = &jobInfo{id: id, created: fanout.JobTime(id)}
-			byID[id] = j
-			order = append(order, j)
-		}
-		j.objects++
-		j.bytes += obj.Size
-		switch {
-		case strings.HasPrefix(sub, "in/"):
-			j.inputs++
-		case strings.HasPrefix(sub, "out/"):
-			j.outputs++
-		}
-		if obj.ModTime.After(j.touched) {
-			j.touched = obj.ModTime
-		}
+// checkID rejects what is not a job ID, as a usage error.
+func checkID(id string) error {
+	if err := layout.ValidateID(id); err != nil {
+		return fmt.Errorf("%w: job %w", errUsage, err)
 	}
-	// Oldest first; job IDs start with a random part.
-	sort.Slice(order, func(a, b int) bool {
-		if !order[a].created.Equal(order[b].created) {
-			return order[a].created.Before(order[b].created)
-		}
-		return order[a].id < order[b].id
-	})
-	return order, nil
+	return nil
 }
 
 func listJobs(ctx context.Context, st storage.Store, w io.Writer) error {
-	jobs, err := scanJobs(ctx, st, "jobs/")
+	jobs, err := layout.Jobs(ctx, st)
+	if err != nil {
+		return err
+	}
+	refs, err := layout.RefGroups(ctx, st)
 	if err != nil {
 		return err
 	}
 	if len(jobs) == 0 {
 		fmt.Fprintln(w, "no jobs in", st.URL())
-		return nil
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tFUNC\tTASKS\tSTATE\tOBJECTS\tBYTES\tAGE")
-	for _, j := range jobs {
-		fn, tasks, state := "?", "?", "no manifest"
-		if m, err := fanout.ReadManifest(ctx, st, j.id); err == nil {
-			fn, tasks = m.Func, strconv.Itoa(m.Tasks)
-			state = jobState(ctx, st, m)
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "JOB\tFUNC\tTASKS\tSTATE\tOBJECTS\tBYTES\tAGE")
+		for _, j := range jobs {
+			fn, tasks, state := "?", "?", "no manifest"
+			if m, err := fanout.ReadManifest(ctx, st, j.ID); err == nil {
+				fn, tasks = m.Func, strconv.Itoa(m.Tasks)
+				state = jobState(ctx, st, m)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", j.ID, fn, tasks, state, j.Objects, j.Bytes, age(j.Created))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", j.id, fn, tasks, state, j.objects, j.bytes, age(j.created))
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
-	return tw.Flush()
+	if len(refs) > 0 {
+		objects, bytes := 0, int64(0)
+		for _, g := range refs {
+			objects += g.Objects
+			bytes += g.Bytes
+		}
+		// Oldest first: the first with a time is the oldest known.
+		oldest := "?"
+		if i := slices.IndexFunc(refs, func(g layout.Group) bool { return !g.Created.IsZero() }); i >= 0 {
+			oldest = age(refs[i].Created)
+		}
+		fmt.Fprintf(w, "shared values (fanout.Put) under %s: %d groups (one per driver's Executor), %d objects, %d bytes; oldest driver started %s ago\n",
+			layout.RefsPrefix, len(refs), objects, bytes, oldest)
+	}
+	return nil
 }
 
 // jobState says how far a job got: finished (its statistics were saved), or
@@ -275,7 +266,7 @@ func jobState(ctx context.Context, st storage.Store, m *fanout.Manifest) string 
 }
 
 func readStats(ctx context.Context, st storage.Store, id string) (*fanout.JobStats, error) {
-	b, err := st.Get(ctx, "jobs/"+id+"/stats.json")
+	b, err := st.Get(ctx, layout.JobOf(id).Stats())
 	if err != nil {
 		return nil, err
 	}
@@ -311,19 +302,18 @@ func age(t time.Time) string {
 }
 
 func status(ctx context.Context, st storage.Store, id string, w io.Writer) error {
-	if err := storage.ValidatePrefix("jobs/" + id + "/"); err != nil || strings.Contains(id, "/") {
-		return fmt.Errorf("%w: %q is not a job ID", errUsage, id)
+	if err := checkID(id); err != nil {
+		return err
 	}
-	jobs, err := scanJobs(ctx, st, "jobs/"+id+"/")
+	j, err := layout.JobGroup(ctx, st, id)
 	if err != nil {
 		return err
 	}
-	if len(jobs) == 0 {
+	if j.Objects == 0 {
 		return fmt.Errorf("job %s: no objects in %s (finished jobs are cleaned up unless run with KeepData)", id, st.URL())
 	}
-	j := jobs[0]
-	fmt.Fprintf(w, "job       %s\ncreated   %s (%s ago)\nobjects   %d (%d bytes)\n",
-		j.id, j.created.Format(time.RFC3339), age(j.created), j.objects, j.bytes)
+	fmt.Fprintf(w, "job       %s\ncreated   %s (%s ago)\nobjects   %d (%d bytes: %d input, %d output objects)\n",
+		j.ID, j.Created.Format(time.RFC3339), age(j.Created), j.Objects, j.Bytes, j.Inputs, j.Outputs)
 	m, err := fanout.ReadManifest(ctx, st, id)
 	if err != nil {
 		fmt.Fprintf(w, "manifest  none (%v)\n", err)
@@ -347,10 +337,20 @@ func status(ctx context.Context, st storage.Store, id string, w io.Writer) error
 	return nil
 }
 
+// clean deletes the jobs named in ids, or, with none named, every job and
+// group of shared values (older than olderThan when it is not 0).
 func clean(ctx context.Context, st storage.Store, ids []string, olderThan time.Duration, w io.Writer) error {
-	jobs, err := scanJobs(ctx, st, "jobs/")
+	for _, id := range ids {
+		if err := checkID(id); err != nil {
+			return err
+		}
+	}
+	jobs, err := layout.Jobs(ctx, st)
 	if err != nil {
 		return err
+	}
+	old := func(g layout.Group) bool {
+		return olderThan == 0 || (!g.Created.IsZero() && time.Since(g.Created) >= olderThan)
 	}
 	want := map[string]bool{}
 	for _, id := range ids {
@@ -358,44 +358,75 @@ func clean(ctx context.Context, st storage.Store, ids []string, olderThan time.D
 	}
 	deleted := 0
 	for _, j := range jobs {
-		if len(want) > 0 && !want[j.id] {
+		if len(want) > 0 && !want[j.ID] {
 			continue
 		}
-		delete(want, j.id)
-		if olderThan > 0 && (j.created.IsZero() || time.Since(j.created) < olderThan) {
+		delete(want, j.ID)
+		if !old(j) {
 			continue
 		}
-		var keys []string
-		for obj, err := range st.List(ctx, "jobs/"+j.id+"/") {
-			if err != nil {
-				return err
-			}
-			keys = append(keys, obj.Key)
-		}
-		if err := st.Delete(ctx, keys...); err != nil {
-			return fmt.Errorf("clean job %s: %w", j.id, err)
+		if err := deleteGroup(ctx, st, j); err != nil {
+			return fmt.Errorf("clean job %s: %w", j.ID, err)
 		}
 		deleted++
-		fmt.Fprintf(w, "deleted job %s (%d objects, %d bytes)\n", j.id, j.objects, j.bytes)
+		fmt.Fprintf(w, "deleted job %s (%d objects, %d bytes)\n", j.ID, j.Objects, j.Bytes)
 	}
-	missing := make([]string, 0, len(want))
-	for id := range want {
-		missing = append(missing, id)
-	}
-	sort.Strings(missing)
 	fmt.Fprintf(w, "%d jobs deleted\n", deleted)
-	if len(missing) > 0 {
-		return fmt.Errorf("no job %s in %s", strings.Join(missing, ", "), st.URL())
+	if len(ids) > 0 {
+		missing := make([]string, 0, len(want))
+		for id := range want {
+			missing = append(missing, id)
+		}
+		if len(missing) > 0 {
+			slices.Sort(missing)
+			return fmt.Errorf("no job %s in %s", strings.Join(missing, ", "), st.URL())
+		}
+		return nil
 	}
+	// Shared values: a group per Executor, deleted by its Close; what is
+	// left belongs to a driver that was killed, ran with KeepData, or still
+	// runs (hence the age).
+	refs, err := layout.RefGroups(ctx, st)
+	if err != nil {
+		return err
+	}
+	deleted = 0
+	for _, g := range refs {
+		if !old(g) {
+			continue
+		}
+		if err := deleteGroup(ctx, st, g); err != nil {
+			return fmt.Errorf("clean shared values %s: %w", g.Prefix, err)
+		}
+		deleted++
+		fmt.Fprintf(w, "deleted shared values %s (%d objects, %d bytes)\n", g.Prefix, g.Objects, g.Bytes)
+	}
+	fmt.Fprintf(w, "%d groups of shared values deleted\n", deleted)
 	return nil
+}
+
+// deleteGroup deletes the objects under a group's prefix.
+func deleteGroup(ctx context.Context, st storage.Store, g layout.Group) error {
+	var keys []string
+	for obj, err := range st.List(ctx, g.Prefix) {
+		if err != nil {
+			return err
+		}
+		keys = append(keys, obj.Key)
+	}
+	return st.Delete(ctx, keys...)
 }
 
 // subUsage introduces each command's -h output.
 var subUsage = map[string]string{
-	"jobs":   "usage: gowren [-store URL] jobs\n\nLists the jobs in the store: ID, function, state, objects, size and age.\n",
+	"jobs": "usage: gowren [-store URL] jobs\n\nLists the jobs in the store: ID, function, state, objects, size and age;\n" +
+		"then counts the values drivers shared with fanout.Put that are still there (refs/).\n",
 	"status": "usage: gowren [-store URL] status JOB\n\nShows a job: its objects, function, tasks, state and, when saved, its statistics.\n",
 	"clean": "usage: gowren [-store URL] clean [-older-than D] [-all | JOB...]\n\n" +
-		"Deletes the objects of the jobs named, of every job (-all), or of the jobs older than D.\n\nflags:\n",
+		"Deletes the objects of the jobs named, of every job (-all), or of the jobs older than D.\n" +
+		"Without JOB it also deletes the values drivers shared with fanout.Put (refs/<executor id>/):\n" +
+		"all of them (-all), or those of drivers started more than D ago. A running driver's values\n" +
+		"are deleted too, so choose D longer than any driver runs.\n\nflags:\n",
 	"plot": "usage: gowren [-store URL] plot [-o FILE] JOB\n       gowren plot -stats FILE [-o FILE]\n\n" +
 		"Draws a job's timeline (one line per task, coloured by outcome) and its concurrency\n" +
 		"over time, from the statistics saved with the job (Options.KeepData) or a JSON file.\n\nflags:\n",

@@ -12,6 +12,8 @@ import (
 
 	"github.com/gowren/gowren/backends/local"
 	"github.com/gowren/gowren/fanout"
+	"github.com/gowren/gowren/internal/layout"
+	"github.com/gowren/gowren/storage"
 	"github.com/gowren/gowren/storage/filestore"
 )
 
@@ -25,9 +27,13 @@ func TestCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	hash := strings.Repeat("5a", 32)
 	for _, k := range []string{
 		"jobs/aaaaaaaa-20260101T000000/in/0", "jobs/aaaaaaaa-20260101T000000/out/3.0",
 		"jobs/bbbbbbbb-20991231T000000/in/0", "unrelated/object",
+		// Shared values left by a driver killed long ago, by one that
+		// started in the future, and by a gowren from before executor IDs.
+		"refs/eeeeeeee-20260101T000000/" + hash, "refs/ffffffff-20991231T000000/" + hash, "refs/" + hash,
 	} {
 		if err := st.Put(ctx, k, []byte("data")); err != nil {
 			t.Fatal(err)
@@ -62,7 +68,7 @@ func TestCLI(t *testing.T) {
 		{"unknown command", []string{"-store", url, "frobnicate"}, errUsage, nil},
 		{"no store", []string{"-store", "", "jobs"}, errUsage, nil},
 		{"version", []string{"version"}, nil, []string{"gowren devel"}},
-		{"jobs", []string{"-store", url, "jobs"}, nil, []string{"aaaaaaaa-20260101T000000", "bbbbbbbb-20991231T000000"}},
+		{"jobs", []string{"-store", url, "jobs"}, nil, []string{"aaaaaaaa-20260101T000000", "bbbbbbbb-20991231T000000", "under refs/: 3 groups", "3 objects, 12 bytes"}},
 		{"status without manifest", []string{"-store", url, "status", "aaaaaaaa-20260101T000000"}, nil, []string{"objects   2", "manifest  none"}},
 		{"status", []string{"-store", url, "status", job.ID()}, nil, []string{"cli.square(int) int", "finished: 3 ok, 0 failed", "makespan", "requests per task"}},
 		{"plot", []string{"-store", url, "plot", "-o", out + "/t.svg", job.ID()}, nil, []string{"wrote " + out + "/t.svg (3 tasks)"}},
@@ -74,11 +80,18 @@ func TestCLI(t *testing.T) {
 		{"jobs shows the real job", []string{"-store", url, "jobs"}, nil, []string{job.ID(), "cli.square", "finished: 3 ok"}},
 		{"status missing", []string{"-store", url, "status", "cccccccc-20260101T000000"}, nil, nil},
 		{"status bad id", []string{"-store", url, "status", "../x"}, errUsage, nil},
+		{"status not an id", []string{"-store", url, "status", "aaaaaaaa"}, errUsage, nil},
+		{"plot bad id", []string{"-store", url, "plot", "-o", out + "/x.png", "../x"}, errUsage, nil},
+		{"clean bad id", []string{"-store", url, "clean", "aaaaaaaa-20260101T000000", "jobs/x"}, errUsage, nil},
 		{"clean needs a target", []string{"-store", url, "clean"}, errUsage, nil},
-		{"clean old", []string{"-store", url, "clean", "-older-than", "24h"}, nil, []string{"deleted job aaaaaaaa-20260101T000000", "1 jobs deleted"}},
-		{"jobs after clean", []string{"-store", url, "jobs"}, nil, []string{"bbbbbbbb-20991231T000000"}},
+		{"clean old", []string{"-store", url, "clean", "-older-than", "24h"}, nil, []string{
+			"deleted job aaaaaaaa-20260101T000000", "1 jobs deleted",
+			"deleted shared values refs/eeeeeeee-20260101T000000/ (1 objects, 4 bytes)", "1 groups of shared values deleted"}},
+		{"jobs after clean", []string{"-store", url, "jobs"}, nil, []string{"bbbbbbbb-20991231T000000", "under refs/: 2 groups"}},
 		{"clean by id", []string{"-store", url, "clean", "bbbbbbbb-20991231T000000", job.ID()}, nil, []string{"2 jobs deleted"}},
 		{"clean a missing job", []string{"-store", url, "clean", "dddddddd-20260101T000000"}, nil, nil},
+		{"jobs when only shared values are left", []string{"-store", url, "jobs"}, nil, []string{"no jobs", "under refs/: 2 groups"}},
+		{"clean all", []string{"-store", url, "clean", "-all"}, nil, []string{"0 jobs deleted", "deleted shared values refs/ffffffff-20991231T000000/", "deleted shared values refs/" + hash + " ", "2 groups of shared values deleted"}},
 		{"jobs when empty", []string{"-store", url, "jobs"}, nil, []string{"no jobs"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -100,6 +113,9 @@ func TestCLI(t *testing.T) {
 				if !strings.Contains(out.String(), w) {
 					t.Errorf("output %q lacks %q", out.String(), w)
 				}
+			}
+			if tc.name == "jobs when empty" && strings.Contains(out.String(), "shared values") {
+				t.Errorf("output %q mentions shared values in an empty store", out.String())
 			}
 		})
 	}
@@ -123,5 +139,88 @@ func TestS3Store(t *testing.T) {
 	err := run(ctx, []string{"-store", "s3://bucket/p?region=us-east-1&endpoint=http://127.0.0.1:9", "jobs"}, &out, &errOut)
 	if err == nil || errors.Is(err, errUsage) || strings.Contains(err.Error(), "unknown scheme") {
 		t.Fatalf("err = %v, want a failure to reach the endpoint", err)
+	}
+}
+
+// TestLayoutMatchesFanout checks that the keys package layout reads are the
+// ones fanout writes: an async job kept with its data, and the shared values
+// of a driver that ran with KeepData (as one killed before Close leaves them).
+func TestLayoutMatchesFanout(t *testing.T) {
+	ctx := context.Background()
+	st, err := filestore.New(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ex := fanout.NewExecutor(local.New(nil), &fanout.Options{Store: st, Async: true, KeepData: true, BatchSize: 1})
+	ref, err := fanout.Put(ctx, ex, []int{1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	job, err := fanout.Start(ctx, ex, cliSquare, []int{0, 1, 2, 3, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	id := job.ID()
+	if err := layout.ValidateID(id); err != nil {
+		t.Fatalf("fanout made job ID %q: %v", id, err)
+	}
+	if !layout.IDTime(id).Equal(fanout.JobTime(id)) {
+		t.Errorf("job %s: layout reads time %v, fanout %v", id, layout.IDTime(id), fanout.JobTime(id))
+	}
+	j := layout.JobOf(id)
+	for _, key := range []string{j.Manifest(), j.Inputs(), j.Stats(), j.Chunk(0)} {
+		if _, err := st.Get(ctx, key); err != nil {
+			t.Errorf("fanout did not write %s: %v", key, err)
+		}
+	}
+	seen := map[int]bool{}
+	for obj, err := range st.List(ctx, j.Outputs()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		i, _, ok := j.ParseOutput(obj.Key)
+		if !ok {
+			t.Errorf("reply key %q does not parse", obj.Key)
+			continue
+		}
+		seen[i] = true
+	}
+	if len(seen) != n {
+		t.Errorf("replies of %d tasks parsed, want %d", len(seen), n)
+	}
+	g, err := layout.JobGroup(ctx, st, id)
+	if err != nil || g.Outputs < n || g.Inputs < 1 {
+		t.Errorf("JobGroup = %+v, %v", g, err)
+	}
+
+	exec, hash, ok := layout.ParseRefKey(ref.Key)
+	if !ok || hash != ref.Hash {
+		t.Fatalf("Ref key %q is not refs/<executor id>/<hash>", ref.Key)
+	}
+	var out bytes.Buffer
+	if err := run(ctx, []string{"-store", st.URL(), "clean", "-older-than", "24h"}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, ref.Key); err != nil {
+		t.Fatalf("clean -older-than 24h removed the values of a driver started just now: %v (%s)", err, out.String())
+	}
+	out.Reset()
+	if err := run(ctx, []string{"-store", st.URL(), "clean", "-all"}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, ref.Key); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("clean -all left %s: %v", ref.Key, err)
+	}
+	if !strings.Contains(out.String(), "deleted shared values "+layout.RefGroup(exec)) {
+		t.Errorf("clean -all printed %q", out.String())
 	}
 }
