@@ -174,6 +174,7 @@ type Executor struct {
 	store    storage.Store // nil when there is none
 	ownStore func() error  // closes and removes a store the executor made
 	cfgErr   error         // a configuration error, reported by Start
+	clock    clock         // the dispatchers' time; nil: the system's
 
 	mu     sync.Mutex
 	closed bool
