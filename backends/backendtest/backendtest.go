@@ -8,6 +8,15 @@
 // concurrency limits, unknown functions, stale signatures and malformed
 // payloads.
 //
+// Its Contract group calls the backend directly and checks what every
+// backend promises: an error wrapping backends.ErrClosed after Close,
+// backends.ErrPayloadTooLarge (not retryable) for a payload one byte over
+// Limits().MaxRequestBytes, and ctx's error, promptly, for a call whose
+// context had already ended or ends while its task runs. It checks
+// InvokeAsync (after Close, over MaxAsyncRequestBytes) and InvokeStream
+// (all of the above, and that it replies as Invoke does) when the backend
+// offers them. A backend's own tests need not repeat these checks.
+//
 // The worker side must have the suite's functions registered: they are
 // registered when this package is linked, so a worker built from the test
 // binary (or from a main that imports this package) has them. Test binaries
@@ -83,6 +92,9 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"MapReduce", testMapReduce},
 		{"ResultsOncePerIndex", testResultsOnce},
 		{"ClosedExecutor", testClosed},
+		{"Contract", testContract},
+		{"StreamedResults", testStreamedResults},
+		{"CancelKeepsFinished", testCancelKeepsFinished},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"time"
 
@@ -70,6 +71,46 @@ var (
 	waitCancel = fanout.Register("backendtest.waitCancel", func(ctx context.Context, _ int) (int, error) {
 		<-ctx.Done()
 		return 0, ctx.Err()
+	})
+	// block connects to the address it is given, when not empty, to say
+	// that it runs, then waits until its context ends. The contract
+	// checks replay its payload to have a task that runs until cancelled.
+	block = fanout.Register("backendtest.block", func(ctx context.Context, addr string) (int, error) {
+		if addr != "" {
+			var d net.Dialer
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := d.DialContext(dctx, "tcp", addr)
+			cancel()
+			if err == nil {
+				c.Close()
+			}
+		}
+		<-ctx.Done()
+		return 0, ctx.Err()
+	})
+	// gate returns its Value at once, or, with Hold, once the test that
+	// listens at Addr writes a byte to the connection it makes (or its
+	// context ends): the test decides when the task finishes.
+	gate = fanout.Register("backendtest.gate", func(ctx context.Context, g Gate) (int, error) {
+		if !g.Hold {
+			return g.Value, nil
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", g.Addr)
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		stop := context.AfterFunc(ctx, func() { c.Close() })
+		defer stop()
+		var b [1]byte
+		if _, err := c.Read(b[:]); err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			return 0, err
+		}
+		return g.Value, nil
 	})
 	// span sleeps for the given milliseconds and reports what it saw.
 	span = fanout.Register("backendtest.span", func(ctx context.Context, ms int) (Span, error) {
@@ -147,4 +188,11 @@ func checkBlob(b Blob, n int) error {
 		return errors.New("blob content differs")
 	}
 	return nil
+}
+
+// Gate is the input of the gate function.
+type Gate struct {
+	Addr  string
+	Hold  bool
+	Value int
 }

@@ -49,6 +49,17 @@
 // stragglers, cold starts and the cap do not apply to it: once the platform
 // accepted an asynchronous invocation it runs out of the wrapper's sight.
 //
+// # Streaming
+//
+// The Backend Wrap returns is never a backends.StreamBackend, even when the
+// wrapped backend is one (local, process): chaos simulates a cloud function
+// platform, which returns a batch's results together in one response, and
+// its faults (a crash part-way, a reply lost after the tasks ran, a
+// straggler's held-back reply) act on whole replies. A part delivered ahead
+// of a reply that is then lost would be a fault no platform has. The
+// executor therefore gathers results from a wrapped backend as it would from
+// Lambda or SCF.
+//
 // # Determinism
 //
 // Calls are numbered 0, 1, 2, ... in the order they reach the wrapper
@@ -300,7 +311,8 @@ func (t sysTimer) Stop() bool          { return t.t.Stop() }
 
 // Backend is a backend with faults injected. Wrap returns one; when the
 // wrapped backend is a backends.AsyncBackend, so is the Backend Wrap
-// returns (a type assertion finds InvokeAsync), and not otherwise.
+// returns (a type assertion finds InvokeAsync), and not otherwise. It is
+// never a backends.StreamBackend (see the package documentation).
 //
 // Invoke, InvokeAsync, Limits and Stats are safe for concurrent use.
 // Invoke and InvokeAsync return promptly when their context ends (with an
@@ -348,6 +360,8 @@ func Wrap(b backends.Backend, f Faults) Backend {
 	if c := f.Concurrency; c > 0 && (w.limits.Concurrency <= 0 || w.limits.Concurrency > c) {
 		w.limits.Concurrency = c
 	}
+	// One type per set of capabilities, so that a type assertion finds
+	// only what the wrapped backend offers; InvokeStream is never offered.
 	if ab, ok := b.(backends.AsyncBackend); ok {
 		return &asyncWrapper{wrapper: w, async: ab}
 	}

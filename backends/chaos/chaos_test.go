@@ -16,6 +16,7 @@ import (
 
 	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/chaos"
+	"github.com/gowren/gowren/backends/local"
 	"github.com/gowren/gowren/fanout"
 )
 
@@ -149,6 +150,36 @@ func TestAsyncOnlyWhenWrappedIsAsync(t *testing.T) {
 	if _, ok := async.(backends.AsyncBackend); !ok {
 		t.Error("wrapping an AsyncBackend lost InvokeAsync")
 	}
+}
+
+// TestNeverStreams checks that a wrapped backend that streams (local does)
+// does not: chaos acts on whole replies, as a cloud platform returns them.
+func TestNeverStreams(t *testing.T) {
+	t.Parallel()
+	inner := local.New(nil)
+	if _, ok := any(inner).(backends.StreamBackend); !ok {
+		t.Fatal("local.Backend is not a StreamBackend: this test no longer tests anything")
+	}
+	b := chaos.Wrap(inner, chaos.Faults{})
+	defer b.Close()
+	if _, ok := b.(backends.StreamBackend); ok {
+		t.Error("wrapping a StreamBackend gave a StreamBackend")
+	}
+	async := chaos.Wrap(&fakeAsyncStream{fakeAsync: fakeAsync{delivered: make(chan []byte, 1)}}, chaos.Faults{})
+	defer async.Close()
+	if _, ok := async.(backends.StreamBackend); ok {
+		t.Error("wrapping an async StreamBackend gave a StreamBackend")
+	}
+	if _, ok := async.(backends.AsyncBackend); !ok {
+		t.Error("wrapping an async StreamBackend lost InvokeAsync")
+	}
+}
+
+// fakeAsyncStream is a fakeAsync that also offers InvokeStream.
+type fakeAsyncStream struct{ fakeAsync }
+
+func (b *fakeAsyncStream) InvokeStream(ctx context.Context, payload []byte, _ func([]byte)) ([]byte, error) {
+	return b.Invoke(ctx, payload)
 }
 
 func TestFailBefore(t *testing.T) {

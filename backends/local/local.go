@@ -8,6 +8,15 @@
 // that a program that works locally also fits the cloud; the store then
 // carries what is larger, as it would there.
 //
+// # Streaming
+//
+// A Backend is a backends.StreamBackend: under InvokeStream the handler's
+// context carries a part sender, so the results that fanout.Handle sends
+// with backends.SendPart as each task finishes reach the driver before the
+// batch ends. Under Invoke the handler cannot send parts
+// (backends.CanSendParts is false). A part, like a reply, is at most
+// MaxResponseBytes.
+//
 // URL: local://?concurrency=N (N defaults to GOMAXPROCS).
 package local
 
@@ -61,6 +70,8 @@ type Backend struct {
 	closed bool
 	wg     sync.WaitGroup
 }
+
+var _ backends.StreamBackend = (*Backend)(nil)
 
 // New returns a local Backend.
 func New(opts *Options) *Backend {
@@ -122,6 +133,26 @@ func (b *Backend) Limits() backends.Limits { return b.limits }
 // for a slot; once running, the handler itself returns promptly on
 // cancellation (fanout.Handle abandons tasks that ignore their context).
 func (b *Backend) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	return b.invoke(ctx, payload, nil)
+}
+
+// InvokeStream is Invoke with the handler's context carrying a part sender
+// (see backends.StreamBackend): each part the handler sends with
+// backends.SendPart is copied and passed to part before SendPart returns, so
+// a slow part slows the handler down. Parts are passed one at a time, never
+// after InvokeStream returned: SendPart then fails, as it does for a part
+// over MaxResponseBytes (with an error wrapping backends.ErrPayloadTooLarge).
+//
+// When ctx ends while the handler runs, the reply the handler returns (with
+// the results of the tasks that finished) is passed to part, and
+// InvokeStream returns an error satisfying errors.Is(err, ctx.Err()). A nil
+// part makes InvokeStream Invoke.
+func (b *Backend) InvokeStream(ctx context.Context, payload []byte, part func([]byte)) ([]byte, error) {
+	return b.invoke(ctx, payload, part)
+}
+
+// invoke is Invoke, or InvokeStream when part is not nil.
+func (b *Backend) invoke(ctx context.Context, payload []byte, part func([]byte)) ([]byte, error) {
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
@@ -140,21 +171,74 @@ func (b *Backend) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 			return nil, errors.New("local: no handler: import github.com/gowren/gowren/fanout or set Options.Handler")
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("local: invoke: %w", err)
+	}
 	select {
 	case b.sem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("local: wait for a slot: %w", ctx.Err())
 	}
 	defer func() { <-b.sem }()
-	// The handler gets its own copy, as a remote worker would.
-	reply := h(ctx, append([]byte(nil), payload...))
-	if max := b.limits.MaxResponseBytes; max > 0 && len(reply) > max {
-		return nil, fmt.Errorf("local: reply of %d bytes exceeds the %d-byte limit: %w", len(reply), max, backends.ErrPayloadTooLarge)
+	hctx := ctx
+	var late []byte // a reply returned after ctx ended, for part
+	if part != nil {
+		p := &parts{fn: part, max: b.limits.MaxResponseBytes}
+		hctx = backends.WithPartSender(ctx, p.send)
+		defer func() { p.end(late) }()
 	}
+	// The handler gets its own copy, as a remote worker would.
+	reply := h(hctx, append([]byte(nil), payload...))
+	max := b.limits.MaxResponseBytes
 	if err := ctx.Err(); err != nil {
+		if max <= 0 || len(reply) <= max {
+			late = reply
+		}
 		return nil, fmt.Errorf("local: invoke: %w", err)
 	}
+	if max > 0 && len(reply) > max {
+		return nil, fmt.Errorf("local: reply of %d bytes exceeds the %d-byte limit: %w", len(reply), max, backends.ErrPayloadTooLarge)
+	}
 	return reply, nil
+}
+
+// parts passes the parts of one streaming invocation to InvokeStream's part
+// function, one at a time, until the invocation ends.
+type parts struct {
+	fn  func([]byte)
+	max int // largest part; 0 means no limit
+
+	mu    sync.Mutex
+	ended bool
+}
+
+var errEnded = errors.New("local: send part: the invocation already returned")
+
+// send is the handler's part sender.
+func (p *parts) send(data []byte) error {
+	if p.max > 0 && len(data) > p.max {
+		return fmt.Errorf("local: send part of %d bytes: over the %d-byte reply limit: %w", len(data), p.max, backends.ErrPayloadTooLarge)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended {
+		return errEnded
+	}
+	// A copy, as a remote worker's part would be: neither side's memory
+	// is shared with the other.
+	p.fn(append([]byte{}, data...))
+	return nil
+}
+
+// end passes last to the part function, unless it is nil, and refuses all
+// parts from then on. It waits for a part being passed.
+func (p *parts) end(last []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if last != nil {
+		p.fn(last)
+	}
+	p.ended = true
 }
 
 // Close waits for invocations in flight to return; Invoke afterwards returns

@@ -34,3 +34,21 @@ func Example_url() {
 	fmt.Println(b.Limits().Concurrency, b.Limits().SameHost)
 	// Output: 4 true
 }
+
+// InvokeStream passes on the parts the worker's handler sends ahead of its
+// reply; here the test binary's handler answers "parts:N" with N parts.
+func ExampleBackend_InvokeStream() {
+	b := process.New(&process.Options{Workers: 1})
+	defer b.Close()
+	reply, err := b.InvokeStream(context.Background(), []byte("parts:2"), func(part []byte) {
+		fmt.Println("part:", string(part))
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("reply:", string(reply))
+	// Output:
+	// part: part 0
+	// part: part 1
+	// reply: reply
+}

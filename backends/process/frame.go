@@ -11,8 +11,8 @@ import (
 //
 //	offset size
 //	0      2    magic "gw"
-//	2      1    type (frameHello ... frameFailed)
-//	3      1    flags: flagRetire on a reply, else 0
+//	2      1    type (frameHello ... framePart)
+//	3      1    flags: flagRetire on a reply, toolarge or failed, else 0
 //	4      4    body length, big endian
 //	8      8    request id, big endian (0 in hello)
 //
@@ -20,16 +20,23 @@ import (
 //
 //	hello     worker->driver  protocol version uint32, pid uint32
 //	invoke    driver->worker  deadline int64 (Unix ns, 0 none), max reply uint32,
-//	                          reserved uint32 (0), then the payload
+//	                          options uint32 (optStream or 0), then the payload
 //	cancel    driver->worker  empty: cancel the invocation with this id
+//	part      worker->driver  one part the handler sent ahead of its reply
+//	                          (backends.SendPart); only for an invoke with
+//	                          optStream, at most max reply bytes
 //	reply     worker->driver  the handler's reply
 //	toolarge  worker->driver  uint64: size of a reply the worker refused to send
 //	failed    worker->driver  text: the handler panicked (message and stack)
 //
-// Both sides check a body length against their limits before allocating it.
+// An invocation's frames from the worker are any number of parts, then one
+// of reply, toolarge or failed, which ends it. Both sides check a body length
+// against their limits before allocating it.
+//
+// Version 2 added the part frame and the invoke frame's options.
 
 const (
-	protocolVersion = 1
+	protocolVersion = 2
 	headerSize      = 16
 
 	helloSize        = 8
@@ -51,6 +58,7 @@ const (
 	frameReply
 	frameTooLarge
 	frameFailed
+	framePart
 )
 
 func (t frameType) String() string {
@@ -67,14 +75,23 @@ func (t frameType) String() string {
 		return "toolarge"
 	case frameFailed:
 		return "failed"
+	case framePart:
+		return "part"
 	}
 	return fmt.Sprintf("type %d", uint8(t))
 }
 
-// flagRetire on a reply says the worker should not serve again: a task it
-// gave up on is still running (see backends.Abandoned). The driver then
-// disposes of it instead of returning it to the pool.
+// flagRetire on the frame that ends an invocation (reply, toolarge or
+// failed) says the worker should not serve again: a task it gave up on is
+// still running (see backends.Abandoned). The driver then disposes of it
+// instead of returning it to the pool, however the invocation ended.
 const flagRetire = 1
+
+// optStream in an invoke frame's options asks the worker for parts: its
+// handler's context carries a part sender (backends.WithPartSender). Without
+// it the handler cannot send parts, so the driver never gets one it did not
+// ask for.
+const optStream = 1
 
 type header struct {
 	typ   frameType
@@ -109,16 +126,22 @@ func parseHeader(b []byte) (header, error) {
 }
 
 // checkReply validates a header the driver read while waiting for the reply
-// to request id, whose reply may be at most maxReply bytes.
-func checkReply(h header, id uint64, maxReply int) error {
+// to request id, whose reply and parts may be at most maxReply bytes each;
+// stream says whether the invocation asked for parts.
+func checkReply(h header, id uint64, maxReply int, stream bool) error {
 	if h.id != id {
 		return fmt.Errorf("bad frame: %v for request %d, want request %d", h.typ, h.id, id)
 	}
-	if h.flags != 0 && h.typ != frameReply {
+	if h.flags != 0 && h.typ != frameReply && h.typ != frameTooLarge && h.typ != frameFailed {
 		return fmt.Errorf("bad frame: %v with flags %#02x", h.typ, h.flags)
 	}
 	var ok bool
 	switch h.typ {
+	case framePart:
+		if !stream {
+			return fmt.Errorf("bad frame: part for request %d, which did not ask for parts", id)
+		}
+		ok = uint64(h.size) <= uint64(maxReply)
 	case frameReply:
 		ok = uint64(h.size) <= uint64(maxReply)
 	case frameTooLarge:

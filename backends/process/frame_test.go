@@ -18,38 +18,50 @@ func TestHeaderRoundTrip(t *testing.T) {
 
 func TestCheckReply(t *testing.T) {
 	tests := []struct {
-		name string
-		h    header
-		ok   bool
+		name   string
+		h      header
+		stream bool
+		ok     bool
 	}{
-		{"reply", header{typ: frameReply, size: 100, id: 7}, true},
-		{"empty reply", header{typ: frameReply, size: 0, id: 7}, true},
-		{"reply too long", header{typ: frameReply, size: 101, id: 7}, false},
-		{"other request", header{typ: frameReply, size: 1, id: 6}, false},
-		{"toolarge", header{typ: frameTooLarge, size: tooLargeSize, id: 7}, true},
-		{"toolarge bad size", header{typ: frameTooLarge, size: 4, id: 7}, false},
-		{"failed", header{typ: frameFailed, size: maxFailedSize, id: 7}, true},
-		{"failed too long", header{typ: frameFailed, size: maxFailedSize + 1, id: 7}, false},
-		{"hello", header{typ: frameHello, size: helloSize, id: 7}, false},
-		{"invoke", header{typ: frameInvoke, size: 20, id: 7}, false},
-		{"unknown", header{typ: 99, id: 7}, false},
+		{"reply", header{typ: frameReply, size: 100, id: 7}, false, true},
+		{"empty reply", header{typ: frameReply, size: 0, id: 7}, false, true},
+		{"reply too long", header{typ: frameReply, size: 101, id: 7}, false, false},
+		{"retiring reply", header{typ: frameReply, flags: flagRetire, size: 1, id: 7}, false, true},
+		{"other request", header{typ: frameReply, size: 1, id: 6}, false, false},
+		{"toolarge", header{typ: frameTooLarge, size: tooLargeSize, id: 7}, false, true},
+		{"retiring toolarge", header{typ: frameTooLarge, flags: flagRetire, size: tooLargeSize, id: 7}, false, true},
+		{"toolarge bad size", header{typ: frameTooLarge, size: 4, id: 7}, false, false},
+		{"failed", header{typ: frameFailed, size: maxFailedSize, id: 7}, false, true},
+		{"retiring failed", header{typ: frameFailed, flags: flagRetire, size: 10, id: 7}, false, true},
+		{"failed too long", header{typ: frameFailed, size: maxFailedSize + 1, id: 7}, false, false},
+		{"part", header{typ: framePart, size: 100, id: 7}, true, true},
+		{"empty part", header{typ: framePart, size: 0, id: 7}, true, true},
+		{"part too long", header{typ: framePart, size: 101, id: 7}, true, false},
+		{"part not asked for", header{typ: framePart, size: 1, id: 7}, false, false},
+		{"part with flags", header{typ: framePart, flags: flagRetire, size: 1, id: 7}, true, false},
+		{"part of other request", header{typ: framePart, size: 1, id: 6}, true, false},
+		{"hello", header{typ: frameHello, size: helloSize, id: 7}, false, false},
+		{"invoke", header{typ: frameInvoke, size: 20, id: 7}, false, false},
+		{"unknown", header{typ: 99, id: 7}, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := checkReply(tt.h, 7, 100); (err == nil) != tt.ok {
-				t.Errorf("checkReply(%+v) = %v, want ok=%v", tt.h, err, tt.ok)
+			if err := checkReply(tt.h, 7, 100, tt.stream); (err == nil) != tt.ok {
+				t.Errorf("checkReply(%+v, stream %v) = %v, want ok=%v", tt.h, tt.stream, err, tt.ok)
 			}
 		})
 	}
 }
 
 // FuzzReplyHeader checks that no header the driver reads makes it accept a
-// body over its limit.
+// body over its limit, or a part it did not ask for.
 func FuzzReplyHeader(f *testing.F) {
 	var b [headerSize]byte
 	putHeader(b[:], header{typ: frameReply, size: 10, id: 1})
 	f.Add(b[:])
 	f.Add([]byte("gw\x05\x00\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00\x00\x01"))
+	putHeader(b[:], header{typ: framePart, size: 10, id: 1})
+	f.Add(b[:])
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) < headerSize {
 			return
@@ -58,15 +70,16 @@ func FuzzReplyHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if err := checkReply(h, 1, 1000); err != nil {
+		stream := len(data)%2 == 0
+		if err := checkReply(h, 1, 1000, stream); err != nil {
 			return
 		}
 		limit := uint32(1000)
 		if h.typ == frameFailed {
 			limit = maxFailedSize
 		}
-		if h.size > limit || h.id != 1 {
-			t.Fatalf("accepted %+v", h)
+		if h.size > limit || h.id != 1 || (h.typ == framePart && !stream) {
+			t.Fatalf("accepted %+v (stream %v)", h, stream)
 		}
 	})
 }

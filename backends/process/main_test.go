@@ -3,11 +3,14 @@ package process_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -180,6 +183,75 @@ func testHandler(ctx context.Context, payload []byte) []byte {
 			out = append(out, fmt.Sprintf("%d:%v:%v", fd, errno == 0, flags&syscall.FD_CLOEXEC != 0))
 		}
 		return []byte(strings.Join(out, " "))
+	case "parts": // send N parts, then reply
+		if !backends.CanSendParts(ctx) {
+			return []byte("cannot send parts")
+		}
+		n, _ := strconv.Atoi(string(arg))
+		for i := range n {
+			if err := backends.SendPart(ctx, fmt.Appendf(nil, "part %d", i)); err != nil {
+				return []byte(err.Error())
+			}
+		}
+		return []byte("reply")
+	case "part-size": // send one part of N bytes; say whether it was refused as too large
+		n, _ := strconv.Atoi(string(arg))
+		err := backends.SendPart(ctx, bytes.Repeat([]byte("p"), n))
+		return fmt.Appendf(nil, "sent: %v, too large: %v", err == nil, errors.Is(err, backends.ErrPayloadTooLarge))
+	case "part-hold": // send a part, tell FIFO we run, wait for cancellation, reply
+		if err := backends.SendPart(ctx, []byte("early")); err != nil {
+			return []byte(err.Error())
+		}
+		signal(string(arg))
+		<-ctx.Done()
+		return []byte("late reply")
+	case "part-after": // a goroutine sends parts until SendPart fails; reply after its first
+		first := make(chan struct{})
+		partsAfter.Go(func() {
+			for i := 0; ; i++ {
+				err := backends.SendPart(ctx, []byte("tick"))
+				if i == 0 {
+					close(first)
+				}
+				if err != nil {
+					partAfterErr = err
+					return
+				}
+			}
+		})
+		<-first
+		return []byte("reply")
+	case "part-after-result": // the error that ended part-after's goroutine
+		partsAfter.Wait()
+		return []byte(fmt.Sprint(partAfterErr))
+	case "raw-part": // write the header of a part frame of SIZE bytes for request ID, no body
+		id, size, _ := strings.Cut(string(arg), ":")
+		// A frame header (see frame.go) of type 7, framePart.
+		var h [16]byte
+		h[0], h[1], h[2] = 'g', 'w', 7
+		n, _ := strconv.ParseUint(size, 10, 32)
+		binary.BigEndian.PutUint32(h[4:8], uint32(n))
+		i, _ := strconv.ParseUint(id, 10, 64)
+		binary.BigEndian.PutUint64(h[8:16], i)
+		f := os.NewFile(4, "replies")
+		f.Write(h[:])
+		<-ctx.Done()
+		return nil
+	case "abandon": // give up on a task that keeps running, as fanout.Handle does, then end as MODE says
+		mode, path, _ := strings.Cut(string(arg), ":")
+		if mode == "cancelled" { // only once the driver cancelled
+			signal(path)
+			<-ctx.Done()
+		}
+		backends.NoteAbandoned(1)
+		go func() { select {} }() // the abandoned task, still running
+		switch mode {
+		case "toolarge":
+			return bytes.Repeat([]byte("b"), 1<<20)
+		case "panic":
+			panic("handler panic after abandoning a task")
+		}
+		return []byte("abandoned")
 	case "garbage": // write a bad frame onto the reply pipe
 		f := os.NewFile(4, "replies")
 		f.Write([]byte("this is not a frame at all"))
@@ -188,6 +260,12 @@ func testHandler(ctx context.Context, payload []byte) []byte {
 	}
 	return []byte("unknown command " + string(cmd))
 }
+
+// What part-after's goroutine saw, for part-after-result.
+var (
+	partsAfter   sync.WaitGroup
+	partAfterErr error
+)
 
 // signal writes this process's pid as a line to the FIFO at path.
 func signal(path string) {

@@ -11,7 +11,10 @@
 //
 // # Workers
 //
-// Workers start on demand, up to Options.Workers, and are reused. A worker is
+// Workers start on demand, up to Options.Workers, and are reused, except
+// one whose handler gave up on a task that is still running (fanout.Handle
+// abandons a task that ignores its cancellation, see backends.Abandoned):
+// it is stopped once its invocation ends, however it ended. A worker is
 // this binary started again with the environment variable
 // GOWREN_PROCESS_WORKER set, so main must call fanout.Init before anything
 // else: in a worker, Init serves invocations and never returns. Driver and
@@ -27,6 +30,15 @@
 // of Invoke's ctx. Workers built with -race sleep a second when they exit
 // (the race detector's atexit_sleep_ms); tests can add
 // "GORACE=atexit_sleep_ms=0" to Options.Env to make Close faster.
+//
+// # Streaming
+//
+// A Backend is a backends.StreamBackend: InvokeStream passes to its part
+// function each part the worker's handler sends with backends.SendPart
+// (fanout.Handle sends each task's result as it finishes), as it arrives,
+// ahead of the reply. Only an invocation made with InvokeStream gives its
+// handler a part sender; under Invoke, backends.CanSendParts is false in
+// the worker. A part, like a reply, is at most MaxResponseBytes.
 //
 // # Errors
 //
@@ -133,7 +145,7 @@ type Backend struct {
 	closeOnce sync.Once
 }
 
-var _ backends.Backend = (*Backend)(nil)
+var _ backends.StreamBackend = (*Backend)(nil)
 
 // New returns a Backend configured by opts; nil opts means defaults. It starts
 // no process: workers start on demand.
@@ -208,6 +220,27 @@ func (b *Backend) Limits() backends.Limits {
 // on demand. An invocation in flight when Close is called fails with
 // backends.ErrClosed.
 func (b *Backend) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	return b.invoke(ctx, payload, nil)
+}
+
+// InvokeStream is Invoke, and calls part with each part the worker's
+// handler sends with backends.SendPart, in order, before it returns (see
+// backends.StreamBackend). part is called from InvokeStream's goroutine, as
+// the parts arrive, so a slow part slows the worker down; it must not keep
+// the slice. A part may be at most MaxResponseBytes: the handler's SendPart
+// refuses a larger one with an error wrapping backends.ErrPayloadTooLarge.
+// SendPart also fails once the handler has returned.
+//
+// When ctx ends, the worker's handler is cancelled; parts it still sends
+// are passed to part and so is its reply, if it arrives within
+// Options.CancelGrace; then InvokeStream returns an error satisfying
+// errors.Is(err, ctx.Err()). A nil part makes InvokeStream Invoke.
+func (b *Backend) InvokeStream(ctx context.Context, payload []byte, part func([]byte)) ([]byte, error) {
+	return b.invoke(ctx, payload, part)
+}
+
+// invoke is Invoke, or InvokeStream when part is not nil.
+func (b *Backend) invoke(ctx context.Context, payload []byte, part func([]byte)) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("process: invoke: %w", err)
 	}
@@ -231,7 +264,7 @@ func (b *Backend) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		reply, keep, err := w.invoke(ctx, payload)
+		reply, keep, err := w.invoke(ctx, payload, part)
 		if keep {
 			b.release(w)
 		} else {
@@ -240,6 +273,11 @@ func (b *Backend) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 		if ctxErr := ctxDone(ctx); ctxErr != nil {
 			// Even a reply that arrived as ctx ended: the worker saw the
 			// same deadline, so it holds little more than ctx's error.
+			// InvokeStream passes it on: it holds the results of the
+			// tasks that finished.
+			if part != nil && reply != nil {
+				part(reply)
+			}
 			if err == nil || !errors.Is(err, ctxErr) {
 				err = fmt.Errorf("process: invoke: %w", ctxErr)
 			}

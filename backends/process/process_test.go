@@ -478,20 +478,11 @@ func TestCancel(t *testing.T) {
 			t.Errorf("hanging worker %d still serves", pid)
 		}
 	})
-	t.Run("deadline", func(t *testing.T) {
-		t.Parallel()
-		b, _ := newBackend(t, process.Options{Workers: 1, CancelGrace: time.Hour})
-		f := newFIFO(t)
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		defer cancel()
-		_, err := b.Invoke(ctx, []byte("hold:"+f.path))
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Invoke past its deadline: %v, want context.DeadlineExceeded", err)
-		}
-	})
 	t.Run("already cancelled", func(t *testing.T) {
 		t.Parallel()
-		// A worker cannot even start: the invocation must end first.
+		// (The error is checked by backendtest's Contract group; here, that
+		// it comes before a worker is started.) A worker cannot even start:
+		// the invocation must end first.
 		b, _ := newBackend(t, process.Options{Workers: 1, Command: []string{"/nonexistent/worker"}})
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
@@ -512,8 +503,11 @@ func TestStartFailure(t *testing.T) {
 			[]string{"exited before serving", "exit status 3", "fanout.Init()", "test worker: not serving"}},
 		{"not a gowren program", process.Options{Command: []string{"true"}},
 			[]string{"exited before serving", "exit status 0", "fanout.Init()"}},
-		{"stalls", process.Options{Env: []string{"PROCESS_TEST_MODE=stall"}, StartTimeout: 200 * time.Millisecond},
-			[]string{"not ready within StartTimeout (200ms)", "fanout.Init()", "test worker: stalling"}},
+		// The worker must print before StartTimeout ends for its line to be
+		// in the error: a race-built test binary loaded by other tests can
+		// take more than 200ms to get there, hence 3s.
+		{"stalls", process.Options{Env: []string{"PROCESS_TEST_MODE=stall"}, StartTimeout: 3 * time.Second},
+			[]string{"not ready within StartTimeout (3s)", "fanout.Init()", "test worker: stalling"}},
 		{"missing command", process.Options{Command: []string{"/nonexistent/worker"}},
 			[]string{"start worker 1", "/nonexistent/worker"}},
 	}
@@ -540,6 +534,8 @@ func TestPayloadTooLarge(t *testing.T) {
 	t.Parallel()
 	t.Run("request", func(t *testing.T) {
 		t.Parallel()
+		// (The error is checked by backendtest's Contract group; here, that
+		// the payload is refused unsent, and the limit's exact size sent.)
 		// A worker cannot even start: the payload must be refused first.
 		b, _ := newBackend(t, process.Options{MaxRequestBytes: 100, Command: []string{"/nonexistent/worker"}})
 		_, err := b.Invoke(context.Background(), make([]byte, 101))
@@ -586,9 +582,6 @@ func TestClose(t *testing.T) {
 	}
 	if err := b.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
-	}
-	if _, err := b.Invoke(context.Background(), []byte("pid")); !errors.Is(err, backends.ErrClosed) {
-		t.Errorf("Invoke after Close: %v, want ErrClosed", err)
 	}
 	pid, _ := strconv.Atoi(idle)
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {

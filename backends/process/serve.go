@@ -40,7 +40,8 @@ func init() {
 func detect() bool { return os.Getenv(envWorker) != "" }
 
 // serve is the worker side: it says hello on fd 4, then runs each invoke
-// frame from fd 3 with h, one at a time, and writes the reply. It returns nil
+// frame from fd 3 with h, one at a time, and writes the parts the handler
+// sends (when the driver asked for them) and the reply. It returns nil
 // when the driver closes fd 3 (on Close, or because it died), after giving a
 // running invocation, whose context it cancels, the grace period to end.
 func serve(h backends.Handler) error {
@@ -88,9 +89,13 @@ type invocation struct {
 	maxReply int
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the handler goroutine ends
+	ended    bool          // the handler returned: no more parts; guarded by server.wmu
 }
 
-var errStopped = errors.New("worker stopped")
+var (
+	errStopped = errors.New("worker stopped")
+	errEnded   = errors.New("the invocation's handler already returned its reply")
+)
 
 func (s *server) run() error {
 	var hello [helloSize]byte
@@ -149,6 +154,10 @@ func (s *server) run() error {
 // runs.
 func (s *server) start(id uint64, body []byte) error {
 	deadline := int64(binary.BigEndian.Uint64(body[0:8]))
+	options := binary.BigEndian.Uint32(body[12:16])
+	if options&^optStream != 0 {
+		return fmt.Errorf("process: serve: bad frame: invoke %d with unknown options %#x", id, options)
+	}
 	inv := &invocation{
 		id:       id,
 		maxReply: int(binary.BigEndian.Uint32(body[8:12])),
@@ -156,6 +165,9 @@ func (s *server) start(id uint64, body []byte) error {
 	}
 	payload := body[invokePrefixSize:]
 	ctx := context.Background()
+	if options&optStream != 0 {
+		ctx = backends.WithPartSender(ctx, func(part []byte) error { return s.sendPart(inv, part) })
+	}
 	if deadline != 0 {
 		ctx, inv.cancel = context.WithDeadline(ctx, time.Unix(0, deadline))
 	} else {
@@ -178,28 +190,33 @@ func (s *server) start(id uint64, body []byte) error {
 func (s *server) handle(ctx context.Context, inv *invocation, payload []byte) {
 	defer close(inv.done)
 	reply, failure := s.call(ctx, payload)
+	s.wmu.Lock()
+	inv.ended = true // a part sent from now on is refused
+	s.wmu.Unlock()
 	inv.cancel()
 	// Idle again before the reply leaves: the driver may send the next
 	// invocation as soon as it has read it.
 	s.mu.Lock()
 	s.cur = nil
 	s.mu.Unlock()
+	// However the invocation ends, a worker with a task goroutine it could
+	// not stop asks to be retired.
+	var flags uint8
+	if backends.Abandoned() > 0 {
+		flags = flagRetire
+	}
 	var err error
 	switch {
 	case failure != "":
 		if len(failure) > maxFailedSize {
 			failure = failure[:maxFailedSize]
 		}
-		err = s.send(frameFailed, 0, inv.id, []byte(failure))
+		err = s.send(frameFailed, flags, inv.id, []byte(failure))
 	case len(reply) > inv.maxReply:
 		var size [tooLargeSize]byte
 		binary.BigEndian.PutUint64(size[:], uint64(len(reply)))
-		err = s.send(frameTooLarge, 0, inv.id, size[:])
+		err = s.send(frameTooLarge, flags, inv.id, size[:])
 	default:
-		var flags uint8
-		if backends.Abandoned() > 0 {
-			flags = flagRetire
-		}
 		err = s.send(frameReply, flags, inv.id, reply)
 	}
 	if err != nil && err != errStopped {
@@ -219,9 +236,35 @@ func (s *server) call(ctx context.Context, payload []byte) (reply []byte, failur
 	return s.h(ctx, payload), ""
 }
 
+// sendPart is the part sender of a streaming invocation: it writes part as a
+// part frame ahead of the reply. It refuses a part over the invocation's
+// reply limit (the driver would not accept it) and, once the handler has
+// returned or the driver is gone, any part at all.
+func (s *server) sendPart(inv *invocation, part []byte) error {
+	if len(part) > inv.maxReply {
+		return fmt.Errorf("process: send part of %d bytes: over the invocation's reply limit (%d bytes): %w",
+			len(part), inv.maxReply, backends.ErrPayloadTooLarge)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if inv.ended {
+		return fmt.Errorf("process: send part: %w", errEnded)
+	}
+	if err := s.writeLocked(framePart, 0, inv.id, part); err != nil {
+		return fmt.Errorf("process: send part: %w", err)
+	}
+	return nil
+}
+
+// send writes one frame, unless the server has stopped.
 func (s *server) send(t frameType, flags uint8, id uint64, body []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	return s.writeLocked(t, flags, id, body)
+}
+
+// writeLocked writes one frame; s.wmu is held.
+func (s *server) writeLocked(t frameType, flags uint8, id uint64, body []byte) error {
 	if s.stopped {
 		return errStopped
 	}

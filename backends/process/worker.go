@@ -53,6 +53,7 @@ type worker struct {
 	// Owner's state.
 	seq  uint64
 	wbuf []byte
+	pbuf []byte // parts up to maxKeptPart bytes are read into it
 	rhdr [headerSize]byte
 	chdr [headerSize]byte
 
@@ -224,8 +225,17 @@ type exchange struct {
 	sent      bool // the invoke frame is sent
 }
 
+// maxKeptPart bounds the part buffer a worker keeps between invocations; a
+// larger part gets a buffer of its own.
+const maxKeptPart = 1 << 20
+
 // invoke runs one invocation on w. keep reports whether w can serve again.
-func (w *worker) invoke(ctx context.Context, payload []byte) (reply []byte, keep bool, err error) {
+//
+// When part is not nil the worker is asked for parts, and part is called
+// with each, in this goroutine, before invoke returns; otherwise a part is a
+// bad frame. When ctx ends and the worker still replies within the grace
+// period, invoke returns that reply with ctx's error.
+func (w *worker) invoke(ctx context.Context, payload []byte, part func([]byte)) (reply []byte, keep bool, err error) {
 	w.seq++
 	x := &exchange{w: w, id: w.seq}
 	if ctx.Done() != nil {
@@ -264,7 +274,11 @@ func (w *worker) invoke(ctx context.Context, payload []byte) (reply []byte, keep
 	}
 	binary.BigEndian.PutUint64(buf[headerSize:], uint64(deadline))
 	binary.BigEndian.PutUint32(buf[headerSize+8:], uint32(w.b.maxResponse))
-	binary.BigEndian.PutUint32(buf[headerSize+12:], 0)
+	var options uint32
+	if part != nil {
+		options |= optStream
+	}
+	binary.BigEndian.PutUint32(buf[headerSize+12:], options)
 	if small {
 		copy(buf[headerSize+invokePrefixSize:], payload)
 	}
@@ -283,34 +297,62 @@ func (w *worker) invoke(ctx context.Context, payload []byte) (reply []byte, keep
 		return nil, false, x.readFailed(ctx, err)
 	}
 
-	// Read the reply.
-	if err := x.readFull(w.rhdr[:]); err != nil {
-		return nil, false, x.readFailed(ctx, err)
-	}
-	h, err := parseHeader(w.rhdr[:])
-	if err == nil {
-		err = checkReply(h, x.id, w.b.maxResponse)
-	}
-	if err != nil {
-		w.kill("it sent a bad frame")
-		return nil, false, w.lost("sent a bad frame: "+err.Error(), "")
+	// Read the parts, if any, then the frame that ends the invocation.
+	var h header
+	for {
+		if err := x.readFull(w.rhdr[:]); err != nil {
+			return nil, false, x.readFailed(ctx, err)
+		}
+		h, err = parseHeader(w.rhdr[:])
+		if err == nil {
+			err = checkReply(h, x.id, w.b.maxResponse, part != nil)
+		}
+		if err != nil {
+			w.kill("it sent a bad frame")
+			return nil, false, w.lost("sent a bad frame: "+err.Error(), "")
+		}
+		if h.typ != framePart {
+			break
+		}
+		p := w.partBuf(int(h.size))
+		if err := x.readFull(p); err != nil {
+			return nil, false, x.readFailed(ctx, err)
+		}
+		part(p)
 	}
 	body := make([]byte, h.size)
 	if err := x.readFull(body); err != nil {
 		return nil, false, x.readFailed(ctx, err)
 	}
+	// A worker that retires has a task goroutine it could not stop: it is
+	// not used again, whatever the frame that ended the invocation.
+	keep = h.flags&flagRetire == 0
 	if x.cancelled {
-		return nil, true, fmt.Errorf("process: invoke: %w", ctx.Err())
+		if h.typ == frameReply {
+			reply = body // a late reply, for InvokeStream's part
+		}
+		return reply, keep, fmt.Errorf("process: invoke: %w", ctx.Err())
 	}
 	switch h.typ {
 	case frameTooLarge:
-		return nil, true, fmt.Errorf("process: invoke: worker %d: reply of %d bytes exceeds MaxResponseBytes (%d): %w",
+		return nil, keep, fmt.Errorf("process: invoke: worker %d: reply of %d bytes exceeds MaxResponseBytes (%d): %w",
 			w.id, binary.BigEndian.Uint64(body), w.b.maxResponse, backends.ErrPayloadTooLarge)
 	case frameFailed:
-		return nil, true, fmt.Errorf("process: invoke: worker %d (pid %d): handler failed: %s", w.id, w.pid, body)
+		return nil, keep, fmt.Errorf("process: invoke: worker %d (pid %d): handler failed: %s", w.id, w.pid, body)
 	}
-	// A worker that retires has a task goroutine it could not stop.
-	return body, h.flags&flagRetire == 0, nil
+	return body, keep, nil
+}
+
+// partBuf returns a buffer of n bytes for a part: part may not keep it, so
+// small parts share one.
+func (w *worker) partBuf(n int) []byte {
+	if n > maxKeptPart {
+		return make([]byte, n)
+	}
+	if cap(w.pbuf) < n {
+		w.pbuf = make([]byte, max(n, 4<<10))
+	}
+	return w.pbuf[:n]
 }
 
 // readFailed turns an error reading the reply into Invoke's error.
