@@ -83,7 +83,7 @@ func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 		update := func() {
 			c := j.progressCounts()
 			rate, eta := progressRate(c, n)
-			desc := fmt.Sprintf("%d running, %d failed, %d retried, %.1f tasks/s, ETA %s", c.running, c.failed, c.retries, rate, eta)
+			desc := fmt.Sprintf("%d running, %d queued, %d failed, %d retried, %.1f tasks/s, ETA %s", c.running, c.queued, c.failed, c.retries, rate, eta)
 			if len(desc) > room {
 				desc = fmt.Sprintf("%d run, %d fail, %d retry, ETA %s", c.running, c.failed, c.retries, eta)
 			}
@@ -107,8 +107,8 @@ func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 	}
 	line := func(c progressCounts) {
 		rate, eta := progressRate(c, n)
-		fmt.Fprintf(w, "gowren: %s: %d/%d done, %d running, %d failed, %d retried, %.1f tasks/s, ETA %s\n",
-			name, c.done, n, c.running, c.failed, c.retries, rate, eta)
+		fmt.Fprintf(w, "gowren: %s: %d/%d done, %d running, %d queued, %d failed, %d retried, %.1f tasks/s, ETA %s\n",
+			name, c.done, n, c.running, c.queued, c.failed, c.retries, rate, eta)
 	}
 	t := time.NewTicker(lineCheck)
 	defer t.Stop()

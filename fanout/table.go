@@ -101,6 +101,7 @@ type invocation struct {
 	key      string   // async: the object its reply goes to
 
 	// Owned by the table.
+	hint     int    // where indexOf looks first
 	got      []bool // a result of this copy arrived, per task
 	left     int    // tasks without one
 	accepted bool   // async: the platform took it; its reply comes through the store
@@ -116,9 +117,20 @@ type invocation struct {
 }
 
 // indexOf returns the position of task i in the invocation, or -1.
+// Results come in the order of the tasks, so the search starts after the
+// last one found.
 func (inv *invocation) indexOf(i int) int {
-	for k, x := range inv.tasks {
-		if x == i {
+	n := len(inv.tasks)
+	for d := range n {
+		k := inv.hint + d
+		if k >= n {
+			k -= n
+		}
+		if inv.tasks[k] == i {
+			inv.hint = k + 1
+			if inv.hint == n {
+				inv.hint = 0
+			}
 			return k
 		}
 	}
