@@ -71,7 +71,9 @@ func (j *jobCore) send(ctx context.Context, inv *invocation) {
 	}
 	var reply []byte
 	var err error
-	if sb, ok := ex.backend.(backends.StreamBackend); ok && len(inv.tasks) > 1 {
+	if sb, ok := ex.backend.(backends.StreamBackend); ok {
+		// Parts come only from batches; but a reply that crosses a
+		// cancellation comes through part too, so it is not lost.
 		reply, err = sb.InvokeStream(callCtx, buf.Bytes(), func(part []byte) {
 			ev := event{kind: evReply, inv: inv, bytesReceived: int64(len(part))}
 			j.decodeInto(&ev, part)

@@ -95,6 +95,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"Contract", testContract},
 		{"StreamedResults", testStreamedResults},
 		{"CancelKeepsFinished", testCancelKeepsFinished},
+		{"CancelIgnored", testCancelIgnored},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -89,8 +89,9 @@ var (
 		return 0, ctx.Err()
 	})
 	// gate returns its Value at once, or, with Hold, once the test that
-	// listens at Addr writes a byte to the connection it makes (or its
-	// context ends): the test decides when the task finishes.
+	// listens at Addr writes a byte to the connection it makes or closes
+	// it (or its context ends, unless Ignore): the test decides when the
+	// task finishes.
 	gate = fanout.Register("backendtest.gate", func(ctx context.Context, g Gate) (int, error) {
 		if !g.Hold {
 			return g.Value, nil
@@ -101,8 +102,10 @@ var (
 			return 0, err
 		}
 		defer c.Close()
-		stop := context.AfterFunc(ctx, func() { c.Close() })
-		defer stop()
+		if !g.Ignore {
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			defer stop()
+		}
 		var b [1]byte
 		if _, err := c.Read(b[:]); err != nil {
 			if ctx.Err() != nil {
@@ -192,7 +195,8 @@ func checkBlob(b Blob, n int) error {
 
 // Gate is the input of the gate function.
 type Gate struct {
-	Addr  string
-	Hold  bool
-	Value int
+	Addr   string
+	Hold   bool
+	Ignore bool // ignore the context
+	Value  int
 }

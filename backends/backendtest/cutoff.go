@@ -10,10 +10,11 @@ import (
 	"github.com/gowren/gowren/fanout"
 )
 
-// Checks of a backend that streams (backends.StreamBackend) through a real
-// executor: a task's result reaches the driver when the task finishes, not
-// when its batch does, and a job cut off keeps the results of its finished
-// tasks.
+// Checks of jobs cut off while tasks run, through a real executor: a job
+// whose task ignores cancellation still ends promptly; and on a backend
+// that streams (backends.StreamBackend), a task's result reaches the driver
+// when the task finishes, not when its batch does, and a job cut off keeps
+// the results of its finished tasks.
 
 // gates listens on loopback for held gate tasks; each connection is one
 // task waiting to be released.
@@ -139,6 +140,32 @@ func testCancelKeepsFinished(t *testing.T, s *suite) {
 	}
 	if got[3] || got[4] || got[5] {
 		t.Errorf("results of tasks that never finished: %v", got)
+	}
+}
+
+func testCancelIgnored(t *testing.T, s *suite) {
+	ex, _ := s.executor(t, &fanout.Options{BatchSize: 1, Concurrency: 2})
+	g := newGates(t)
+	ctx := guard(t)
+	// Task 1 ignores its context: it waits for a byte that never comes
+	// (until the test ends and closes its connection).
+	j, err := fanout.Start(ctx, ex, gate, []Gate{{Value: 5}, {Addr: g.ln.Addr().String(), Hold: true, Ignore: true}})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	g.held(ctx, t)
+	for r := range j.Results(ctx) {
+		if r.Index == 0 {
+			break // taken: the cancel must not lose it
+		}
+	}
+	j.Cancel()
+	out, err := j.Wait(ctx)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait: %v, want context.Canceled although a task ignores it", err)
+	}
+	if out[0] != 5 {
+		t.Errorf("task 0 finished before the cancel, but its result is %d", out[0])
 	}
 }
 
