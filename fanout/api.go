@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -97,22 +96,17 @@ func (j *Job[Out]) outcome() ([]Out, error) {
 
 // errors joins the job's error and the task errors, in input order. Tasks
 // that failed only because the job stopped are covered by the job's error.
+// It is called once the dispatcher is done.
 func (c *jobCore) errors() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	var errs []error
 	if c.jobErr != nil {
 		errs = append(errs, c.jobErr)
 	}
-	idx := make([]int, 0, len(c.taskErrs))
-	for i, te := range c.taskErrs {
-		if !te.fromJob {
-			idx = append(idx, i)
+	for i, x := range c.t.extra {
+		if x != nil && x.err != nil && !x.err.fromJob {
+			_ = i
+			errs = append(errs, x.err)
 		}
-	}
-	sort.Ints(idx)
-	for _, i := range idx {
-		errs = append(errs, c.taskErrs[i])
 	}
 	return errors.Join(errs...)
 }
@@ -141,25 +135,17 @@ func (j *Job[Out]) Results(ctx context.Context) iter.Seq[Result[Out]] {
 		c := j.core
 		pos := 0
 		for {
-			c.mu.Lock()
-			batch := c.completed[pos:len(c.completed):len(c.completed)]
-			notify := c.notify
-			ended := !c.ended.IsZero()
-			c.mu.Unlock()
-			for _, i := range batch {
-				pos++
-				if !yield(j.result(i)) {
+			s := c.snap.Load()
+			for ; pos < len(s.completed); pos++ {
+				if !yield(j.result(s, s.completed[pos])) {
 					return
 				}
 			}
-			if len(batch) > 0 {
-				continue
-			}
-			if ended {
+			if s.ended {
 				return
 			}
 			select {
-			case <-notify:
+			case <-s.next:
 			case <-ctx.Done():
 				return
 			}
@@ -167,21 +153,24 @@ func (j *Job[Out]) Results(ctx context.Context) iter.Seq[Result[Out]] {
 	}
 }
 
-func (j *Job[Out]) result(i int) Result[Out] {
+// result builds the Result of task i, which s lists as completed: its
+// record, error and value are no longer written.
+func (j *Job[Out]) result(s *snapshot, i int) Result[Out] {
 	c := j.core
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r := Result[Out]{Index: i, Stats: c.taskStatsLocked(i), Logs: c.logs[i]}
-	if te, ok := c.taskErrs[i]; ok {
-		r.Err = te
-	} else {
-		r.Value = j.values[i]
+	r := Result[Out]{Index: i, Stats: c.settledStats(s, i)}
+	if x := c.t.extra[i]; x != nil {
+		r.Logs = x.logs
+		if x.err != nil {
+			r.Err = x.err
+			return r
+		}
 	}
+	r.Value = j.values[i]
 	return r
 }
 
 // Stats returns a snapshot of the job's statistics.
-func (j *Job[Out]) Stats() JobStats { return j.core.stats() }
+func (j *Job[Out]) Stats() JobStats { return j.core.statsNow() }
 
 // MapReduce calls mapper on every input, then reducer once on the slice of
 // all map outputs, in input order, and returns the reducer's output. The
@@ -219,7 +208,7 @@ func MapReduce[In, Mid, Out any](ctx context.Context, ex *Executor, mapper *Func
 	}
 	reduceJob, err := ex.start(ctx, jobSpec{
 		fn: reducer.fn, n: 1, kind: inputGather,
-		encode: func(e *msgpack.Encoder, _ int) error { return encodeRangesTo(e, mapJob.outRefs) },
+		encode: func(e *msgpack.Encoder, _ int) error { return encodeRangesTo(e, mapJob.t.outRefs) },
 		accept: func(_ int, b []byte) (func(), error) {
 			var v Out
 			if err := decodeValue(b, &v); err != nil {

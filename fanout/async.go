@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"iter"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/internal/layout"
 	"github.com/gowren/gowren/storage"
+	"golang.org/x/sync/errgroup"
 )
 
 // Async mode. Each invocation's reply goes to the store object
@@ -24,13 +24,6 @@ import (
 
 // ErrUnknownJob means the store holds no manifest for the job ID.
 var ErrUnknownJob = errors.New("fanout: unknown job")
-
-// Polling of the reply prefix: fast while replies arrive, backing off to
-// pollMax while none do.
-const (
-	pollMin = 20 * time.Millisecond
-	pollMax = time.Second
-)
 
 // ManifestVersion is the version of the manifest this build writes.
 const ManifestVersion = 1
@@ -54,9 +47,6 @@ type Manifest struct {
 	Chunks []string `json:"chunks,omitempty"`
 }
 
-func manifestKey(id string) string { return "jobs/" + id + "/manifest" }
-func inputsKey(id string) string   { return "jobs/" + id + "/inputs" }
-func statsKey(id string) string    { return "jobs/" + id + "/stats.json" }
 
 // inputIndex locates every input of an async job in the chunks.
 type inputIndex struct {
@@ -92,13 +82,13 @@ func (j *jobCore) writeManifest(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("fanout: start %q: input index: %w", j.spec.fn.name, err)
 		}
-		if err := st.Put(ctx, inputsKey(j.id), ib); err != nil {
+		if err := st.Put(ctx, j.keys.Inputs(), ib); err != nil {
 			return fmt.Errorf("fanout: start %q: write input index: %w", j.spec.fn.name, err)
 		}
 		j.counters.storeWrites++
 	}
 	// The manifest goes last: a job with a manifest is complete.
-	if err := st.Put(ctx, manifestKey(j.id), b); err != nil {
+	if err := st.Put(ctx, j.keys.Manifest(), b); err != nil {
 		return fmt.Errorf("fanout: start %q: write manifest: %w", j.spec.fn.name, err)
 	}
 	j.counters.storeWrites++
@@ -118,243 +108,9 @@ func (j *jobCore) writeStats() {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(j.ctx), cleanupTimeout)
 	defer cancel()
-	if err := st.Put(ctx, statsKey(j.id), b); err != nil {
+	if err := st.Put(ctx, j.keys.Stats(), b); err != nil {
 		j.ex.opts.Logger.Warn("gowren: write job stats", "job", j.id, "error", err)
 	}
-}
-
-// sendAsync starts an asynchronous invocation. Backends with native
-// asynchronous invocation get InvokeAsync; the others (local, process) a
-// synchronous call whose reply is only checked for errors: the results are
-// learned from the store, as for a native one.
-func (j *jobCore) sendAsync(ctx context.Context, inv *invocation, payload []byte, timeout time.Duration) {
-	if timeout <= 0 {
-		timeout = asyncTimeout
-	}
-	j.mu.Lock()
-	if _, ok := j.live[inv]; !ok {
-		j.mu.Unlock()
-		return
-	}
-	inv.deadline = time.Now().Add(timeout)
-	j.outstanding[inv.key] = inv
-	j.wrote = true
-	j.counters.invocations++
-	j.counters.bytesSent += int64(len(payload))
-	j.mu.Unlock()
-
-	if ab, ok := j.ex.backend.(backends.AsyncBackend); ok {
-		if err := ab.InvokeAsync(ctx, payload); err != nil {
-			j.invocationFailed(inv, err)
-		}
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	reply, err := j.ex.backend.Invoke(ctx, payload)
-	if err != nil {
-		if inv.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w: no reply within %v: %w", backends.ErrWorkerLost, timeout, err)
-		}
-		j.invocationFailed(inv, err)
-		return
-	}
-	if r, err := decodeReply(reply); err != nil {
-		j.invocationFailed(inv, fmt.Errorf("%w: undecodable reply: %v", backends.ErrTransport, err))
-		return
-	} else if r.Err != nil {
-		j.takeReply(inv, r, time.Now())
-		return
-	}
-	// The worker says its reply is in the store, under the key the driver
-	// chose: read it there, without listing.
-	if !j.claimReply(inv.key, anySize) {
-		return
-	}
-	r, size, err := j.fetchReply(inv.key)
-	if err != nil {
-		j.settleReply(inv.key, unread)
-		select { // let the poller look
-		case j.kick <- struct{}{}:
-		default:
-		}
-		return
-	}
-	j.settleReply(inv.key, size)
-	j.takeReply(inv, r, time.Now())
-}
-
-// expireLocked fails the async invocations whose reply is overdue and
-// returns how long until the next one is.
-func (j *jobCore) expireLocked(now time.Time) time.Duration {
-	next := idleWait
-	for key, inv := range j.outstanding {
-		if inv.deadline.IsZero() {
-			continue
-		}
-		if d := inv.deadline.Sub(now); d > 0 {
-			next = min(next, d)
-			continue
-		}
-		delete(j.outstanding, key)
-		j.counters.failedInvocations++
-		j.releaseLocked(inv, fmt.Errorf("%w: no reply object %q within %v", backends.ErrWorkerLost, key, inv.deadline.Sub(inv.sent).Round(time.Second)))
-	}
-	return next
-}
-
-// poll lists the reply prefix until the job ends, taking in new replies. A
-// kick (a worker said its reply is in the store) brings the next listing
-// forward, but listings stay at least pollMin apart: each costs a request.
-func (j *jobCore) poll() {
-	interval := pollMin
-	timer := time.NewTimer(interval)
-	defer timer.Stop()
-	var last time.Time
-	for {
-		select {
-		case <-j.ctx.Done():
-			return
-		case <-timer.C:
-		case <-j.kick:
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-			if wait := pollMin - time.Since(last); wait > 0 {
-				timer.Reset(wait)
-				continue
-			}
-		}
-		last = time.Now()
-		n, err := j.pollOnce(j.ctx)
-		if err != nil && j.ctx.Err() == nil {
-			j.ex.opts.Logger.Warn("gowren: list job replies", "job", j.id, "error", err)
-		}
-		if n > 0 {
-			interval = pollMin
-			j.signal()
-		} else {
-			interval = min(2*interval, pollMax)
-		}
-		timer.Reset(interval)
-	}
-}
-
-// pollOnce lists the reply prefix once and takes in the replies not seen
-// before (or rewritten since), returning how many.
-func (j *jobCore) pollOnce(ctx context.Context) (int, error) {
-	st := j.ex.store
-	prefix := j.prefix + "out/"
-	// Only replies of invocations still out matter, and each is named after
-	// its batch's first task: list from the lowest of those, so that a big
-	// job does not list its finished part again and again. (A late reply of
-	// a copy given up on may then go unseen; its tasks were sent again.)
-	after := ""
-	j.mu.Lock()
-	if j.ended.IsZero() && len(j.outstanding) > 0 {
-		low := -1
-		for _, inv := range j.outstanding {
-			if len(inv.tasks) > 0 && (low < 0 || inv.tasks[0] < low) {
-				low = inv.tasks[0]
-			}
-		}
-		if low > 0 {
-			after = prefix + paddedIndex(low)
-		}
-	}
-	j.mu.Unlock()
-	var fresh []storage.ObjectInfo
-	listed := 0
-	defer func() {
-		j.mu.Lock()
-		j.counters.storeLists += storage.ListRequests(listed)
-		j.mu.Unlock()
-	}()
-	for obj, err := range storage.ListAfter(ctx, st, prefix, after) {
-		if err != nil {
-			return 0, err
-		}
-		listed++
-		if _, _, ok := parseOutputKey(strings.TrimPrefix(obj.Key, prefix)); ok {
-			fresh = append(fresh, obj)
-		}
-	}
-	taken := 0
-	for _, obj := range fresh {
-		if !j.claimReply(obj.Key, obj.Size) {
-			continue // read already, at this size, or being read by key
-		}
-		taken++
-		r, _, err := j.fetchReply(obj.Key)
-		if err != nil {
-			if errors.Is(err, storage.ErrNotFound) {
-				j.settleReply(obj.Key, unread)
-				continue
-			}
-			if ctx.Err() != nil {
-				j.settleReply(obj.Key, unread)
-				return 0, ctx.Err()
-			}
-			// A torn or foreign object: note it and go on.
-			j.ex.opts.Logger.Warn("gowren: unreadable reply object", "job", j.id, "key", obj.Key, "error", err)
-			j.settleReply(obj.Key, obj.Size)
-			continue
-		}
-		inv := j.settleReply(obj.Key, obj.Size)
-		j.takeReply(inv, r, time.Now())
-	}
-	return taken, nil
-}
-
-// Sizes with a meaning in jobCore.seen and its helpers.
-const (
-	readingReply = -1 // being read by key
-	anySize      = -2 // claimReply: read at any size counts
-	unread       = -3 // settleReply: not read, to be looked at again
-)
-
-// claimReply marks the reply object key as being read, unless it was read
-// at size already (at any size, with anySize) or is being read now. It
-// reports whether the caller is to read it, and then to settle it.
-func (j *jobCore) claimReply(key string, size int64) bool {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if got, seen := j.seen[key]; seen && (got == readingReply || got == size || size == anySize) {
-		return false
-	}
-	j.seen[key] = readingReply
-	return true
-}
-
-// settleReply ends a claim: the object was read at size, or, unread, is to
-// be looked at again. It returns the invocation waiting for the reply, if
-// any.
-func (j *jobCore) settleReply(key string, size int64) *invocation {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if size == unread {
-		delete(j.seen, key)
-	} else {
-		j.seen[key] = size
-	}
-	return j.outstanding[key]
-}
-
-// parseOutputKey splits "<index>.<attempt>".
-func parseOutputKey(name string) (index, attempt int, ok bool) {
-	a, b, found := strings.Cut(name, ".")
-	if !found {
-		return 0, 0, false
-	}
-	i, err1 := strconv.Atoi(a)
-	k, err2 := strconv.Atoi(b)
-	if err1 != nil || err2 != nil || i < 0 || k < 0 {
-		return 0, 0, false
-	}
-	return i, k, true
 }
 
 // ReadManifest reads the manifest of a job from a store. A job without one
@@ -363,7 +119,7 @@ func ReadManifest(ctx context.Context, st storage.Store, jobID string) (*Manifes
 	if err := checkJobID(jobID); err != nil {
 		return nil, err
 	}
-	b, err := st.Get(ctx, manifestKey(jobID))
+	b, err := st.Get(ctx, layout.JobOf(jobID).Manifest())
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("%w %q in %s (no manifest: the job never existed there, was cleaned up, or was not started in async mode or with KeepData)",
 			ErrUnknownJob, jobID, st.URL())
@@ -385,8 +141,8 @@ func ReadManifest(ctx context.Context, st storage.Store, jobID string) (*Manifes
 }
 
 func checkJobID(id string) error {
-	if id == "" || strings.ContainsAny(id, "/\\") || storage.ValidateKey("jobs/"+id+"/manifest") != nil {
-		return fmt.Errorf("%w: %q is not a job ID", ErrUnknownJob, id)
+	if err := layout.ValidateID(id); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnknownJob, err)
 	}
 	return nil
 }
@@ -397,13 +153,13 @@ func checkJobID(id string) error {
 func Jobs(ctx context.Context, st storage.Store) iter.Seq2[*Manifest, error] {
 	return func(yield func(*Manifest, error) bool) {
 		var ids []string
-		for obj, err := range st.List(ctx, "jobs/") {
+		for obj, err := range st.List(ctx, layout.JobsPrefix) {
 			if err != nil {
 				yield(nil, err)
 				return
 			}
-			rest, _ := strings.CutPrefix(obj.Key, "jobs/")
-			if id, name, _ := strings.Cut(rest, "/"); name == "manifest" {
+			rest, _ := strings.CutPrefix(obj.Key, layout.JobsPrefix)
+			if id, _, _ := strings.Cut(rest, "/"); obj.Key == layout.JobOf(id).Manifest() {
 				ids = append(ids, id)
 			}
 		}
@@ -434,12 +190,12 @@ func JobProgress(ctx context.Context, st storage.Store, jobID string) (*Progress
 	}
 	p := &Progress{Tasks: m.Tasks}
 	state := make([]uint8, m.Tasks)
-	prefix := "jobs/" + jobID + "/out/"
-	for obj, err := range st.List(ctx, prefix) {
+	keys := layout.JobOf(jobID)
+	for obj, err := range st.List(ctx, keys.Outputs()) {
 		if err != nil {
 			return nil, err
 		}
-		if _, _, ok := parseOutputKey(strings.TrimPrefix(obj.Key, prefix)); !ok {
+		if _, _, ok := keys.ParseOutput(obj.Key); !ok {
 			continue
 		}
 		b, err := st.Get(ctx, obj.Key)
@@ -510,24 +266,12 @@ func Attach[In, Out any](ctx context.Context, ex *Executor, f *Func[In, Out], jo
 		return nil, err
 	}
 	// Take what is already there, so that only the rest is sent again.
-	var cancel context.CancelCauseFunc
-	core.ctx, cancel = context.WithCancelCause(ctx)
-	core.cancel = cancel
-	_, err = core.pollOnce(core.ctx)
-	cancel(nil)
-	if err != nil {
-		return nil, fmt.Errorf("fanout: attach to job %s: list replies: %w", jobID, err)
+	if err := core.scanReplies(ctx); err != nil {
+		return nil, fmt.Errorf("fanout: attach to job %s: %w", jobID, err)
 	}
 	if core.jobErr != nil {
 		return nil, core.jobErr
 	}
-	core.mu.Lock()
-	for key := range core.seen {
-		if i, a, ok := parseOutputKey(strings.TrimPrefix(key, core.prefix+"out/")); ok && i < m.Tasks {
-			core.tasks[i].sent = max(core.tasks[i].sent, uint32(a)+1)
-		}
-	}
-	core.mu.Unlock()
 	if err := core.launch(ctx); err != nil {
 		return nil, err
 	}
@@ -535,10 +279,74 @@ func Attach[In, Out any](ctx context.Context, ex *Executor, f *Func[In, Out], jo
 	return j, nil
 }
 
+// scanReplies reads every reply already in the store of an async job
+// before it is launched (Attach), so that only tasks without one are sent.
+// It runs before the dispatcher exists, on the caller's goroutine.
+func (j *jobCore) scanReplies(ctx context.Context) error {
+	var lists int
+	var keys []storage.ObjectInfo
+	for obj, err := range storage.ListAfter(ctx, j.ex.store, j.keys.Outputs(), "") {
+		if err != nil {
+			return fmt.Errorf("list replies: %w", err)
+		}
+		lists++
+		if _, _, ok := j.keys.ParseOutput(obj.Key); ok {
+			keys = append(keys, obj)
+		}
+	}
+	j.counters.storeLists += storage.ListRequests(lists)
+	evs := make([]event, len(keys))
+	var g errgroup.Group
+	g.SetLimit(ioParallel)
+	for k, obj := range keys {
+		g.Go(func() error {
+			b, err := j.ex.store.Get(ctx, obj.Key)
+			ev := event{kind: evRead, key: obj.Key, size: int64(len(b)), storeReads: 1, at: j.now()}
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
+				ev.err = err
+			case err != nil:
+				return fmt.Errorf("read reply %q: %w", obj.Key, err)
+			default:
+				if r, derr := decodeReply(b); derr != nil {
+					ev.err = derr
+				} else {
+					j.takeReply(&ev, r)
+				}
+			}
+			evs[k] = ev
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		j.counters.storeReads += ev.storeReads
+		j.counters.workerReads += ev.workerReads
+		j.counters.workerWrites += ev.workerWrites
+		if ev.err != nil {
+			continue
+		}
+		j.seen[ev.key] = ev.size
+		if ev.ierr != nil {
+			if errors.Is(ev.ierr, ErrUnknownFunction) || errors.Is(ev.ierr, ErrStaleWorker) || errors.Is(ev.ierr, ErrMalformed) {
+				j.jobErr = fmt.Errorf("fanout: job %s (%s): %w", j.id, j.spec.fn.signature, ev.ierr)
+				return nil
+			}
+			continue
+		}
+		ev.final = true
+		j.takeResults(nil, ev)
+		j.drain(ev.at)
+	}
+	return nil
+}
+
 // loadInputs reads the input index of an async job: every input is then
 // sent by reference to the chunks.
 func (j *jobCore) loadInputs(ctx context.Context) error {
-	b, err := j.ex.store.Get(ctx, inputsKey(j.id))
+	b, err := j.ex.store.Get(ctx, j.keys.Inputs())
 	if err != nil {
 		return fmt.Errorf("fanout: attach to job %s: read input index: %w", j.id, err)
 	}

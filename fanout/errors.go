@@ -152,9 +152,9 @@ func remoteError(index, attempts int, we *wireError) *TaskError {
 	switch we.Code {
 	case codePanic:
 		te.Err = ErrPanic
-	case codeTimeout:
+	case codeTimeout, codeDeadline:
 		te.Err = timeoutErr
-	case codeCanceled:
+	case codeCanceled, codeUnstarted:
 		te.Err = context.Canceled
 	case codeTooLarge:
 		te.Err = ErrPayloadTooLarge

@@ -89,13 +89,25 @@ type Options struct {
 	// for remote backends, which then need one for large payloads.
 	Store storage.Store
 	// Concurrency is the most invocations in flight at once. Defaults to
-	// the backend's Limits().Concurrency, or 1000 when it has none.
+	// the backend's Limits().Concurrency, or 1000 when it has none. The
+	// executor lowers its own limit when the platform throttles more than
+	// a tenth of a round of invocations (a round: as many as the limit),
+	// to what that round let through, and raises it again by one
+	// invocation per round of successes; scattered throttles below a
+	// tenth only delay the tasks they hit.
 	Concurrency int
 	// BatchSize is the number of tasks sent in one invocation. Defaults to
-	// 0, automatic: one task per invocation at first, then as many as make
-	// the invocation overhead about a tenth of the work, while leaving every
-	// worker at least four batches for balance (so long tasks go one per
-	// invocation and many tiny ones go in large batches).
+	// 0, automatic: one task per invocation until four invocations have
+	// replied; then one per invocation still when a task takes at least
+	// ten times the invocation overhead (the median of the last 64
+	// invocations' round trip less their work); otherwise the size that
+	// finishes the remaining work soonest given that overhead, but never
+	// more than leaves every invocation slot three batches of the work
+	// still to send, counted at the 95th percentile of the recent task
+	// times. So batches shrink as the job nears its end and as task times
+	// spread, and a few slow tasks cannot hold a large batch hostage. On
+	// backends that stream (local, process) each task's result still
+	// comes back as soon as it finishes.
 	BatchSize int
 	// Retries is how many times a task is sent again after an
 	// infrastructure failure (a lost worker, a transport error) or an error
@@ -112,14 +124,18 @@ type Options struct {
 	// and timeouts) as if the function had marked them with Retryable.
 	// Defaults to false: a deterministic failure would fail again.
 	RetryTaskErrors bool
-	// Speculation sends a backup copy of a straggler: once three quarters
-	// of a job's tasks have results, a task whose copy has been out for more
-	// than three times the median round trip of the completed tasks (and at
-	// least 100 ms) is sent again, alone. In the tail, when more slots are
-	// free than tasks wait to be sent, 1.1 times the median is enough: the
-	// backups then take no task's slot. The first result wins; the other
+	// Speculation sends a backup copy of a straggler. Once 16 invocations
+	// (or half the tasks of a small job) have replied, a copy that has
+	// been out longer than three times the median duration of a round of
+	// tasks (a worker running P tasks at once takes ceil(batch/P) rounds),
+	// and longer than one and a half times the 99th percentile of those
+	// durations, and at least 100 ms, is a straggler: each of its
+	// unfinished tasks is sent again, alone. In the tail, when more slots
+	// are free than tasks wait to be sent, twice the median is enough (a
+	// backup then takes no task's slot). The first result wins; the other
 	// copy is cancelled where the backend allows and ignored otherwise.
-	// Backups do not count against Retries. Defaults to false.
+	// Backups do not count against Retries. A job whose tasks take about
+	// the same time sends none. Defaults to false.
 	Speculation bool
 	// Async sends invocations without waiting for them: each worker puts
 	// its reply in the store, and the driver learns of completion by listing
@@ -174,6 +190,7 @@ type Executor struct {
 	store    storage.Store // nil when there is none
 	ownStore func() error  // closes and removes a store the executor made
 	cfgErr   error         // a configuration error, reported by Start
+	clock    clock         // the dispatchers' time; nil: the system's
 
 	mu     sync.Mutex
 	closed bool

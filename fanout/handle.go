@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/internal/layout"
 	"github.com/gowren/gowren/storage"
 )
 
@@ -78,7 +79,8 @@ func (r *Registry) Handle(ctx context.Context, payload []byte) (reply []byte) {
 			"function %q is %s in this worker (digest %s) but the driver's has digest %s: the worker binary is out of date; redeploy it",
 			req.Func, fn.signature, fn.digest, req.Digest)})
 	}
-	b := &batchRun{fn: fn, req: req, cold: cold, stores: stores}
+	b := &batchRun{fn: fn, req: req, cold: cold, stores: stores,
+		stream: len(req.Tasks) > 1 && req.Flags&flagAsync == 0 && backends.CanSendParts(ctx)}
 	results := b.run(ctx)
 	out := &wireReply{Worker: workerID, Cold: cold, Results: results}
 	if req.Flags&flagAsync != 0 {
@@ -153,6 +155,7 @@ type batchRun struct {
 	fn     *funcInfo
 	req    *wireRequest
 	stores *storeResolver
+	stream bool // send results ahead of the reply (backends.SendPart)
 }
 
 type taskDoneMsg struct {
@@ -160,10 +163,17 @@ type taskDoneMsg struct {
 	res wireResult
 }
 
-// run executes the batch with up to req.Parallel runners and returns one
-// result per task, in task order. Tasks that overrun their deadline by
-// abandonGrace, or are still running when ctx ends, are reported as timed out
-// or cancelled and abandoned.
+// partEvery is how often, at most, a streaming batch sends the results of
+// the tasks that finished since its last part: the first result goes at
+// once, the next ones together.
+const partEvery = 20 * time.Millisecond
+
+// run executes the batch with up to req.Parallel runners and returns the
+// results the reply must carry, in task order: one per task, except those
+// sent ahead in parts. Tasks that overrun their deadline by abandonGrace,
+// or are still running when ctx ends, are reported as timed out or
+// cancelled and abandoned; tasks that never started then are reported as
+// such, so the driver sends them again.
 func (b *batchRun) run(ctx context.Context) []wireResult {
 	tasks := b.req.Tasks
 	results := make([]wireResult, len(tasks))
@@ -200,6 +210,12 @@ func (b *batchRun) run(ctx context.Context) []wireResult {
 		go runner()
 	}
 
+	p := parts{b: b, ctx: ctx, sent: make([]bool, len(tasks)), results: results}
+	defer p.stop()
+	take := func(m taskDoneMsg) {
+		results[m.i] = m.res
+		p.add(m.i)
+	}
 	remaining := len(tasks)
 	// Overruns are looked for when the timer fires, not after every
 	// result: a task that starts after a check cannot overrun before the
@@ -215,14 +231,16 @@ func (b *batchRun) run(ctx context.Context) []wireResult {
 	for remaining > 0 {
 		select {
 		case m := <-doneCh:
-			results[m.i] = m.res
+			take(m)
 			remaining--
+		case <-p.due():
+			p.flush()
 		case <-timeoutC:
 			cutoff := time.Now().Add(-limit).UnixNano()
 			for i := range tasks {
 				if state[i].Load() == taskRunning && started[i].Load() <= cutoff && abandon(&state[i]) {
-					results[i] = abandonedResult(&tasks[i], started[i].Load(), codeTimeout,
-						fmt.Sprintf("task overran its %v timeout and ignored its context; abandoned", b.req.TaskTimeout))
+					take(taskDoneMsg{i, abandonedResult(&tasks[i], started[i].Load(), codeTimeout,
+						fmt.Sprintf("task overran its %v timeout and ignored its context; abandoned", b.req.TaskTimeout), false)})
 					remaining--
 					go runner() // take over the remaining tasks
 				}
@@ -235,14 +253,14 @@ func (b *batchRun) run(ctx context.Context) []wireResult {
 		case <-ctx.Done():
 			code, msg := codeCanceled, "invocation cancelled before the task finished"
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				code, msg = codeTimeout, "invocation deadline reached before the task finished"
+				code, msg = codeDeadline, "invocation deadline reached before the task finished"
 			}
 			for i := range tasks {
 				if state[i].CompareAndSwap(taskPending, taskAbandoned) {
-					results[i] = abandonedResult(&tasks[i], 0, code, msg)
+					results[i] = abandonedResult(&tasks[i], 0, codeUnstarted, "the invocation ended before the task started", true)
 					remaining--
 				} else if abandon(&state[i]) {
-					results[i] = abandonedResult(&tasks[i], started[i].Load(), code, msg)
+					results[i] = abandonedResult(&tasks[i], started[i].Load(), code, msg, len(tasks) > 1)
 					remaining--
 				}
 			}
@@ -255,7 +273,98 @@ func (b *batchRun) run(ctx context.Context) []wireResult {
 			}
 		}
 	}
-	return results
+	return p.rest()
+}
+
+// parts sends the results of a streaming batch ahead of its reply.
+type parts struct {
+	b       *batchRun
+	ctx     context.Context
+	results []wireResult
+	sent    []bool // sent in a part
+	pending []int  // finished, not sent yet
+	last    time.Time
+	timer   *time.Timer
+	armed   bool
+}
+
+// add notes that task i finished; its result leaves at once if no part
+// left within partEvery, else with the next part.
+func (p *parts) add(i int) {
+	if !p.b.stream {
+		return
+	}
+	p.pending = append(p.pending, i)
+	if wait := partEvery - time.Since(p.last); wait <= 0 {
+		p.flush()
+	} else if !p.armed {
+		if p.timer == nil {
+			p.timer = time.NewTimer(wait)
+		} else {
+			p.timer.Reset(wait)
+		}
+		p.armed = true
+	}
+}
+
+// due fires when pending results are to leave.
+func (p *parts) due() <-chan time.Time {
+	if !p.armed {
+		return nil
+	}
+	return p.timer.C
+}
+
+// flush sends the pending results in one part. A part that cannot be sent
+// (too large, or the pipe is gone) stays for the reply, and streaming
+// stops.
+func (p *parts) flush() {
+	p.armed = false
+	if len(p.pending) == 0 || !p.b.stream {
+		return
+	}
+	rs := make([]wireResult, len(p.pending))
+	for k, i := range p.pending {
+		rs[k] = p.results[i]
+	}
+	var buf bytes.Buffer
+	err := encodeReply(&buf, &wireReply{Worker: workerID, Cold: p.b.cold, Results: rs})
+	if limit := p.b.req.ReplyLimit; err == nil && limit > 0 && int64(buf.Len()) > limit {
+		err = ErrPayloadTooLarge
+	}
+	if err == nil {
+		err = backends.SendPart(p.ctx, buf.Bytes())
+	}
+	if err != nil {
+		p.b.stream = false
+		p.pending = p.pending[:0]
+		return
+	}
+	for _, i := range p.pending {
+		p.sent[i] = true
+	}
+	p.pending = p.pending[:0]
+	p.last = time.Now()
+}
+
+func (p *parts) stop() {
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+}
+
+// rest returns the results not sent in parts, in task order.
+func (p *parts) rest() []wireResult {
+	out := p.results[:0:0]
+	for i, r := range p.results {
+		if !p.sent[i] {
+			out = append(out, r)
+		}
+	}
+	if len(out) == len(p.results) {
+		return p.results
+	}
+	return out
 }
 
 // abandon gives up on a running task, counting its goroutine, which may
@@ -287,13 +396,13 @@ func earliestOverrun(state []atomic.Int32, started []atomic.Int64, limit time.Du
 	return time.Unix(0, earliest).Add(limit), true
 }
 
-func abandonedResult(t *wireTask, start int64, code, msg string) wireResult {
+func abandonedResult(t *wireTask, start int64, code, msg string, retryable bool) wireResult {
 	now := time.Now().UnixNano()
 	if start == 0 {
 		start = now
 	}
 	return wireResult{Index: t.Index, Attempt: t.Attempt, Start: start, End: now,
-		Err: &wireError{Code: code, Type: "context", Message: msg}}
+		Err: &wireError{Code: code, Type: "context", Message: msg, Retryable: retryable}}
 }
 
 // runTask runs one task and never panics.
@@ -361,31 +470,13 @@ func (b *batchRun) placeOutput(ctx context.Context, res wireResult, out []byte) 
 			"output of %d bytes exceeds the %d-byte reply limit and cannot go to the store: %v", len(out), limit, err)}
 		return res
 	}
-	key := outputKey(b.req.Prefix, res.Index, res.Attempt)
+	key := layout.Job(b.req.Prefix).Output(res.Index, res.Attempt)
 	if err := st.Put(ctx, key, out); err != nil {
 		res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("write output: %v", err), Retryable: true}
 		return res
 	}
 	res.Key, res.Len = key, int64(len(out))
 	return res
-}
-
-// outputKey names the object of an output or an async reply:
-// <prefix>out/<index>.<attempt>, the index zero-padded to indexWidth digits
-// so that keys sort by index and the driver can list from a point on.
-func outputKey(prefix string, index, attempt int) string {
-	return prefix + "out/" + paddedIndex(index) + "." + strconv.Itoa(attempt)
-}
-
-// indexWidth is the width of a task index in object keys.
-const indexWidth = 10
-
-func paddedIndex(i int) string {
-	s := strconv.Itoa(i)
-	if len(s) < indexWidth {
-		s = strings.Repeat("0", indexWidth-len(s)) + s
-	}
-	return s
 }
 
 // input returns the encoded input of t, reading it from the store if needed.
@@ -487,7 +578,7 @@ func (b *batchRun) encode(ctx context.Context, r *wireReply) []byte {
 			res.Err = &wireError{Code: codeTooLarge, Type: "fanout.ErrPayloadTooLarge", Message: fmt.Sprintf(
 				"output of %d bytes does not fit the %d-byte reply with the rest of the batch, and cannot go to the store: %v", n, limit, stErr)}
 		} else {
-			key := outputKey(b.req.Prefix, res.Index, res.Attempt)
+			key := layout.Job(b.req.Prefix).Output(res.Index, res.Attempt)
 			if err := st.Put(ctx, key, res.Output); err != nil {
 				res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("write output: %v", err), Retryable: true}
 			} else {
@@ -507,7 +598,7 @@ func (b *batchRun) encode(ctx context.Context, r *wireReply) []byte {
 	}
 	// Logs and error messages alone overflow the reply.
 	if stErr == nil && len(r.Results) > 0 {
-		key := fmt.Sprintf("%sreply/%d.%d", b.req.Prefix, r.Results[0].Index, r.Results[0].Attempt)
+		key := layout.Job(b.req.Prefix).Reply(r.Results[0].Index, r.Results[0].Attempt)
 		if err := st.Put(ctx, key, buf.Bytes()); err == nil {
 			buf.Reset()
 			reads, writes := b.stores.counts()

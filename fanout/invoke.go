@@ -5,15 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/storage"
 )
 
-// retryableInfra reports whether an invocation failure is worth another
-// attempt: throttling, lost workers and transport failures are.
-func retryableInfra(err error) bool { return backends.Retryable(err) }
+// The I/O side of a job: senders make invocations, readers read reply
+// objects, the lister lists the reply prefix. Each only does I/O and
+// decoding and posts what happened to the dispatcher (engine.go); none
+// touches the task table.
 
 // request builds the envelope of an invocation.
 func (j *jobCore) request(inv *invocation) *wireRequest {
@@ -33,7 +34,7 @@ func (j *jobCore) request(inv *invocation) *wireRequest {
 		req.ReplyLimit = 0
 	}
 	for k, i := range inv.tasks {
-		wt := wireTask{Index: i, Attempt: inv.attempts[k], Try: inv.tries[k], Kind: j.spec.kind}
+		wt := wireTask{Index: i, Attempt: int(inv.attempts[k]), Try: inv.tries[k], Kind: j.spec.kind}
 		if n := j.inlineSize(i); n > 0 {
 			wt.Input = j.inline[j.offs[i]:j.offs[i+1]]
 		} else {
@@ -45,26 +46,15 @@ func (j *jobCore) request(inv *invocation) *wireRequest {
 	return req
 }
 
-// send delivers one invocation and, for a synchronous one, takes in its
-// reply. It always releases the invocation or leaves it to the poller.
-func (j *jobCore) send(inv *invocation) {
-	defer j.signal()
+// send makes one invocation and posts its outcome: the reply (and, on a
+// streaming backend, its parts first), or the failure.
+func (j *jobCore) send(ctx context.Context, inv *invocation) {
 	ex := j.ex
-	req := j.request(inv)
 	var buf bytes.Buffer
-	if err := encodeRequest(&buf, req); err != nil {
-		j.mu.Lock()
-		for _, i := range inv.tasks {
-			if s := j.tasks[i].state; s != stDone && s != stFailed {
-				j.failLocked(i, &TaskError{Index: i, Attempts: j.tasks[i].attempts(), Type: "encode", Message: fmt.Sprintf("encode request: %v", err)}, inv)
-			}
-		}
-		j.releaseLocked(inv, nil)
-		j.broadcastLocked()
-		j.mu.Unlock()
+	if err := encodeRequest(&buf, j.request(inv)); err != nil {
+		j.post(event{kind: evFailed, terminal: true, inv: inv, at: j.now(), err: fmt.Errorf("%w: %v", errEncode, err)})
 		return
 	}
-	ctx := inv.ctx
 	if ex.limits.InProcess && ex.store != nil {
 		ctx = context.WithValue(ctx, driverStoreKey{}, ex.store)
 	}
@@ -73,38 +63,114 @@ func (j *jobCore) send(inv *invocation) {
 		j.sendAsync(ctx, inv, buf.Bytes(), timeout)
 		return
 	}
+	callCtx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		callCtx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	reply, err := ex.backend.Invoke(ctx, buf.Bytes())
-	received := time.Now()
-	j.mu.Lock()
-	j.counters.invocations++
-	j.counters.bytesSent += int64(buf.Len())
-	j.counters.bytesReceived += int64(len(reply))
-	j.mu.Unlock()
+	var reply []byte
+	var err error
+	if sb, ok := ex.backend.(backends.StreamBackend); ok {
+		// Parts come only from batches; but a reply that crosses a
+		// cancellation comes through part too, so it is not lost.
+		reply, err = sb.InvokeStream(callCtx, buf.Bytes(), func(part []byte) {
+			ev := event{kind: evReply, inv: inv, bytesReceived: int64(len(part))}
+			j.decodeInto(&ev, part)
+			ev.at = j.now()
+			if ev.kind == evReply && ev.ierr == nil {
+				j.post(ev)
+			}
+		})
+	} else {
+		reply, err = ex.backend.Invoke(callCtx, buf.Bytes())
+	}
+	ev := event{kind: evReply, terminal: true, inv: inv, final: true, bytesSent: int64(buf.Len()), bytesReceived: int64(len(reply))}
 	if err != nil {
-		if inv.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w: no reply within %v: %w", backends.ErrWorkerLost, timeout, err)
 		}
-		j.invocationFailed(inv, err)
+		ev.kind, ev.err, ev.at = evFailed, err, j.now()
+		j.post(ev)
 		return
 	}
-	r, err := decodeReply(reply)
+	j.decodeInto(&ev, reply)
+	ev.at = j.now()
+	j.post(ev)
+}
+
+// decodeInto decodes a reply (or a part of one) into ev: its results, read
+// and decoded, or why it could not be read.
+func (j *jobCore) decodeInto(ev *event, b []byte) {
+	r, err := decodeReply(b)
 	if err == nil && r.Spilled != "" {
 		outer := r
-		r, _, err = j.fetchReply(r.Spilled)
+		var data []byte
+		data, err = j.ex.store.Get(j.ioCtx, r.Spilled)
+		ev.storeReads++
+		if err == nil {
+			r, err = decodeReply(data)
+		}
 		if err == nil {
 			r.StoreReads, r.StoreWrites = outer.StoreReads, outer.StoreWrites // with the spill's own write
 		}
 	}
 	if err != nil {
-		j.invocationFailed(inv, fmt.Errorf("%w: undecodable reply of %d bytes: %v", backends.ErrTransport, len(reply), err))
+		ev.kind, ev.err = evFailed, fmt.Errorf("%w: undecodable reply of %d bytes: %v", backends.ErrTransport, len(b), err)
 		return
 	}
-	j.takeReply(inv, r, received)
+	j.takeReply(ev, r)
+}
+
+// takeReply fills ev from a decoded reply. Outputs in the store are read,
+// and every output is decoded here, on the I/O goroutine, unless its task
+// has settled already; the dispatcher only keeps the winner.
+func (j *jobCore) takeReply(ev *event, r *wireReply) {
+	ev.workerReads += r.StoreReads
+	ev.workerWrites += r.StoreWrites
+	ev.ri = replyInfo{worker: r.Worker, cold: r.Cold}
+	if r.Err != nil {
+		ev.ierr = invocationError(r.Err)
+		return
+	}
+	ev.results = make([]taskResult, 0, len(r.Results))
+	for k := range r.Results {
+		res := &r.Results[k]
+		if res.Index < 0 || res.Index >= j.spec.n {
+			continue
+		}
+		if res.Start > 0 && (ev.busy[0] == 0 || res.Start < ev.busy[0]) {
+			ev.busy[0] = res.Start
+		}
+		ev.busy[1] = max(ev.busy[1], res.End)
+		if res.End > res.Start {
+			ev.work += res.End - res.Start
+		}
+		tr := taskResult{
+			index: res.Index, attempt: res.Attempt, start: res.Start, end: res.End, logs: res.Logs,
+			outLen: int64(len(res.Output)) + res.Len, outKey: res.Key, err: res.Err,
+		}
+		if res.Err == nil && j.spec.accept != nil && !j.isSettled(res.Index) {
+			data := res.Output
+			if res.Key != "" {
+				var err error
+				data, err = j.ex.store.Get(j.ioCtx, res.Key)
+				ev.storeReads++
+				if err != nil {
+					tr.err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("read output: %v", err), Retryable: true}
+				}
+			}
+			if tr.err == nil {
+				commit, err := j.spec.accept(res.Index, data)
+				if err != nil {
+					tr.derr = &TaskError{Index: res.Index, Type: "decode", Message: fmt.Sprintf("decode output of %s: %v", j.spec.fn.signature, err)}
+				} else {
+					tr.commit = commit
+				}
+			}
+		}
+		ev.results = append(ev.results, tr)
+	}
 }
 
 // invokeTimeout is how long the driver waits for a batch, 0 for no limit:
@@ -122,284 +188,83 @@ func (j *jobCore) invokeTimeout(n int) time.Duration {
 	return time.Duration(rounds)*(per+abandonGrace) + invokeSlack
 }
 
-// fetchReply reads a reply the worker put in the store, and returns it with
-// the size of its object.
-func (j *jobCore) fetchReply(key string) (*wireReply, int64, error) {
-	b, err := j.ex.store.Get(j.ctx, key)
-	j.mu.Lock()
-	j.counters.storeReads++
-	j.mu.Unlock()
+// sendAsync starts an asynchronous invocation. Backends with native
+// asynchronous invocation get InvokeAsync; the others (local, process) a
+// synchronous call whose reply only acknowledges: the results are read
+// from the store, as for a native one.
+func (j *jobCore) sendAsync(ctx context.Context, inv *invocation, payload []byte, timeout time.Duration) {
+	ev := event{kind: evAccepted, terminal: true, inv: inv, bytesSent: int64(len(payload))}
+	if ab, ok := j.ex.backend.(backends.AsyncBackend); ok {
+		if err := ab.InvokeAsync(ctx, payload); err != nil {
+			ev.kind, ev.err = evFailed, err
+		}
+		ev.at = j.now()
+		j.post(ev)
+		return
+	}
+	j.post(event{kind: evAccepted, inv: inv, bytesSent: ev.bytesSent, at: j.now()})
+	ev.bytesSent = 0
+	if timeout <= 0 {
+		timeout = asyncTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	reply, err := j.ex.backend.Invoke(ctx, payload)
+	ev.at = j.now()
+	ev.bytesReceived = int64(len(reply))
 	if err != nil {
-		return nil, 0, fmt.Errorf("read reply %q: %w", key, err)
-	}
-	r, err := decodeReply(b)
-	return r, int64(len(b)), err
-}
-
-// invocationFailed handles an invocation that produced no reply.
-func (j *jobCore) invocationFailed(inv *invocation, err error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	defer j.broadcastLocked()
-	if _, ok := j.live[inv]; !ok {
-		return // released already: a loser cancelled, or an async reply taken
-	}
-	if j.ctx.Err() != nil || inv.ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) {
-		// The job is ending, or this copy was cancelled as a loser.
-		j.releaseLocked(inv, nil)
-		for _, i := range inv.tasks {
-			if t := &j.tasks[i]; t.state == stRunning && t.copies == 0 {
-				t.state = stPending
-			}
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			err = fmt.Errorf("%w: no reply within %v: %w", backends.ErrWorkerLost, timeout, err)
 		}
+		ev.kind, ev.err = evFailed, err
+		j.post(ev)
 		return
 	}
-	j.wrote = true // the worker may have written outputs before it failed
-	if errors.Is(err, backends.ErrThrottled) {
-		j.counters.throttles++
-		j.window.throttled()
-		// The invocation did not run: its tasks go back without costing
-		// an attempt.
-		j.releaseLocked(inv, nil)
-		for _, i := range inv.tasks {
-			t := &j.tasks[i]
-			if inv.backup {
-				t.backups--
-			} else {
-				t.tries--
-			}
-			if t.throttled < math.MaxUint8 {
-				t.throttled++
-			}
-			if t.state == stRunning && t.copies == 0 {
-				j.retryLocked(i, backends.RetryAfter(err), false, true, err.Error())
-			}
-		}
-		return
+	r, err := decodeReply(reply)
+	switch {
+	case err != nil:
+		ev.kind, ev.err = evFailed, fmt.Errorf("%w: undecodable reply: %v", backends.ErrTransport, err)
+	case r.Err != nil:
+		ev.kind, ev.final = evReply, true
+		j.takeReply(&ev, r)
+	default:
+		// The worker says its reply is in the store, under the key the
+		// driver chose: it is read there, without listing.
+		ev.kind = evAcked
 	}
-	j.counters.failedInvocations++
-	if !retryableInfra(err) {
-		// Not a fault of these tasks: the platform refuses the call itself
-		// (no such function, bad credentials, a closed backend). Every
-		// invocation would fail the same way, so the job stops with one
-		// error instead of one per task.
-		if j.jobErr == nil {
-			j.jobErr = fmt.Errorf("fanout: job %s (%s): invoke: %w", j.id, j.spec.fn.signature, err)
-		}
-		j.releaseLocked(inv, nil)
-		j.cancel(j.jobErr)
-		return
-	}
-	j.releaseLocked(inv, err)
+	j.post(ev)
 }
 
-// takeReply records the results of a reply. Outputs in the store are read
-// and decoded outside the lock. inv is nil for a reply found in the store
-// that no live invocation of this driver is waiting for (Attach).
-func (j *jobCore) takeReply(inv *invocation, r *wireReply, received time.Time) {
-	if r.StoreReads > 0 || r.StoreWrites > 0 {
-		j.mu.Lock()
-		j.counters.workerReads += r.StoreReads
-		j.counters.workerWrites += r.StoreWrites
-		j.mu.Unlock()
-	}
-	if r.Err != nil {
-		ierr := invocationError(r.Err)
-		if errors.Is(ierr, ErrUnknownFunction) || errors.Is(ierr, ErrStaleWorker) || errors.Is(ierr, ErrMalformed) {
-			j.abort(fmt.Errorf("fanout: job %s (%s): %w", j.id, j.spec.fn.signature, ierr))
-			return
-		}
-		if inv != nil {
-			j.invocationFailed(inv, fmt.Errorf("%w: %w", backends.ErrWorkerLost, ierr))
-		}
-		return
-	}
-	type outcome struct {
-		res    *wireResult
-		err    *TaskError // decoding failed
-		ok     bool       // value accepted
-		commit func()     // stores the decoded value
-	}
-	outs := make([]outcome, 0, len(r.Results))
-	var work int64
-	for k := range r.Results {
-		res := &r.Results[k]
-		if res.Index < 0 || res.Index >= j.spec.n {
-			continue
-		}
-		if res.End > res.Start {
-			work += res.End - res.Start
-		}
-		o := outcome{res: res}
-		if res.Err == nil && j.spec.accept != nil && !j.settled(res.Index) {
-			data := res.Output
-			if res.Key != "" {
-				var err error
-				data, err = j.ex.store.Get(j.ctx, res.Key)
-				j.mu.Lock()
-				j.counters.storeReads++
-				j.mu.Unlock()
-				if err != nil {
-					res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("read output: %v", err), Retryable: true}
-				}
-			}
-			if res.Err == nil {
-				commit, err := j.spec.accept(res.Index, data)
-				if err != nil {
-					o.err = &TaskError{Index: res.Index, Type: "decode", Message: fmt.Sprintf("decode output of %s: %v", j.spec.fn.signature, err)}
-				} else {
-					o.ok, o.commit = true, commit
-				}
-			}
-		} else if res.Err == nil {
-			o.ok = true
-		}
-		outs = append(outs, o)
-	}
-
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if inv != nil {
-		if _, live := j.live[inv]; live && len(r.Results) > 0 {
-			rtt := float64(received.Sub(inv.sent).Nanoseconds())
-			runners := float64(max(1, min(j.ex.limits.Parallel, len(inv.tasks))))
-			j.observe(float64(work)/float64(len(r.Results)), math.Max(rtt-float64(work)/runners, 0))
-			j.window.succeeded()
+// readReply reads a reply object and posts it.
+func (j *jobCore) readReply(key string) {
+	ev := event{kind: evRead, terminal: true, key: key, storeReads: 1}
+	b, err := j.ex.store.Get(j.ioCtx, key)
+	if err != nil {
+		ev.err = fmt.Errorf("read reply %q: %w", key, err)
+	} else {
+		ev.size = int64(len(b))
+		var r *wireReply
+		if r, err = decodeReply(b); err != nil {
+			ev.err = fmt.Errorf("reply %q: %w", key, err)
+		} else {
+			j.takeReply(&ev, r)
 		}
 	}
-	if busy := replyBusy(r); busy > 0 {
-		j.counters.billed += busy
-	}
-	wid := j.workerLocked(r.Worker)
-	if r.Cold {
-		j.counters.coldStarts++
-	}
-	now := received.UnixNano()
-	for _, o := range outs {
-		i := o.res.Index
-		t := &j.tasks[i]
-		if t.state == stDone || t.state == stFailed {
-			continue // a duplicate or a late copy: the first result stands
-		}
-		t.worker, t.cold = wid, r.Cold
-		t.started, t.finished, t.received = o.res.Start, o.res.End, now
-		t.bytesOut = int64(len(o.res.Output)) + o.res.Len
-		if o.res.End > o.res.Start {
-			j.counters.taskTime += time.Duration(o.res.End - o.res.Start)
-		}
-		if len(o.res.Logs) > 0 {
-			if j.logs == nil {
-				j.logs = map[int][]LogRecord{}
-			}
-			j.logs[i] = o.res.Logs
-		}
-		if o.res.Key != "" {
-			j.wrote = true
-			if j.outRefs != nil {
-				j.outRefs[i] = wireRange{Key: o.res.Key, Len: o.res.Len}
-			}
-		}
-		switch {
-		case o.ok:
-			if o.commit != nil {
-				o.commit()
-			}
-			if t.finished > t.started {
-				j.taskTimes = append(j.taskTimes, float64(t.finished-t.started))
-			}
-			j.doneLocked(i, inv)
-		case o.err != nil:
-			o.err.Attempts = t.attempts()
-			o.err.Logs = o.res.Logs
-			j.failLocked(i, o.err, inv)
-		default:
-			j.taskErrorLocked(inv, i, o.res)
-		}
-	}
-	if inv != nil {
-		j.releaseLocked(inv, fmt.Errorf("%w: the reply had no result for the task", backends.ErrTransport))
-	}
-	j.broadcastLocked()
+	ev.at = j.now()
+	j.post(ev)
 }
 
-// replyBusy is how long the worker was busy with a reply's batch, rounded
-// up to a millisecond.
-func replyBusy(r *wireReply) time.Duration {
-	var first, last int64
-	for _, res := range r.Results {
-		if res.Start > 0 && (first == 0 || res.Start < first) {
-			first = res.Start
+// listReplies lists the reply prefix from after on and posts the objects.
+func (j *jobCore) listReplies(after string) {
+	ev := event{kind: evListed, terminal: true}
+	for obj, err := range storage.ListAfter(j.ioCtx, j.ex.store, j.keys.Outputs(), after) {
+		if err != nil {
+			ev.err = err
+			break
 		}
-		last = max(last, res.End)
+		ev.objs = append(ev.objs, obj)
 	}
-	if first == 0 || last <= first {
-		return 0
-	}
-	d := time.Duration(last - first)
-	return (d + time.Millisecond - 1).Truncate(time.Millisecond)
-}
-
-// taskErrorLocked handles a result that carries an error: it is final
-// unless it is retryable and retries remain, and no other copy is out.
-func (j *jobCore) taskErrorLocked(inv *invocation, i int, res *wireResult) {
-	t := &j.tasks[i]
-	we := res.Err
-	retryable := we.Retryable || we.Code == codeStore
-	if we.Code == codeCanceled {
-		// The worker's context ended while the job still runs: the
-		// invocation was cut off, not the task's fault.
-		retryable = true
-	}
-	if j.ex.opts.RetryTaskErrors && (we.Code == codeApp || we.Code == codePanic || we.Code == codeTimeout) {
-		retryable = true
-	}
-	if we.Code == codeStore || we.Code == codeCanceled {
-		j.wrote = true
-	}
-	if retryable && int(t.tries) <= j.ex.opts.Retries {
-		if copiesElsewhere(inv, t) {
-			j.noteLocked(i, we.Message) // another copy may still succeed
-			return
-		}
-		j.retryLocked(i, 0, false, false, we.Message)
-		return
-	}
-	if copiesElsewhere(inv, t) && retryable {
-		j.noteLocked(i, we.Message)
-		return
-	}
-	te := remoteError(i, t.attempts(), we)
-	te.Logs = res.Logs
-	j.noteLocked(i, we.Message)
-	j.failLocked(i, te, inv)
-}
-
-// copiesElsewhere reports whether the task has a copy in flight besides
-// the one in inv.
-func copiesElsewhere(inv *invocation, t *taskRec) bool {
-	own := 0
-	if inv != nil {
-		own = 1
-	}
-	return int(t.copies) > own
-}
-
-func (j *jobCore) settled(i int) bool {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	s := j.tasks[i].state
-	return s == stDone || s == stFailed
-}
-
-func (j *jobCore) workerLocked(id string) uint32 {
-	if w, ok := j.workers[id]; ok {
-		return w
-	}
-	if j.workers == nil {
-		j.workers = map[string]uint32{}
-	}
-	w := uint32(len(j.workerIDs))
-	j.workers[id] = w
-	j.workerIDs = append(j.workerIDs, id)
-	return w
+	ev.storeLists = storage.ListRequests(len(ev.objs))
+	ev.at = j.now()
+	j.post(ev)
 }

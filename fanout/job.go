@@ -4,15 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/binary"
 	"fmt"
 	"math"
-	"strconv"
-	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/internal/layout"
 	"github.com/gowren/gowren/storage"
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sync/errgroup"
@@ -27,11 +26,6 @@ const (
 	envelopeSlack = 256
 	// taskSlack is what one task adds to a request beyond its input.
 	taskSlack = 48
-	// maxAutoBatch caps the automatic batch size.
-	maxAutoBatch = 8192
-	// overheadRatio: the automatic batch makes the invocation overhead
-	// about 1/overheadRatio of the work it carries.
-	overheadRatio = 10
 	// backoffBase and backoffCap bound the exponential backoff of retries.
 	backoffBase = 50 * time.Millisecond
 	backoffCap  = 10 * time.Second
@@ -44,39 +38,6 @@ const (
 	// cleanupTimeout bounds the deletion of a job's objects.
 	cleanupTimeout = time.Minute
 )
-
-// Task states on the driver.
-const (
-	stPending uint8 = iota // waiting to be sent (first time or retry)
-	stRunning              // at least one copy is in an invocation
-	stDone                 // result taken
-	stFailed               // error taken
-)
-
-// taskRec is the driver's record of one task; times are Unix nanoseconds.
-type taskRec struct {
-	state     uint8
-	isolate   bool  // send alone: its last batch lost its worker
-	queued    bool  // a speculative backup waits in retryQ
-	backups   uint8 // speculative copies sent
-	cold      bool  // the result came from a cold worker
-	copies    uint8 // copies in invocations now
-	throttled uint8 // sends refused by throttling (saturating): backoff grows with them
-	sent      uint32
-	tries     uint32 // sends that count against Options.Retries
-	worker    uint32
-	bytesOut  int64
-	invoked   int64
-	started   int64
-	finished  int64
-	received  int64
-}
-
-// attempts is what a task's stats and errors report: the copies that may
-// have run.
-func (t *taskRec) attempts() int {
-	return int(t.tries) + int(t.backups)
-}
 
 // inputRef locates an input in the store.
 type inputRef struct {
@@ -96,16 +57,22 @@ type jobSpec struct {
 	async    bool
 }
 
-// jobCore runs one job: it owns the dispatcher goroutine and the invocation
-// goroutines, and everything they share.
+// jobCore runs one job. Its dispatcher goroutine (run, in engine.go) owns
+// the fields marked so; the rest is set before the job is launched and read
+// only afterwards.
 type jobCore struct {
-	ex     *Executor
-	id     string
-	prefix string
-	spec   jobSpec
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	done   chan struct{} // closed when the job has ended
+	ex       *Executor
+	id       string
+	keys     layout.Job // the job's keys in the store
+	prefix   string     // keys.Prefix()
+	spec     jobSpec
+	clock    clock
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	ioCtx    context.Context // reads of results: outlives a cancelled job a little
+	ioCancel context.CancelFunc
+	done     chan struct{} // closed when the job has ended, cleanup included
+	loopDone chan struct{} // closed when the dispatcher stopped changing the job
 
 	// Inputs. Input i travels inline as inline[offs[i]:offs[i+1]] when that
 	// is not empty, else by reference to refs[i] in the store. In async
@@ -116,99 +83,79 @@ type jobCore struct {
 	chunks  []string // keys of the aggregated input objects
 	started time.Time
 
-	mu          sync.Mutex
-	tasks       []taskRec
-	next        int   // first task never sent
-	retryQ      []int // tasks ready to be sent again
-	delayed     delayQueue
-	finished    int
-	failedN     int
-	completed   []int // task indexes in completion order
-	notify      chan struct{}
-	wake        chan struct{}
-	taskErrs    map[int]*TaskError
-	logs        map[int][]LogRecord
-	history     map[int][]string
-	failedTries map[int][]FailedTry // when each noted attempt ran
-	outRefs     []wireRange         // with flagOutputsToStore: where each output is
-	jobErr      error
-	ended       time.Time
-	wrote       bool // objects may exist under the job's prefix
-	workers     map[string]uint32
-	workerIDs   []string
-	counters    counters
+	// Owned by the dispatcher.
+	t            *table
+	win          window
+	sz           sizer
+	spc          speculator
+	delays       delayQueue
+	senders      *senders
+	events       chan event
+	statsReq     chan chan JobStats
+	busy         int // I/O operations out
+	counters     counters
+	jobErr       error
+	lastThrottle error
+	ended        time.Time
+	wrote        bool // objects may exist under the job's prefix
+	lastBatch    int
+	rampWait     time.Duration
+	specNext     int64
+	dirty        bool // something to publish
+	hinted       int  // completed tasks marked in settledBits
+	graceOver    bool
+	sweep        bool // async: list once more before settling
+	// Async bookkeeping.
+	seen         map[string]int64 // reply objects read, with their sizes
+	toRead       []string
+	reading      int
+	found        int // replies read since the last listing
+	listing      bool
+	listStarted  int64
+	nextPoll     int64
+	pollInterval time.Duration
 
-	// Scheduling.
-	live     map[*invocation]struct{}
-	inflight int // invocations counted against the window
-	window   window
-	// Automatic batch size, in nanoseconds.
-	measured      bool
-	ewmaTask      float64
-	overhead      float64   // median of overheads
-	overheads     []float64 // recent invocation overheads (ring)
-	medianBuf     []float64 // scratch for medians (under mu)
-	nextOverhead  int
-	tasksInFlight int
-	lastBatch     int
-	// Speculation.
-	taskTimes   []float64 // worker run times of completed tasks, ns
-	lastSpec    time.Time
-	specMedian  float64 // median of taskTimes[:specMedianN]
-	specMedianN int
-	// Async mode.
-	outstanding map[string]*invocation // by reply key
-	seen        map[string]int64       // reply keys taken, with their sizes
-	kick        chan struct{}          // makes the poller list now
-}
-
-type counters struct {
-	retries, backups, throttles, invocations, failedInvocations, coldStarts int
-	peakInFlight                                                            int
-	bytesSent, bytesReceived                                                int64
-	storeReads, storeWrites, storeLists, storeDeletes                       int
-	workerReads, workerWrites                                               int
-	taskTime, billed                                                        time.Duration
-}
-
-// newJobID returns "<8 hex>-<UTC start time>". The random part comes first
-// so that the keys of concurrent jobs spread over the store's key space:
-// S3 scales request rates per key range, and time-first IDs would put every
-// new job at the same end of jobs/. The time keeps IDs readable.
-func newJobID() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:]) + "-" + time.Now().UTC().Format("20060102T150405")
+	// Published by the dispatcher, read by anyone.
+	snap        atomic.Pointer[snapshot]
+	settledBits []atomic.Uint64
+	// Counted by the cleanup, after the dispatcher stopped.
+	cleanupLists, cleanupDeletes atomic.Int64
 }
 
 // JobTime returns the start time written in a job ID, or the zero time.
-func JobTime(id string) time.Time {
-	_, ts, ok := strings.Cut(id, "-")
-	if !ok {
-		return time.Time{}
-	}
-	t, err := time.Parse("20060102T150405", ts)
-	if err != nil {
-		return time.Time{}
-	}
-	return t
-}
+// Job IDs are "<8 hex>-<UTC start time>": the random part comes first so
+// that the keys of concurrent jobs spread over the store's key space (S3
+// scales request rates per key range, and time-first IDs would put every
+// new job at the same end of jobs/); the time keeps IDs readable.
+func JobTime(id string) time.Time { return layout.IDTime(id) }
 
 func (ex *Executor) newJob(id string, spec jobSpec) *jobCore {
-	j := &jobCore{
-		ex: ex, id: id, prefix: "jobs/" + id + "/", spec: spec,
-		done: make(chan struct{}), notify: make(chan struct{}), wake: make(chan struct{}, 1),
-		kick: make(chan struct{}, 1), tasks: make([]taskRec, spec.n), started: time.Now(),
-		live: map[*invocation]struct{}{},
+	clk := ex.clock
+	if clk == nil {
+		clk = systemClock{}
 	}
-	j.window = newWindow(ex.opts.Concurrency, ex.opts.Ramp, j.started)
+	started := clk.Now()
+	j := &jobCore{
+		ex: ex, id: id, keys: layout.JobOf(id), prefix: layout.JobOf(id).Prefix(), spec: spec, clock: clk, started: started,
+		done: make(chan struct{}), loopDone: make(chan struct{}),
+		events: make(chan event, 256), statsReq: make(chan chan JobStats),
+		senders: newSenders(), settledBits: make([]atomic.Uint64, (spec.n+63)/64),
+		sz: newSizer(ex.opts.BatchSize), spc: newSpeculator(),
+		win: newWindow(ex.opts.Concurrency, ex.opts.Ramp, started.UnixNano()),
+	}
+	j.ioCtx, j.ioCancel = context.WithCancel(context.Background())
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	j.t = newTable(spec.n, tablePolicy{retries: ex.opts.Retries, retryTaskErrors: ex.opts.RetryTaskErrors, parallel: ex.limits.Parallel},
+		binary.LittleEndian.Uint64(seed[:]))
 	if spec.flags&flagOutputsToStore != 0 {
-		j.outRefs = make([]wireRange, spec.n)
+		j.t.outRefs = make([]wireRange, spec.n)
 	}
 	if spec.async {
-		j.outstanding = map[string]*invocation{}
 		j.seen = map[string]int64{}
 	}
+	j.dirty = true
+	j.publish(false)
 	return j
 }
 
@@ -232,7 +179,7 @@ func (ex *Executor) start(ctx context.Context, spec jobSpec) (*jobCore, error) {
 			return nil, fmt.Errorf("fanout: start %q: the backend cannot invoke asynchronously", spec.fn.name)
 		}
 	}
-	j := ex.newJob(newJobID(), spec)
+	j := ex.newJob(layout.NewID(time.Now()), spec)
 	if err := j.encodeInputs(ctx); err != nil {
 		j.deleteObjects(ctx)
 		return nil, err
@@ -261,6 +208,7 @@ func (j *jobCore) launch(ctx context.Context) error {
 	go func() {
 		defer j.ex.unregister(j)
 		defer stop()
+		defer j.ioCancel()
 		j.run()
 	}()
 	return nil
@@ -317,7 +265,7 @@ func (j *jobCore) encodeInputs(ctx context.Context) error {
 		if chunk.Len() == 0 {
 			return
 		}
-		key := j.prefix + "in/" + strconv.Itoa(len(j.chunks))
+		key := j.keys.Chunk(len(j.chunks))
 		j.chunks = append(j.chunks, key)
 		data := bytes.Clone(chunk.Bytes())
 		chunk.Reset()

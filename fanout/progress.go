@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -22,20 +23,28 @@ const (
 )
 
 type progressCounts struct {
-	done, failed, running, retries int
-	elapsed                        time.Duration
+	done, failed, running, queued, retries int
+	elapsed                                time.Duration
 }
 
+// progressCounts reads the dispatcher's latest snapshot.
 func (j *jobCore) progressCounts() progressCounts {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	c := progressCounts{done: j.finished, failed: j.failedN, retries: j.counters.retries, elapsed: time.Since(j.started)}
-	for i := range j.tasks {
-		if j.tasks[i].state == stRunning {
-			c.running++
-		}
+	s := j.snap.Load()
+	return progressCounts{done: s.done + s.failed, failed: s.failed, running: s.inWorker, queued: s.inBatch,
+		retries: s.retries, elapsed: j.clock.Now().Sub(j.started)}
+}
+
+// startProgress starts the progress display, when there is one, and
+// returns what stops it, once the job's last counts are published.
+func (j *jobCore) startProgress() (stop func()) {
+	w := j.ex.opts.Progress
+	if w == nil {
+		return func() {}
 	}
-	return c
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { j.showProgress(w, done) })
+	return func() { close(done); wg.Wait() }
 }
 
 // terminalWidth reports whether w is a terminal, and its width in columns
@@ -74,7 +83,7 @@ func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 		update := func() {
 			c := j.progressCounts()
 			rate, eta := progressRate(c, n)
-			desc := fmt.Sprintf("%d running, %d failed, %d retried, %.1f tasks/s, ETA %s", c.running, c.failed, c.retries, rate, eta)
+			desc := fmt.Sprintf("%d running, %d queued, %d failed, %d retried, %.1f tasks/s, ETA %s", c.running, c.queued, c.failed, c.retries, rate, eta)
 			if len(desc) > room {
 				desc = fmt.Sprintf("%d run, %d fail, %d retry, ETA %s", c.running, c.failed, c.retries, eta)
 			}
@@ -98,8 +107,8 @@ func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 	}
 	line := func(c progressCounts) {
 		rate, eta := progressRate(c, n)
-		fmt.Fprintf(w, "gowren: %s: %d/%d done, %d running, %d failed, %d retried, %.1f tasks/s, ETA %s\n",
-			name, c.done, n, c.running, c.failed, c.retries, rate, eta)
+		fmt.Fprintf(w, "gowren: %s: %d/%d done, %d running, %d queued, %d failed, %d retried, %.1f tasks/s, ETA %s\n",
+			name, c.done, n, c.running, c.queued, c.failed, c.retries, rate, eta)
 	}
 	t := time.NewTicker(lineCheck)
 	defer t.Stop()

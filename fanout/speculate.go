@@ -2,94 +2,106 @@ package fanout
 
 import (
 	"math"
-	"slices"
 	"time"
 )
 
-// Speculation (Options.Speculation). Once specDoneFraction of a job's tasks
-// have results, an invocation is a straggler when it has been out longer
-// than specFactor times what it should take: its tasks (one after another
-// per runner) at the median run time of the completed tasks, plus the
-// measured invocation overhead. When the window has more free slots than
-// tasks wait to be sent, capacity would idle anyway and the factor drops to
-// specTailFactor. Every task of a straggler (a backup too can straggle)
-// gets another copy, sent alone, up to specMaxCopies copies in flight and
-// specMaxBackups backups that may have run (throttled ones do not count);
-// the first result wins.
+// Speculation (Options.Speculation): backup copies of real stragglers only.
+// The dispatcher keeps the durations of the last specSamples invocations
+// that replied, per round of tasks (a batch of B tasks on a worker running P
+// at once takes ceil(B/P) rounds). A copy out for longer than
+//
+//	rounds x max(specFactor x p50, specP99Factor x p99)
+//
+// and at least specMinAge is a straggler, once specMinSamples invocations
+// (or half the job's tasks, if fewer) have replied: three times the typical
+// duration, and well past the slowest of the usual ones, so the spread of a
+// healthy job sends no backup. In the tail, when the window has more free
+// slots than tasks wait to be sent, a backup takes no task's slot and the
+// factor drops to specTailFactor. Each task of a straggler gets one backup,
+// sent alone, up to specMaxCopies copies in flight and specMaxBackups
+// backups; the first result wins and the copies left with nothing to do are
+// cancelled.
 const (
-	specDoneFraction = 0.75
-	specFactor       = 3
-	specTailFactor   = 1.1
-	// specMinAge: no copy younger than this is a straggler.
+	specSamples    = 1024
+	specMinSamples = 16
+	specFactor     = 3
+	specTailFactor = 2
+	specP99Factor  = 1.5
 	specMinAge     = 100 * time.Millisecond
 	specMaxCopies  = 3
 	specMaxBackups = 8
 )
 
-// speculateLocked queues backups of stragglers and returns how long until
-// it should look again.
-func (j *jobCore) speculateLocked(now time.Time) time.Duration {
-	if float64(j.finished) < specDoneFraction*float64(j.spec.n) || len(j.taskTimes) == 0 || len(j.live) == 0 {
-		return idleWait
+// speculator finds stragglers. It is owned by the dispatcher.
+type speculator struct {
+	durations ring // per round, nanoseconds
+	fresh     int
+	p50, p99  float64
+	scratch   []float64
+	lastCheck int64
+}
+
+func newSpeculator() speculator { return speculator{durations: newRing(specSamples)} }
+
+// observe records the duration of an invocation that replied.
+func (s *speculator) observe(inv *invocation, now int64, parallel int) {
+	rounds := (len(inv.tasks) + parallel - 1) / parallel
+	s.durations.add(float64(now-inv.sent) / float64(max(rounds, 1)))
+	s.fresh++
+}
+
+// check asks the table for backups of the stragglers among the copies out
+// and returns how long until it should look again (an hour: no need).
+func (s *speculator) check(t *table, now int64, freeSlots, parallel int) time.Duration {
+	need := min(specMinSamples, max(2, t.n/2))
+	if s.durations.n < need || len(t.live) == 0 {
+		return time.Hour
 	}
-	if j.specMedianN == 0 || len(j.taskTimes) > j.specMedianN+j.specMedianN/8 {
-		// Recomputed as the sample grows by an eighth, not on every look.
-		j.specMedian, j.specMedianN = medianOf(j.taskTimes, &j.medianBuf), len(j.taskTimes)
+	if s.p50 == 0 || s.fresh > len(s.durations.buf)/8 {
+		s.p50 = quantile(s.durations.buf, 0.5, &s.scratch)
+		s.p99 = quantile(s.durations.buf, 0.99, &s.scratch)
+		s.fresh = 0
 	}
 	factor := float64(specFactor)
-	limit, _ := j.window.limit(now)
-	if waiting := j.spec.n - j.next + len(j.retryQ); limit-j.inflight > waiting {
+	if freeSlots > t.waiting() {
 		factor = specTailFactor
 	}
-	runners := max(1, j.ex.limits.Parallel)
-	expected := func(inv *invocation) time.Duration {
-		rounds := (len(inv.tasks) + runners - 1) / runners
-		return time.Duration(float64(rounds)*j.specMedian + j.overhead)
-	}
-	// Look again in a fraction of the shortest threshold, not on every
+	perRound := math.Max(factor*s.p50, specP99Factor*s.p99)
+	// Look again in an eighth of the shortest threshold, not on every
 	// wake-up.
-	recheck := max(time.Duration(specTailFactor*(j.specMedian+j.overhead))/8, 5*time.Millisecond)
-	if now.Sub(j.lastSpec) < recheck {
-		return recheck - now.Sub(j.lastSpec)
+	recheck := max(time.Duration(perRound/8), 5*time.Millisecond)
+	if d := time.Duration(now - s.lastCheck); d < recheck {
+		return recheck - d
 	}
-	j.lastSpec = now
-	for inv := range j.live {
-		threshold := max(time.Duration(math.Ceil(factor*float64(expected(inv)))), specMinAge)
-		if now.Sub(inv.sent) < threshold {
+	s.lastCheck = now
+	for inv := range t.live {
+		rounds := (len(inv.tasks) + parallel - 1) / parallel
+		threshold := max(int64(float64(rounds)*perRound), int64(specMinAge))
+		if now-inv.sent < threshold {
 			continue
 		}
-		for _, i := range inv.tasks {
-			t := &j.tasks[i]
-			if t.state != stRunning || t.queued || t.copies >= specMaxCopies || t.backups >= specMaxBackups ||
-				j.hasYoungerCopy(inv, i, now, threshold) {
+		for k, i := range inv.tasks {
+			tk := &t.tasks[i]
+			if inv.got[k] || tk.state != stRunning || tk.copies >= specMaxCopies || tk.backups >= specMaxBackups ||
+				hasYoungerCopy(t, inv, i, now, threshold) {
 				continue
 			}
-			t.queued = true
-			j.counters.backups++
-			j.retryQ = append([]int{i}, j.retryQ...)
+			t.askBackup(i)
 		}
 	}
 	return recheck
 }
 
-// hasYoungerCopy reports whether task i has a copy, other than the one in
-// inv, that is not a straggler yet: then it needs no further backup.
-func (j *jobCore) hasYoungerCopy(inv *invocation, i int, now time.Time, threshold time.Duration) bool {
-	if j.tasks[i].copies <= 1 {
+// hasYoungerCopy reports whether task i has a copy besides inv's that is
+// not a straggler yet: then it needs no further backup.
+func hasYoungerCopy(t *table, inv *invocation, i int, now, threshold int64) bool {
+	if t.tasks[i].copies <= 1 {
 		return false
 	}
-	for other := range j.live {
-		if other != inv && now.Sub(other.sent) < threshold && other.has(i) {
+	for other := range t.live {
+		if other != inv && now-other.sent < threshold && other.indexOf(i) >= 0 {
 			return true
 		}
 	}
 	return false
-}
-
-// medianOf returns the median of xs, sorting a copy in *scratch (kept for
-// the next call, so that a median per reply allocates nothing).
-func medianOf(xs []float64, scratch *[]float64) float64 {
-	*scratch = append((*scratch)[:0], xs...)
-	slices.Sort(*scratch)
-	return (*scratch)[len(xs)/2]
 }

@@ -15,8 +15,13 @@ type JobStats struct {
 	Tasks     int    `json:"tasks"`
 	Succeeded int    `json:"succeeded"`
 	Failed    int    `json:"failed"`
-	// Running counts tasks in an invocation now; Pending those waiting.
+	// Running counts tasks running in a worker now (a worker runs as many
+	// tasks of its batch at once as the backend's Limits().Parallel);
+	// Queued counts tasks sent in an invocation that wait there for their
+	// turn; Pending counts tasks not in any invocation (never sent yet, or
+	// waiting for a retry).
 	Running int `json:"running"`
+	Queued  int `json:"queued"`
 	Pending int `json:"pending"`
 	// Retries counts tasks sent again after a failure (throttled resends,
 	// which never ran, are counted in Throttles instead); Backups counts
@@ -167,54 +172,62 @@ func estimate(p Prices, billed time.Duration, invocations int) Cost {
 	return c
 }
 
+// stats builds the job's statistics. Only the dispatcher calls it while
+// the job runs (Stats asks it to); anyone may once it is done.
 func (c *jobCore) stats() JobStats {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	t := c.t
+	k := &c.counters
 	s := JobStats{
 		ID: c.id, Func: c.spec.fn.name, Tasks: c.spec.n,
-		Succeeded: c.finished - c.failedN, Failed: c.failedN,
-		Retries: c.counters.retries, Backups: c.counters.backups, Throttles: c.counters.throttles,
-		PeakInFlight: c.counters.peakInFlight, StoreLists: c.counters.storeLists,
-		Invocations: c.counters.invocations, FailedInvocations: c.counters.failedInvocations,
-		ColdStarts: c.counters.coldStarts, BatchSize: c.lastBatch,
-		BytesSent: c.counters.bytesSent, BytesReceived: c.counters.bytesReceived,
-		StoreReads: c.counters.storeReads, StoreWrites: c.counters.storeWrites,
-		StoreDeletes: c.counters.storeDeletes, WorkerStoreReads: c.counters.workerReads,
-		WorkerStoreWrites: c.counters.workerWrites,
-		TaskTime:          c.counters.taskTime, Submitted: c.started, Ended: c.ended,
-		InvokeOverhead: time.Duration(c.overhead), BilledTime: c.counters.billed,
-		PerTask: make([]TaskStats, c.spec.n),
+		Succeeded: t.done, Failed: t.failed,
+		Retries: t.retries, Backups: t.backupsSent, Throttles: k.throttles,
+		PeakInFlight: k.peakInFlight, StoreLists: k.storeLists + int(c.cleanupLists.Load()),
+		Invocations: k.invocations, FailedInvocations: k.failedInvocations,
+		ColdStarts: k.coldStarts, BatchSize: c.lastBatch,
+		BytesSent: k.bytesSent, BytesReceived: k.bytesReceived,
+		StoreReads: k.storeReads, StoreWrites: k.storeWrites,
+		StoreDeletes: int(c.cleanupDeletes.Load()), WorkerStoreReads: k.workerReads,
+		WorkerStoreWrites: k.workerWrites,
+		TaskTime:          k.taskTime, Submitted: c.started, Ended: c.ended,
+		BilledTime: k.billed, PerTask: make([]TaskStats, c.spec.n),
+		Running: t.inWorker, Queued: t.inBatch,
 	}
+	c.sz.refresh()
+	s.InvokeOverhead = time.Duration(c.sz.overhead)
 	if c.spec.n > 0 {
 		s.StoreRequestsPerTask = float64(s.StoreReads+s.StoreWrites+s.StoreLists+s.StoreDeletes+
 			s.WorkerStoreReads+s.WorkerStoreWrites) / float64(c.spec.n)
 	}
-	s.Window, _ = c.window.limit(time.Now())
+	now := c.clock.Now()
+	s.Window, _ = c.win.limit(now.UnixNano())
 	end := c.ended
 	if end.IsZero() {
-		end = time.Now()
+		end = now
 	}
 	s.Elapsed = end.Sub(c.started)
 	var first, last int64
 	var runs []time.Duration
-	for i := range c.tasks {
-		t := &c.tasks[i]
-		ts := c.taskStatsLocked(i)
-		s.PerTask[i] = ts
-		switch ts.Outcome {
-		case "running":
-			s.Running++
-		case "pending":
+	for i := range t.tasks {
+		rec := &t.recs[i]
+		ts := c.taskStats(i, t.workerIDs)
+		switch t.tasks[i].state {
+		case stRunning:
+			ts.Outcome = "running"
+			ts.Attempts = t.tasks[i].attempts()
+		case stPending:
+			ts.Outcome = "pending"
+			ts.Attempts = t.tasks[i].attempts()
 			s.Pending++
 		}
-		if t.invoked != 0 && (first == 0 || t.invoked < first) {
-			first = t.invoked
+		s.PerTask[i] = ts
+		if rec.invoked != 0 && (first == 0 || rec.invoked < first) {
+			first = rec.invoked
 		}
-		if t.received > last {
-			last = t.received
+		if rec.received > last {
+			last = rec.received
 		}
-		if t.state == stDone && t.finished > t.started {
-			runs = append(runs, time.Duration(t.finished-t.started))
+		if t.tasks[i].state == stDone && rec.finished > rec.started {
+			runs = append(runs, time.Duration(rec.finished-rec.started))
 		}
 	}
 	if first != 0 {
@@ -240,32 +253,30 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 	return sorted[max(0, min(k, len(sorted)-1))]
 }
 
-func (c *jobCore) taskStatsLocked(i int) TaskStats {
-	t := &c.tasks[i]
+// taskStats describes task i from its record; the outcome is "ok" or
+// "failed" once it settled, "" otherwise (the caller knows better).
+func (c *jobCore) taskStats(i int, workerIDs []string) TaskStats {
+	rec := &c.t.recs[i]
 	ts := TaskStats{
-		Index: i, Attempts: t.attempts(), Submitted: c.started, Invoked: unixTime(t.invoked),
-		Started: unixTime(t.started), Finished: unixTime(t.finished), Received: unixTime(t.received),
-		ColdStart: t.cold, BytesIn: c.inputSize(i), BytesOut: t.bytesOut, History: c.history[i],
-		FailedTries: c.failedTries[i],
+		Index: i, Attempts: int(rec.attempts), Submitted: c.started, Invoked: unixTime(rec.invoked),
+		Started: unixTime(rec.started), Finished: unixTime(rec.finished), Received: unixTime(rec.received),
+		ColdStart: rec.cold, BytesIn: c.inputSize(i), BytesOut: rec.bytesOut, Outcome: "ok",
 	}
-	switch t.state {
-	case stDone:
-		ts.Outcome = "ok"
-	case stFailed:
-		ts.Outcome = "failed"
-		if te := c.taskErrs[i]; te != nil {
-			ts.Error = te.Error()
+	if x := c.t.extra[i]; x != nil {
+		ts.History, ts.FailedTries = x.history, x.failedTries
+		if x.err != nil {
+			ts.Outcome = "failed"
+			ts.Error = x.err.Error()
 		}
-	case stRunning:
-		ts.Outcome = "running"
-	default:
-		ts.Outcome = "pending"
 	}
-	if t.received != 0 && int(t.worker) < len(c.workerIDs) {
-		ts.Worker = c.workerIDs[t.worker]
+	if rec.received != 0 && int(rec.worker) < len(workerIDs) {
+		ts.Worker = workerIDs[rec.worker]
 	}
 	return ts
 }
+
+// settledStats describes task i, which the snapshot s lists as completed.
+func (c *jobCore) settledStats(s *snapshot, i int) TaskStats { return c.taskStats(i, s.workerIDs) }
 
 func unixTime(ns int64) time.Time {
 	if ns == 0 {

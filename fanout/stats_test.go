@@ -72,7 +72,7 @@ func TestProgressOnNonTerminal(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	last := lines[len(lines)-1]
-	want := "gowren: fanout_test.nap " + j.ID() + ": 50/50 done, 0 running, 0 failed, 0 retried"
+	want := "gowren: fanout_test.nap " + j.ID() + ": 50/50 done, 0 running, 0 queued, 0 failed, 0 retried"
 	if !strings.HasPrefix(last, want) || !strings.HasSuffix(last, "ETA 0s") {
 		t.Fatalf("last progress line %q, want it to start with %q and end with ETA 0s", last, want)
 	}

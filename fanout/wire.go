@@ -107,6 +107,8 @@ const (
 	codePanic     = "panic"     // the function panicked
 	codeTimeout   = "timeout"   // the task overran its deadline
 	codeCanceled  = "canceled"  // the invocation was cancelled before the task ended
+	codeUnstarted = "unstarted" // the invocation ended before the task started: it never ran
+	codeDeadline  = "deadline"  // the invocation's deadline came while the task ran
 	codeDecode    = "decode"    // the input could not be decoded into In
 	codeEncode    = "encode"    // the output could not be encoded
 	codeTooLarge  = "too-large" // the output did not fit the reply and there is no store

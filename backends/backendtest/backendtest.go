@@ -93,6 +93,9 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"ResultsOncePerIndex", testResultsOnce},
 		{"ClosedExecutor", testClosed},
 		{"Contract", testContract},
+		{"StreamedResults", testStreamedResults},
+		{"CancelKeepsFinished", testCancelKeepsFinished},
+		{"CancelIgnored", testCancelIgnored},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -88,6 +88,33 @@ var (
 		<-ctx.Done()
 		return 0, ctx.Err()
 	})
+	// gate returns its Value at once, or, with Hold, once the test that
+	// listens at Addr writes a byte to the connection it makes or closes
+	// it (or its context ends, unless Ignore): the test decides when the
+	// task finishes.
+	gate = fanout.Register("backendtest.gate", func(ctx context.Context, g Gate) (int, error) {
+		if !g.Hold {
+			return g.Value, nil
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", g.Addr)
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		if !g.Ignore {
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			defer stop()
+		}
+		var b [1]byte
+		if _, err := c.Read(b[:]); err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			return 0, err
+		}
+		return g.Value, nil
+	})
 	// span sleeps for the given milliseconds and reports what it saw.
 	span = fanout.Register("backendtest.span", func(ctx context.Context, ms int) (Span, error) {
 		info := fanout.Task(ctx)
@@ -164,4 +191,12 @@ func checkBlob(b Blob, n int) error {
 		return errors.New("blob content differs")
 	}
 	return nil
+}
+
+// Gate is the input of the gate function.
+type Gate struct {
+	Addr   string
+	Hold   bool
+	Ignore bool // ignore the context
+	Value  int
 }

@@ -1,0 +1,380 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/storage/memstore"
+)
+
+// The dispatcher's scheduling, driven by a fake clock: backoffs, the ramp,
+// speculation and async expiry happen when the clock says so, and not
+// before. Nothing here sleeps: the tests advance the clock once the
+// dispatcher has armed its timer, and wait for the calls it makes.
+
+var engineEcho = Register("fanout.engine_test.echo", func(ctx context.Context, x int) (int, error) { return x, nil })
+
+// fakeClock is a clock that moves only when told.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+	armed  chan time.Time // each Reset, with the deadline it set
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Unix(1_000_000, 0), armed: make(chan time.Time, 1024)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) NewTimer() clockTimer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{c: c, ch: make(chan time.Time, 1)}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+// Advance moves the clock by d and fires the timers due.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for _, t := range c.timers {
+		if t.armed && !t.at.After(c.now) {
+			t.armed = false
+			t.ch <- c.now
+		}
+	}
+}
+
+type fakeTimer struct {
+	c     *fakeClock
+	ch    chan time.Time
+	at    time.Time
+	armed bool
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.ch }
+
+func (t *fakeTimer) Reset(d time.Duration) {
+	t.c.mu.Lock()
+	t.drain()
+	t.at, t.armed = t.c.now.Add(d), true
+	at := t.at
+	t.c.mu.Unlock()
+	select {
+	case t.c.armed <- at:
+	default:
+	}
+}
+
+func (t *fakeTimer) Stop() {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	t.armed = false
+	t.drain()
+}
+
+func (t *fakeTimer) drain() {
+	select {
+	case <-t.ch:
+	default:
+	}
+}
+
+// waitArmed waits until the dispatcher arms its timer for at least
+// at; it returns the deadline.
+func (c *fakeClock) waitArmed(t *testing.T, at time.Time) time.Time {
+	t.Helper()
+	guard := time.NewTimer(time.Minute)
+	defer guard.Stop()
+	for {
+		select {
+		case d := <-c.armed:
+			if !d.Before(at) {
+				return d
+			}
+		case <-guard.C:
+			t.Fatalf("the dispatcher never armed its timer for %v", at)
+		}
+	}
+}
+
+// scripted is a backend whose calls the test answers.
+type scripted struct {
+	calls  chan *call
+	limits backends.Limits
+	store  *memstore.Store
+	async  bool
+}
+
+type call struct {
+	ctx     context.Context
+	payload []byte
+	reply   chan callReply
+	async   bool
+}
+
+type callReply struct {
+	b   []byte
+	err error
+}
+
+func (s *scripted) Invoke(ctx context.Context, p []byte) ([]byte, error) {
+	c := &call{ctx: ctx, payload: p, reply: make(chan callReply, 1)}
+	s.calls <- c
+	select {
+	case r := <-c.reply:
+		return r.b, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *scripted) Limits() backends.Limits { return s.limits }
+func (s *scripted) Close() error            { return nil }
+
+// asyncScripted offers InvokeAsync: the call returns at once, accepted.
+type asyncScripted struct{ *scripted }
+
+func (s asyncScripted) InvokeAsync(ctx context.Context, p []byte) error {
+	c := &call{ctx: ctx, payload: p, reply: make(chan callReply, 1), async: true}
+	s.calls <- c
+	return nil
+}
+
+// run answers the call as a worker would.
+func (c *call) run(st *memstore.Store) {
+	ctx := context.WithValue(context.WithoutCancel(c.ctx), driverStoreKey{}, st)
+	c.reply <- callReply{b: Handle(ctx, c.payload)}
+}
+
+func (s *scripted) next(t *testing.T) *call {
+	t.Helper()
+	select {
+	case c := <-s.calls:
+		return c
+	case <-time.After(time.Minute):
+		t.Fatal("no call within a minute")
+		return nil
+	}
+}
+
+// none asserts that no call is waiting.
+func (s *scripted) none(t *testing.T) {
+	t.Helper()
+	select {
+	case c := <-s.calls:
+		t.Fatalf("an unexpected call (%d bytes)", len(c.payload))
+	default:
+	}
+}
+
+func newScripted(t *testing.T, o *Options, async bool) (*Executor, *scripted, *fakeClock) {
+	st := memstore.New(nil)
+	s := &scripted{calls: make(chan *call, 64), store: st,
+		limits: backends.Limits{Concurrency: 8, Parallel: 1, InProcess: true, SameHost: true}}
+	var b backends.Backend = s
+	if async {
+		b = asyncScripted{s}
+	}
+	opts := Options{Store: st, Logger: slog.New(slog.DiscardHandler)}
+	if o != nil {
+		opts = *o
+		opts.Store, opts.Logger = st, slog.New(slog.DiscardHandler)
+	}
+	ex := NewExecutor(b, &opts)
+	clk := newFakeClock()
+	ex.clock = clk
+	t.Cleanup(func() {
+		ex.Close()
+		st.Close()
+	})
+	return ex, s, clk
+}
+
+func TestEngineThrottleWaitsRetryAfter(t *testing.T) {
+	ex, s, clk := newScripted(t, &Options{Concurrency: 1, BatchSize: 1}, false)
+	start := clk.Now()
+	j, err := Start(context.Background(), ex, engineEcho, []int{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.next(t).reply <- callReply{err: &backends.ThrottleError{RetryAfter: 5 * time.Second, Reason: "test"}}
+	at := clk.waitArmed(t, start.Add(5*time.Second))
+	if at.After(start.Add(5*time.Second + backoffBase)) {
+		t.Fatalf("resend armed for %v after the throttle, want 5s (the retry-after) plus at most the jitter", at.Sub(start))
+	}
+	clk.Advance(at.Sub(start) - time.Millisecond)
+	s.none(t) // not a moment early
+	clk.Advance(time.Millisecond)
+	s.next(t).run(s.store)
+	out, err := j.Wait(context.Background())
+	if err != nil || out[0] != 7 {
+		t.Fatalf("Wait: %v, %v", out, err)
+	}
+	st := j.Stats()
+	if st.Throttles != 1 || st.PerTask[0].Attempts != 1 || st.Retries != 0 {
+		t.Fatalf("throttles %d, attempts %d, retries %d: want 1, 1, 0", st.Throttles, st.PerTask[0].Attempts, st.Retries)
+	}
+}
+
+func TestEngineRamp(t *testing.T) {
+	ex, s, clk := newScripted(t, &Options{Concurrency: 8, BatchSize: 1, Ramp: Ramp{Step: 2, Interval: 10 * time.Second}}, false)
+	start := clk.Now()
+	in := []int{0, 1, 2, 3, 4, 5}
+	j, err := Start(context.Background(), ex, engineEcho, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := []*call{s.next(t), s.next(t)}
+	clk.waitArmed(t, start.Add(10*time.Second))
+	s.none(t) // two at first
+	clk.Advance(10 * time.Second)
+	held = append(held, s.next(t), s.next(t))
+	clk.waitArmed(t, start.Add(20*time.Second))
+	s.none(t) // four after one interval
+	for _, c := range held {
+		c.run(s.store)
+	}
+	// Slots freed: the last two go at once, within the ramp's four.
+	s.next(t).run(s.store)
+	s.next(t).run(s.store)
+	if _, err := j.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p := j.Stats().PeakInFlight; p != 4 {
+		t.Fatalf("peak in flight %d, want the ramp's 4", p)
+	}
+}
+
+func TestEngineSpeculationThreshold(t *testing.T) {
+	ex, s, clk := newScripted(t, &Options{Concurrency: 4, BatchSize: 1, Speculation: true}, false)
+	start := clk.Now()
+	in := make([]int, 40)
+	j, err := Start(context.Background(), ex, engineEcho, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first call straggles; every other one answers at once (no time
+	// passes: every duration is 0, so the threshold is specMinAge).
+	straggler := s.next(t)
+	for range len(in) - 1 {
+		s.next(t).run(s.store)
+	}
+	// Once the dispatcher has taken those results, only the straggler is
+	// out.
+	got := 0
+	for range j.Results(context.Background()) {
+		if got++; got == len(in)-1 {
+			break
+		}
+	}
+	for clk.Now().Sub(start) < specMinAge-5*time.Millisecond {
+		clk.Advance(5 * time.Millisecond)
+		s.none(t)
+	}
+	clk.Advance(specMinAge - clk.Now().Sub(start))
+	backup := s.next(t)
+	backup.run(s.store)
+	// The straggler is cancelled: its task has its result.
+	select {
+	case <-straggler.ctx.Done():
+	case <-time.After(time.Minute):
+		t.Fatal("the straggling copy was not cancelled")
+	}
+	if _, err := j.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := j.Stats(); st.Backups != 1 || st.Succeeded != len(in) {
+		t.Fatalf("backups %d, succeeded %d", st.Backups, st.Succeeded)
+	}
+}
+
+func TestEngineAsyncExpiry(t *testing.T) {
+	ex, s, clk := newScripted(t, &Options{Concurrency: 2, BatchSize: 1, Async: true, TaskTimeout: time.Second}, true)
+	start := clk.Now()
+	j, err := Start(context.Background(), ex, engineEcho, []int{3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := s.next(t) // accepted, and never heard of again
+	if !lost.async {
+		t.Fatal("not an async call")
+	}
+	deadline := start.Add(ex.opts.TaskTimeout + abandonGrace + invokeSlack)
+	// The poller lists now and then; nothing comes until the deadline.
+	for clk.Now().Before(deadline.Add(-time.Second)) {
+		clk.Advance(time.Second)
+		s.none(t)
+	}
+	clk.Advance(deadline.Sub(clk.Now()))
+	// Sent again after its backoff.
+	var again *call
+	for again == nil {
+		select {
+		case again = <-s.calls:
+		case <-clk.armed:
+			clk.Advance(backoffBase)
+		}
+	}
+	again.run(s.store) // writes the reply object
+	// The reply is found by listing.
+	for done := false; !done; {
+		select {
+		case <-j.Done():
+			done = true
+		case <-clk.armed:
+			clk.Advance(pollMax)
+		}
+	}
+	out, err := j.Wait(context.Background())
+	if err != nil || out[0] != 3 {
+		t.Fatalf("Wait: %v, %v", out, err)
+	}
+	if st := j.Stats(); st.FailedInvocations != 1 || st.PerTask[0].Attempts != 2 {
+		t.Fatalf("failed invocations %d, attempts %d: want 1 and 2", st.FailedInvocations, st.PerTask[0].Attempts)
+	}
+}
+
+func TestEngineEveryCallThrottled(t *testing.T) {
+	ex, s, clk := newScripted(t, &Options{Concurrency: 2, BatchSize: 1}, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	j, err := Start(ctx, ex, engineEcho, []int{1, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		select {
+		case c := <-s.calls:
+			c.reply <- callReply{err: &backends.ThrottleError{Reason: "TooManyRequestsException"}}
+		case <-clk.armed:
+			clk.Advance(backoffCap)
+		}
+	}
+	cancel()
+	_, err = j.Wait(context.Background())
+	if !errors.Is(err, context.Canceled) || !contains(err.Error(), "throttled") || !contains(err.Error(), "TooManyRequestsException") {
+		t.Fatalf("Wait: %v; want the cancellation, naming the throttling", err)
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
