@@ -47,7 +47,6 @@ type Manifest struct {
 	Chunks []string `json:"chunks,omitempty"`
 }
 
-
 // inputIndex locates every input of an async job in the chunks.
 type inputIndex struct {
 	Chunk []int
