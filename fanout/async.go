@@ -69,6 +69,9 @@ func (j *jobCore) writeManifest(ctx context.Context) error {
 		return nil // KeepData without a store: nothing to keep
 	}
 	if j.spec.async {
+		if err := j.renewLease(ctx); err != nil {
+			return fmt.Errorf("fanout: start %q: %w", j.spec.fn.name, err)
+		}
 		idx := inputIndex{Chunk: make([]int, j.spec.n), Off: make([]int64, j.spec.n), Len: make([]int64, j.spec.n)}
 		chunkNo := map[string]int{}
 		for k, key := range j.chunks {
@@ -232,7 +235,12 @@ func JobProgress(ctx context.Context, st storage.Store, jobID string) (*Progress
 // f must be the function the job was started with: a job of another
 // function, or of this function with other types (a changed program), is
 // refused with an error saying which. An unknown job ID gives an error
-// wrapping ErrUnknownJob. Only one driver should attach to a job at a time.
+// wrapping ErrUnknownJob.
+//
+// Attaching while the first driver still runs works too: both gather every
+// result. Each driver keeps a lease in the store while it runs, and a driver
+// that finishes deletes the job's objects only when no other driver's lease
+// is fresh, so neither deletes them under the other.
 func Attach[In, Out any](ctx context.Context, ex *Executor, f *Func[In, Out], jobID string) (*Job[Out], error) {
 	if ex == nil || f == nil {
 		return nil, errors.New("fanout: Attach with a nil Executor or Func")
@@ -266,6 +274,9 @@ func Attach[In, Out any](ctx context.Context, ex *Executor, f *Func[In, Out], jo
 	}
 	// Take what is already there, so that only the rest is sent again.
 	if err := core.scanReplies(ctx); err != nil {
+		return nil, fmt.Errorf("fanout: attach to job %s: %w", jobID, err)
+	}
+	if err := core.renewLease(ctx); err != nil {
 		return nil, fmt.Errorf("fanout: attach to job %s: %w", jobID, err)
 	}
 	if core.jobErr != nil {
@@ -376,4 +387,76 @@ func putReply(ctx context.Context, st storage.Store, key string, r *wireReply) e
 		return err
 	}
 	return st.Put(ctx, key, buf.Bytes())
+}
+
+// Leases. Every driver running an async job (the one that started it, and
+// any that attached to it) keeps an object jobs/<id>/drivers/<driver> and
+// rewrites it every leaseEvery. A driver that finishes deletes the job's
+// objects only when no other driver's lease is fresh: one written less than
+// leaseTTL before its own last one, both times as the store reports them,
+// so the drivers' clocks need not agree. Otherwise it deletes just its
+// lease and leaves the objects to the driver still running (Attach while
+// the original driver runs). A driver that died leaves a lease that goes
+// stale; gowren clean removes its objects by age.
+const (
+	leaseEvery = time.Minute
+	leaseTTL   = 3 * leaseEvery
+)
+
+// renewLease writes the driver's lease.
+func (j *jobCore) renewLease(ctx context.Context) error {
+	key := j.keys.Driver(j.driver)
+	b := fmt.Appendf(nil, `{"driver":%q,"job":%q}`, workerID, j.id)
+	if err := j.ex.store.Put(ctx, key, b); err != nil {
+		return fmt.Errorf("write the driver's lease %q: %w", key, err)
+	}
+	j.leaseWrites.Add(1)
+	return nil
+}
+
+// keepLease rewrites the lease every leaseEvery until stop is closed.
+func (j *jobCore) keepLease(stop <-chan struct{}) {
+	t := time.NewTicker(leaseEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if err := j.renewLease(j.ioCtx); err != nil && j.ioCtx.Err() == nil {
+				j.ex.opts.Logger.Warn("gowren: renew the driver's lease", "job", j.id, "error", err)
+			}
+		}
+	}
+}
+
+// othersRunning reports whether another driver's lease on the job is
+// fresh. It renews its own first, for a time of the store's clock to
+// compare with.
+func (j *jobCore) othersRunning(ctx context.Context) bool {
+	if err := j.renewLease(ctx); err != nil {
+		return false
+	}
+	var own time.Time
+	var others []time.Time
+	mine := j.keys.Driver(j.driver)
+	n := 0
+	for obj, err := range j.ex.store.List(ctx, j.keys.Drivers()) {
+		if err != nil {
+			return false
+		}
+		n++
+		if obj.Key == mine {
+			own = obj.ModTime
+		} else {
+			others = append(others, obj.ModTime)
+		}
+	}
+	j.cleanupLists.Add(int64(storage.ListRequests(n)))
+	for _, t := range others {
+		if own.Sub(t) < leaseTTL {
+			return true
+		}
+	}
+	return false
 }

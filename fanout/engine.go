@@ -104,6 +104,13 @@ var errJobEnded = errors.New("fanout: job ended")
 func (j *jobCore) run() {
 	defer close(j.done)
 	stopProgress := j.startProgress()
+	stopLease := func() {}
+	if j.spec.async {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() { j.keepLease(stop) })
+		stopLease = func() { close(stop); wg.Wait() }
+	}
 	timer := j.clock.NewTimer()
 	defer timer.Stop()
 	stopping := j.ctx.Done()
@@ -151,6 +158,7 @@ func (j *jobCore) run() {
 	j.finish()
 	close(j.loopDone)
 	stopProgress()
+	stopLease()
 	j.cleanup()
 	j.publish(true) // Results ends after the cleanup
 }
@@ -806,6 +814,15 @@ func (j *jobCore) deleteObjects(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
+	if j.spec.async && j.othersRunning(ctx) {
+		// Another driver attached to the job and still runs: its objects
+		// are its to delete.
+		j.ex.opts.Logger.Info("gowren: another driver runs the job; leaving its objects to it", "job", j.id)
+		if err := st.Delete(ctx, j.keys.Driver(j.driver)); err == nil {
+			j.cleanupDeletes.Add(1)
+		}
+		return
+	}
 	var keys []string
 	for obj, err := range st.List(ctx, j.prefix) {
 		if err != nil {

@@ -118,8 +118,10 @@ type jobCore struct {
 	// Published by the dispatcher, read by anyone.
 	snap        atomic.Pointer[snapshot]
 	settledBits []atomic.Uint64
-	// Counted by the cleanup, after the dispatcher stopped.
-	cleanupLists, cleanupDeletes atomic.Int64
+	// Counted by the cleanup, after the dispatcher stopped, and by the
+	// lease keeper.
+	cleanupLists, cleanupDeletes, leaseWrites atomic.Int64
+	driver                                    string // names this driver's lease (async)
 }
 
 // JobTime returns the start time written in a job ID, or the zero time.
@@ -144,6 +146,7 @@ func (ex *Executor) newJob(id string, spec jobSpec) *jobCore {
 		win: newWindow(ex.opts.Concurrency, ex.opts.Ramp, started.UnixNano()),
 	}
 	j.ioCtx, j.ioCancel = context.WithCancel(context.Background())
+	j.driver = layout.NewID(started)
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	j.t = newTable(spec.n, tablePolicy{retries: ex.opts.Retries, retryTaskErrors: ex.opts.RetryTaskErrors, parallel: ex.limits.Parallel},

@@ -459,3 +459,83 @@ func TestNonRetryableInvokeErrorAbortsOnce(t *testing.T) {
 		t.Fatalf("%d errors, want the one job error, not one per task", n)
 	}
 }
+
+// Held is the input of held: a value returned at once, or, with Hold, once
+// the test opens the gate (or the task's context ends).
+type Held struct {
+	Gate  string
+	Hold  bool
+	Value int
+}
+
+var held = fanout.Register("fanout_test.held", func(ctx context.Context, h Held) (int, error) {
+	if !h.Hold {
+		return h.Value, nil
+	}
+	g, err := gateOf(h.Gate)
+	if err != nil {
+		return 0, err
+	}
+	g.reached <- struct{}{}
+	select {
+	case <-g.open:
+		return h.Value, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+})
+
+// A second driver attaches to an async job while the first still runs:
+// the first one, cut off, leaves the job's objects to the second (its lease
+// is fresh), which gets every result and then cleans up.
+func TestAttachWhileOriginalRuns(t *testing.T) {
+	st, err := filestore.New(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	opts := &fanout.Options{Async: true, Store: st, Logger: quietLogs}
+	ex1 := newLocal(t, &local.Options{Concurrency: 4}, opts)
+	ex2 := newLocal(t, &local.Options{Concurrency: 4}, opts)
+	name, g := newGate(t, 4)
+	in := []Held{{Value: 10}, {Value: 11}, {Gate: name, Hold: true, Value: 12}, {Gate: name, Hold: true, Value: 13}}
+	ctx := context.Background()
+	j1, err := fanout.Start(ctx, ex1, held, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-g.reached
+	<-g.reached
+	got := 0
+	for range j1.Results(ctx) {
+		if got++; got == 2 {
+			break // tasks 0 and 1 are in the store
+		}
+	}
+	j2, err := fanout.Attach(ctx, ex2, held, j1.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-g.reached // the second driver sent tasks 2 and 3 again
+	<-g.reached
+	j1.Cancel()
+	if _, err := j1.Wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first driver: %v, want context.Canceled", err)
+	}
+	if _, err := fanout.ReadManifest(ctx, st, j1.ID()); err != nil {
+		t.Fatalf("the first driver deleted the job under the second: %v", err)
+	}
+	close(g.open)
+	out, err := j2.Wait(ctx)
+	if err != nil {
+		t.Fatalf("second driver: %v", err)
+	}
+	for i, v := range out {
+		if v != 10+i {
+			t.Errorf("out[%d] = %d", i, v)
+		}
+	}
+	for obj, err := range st.List(ctx, "jobs/"+j1.ID()+"/") {
+		t.Errorf("left behind: %q (%v)", obj.Key, err)
+	}
+}

@@ -185,7 +185,7 @@ func (c *jobCore) stats() JobStats {
 		Invocations: k.invocations, FailedInvocations: k.failedInvocations,
 		ColdStarts: k.coldStarts, BatchSize: c.lastBatch,
 		BytesSent: k.bytesSent, BytesReceived: k.bytesReceived,
-		StoreReads: k.storeReads, StoreWrites: k.storeWrites,
+		StoreReads: k.storeReads, StoreWrites: k.storeWrites + int(c.leaseWrites.Load()),
 		StoreDeletes: int(c.cleanupDeletes.Load()), WorkerStoreReads: k.workerReads,
 		WorkerStoreWrites: k.workerWrites,
 		TaskTime:          k.taskTime, Submitted: c.started, Ended: c.ended,

@@ -194,16 +194,18 @@ func TestStoreRequests(t *testing.T) {
 	})
 	t.Run("async", func(t *testing.T) {
 		s := storeJob(t, nil, &fanout.Options{Async: true}, double, make([]int, n))
-		// The driver writes the inputs, their index and the manifest once;
-		// each invocation's reply is written once and read once.
-		if s.StoreWrites != 3 || s.WorkerStoreWrites != n || s.StoreReads != n || s.WorkerStoreReads != 0 {
-			t.Errorf("driver %d writes %d reads, workers %d writes %d reads; want 3, %d, %d, 0",
+		// The driver writes the inputs, their index, its lease (at the
+		// start and once more at the end) and the manifest once; each
+		// invocation's reply is written once and read once.
+		if s.StoreWrites != 5 || s.WorkerStoreWrites != n || s.StoreReads != n || s.WorkerStoreReads != 0 {
+			t.Errorf("driver %d writes %d reads, workers %d writes %d reads; want 5, %d, %d, 0",
 				s.StoreWrites, s.StoreReads, s.WorkerStoreWrites, s.WorkerStoreReads, n, n)
 		}
 		// Local workers answer when their reply is in the store, so the
 		// driver reads it by key: listing is for platforms that do not
-		// answer, and for Attach.
-		if s.StoreLists < 1 || s.StoreLists > 1+n/10 || s.StoreDeletes != 1 {
+		// answer, and for Attach. The cleanup lists the leases, then the
+		// job's objects.
+		if s.StoreLists < 2 || s.StoreLists > 2+n/10 || s.StoreDeletes != 1 {
 			t.Errorf("%d lists (polls and cleanup), %d deletes", s.StoreLists, s.StoreDeletes)
 		}
 		perTask(t, s)

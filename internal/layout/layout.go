@@ -142,6 +142,13 @@ func (j Job) Manifest() string { return string(j) + "manifest" }
 // Stats returns the key of the job's saved statistics.
 func (j Job) Stats() string { return string(j) + "stats.json" }
 
+// Drivers returns the prefix of the leases of the drivers running an async
+// job: "drivers/<driver id>", each rewritten while its driver runs.
+func (j Job) Drivers() string { return string(j) + "drivers/" }
+
+// Driver returns the key of one driver's lease.
+func (j Job) Driver(id string) string { return string(j) + "drivers/" + id }
+
 // Outputs returns the prefix of the job's stored outputs and async replies.
 func (j Job) Outputs() string { return string(j) + "out/" }
 
