@@ -116,14 +116,13 @@ type scripted struct {
 	calls  chan *call
 	limits backends.Limits
 	store  *memstore.Store
-	async  bool
 }
 
 type call struct {
 	ctx     context.Context
 	payload []byte
 	reply   chan callReply
-	async   bool
+	async   bool // made by InvokeAsync
 }
 
 type callReply struct {
@@ -309,8 +308,7 @@ func TestEngineAsyncExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lost := s.next(t) // accepted, and never heard of again
-	if !lost.async {
+	if lost := s.next(t); !lost.async { // accepted, and never heard of again
 		t.Fatal("not an async call")
 	}
 	deadline := start.Add(ex.opts.TaskTimeout + abandonGrace + invokeSlack)

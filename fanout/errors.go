@@ -153,7 +153,7 @@ func remoteError(index, attempts int, we *wireError) *TaskError {
 	case codePanic:
 		te.Err = ErrPanic
 	case codeTimeout, codeDeadline:
-		te.Err = timeoutErr
+		te.Err = errTimeout
 	case codeCanceled, codeUnstarted:
 		te.Err = context.Canceled
 	case codeTooLarge:
@@ -170,7 +170,7 @@ func remoteError(index, attempts int, we *wireError) *TaskError {
 	return te
 }
 
-var timeoutErr = fmt.Errorf("%w: %w", ErrTaskTimeout, context.DeadlineExceeded)
+var errTimeout = fmt.Errorf("%w: %w", ErrTaskTimeout, context.DeadlineExceeded)
 
 // ReplyError decodes a worker reply and returns the error it carries for the
 // invocation as a whole (a malformed payload, an unknown function, a stale

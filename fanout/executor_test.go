@@ -92,6 +92,8 @@ func TestRegisterPanics(t *testing.T) {
 // hidden has fields, none exported: msgpack would send it as an empty map.
 type hidden struct{ a, b int }
 
+var _ = hidden{a: 1, b: 2} // the fields exist to be unexported
+
 type wrapsHidden struct{ H hidden }
 
 // Types that travel although they look like hidden: empty structs, those

@@ -43,6 +43,7 @@ var die = fanout.Register("fanout_test.die", func(ctx context.Context, how strin
 		var hoard [][]byte
 		for {
 			hoard = append(hoard, make([]byte, 64<<20))
+			hoard[len(hoard)-1][0] = 1 // touched, so it is kept
 		}
 	case "print":
 		// Output must not disturb the frames on the protocol pipes.

@@ -573,7 +573,7 @@ func (w *wrapper) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 		}
 	}
 	start := w.f.Clock.Now()
-	reply, err, crash := w.run(ctx, payload, p)
+	reply, crash, err := w.run(ctx, payload, p)
 	took := w.f.Clock.Now().Sub(start)
 	if w.f.ColdStart > 0 && crash == "" {
 		w.release()
@@ -607,7 +607,7 @@ func (w *wrapper) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 
 // run calls the wrapped Invoke, twice for a duplicate, and cuts it short
 // for a crash. crash is non-empty (saying when) if the worker crashed.
-func (w *wrapper) run(ctx context.Context, payload []byte, p plan) (reply []byte, err error, crash string) {
+func (w *wrapper) run(ctx context.Context, payload []byte, p plan) (reply []byte, crash string, err error) {
 	if p.duplicate {
 		w.duplicates.Add(1)
 		var dup sync.WaitGroup
@@ -623,7 +623,7 @@ func (w *wrapper) run(ctx context.Context, payload []byte, p plan) (reply []byte
 	w.innerCalls.Add(1)
 	if !p.crash {
 		reply, err = w.inner.Invoke(ctx, payload)
-		return reply, err, ""
+		return reply, "", err
 	}
 	within := w.f.CrashWithin
 	if within <= 0 {
@@ -631,7 +631,7 @@ func (w *wrapper) run(ctx context.Context, payload []byte, p plan) (reply []byte
 	}
 	if within <= 0 {
 		w.inner.Invoke(ctx, payload)
-		return nil, nil, "before replying"
+		return nil, "before replying", nil
 	}
 	at := frac(within, p.crashAt)
 	ictx, cancel := context.WithCancelCause(ctx)
@@ -639,7 +639,7 @@ func (w *wrapper) run(ctx context.Context, payload []byte, p plan) (reply []byte
 	if at <= 0 {
 		cancel(fmt.Errorf("chaos: worker crashed at start: %w", backends.ErrWorkerLost))
 		w.inner.Invoke(ictx, payload)
-		return nil, nil, "at start"
+		return nil, "at start", nil
 	}
 	t := w.f.Clock.NewTimer(at)
 	stop := make(chan struct{})
@@ -655,7 +655,7 @@ func (w *wrapper) run(ctx context.Context, payload []byte, p plan) (reply []byte
 	w.inner.Invoke(ictx, payload)
 	close(stop)
 	watch.Wait()
-	return nil, nil, fmt.Sprintf("%v into the invocation", at)
+	return nil, fmt.Sprintf("%v into the invocation", at), nil
 }
 
 // acquire takes a warm idle container, dropping expired ones; it reports

@@ -20,7 +20,7 @@ func (h harness) MakeBackend(context.Context) (backends.Backend, error) {
 			handlerEnv + "=fanout",
 			"GORACE=" + os.Getenv("GORACE") + " atexit_sleep_ms=0",
 		},
-		Stderr: tWriter{h.t},
+		Stderr: tWriter(h),
 	}), nil
 }
 
