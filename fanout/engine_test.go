@@ -376,3 +376,95 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// expiring is a context whose deadline the test decides: once expire is
+// called it is done with context.DeadlineExceeded.
+type expiring struct {
+	context.Context
+	done chan struct{}
+	once sync.Once
+}
+
+func (e *expiring) Done() <-chan struct{} { return e.done }
+func (e *expiring) Err() error {
+	select {
+	case <-e.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+func (e *expiring) expire() { e.once.Do(func() { close(e.done) }) }
+
+// deadlinePlatform runs each invocation with Handle, as a cloud worker
+// does, under a deadline that comes when a task says it is stuck; like
+// the cloud runtimes, it returns the worker's reply at the deadline.
+type deadlinePlatform struct {
+	mu  sync.Mutex
+	cur *expiring
+}
+
+func (p *deadlinePlatform) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	e := &expiring{Context: ctx, done: make(chan struct{})}
+	p.mu.Lock()
+	p.cur = e
+	p.mu.Unlock()
+	return Handle(e, payload), nil
+}
+
+func (p *deadlinePlatform) expire() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cur.expire()
+}
+
+func (p *deadlinePlatform) Limits() backends.Limits {
+	return backends.Limits{Concurrency: 1, Parallel: 1, InProcess: true, SameHost: true}
+}
+func (p *deadlinePlatform) Close() error { return nil }
+
+var thePlatform = &deadlinePlatform{}
+
+// stuckFirst gets stuck on its first attempt when its input is 2: it tells
+// the platform, whose deadline then comes.
+var stuckFirst = Register("fanout.engine_test.stuckFirst", func(ctx context.Context, x int) (int, error) {
+	if x == 2 && Task(ctx).Attempt == 0 {
+		thePlatform.expire()
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}
+	return x * 10, nil
+})
+
+// At a platform's deadline, the finished tasks of a batch keep their
+// results; the task caught running is sent again alone, and the tasks that
+// never started go again without costing an attempt.
+func TestEngineDeadlineKeepsFinished(t *testing.T) {
+	ex := NewExecutor(thePlatform, &Options{BatchSize: 5, Logger: slog.New(slog.DiscardHandler)})
+	defer ex.Close()
+	out, err := Map(context.Background(), ex, stuckFirst, []int{0, 1, 2, 3, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range out {
+		if v != 10*i {
+			t.Fatalf("out[%d] = %d", i, v)
+		}
+	}
+	j, err := Start(context.Background(), ex, stuckFirst, []int{0, 1, 2, 3, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s := j.Stats()
+	for i, want := range []int{1, 1, 2, 1, 1} {
+		if got := s.PerTask[i].Attempts; got != want {
+			t.Errorf("task %d: %d attempts, want %d", i, got, want)
+		}
+	}
+	if s.Retries != 1 {
+		t.Errorf("%d retries, want 1 (the task caught running)", s.Retries)
+	}
+}

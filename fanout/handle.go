@@ -441,9 +441,16 @@ func (b *batchRun) runTask(ctx context.Context, t *wireTask) (res wireResult) {
 	res.End = time.Now().UnixNano()
 	res.Logs = ts.logs.records()
 	if werr != nil {
-		if werr.Code == codeApp && tctx.Err() != nil && ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
+		switch {
+		case werr.Code == codeApp && tctx.Err() != nil && ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded):
 			// The function returned after its own timeout fired.
 			werr.Code = codeTimeout
+		case werr.Code == codeTimeout && errors.Is(ctx.Err(), context.DeadlineExceeded):
+			// It gave up at the invocation's deadline, not its own: in a
+			// batch it may have started late, so the driver sends it
+			// again alone (older drivers see Retryable).
+			werr.Code = codeDeadline
+			werr.Retryable = len(b.req.Tasks) > 1
 		}
 		res.Err = werr
 		return res
