@@ -189,6 +189,7 @@ func Build(ctx context.Context, opts *DeployOptions) (zipped []byte, importPath 
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "bootstrap")
 	var stderr bytes.Buffer
+	// internal/testbuild builds the tests' worker with the same flags.
 	build := exec.CommandContext(ctx, "go", "build", "-tags", tags, "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", bin, o.Package)
 	build.Dir, build.Env, build.Stdout, build.Stderr = o.Dir, env, &stderr, &stderr
 	if err := build.Run(); err != nil {

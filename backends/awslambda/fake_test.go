@@ -34,11 +34,22 @@ type fakeHarness struct {
 	store storage.Store
 }
 
+// fakeConcurrency is the concurrency of each backend of the suites' runs.
 const fakeConcurrency = 4
+
+// fakeTimeout is the function timeout of the suites' loopback Lambda, on
+// the server and in the backends. It is a guard, not part of what they
+// test: a 6 MB batch through the SDK, JSON and the runtime takes seconds
+// when other tests load the cores, and the driver gives up on an
+// invocation a few seconds after the function's timeout. The server stops
+// the invocations whose caller gave up (StopAbandoned): the suite's
+// cancellation tests leave tasks that block until their timeout, and they
+// would otherwise hold the worker processes for that long.
+const fakeTimeout = time.Minute
 
 func (h *fakeHarness) MakeBackend(context.Context) (backends.Backend, error) {
 	return sameHost{awslambda.New(newClient(h.t, h.srv.URL(), nil), "function",
-		&awslambda.Options{Concurrency: fakeConcurrency, Timeout: 4 * time.Second})}, nil
+		&awslambda.Options{Concurrency: fakeConcurrency, Timeout: fakeTimeout})}, nil
 }
 
 func (h *fakeHarness) MakeStore(context.Context) (storage.Store, error) { return h.store, nil }
@@ -52,7 +63,8 @@ func TestConformanceLoopback(t *testing.T) {
 			// concurrency limit is above their sum, so they queue for its
 			// worker processes instead of being throttled (throttling has
 			// tests of its own).
-			srv:   newFake(t, awslambdatest.Options{Workers: fakeConcurrency, Concurrency: 100, Timeout: 4 * time.Second}),
+			srv: newFake(t, awslambdatest.Options{Workers: fakeConcurrency, Concurrency: 100, Timeout: fakeTimeout,
+				StopAbandoned: true}),
 			store: fileStore(t),
 		}, nil
 	})
@@ -71,8 +83,10 @@ func fakeExecutor(t *testing.T, so awslambdatest.Options, eo fanout.Options) (*f
 }
 
 func TestWorkerEnvironment(t *testing.T) {
-	ex, _ := fakeExecutor(t, awslambdatest.Options{Workers: 1, Timeout: 3 * time.Second}, fanout.Options{BatchSize: 1, Concurrency: 1})
+	ex, _ := fakeExecutor(t, awslambdatest.Options{Workers: 1, Timeout: time.Minute}, fanout.Options{BatchSize: 1, Concurrency: 1})
+	before := time.Now()
 	envs, err := fanout.Map(guard(t, time.Minute), ex, testfuncs.EnvInfo, []int{0, 1})
+	after := time.Now()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,10 +94,17 @@ func TestWorkerEnvironment(t *testing.T) {
 	if first.FunctionName != "function" || first.RuntimeAPI == "" || first.Handler != "bootstrap" {
 		t.Errorf("worker environment %+v; want Lambda's variables", first)
 	}
-	// The task's deadline is the invocation's less the reserve for the
-	// reply (300 ms of 3 s).
-	if first.DeadlineIn <= 2*time.Second || first.DeadlineIn > 2700*time.Millisecond {
-		t.Errorf("task deadline in %v; want a little under 2.7s", first.DeadlineIn)
+	// The task's deadline is the invocation's, a minute after the worker
+	// took it (between before and after), less the reserve for the reply:
+	// a tenth of what is left when the handler starts, at most 500 ms, so
+	// 500 ms unless the handler started more than 55 s late. The bounds
+	// are absolute times, so the check does not depend on how long the
+	// worker took to get to the task. (The Runtime API sends the deadline
+	// in whole milliseconds.)
+	const reserve = 500 * time.Millisecond
+	if dl := first.Deadline; dl.Before(before.Add(time.Minute-reserve-time.Millisecond)) || dl.After(after.Add(time.Minute-reserve)) {
+		t.Errorf("task deadline %v; want it within [%v, %v]: a minute after the invocation started, less 500 ms",
+			dl, before.Add(time.Minute-reserve), after.Add(time.Minute-reserve))
 	}
 	if !first.Cold || second.Cold || first.Worker != second.Worker {
 		t.Errorf("cold starts %v, %v on workers %s, %s; want the first cold, the second warm on the same worker",
@@ -151,10 +172,6 @@ func TestInvokeAsync(t *testing.T) {
 	}
 	if err := fanout.ReplyError(reply); !errors.Is(err, fanout.ErrMalformed) {
 		t.Errorf("reply error %v, want ErrMalformed", err)
-	}
-	big := make([]byte, b.Limits().MaxAsyncRequestBytes+1)
-	if err := b.InvokeAsync(ctx, big); !errors.Is(err, backends.ErrPayloadTooLarge) {
-		t.Errorf("oversized event: %v, want ErrPayloadTooLarge", err)
 	}
 }
 
@@ -330,8 +347,9 @@ func TestNotAGowrenEvent(t *testing.T) {
 func TestFaultSuiteLoopback(t *testing.T) {
 	backendtest.RunFaultSuite(t, func(_ context.Context, t *testing.T) (backendtest.Harness, error) {
 		return &fakeHarness{
-			t:     t,
-			srv:   newFake(t, awslambdatest.Options{Workers: fakeConcurrency, Concurrency: 100, Timeout: 4 * time.Second}),
+			t: t,
+			srv: newFake(t, awslambdatest.Options{Workers: fakeConcurrency, Concurrency: 100, Timeout: fakeTimeout,
+				StopAbandoned: true}),
 			store: fileStore(t),
 		}, nil
 	})

@@ -26,8 +26,13 @@ func init() {
 
 // serve runs aws-lambda-go's invoke loop with h. The loop ends the process
 // itself when the Runtime API fails (Lambda then starts a new one).
+//
+// lambda.Start takes the byte-level lambda.Handler as it is: its Invoke
+// gets the event's bytes and its reply bytes are the response, exactly as
+// with the deprecated lambda.StartHandler (both end in
+// lambda.StartWithOptions with no option).
 func serve(h backends.Handler) error {
-	lambda.StartHandler(NewHandler(h))
+	lambda.Start(NewHandler(h))
 	return errors.New("awslambda: the Lambda runtime loop returned")
 }
 

@@ -43,6 +43,23 @@ func testCred() *common.Credential {
 	return common.NewCredential(scftest.TestSecretID, scftest.TestSecretKey)
 }
 
+// conformanceTimeout is the function timeout of the conformance and fault
+// suites' function, on the server and in the backend. It is a guard, not
+// part of what they test: an invocation of a 6 MB batch, signed, wrapped in
+// JSON and run on a worker, takes seconds when other tests load the cores,
+// and the driver gives up on an invocation a few seconds after the
+// function's timeout. An execution whose driver gave up (the suite's
+// cancellation tests block until cancelled, which SCF does not do) keeps
+// its instance until then, hence conformanceQuotaMB.
+const conformanceTimeout = time.Minute
+
+// conformanceQuotaMB is the region's concurrency quota of those servers:
+// sixteen 128 MB instances. The suite's parallel tests still meet it
+// (status 432, which the executor retries), and the eight executions its
+// cancellation tests leave running until their timeout cannot take all of
+// it.
+const conformanceQuotaMB = 16 * 128
+
 type harness struct {
 	t     *testing.T
 	srv   *scftest.Server
@@ -50,7 +67,7 @@ type harness struct {
 }
 
 func (h *harness) MakeBackend(context.Context) (backends.Backend, error) {
-	return sameHost{newBackend(h.t, h.srv, testCred(), testRegion, "conformance", &tencentscf.Options{Concurrency: 4, Timeout: 5 * time.Second})}, nil
+	return sameHost{newBackend(h.t, h.srv, testCred(), testRegion, "conformance", &tencentscf.Options{Concurrency: 4, Timeout: conformanceTimeout})}, nil
 }
 
 func (h *harness) MakeStore(context.Context) (storage.Store, error) { return h.store, nil }
@@ -58,11 +75,8 @@ func (h *harness) Close()                                           { h.store.Cl
 
 func TestConformance(t *testing.T) {
 	bin := workerBinary(t)
-	// Eight instances of 128 MB at most in the region: the suite's
-	// parallel tests meet SCF's concurrency quota (status 432), which the
-	// executor retries.
-	srv := newServer(t, &scftest.Options{ConcurrencyQuotaMB: 8 * 128})
-	if err := srv.AddFunction(scftest.Function{Region: testRegion, Name: "conformance", Command: []string{bin}, Timeout: 5 * time.Second}); err != nil {
+	srv := newServer(t, &scftest.Options{ConcurrencyQuotaMB: conformanceQuotaMB})
+	if err := srv.AddFunction(scftest.Function{Region: testRegion, Name: "conformance", Command: []string{bin}, Timeout: conformanceTimeout}); err != nil {
 		t.Fatal(err)
 	}
 	backendtest.RunConformanceTests(t, func(_ context.Context, t *testing.T) (backendtest.Harness, error) {
@@ -84,8 +98,8 @@ func TestConformance(t *testing.T) {
 // throttles with status 432).
 func TestFaultSuite(t *testing.T) {
 	bin := workerBinary(t)
-	srv := newServer(t, &scftest.Options{ConcurrencyQuotaMB: 8 * 128})
-	if err := srv.AddFunction(scftest.Function{Region: testRegion, Name: "conformance", Command: []string{bin}, Timeout: 5 * time.Second}); err != nil {
+	srv := newServer(t, &scftest.Options{ConcurrencyQuotaMB: conformanceQuotaMB})
+	if err := srv.AddFunction(scftest.Function{Region: testRegion, Name: "conformance", Command: []string{bin}, Timeout: conformanceTimeout}); err != nil {
 		t.Fatal(err)
 	}
 	backendtest.RunFaultSuite(t, func(_ context.Context, t *testing.T) (backendtest.Harness, error) {

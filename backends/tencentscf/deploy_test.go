@@ -45,8 +45,10 @@ func TestDeploy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	// Deploy builds the worker again (from the build cache: only its link
+	// is done again), which a busy machine may make slow: only a hung test
+	// is stopped.
+	ctx := hangGuard(t)
 	var log bytes.Buffer
 	res, err := tencentscf.Deploy(ctx, client, &tencentscf.DeployOptions{
 		Function: "deployed", Package: testworkerPkg, MemoryMB: 256, Timeout: 30 * time.Second,
@@ -286,8 +288,7 @@ func TestDeployErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
+			ctx := hangGuard(t) // some cases run go list
 			before := len(srv.Calls())
 			_, err := tencentscf.Deploy(ctx, tc.client, &tc.opts)
 			if err == nil {

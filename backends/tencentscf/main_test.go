@@ -31,7 +31,8 @@ var (
 
 // workerBinary builds the test worker once per test binary, exactly as
 // gowren deploy scf builds a function (tencentscf.Build), and returns its
-// path.
+// path. The build is timed by no clock but go test's own (see hangGuard): on
+// a cold cache with the cores busy it takes minutes.
 func workerBinary(t testing.TB) string {
 	t.Helper()
 	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
@@ -43,15 +44,30 @@ func workerBinary(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
 		buildPath = filepath.Join(buildDir, "main")
-		buildErr = tencentscf.Build(ctx, "", testworkerPkg, buildPath)
+		buildErr = tencentscf.Build(hangGuard(t), "", testworkerPkg, buildPath)
 	})
 	if buildErr != nil {
 		t.Fatalf("build the test worker: %v", buildErr)
 	}
 	return buildPath
+}
+
+// hangGuard returns a context for steps whose length depends on the
+// machine rather than on the code under test, such as a go build on a cold
+// cache while other tests load the cores: it ends only shortly before the
+// test binary's own deadline (go test -timeout), leaving a tenth of the
+// time left (at most 30s) for the test to fail with its own message, and
+// when t ends. It stops a hung test and never times a slow one.
+func hangGuard(t testing.TB) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if dl, ok := d.Deadline(); ok {
+			ctx, cancel = context.WithDeadline(context.Background(), dl.Add(-min(time.Until(dl)/10, 30*time.Second)))
+		}
+	}
+	t.Cleanup(cancel)
+	return ctx
 }
 
 func TestMain(m *testing.M) {

@@ -43,6 +43,7 @@ func TestDeployLambdaUsage(t *testing.T) {
 		inErr   string
 	}{
 		{"help", []string{"deploy", "lambda", "-h"}, nil, "usage: gowren deploy lambda"},
+		{"default architecture", []string{"deploy", "lambda", "-h"}, nil, `the architecture: arm64 or x86_64 (default "arm64")`},
 		{"unknown flag", []string{"deploy", "lambda", "-frobnicate"}, errUsage, "flag provided but not defined"},
 		{"bad arch", []string{"deploy", "lambda", "-arch", "sparc"}, errUsage, `-arch "sparc"`},
 		{"bad memory", []string{"deploy", "lambda", "-memory", "64"}, errUsage, "-memory 64"},
@@ -71,10 +72,14 @@ func TestDeployLambda(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	ctx := context.Background()
+	ctx := hangGuard(t) // each deploy is a go build
 	pkg := "../../backends/awslambda/testdata/app"
+	// x86_64: the build then shares its packages with the other deploy
+	// tests' linux/amd64 builds (the default arm64 is the help's, above, and
+	// the awslambda package's TestDeploy builds for it), so that a cold
+	// build cache pays for one cross-compiled dependency graph less.
 	deploy := func(extra ...string) (string, string, error) {
-		args := append([]string{"deploy", "lambda", "-endpoint", srv.URL(), "-poll", "10ms"}, extra...)
+		args := append([]string{"deploy", "lambda", "-endpoint", srv.URL(), "-poll", "10ms", "-arch", "x86_64"}, extra...)
 		var out, errOut bytes.Buffer
 		err := run(ctx, append(args, pkg), &out, &errOut)
 		return out.String(), errOut.String(), err
@@ -89,8 +94,8 @@ func TestDeployLambda(t *testing.T) {
 	}
 	// The URL names the function's memory and architecture, which price
 	// the jobs' cost estimates.
-	wantURL := "GOWREN_BACKEND=lambda://cli?region=eu-central-1&memory=2048&arch=arm64&timeout=300s&endpoint=" + url.QueryEscape(srv.URL())
-	for _, want := range []string{"function cli: created", "arm64, 2048 MB", wantURL} {
+	wantURL := "GOWREN_BACKEND=lambda://cli?region=eu-central-1&memory=2048&arch=x86_64&timeout=300s&endpoint=" + url.QueryEscape(srv.URL())
+	for _, want := range []string{"function cli: created", "x86_64, 2048 MB", wantURL} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output %q lacks %q", out, want)
 		}

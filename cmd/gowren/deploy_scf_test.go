@@ -71,8 +71,7 @@ func TestDeploySCF(t *testing.T) {
 	t.Setenv(tencentscf.EnvSecretID, scftest.TestSecretID)
 	t.Setenv(tencentscf.EnvSecretKey, scftest.TestSecretKey)
 	t.Setenv(tencentscf.EnvRegion, "ap-guangzhou")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	ctx := hangGuard(t) // two deploys, each a go build
 	var out, errOut bytes.Buffer
 	err = run(ctx, []string{"deploy", "scf", "-function", "cli-worker", "-endpoint", srv.URL(), "-memory", "256", "-timeout", "45s",
 		"-env", "A=1", "-env", "B=two=2", "github.com/gowren/gowren/backends/tencentscf/internal/testworker"}, &out, &errOut)
@@ -132,8 +131,7 @@ func TestDeploySCF(t *testing.T) {
 func TestDeploySCFRefusesProgramWithoutRuntime(t *testing.T) {
 	t.Setenv(tencentscf.EnvSecretID, scftest.TestSecretID)
 	t.Setenv(tencentscf.EnvSecretKey, scftest.TestSecretKey)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := hangGuard(t) // go list
 	// No API call is made: the endpoint is never reached.
 	var out, errOut bytes.Buffer
 	err := run(ctx, []string{"deploy", "scf", "-function", "f1", "-region", "ap-guangzhou", "-endpoint", "http://127.0.0.1:1",

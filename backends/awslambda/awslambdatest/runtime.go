@@ -234,18 +234,33 @@ func (w *worker) next(rw http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}
 	var inv *invocation
-	select {
-	case inv = <-s.ready:
-	case <-r.Context().Done():
-		return
-	case <-s.closing:
-		// Hold the request until the connection is closed or the worker
-		// killed: an empty 200 would read as an invocation without headers.
+	for inv == nil {
 		select {
+		case inv = <-s.ready:
 		case <-r.Context().Done():
-		case <-w.exited:
+			return
+		case <-s.closing:
+			// Hold the request until the connection is closed or the worker
+			// killed: an empty 200 would read as an invocation without headers.
+			select {
+			case <-r.Context().Done():
+			case <-w.exited:
+			}
+			return
 		}
-		return
+		inv.mu.Lock()
+		if inv.abandoned {
+			// Its caller went away while it waited (Options.StopAbandoned):
+			// it has ended already.
+			inv.mu.Unlock()
+			inv = nil
+			s.mu.Lock()
+			s.waiting--
+			s.mu.Unlock()
+			continue
+		}
+		inv.worker = w
+		inv.mu.Unlock()
 	}
 	deadline := time.Now().Add(s.o.Timeout)
 	s.mu.Lock()
@@ -282,8 +297,14 @@ func (w *worker) next(rw http.ResponseWriter, r *http.Request) {
 // its worker, as Lambda resets the environment.
 func (w *worker) timeout(inv *invocation) {
 	secs := strconv.FormatFloat(w.s.o.Timeout.Seconds(), 'f', 2, 64)
-	if inv.complete(result{errType: "Sandbox.Timedout",
-		payload: functionErrorBody("Sandbox.Timedout", "RequestId: "+inv.id+" Error: Task timed out after "+secs+" seconds")}) {
+	w.stop(inv, result{errType: "Sandbox.Timedout",
+		payload: functionErrorBody("Sandbox.Timedout", "RequestId: "+inv.id+" Error: Task timed out after "+secs+" seconds")})
+}
+
+// stop completes inv, which w runs, with res and kills w, unless inv has
+// ended already.
+func (w *worker) stop(inv *invocation, res result) {
+	if inv.complete(res) {
 		w.mu.Lock()
 		if w.current == inv {
 			w.current = nil

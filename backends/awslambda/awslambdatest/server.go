@@ -142,6 +142,15 @@ type Options struct {
 	Handler interface {
 		Invoke(ctx context.Context, event []byte) ([]byte, error)
 	}
+	// StopAbandoned, when set, ends a synchronous invocation whose caller
+	// went away before its answer: one that runs is stopped as a timed-out
+	// one is (its worker process killed, and replaced when invocations
+	// wait), one that waits for a worker is dropped. Lambda lets such an
+	// invocation run on to its end, which is the default; tests whose
+	// callers give up on tasks that block until the function's timeout
+	// set it, so that a timeout long enough to never pace a slow machine
+	// does not keep the worker processes from the invocations that follow.
+	StopAbandoned bool
 	// OnEvent, when set, is called once for every run of an asynchronous
 	// invocation that will not be retried, with its outcome. It runs on the
 	// server's goroutines and must not block.
@@ -375,15 +384,16 @@ type invocation struct {
 	done    chan result // buffered 1; receives exactly one result
 	once    sync.Once
 
-	mu    sync.Mutex
-	timer *time.Timer // the function's timeout, once a worker runs it
+	mu        sync.Mutex
+	timer     *time.Timer // the function's timeout, once a worker runs it
+	worker    *worker     // the worker that took it
+	abandoned bool        // its caller went away (Options.StopAbandoned)
 }
 
 // result is an invocation's outcome.
 type result struct {
 	payload []byte
 	errType string // non-empty for a function error
-	status  int    // for the runtime: 0 or an HTTP status when the reply was refused
 }
 
 func (inv *invocation) complete(r result) bool {
@@ -474,7 +484,11 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		w.Write(res.payload)
 	case <-r.Context().Done():
-		// The caller went away; as on Lambda, the invocation runs on.
+		// The caller went away; as on Lambda, the invocation runs on,
+		// unless the options say to stop it.
+		if s.o.StopAbandoned {
+			s.abandon(inv)
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -488,6 +502,20 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		s.release()
 		apiError(w, http.StatusServiceUnavailable, "ServiceException", "the server is closing")
 	}
+}
+
+// abandon ends inv, whose caller went away: its worker is killed when one
+// runs it; otherwise the worker that takes it will drop it (see next).
+func (s *Server) abandon(inv *invocation) {
+	inv.mu.Lock()
+	inv.abandoned = true
+	w := inv.worker
+	inv.mu.Unlock()
+	if w == nil {
+		inv.complete(result{errType: "Gowren.Abandoned", payload: functionErrorBody("Gowren.Abandoned", "the caller went away")})
+		return
+	}
+	w.stop(inv, result{errType: "Gowren.Abandoned", payload: functionErrorBody("Gowren.Abandoned", "the caller went away")})
 }
 
 // throttle answers 429 TooManyRequestsException.

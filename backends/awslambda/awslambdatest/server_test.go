@@ -106,12 +106,25 @@ func errorBody(t *testing.T, p []byte) (typ, msg string) {
 	return v.Type, v.Message
 }
 
+// guardTimeout is the function timeout of servers whose tests are not about
+// the timeout: a guard against a hung test, far above what any invocation
+// takes on a busy machine (a 6 MB reply is built, encoded and read back in
+// well under a second on an idle one, but not always on two loaded cores).
+const guardTimeout = time.Minute
+
 func TestInvoke(t *testing.T) {
-	s := newServer(t, awslambdatest.Options{Timeout: time.Second})
+	s := newServer(t, awslambdatest.Options{Timeout: guardTimeout})
 	c := client(s, "AKID")
-	ctx := timeout(t, time.Minute)
+	// The timeout case runs on a server of their own with a 1 s timeout:
+	// its function stops its own process, so it ends at the timeout
+	// whatever the machine's speed; an echo then checks that a new worker
+	// serves.
+	short := newServer(t, awslambdatest.Options{Timeout: time.Second})
+	cShort := client(short, "AKID")
+	ctx := timeout(t, 2*time.Minute)
 	for _, tc := range []struct {
 		name      string
+		short     bool // on the server with the 1 s timeout
 		event     string
 		wantErr   string // function error type; "" for success
 		wantInMsg string
@@ -124,8 +137,8 @@ func TestInvoke(t *testing.T) {
 		}},
 		{name: "deadline header", event: `{"op":"deadline"}`, check: func(t *testing.T, out *lambda.InvokeOutput) {
 			ms, err := strconv.Atoi(string(out.Payload))
-			if err != nil || ms <= 0 || ms > 1000 {
-				t.Errorf("the function saw %q ms left of a 1 s timeout", out.Payload)
+			if err != nil || ms <= 0 || ms > int(guardTimeout/time.Millisecond) {
+				t.Errorf("the function saw %q ms left of a %v timeout", out.Payload, guardTimeout)
 			}
 		}},
 		{name: "returned error", event: `{"op":"error"}`, wantErr: "errorString", wantInMsg: "failed on purpose"},
@@ -133,8 +146,8 @@ func TestInvoke(t *testing.T) {
 		{name: "after panic", event: `{"op":"echo"}`},
 		{name: "exit", event: `{"op":"exit","arg":3}`, wantErr: "Runtime.ExitError", wantInMsg: "exit status 3"},
 		{name: "after exit", event: `{"op":"echo"}`},
-		{name: "timeout", event: `{"op":"stop"}`, wantErr: "Sandbox.Timedout", wantInMsg: "Task timed out after 1.00 seconds"},
-		{name: "after timeout", event: `{"op":"echo"}`},
+		{name: "timeout", short: true, event: `{"op":"stop"}`, wantErr: "Sandbox.Timedout", wantInMsg: "Task timed out after 1.00 seconds"},
+		{name: "after timeout", short: true, event: `{"op":"echo"}`},
 		{name: "reply too large", event: fmt.Sprintf(`{"op":"big","arg":%d}`, awslambdatest.MaxSyncPayload+1),
 			wantErr: "Function.ResponseSizeTooLarge", wantInMsg: "Response payload size exceeded"},
 		{name: "reply at the limit", event: fmt.Sprintf(`{"op":"big","arg":%d}`, awslambdatest.MaxSyncPayload), check: func(t *testing.T, out *lambda.InvokeOutput) {
@@ -144,6 +157,10 @@ func TestInvoke(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			c := c
+			if tc.short {
+				c = cShort
+			}
 			out, err := invoke(ctx, c, types.InvocationTypeRequestResponse, tc.event)
 			if err != nil {
 				t.Fatalf("Invoke: %v", err)
@@ -166,8 +183,15 @@ func TestInvoke(t *testing.T) {
 			}
 		})
 	}
-	if st := s.Stats(); st.WorkersStarted < 4 {
-		t.Errorf("%d worker processes started; the panic, the exit and the timeout should each have cost one", st.WorkersStarted)
+	// One worker process to start with on each server, and one more for
+	// each process the panic, the exit and the timeout ended. (A server
+	// may start a second worker when an invocation comes before the first
+	// asked for its next one: these are lower bounds.)
+	if st := s.Stats(); st.WorkersStarted < 3 {
+		t.Errorf("%d worker processes started; the first, and one after the panic and the exit each make at least 3", st.WorkersStarted)
+	}
+	if st := short.Stats(); st.WorkersStarted < 2 {
+		t.Errorf("%d worker processes started on the server with the short timeout; the first and one after the timeout make at least 2", st.WorkersStarted)
 	}
 }
 
@@ -373,20 +397,76 @@ func TestInitError(t *testing.T) {
 }
 
 func TestCloseInFlight(t *testing.T) {
+	// The held invocation would run for an hour: only Close ending it lets
+	// the test finish before its guard.
 	s := newServer(t, awslambdatest.Options{Timeout: time.Hour})
 	c := client(s, "AKID")
 	ctx := timeout(t, time.Minute)
 	h := newHolder(t, c)
 	h.hold(ctx)
-	start := time.Now()
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Close did not end the invocation in flight")
 	}
 	if err := <-h.errs; err == nil {
 		t.Error("the invocation in flight succeeded although the server closed")
 	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("Close took %v", d)
+}
+
+// TestStopAbandoned checks Options.StopAbandoned: an invocation whose
+// caller went away is stopped (its worker replaced) when it runs, and
+// dropped when it waits for a worker. Without it, both would keep the only
+// worker for the hour of the timeout, and the last invocation would meet
+// the test's guard instead of an answer.
+func TestStopAbandoned(t *testing.T) {
+	s := newServer(t, awslambdatest.Options{Workers: 1, Concurrency: 3, Timeout: time.Hour, StopAbandoned: true})
+	c := client(s, "AKID")
+	ctx := timeout(t, time.Minute)
+	runningCtx, stopRunning := context.WithCancel(ctx)
+	h := newHolder(t, c)
+	h.hold(runningCtx) // runs on the only worker
+	// Queued behind it: a hold whose FIFO nobody reads would block its
+	// worker for the hour.
+	nobody := filepath.Join(t.TempDir(), "nobody")
+	if err := syscall.Mkfifo(nobody, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitingCtx, stopWaiting := context.WithCancel(ctx)
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := invoke(waitingCtx, c, types.InvocationTypeRequestResponse, `{"op":"hold","path":"`+nobody+`"}`)
+		waiting <- err
+	}()
+	for s.Stats().Invocations < 2 { // the server has admitted it: an event, polled
+		select {
+		case <-ctx.Done():
+			t.Fatal("the second invocation did not reach the server")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	stopWaiting()
+	if err := <-waiting; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the waiting invocation: %v, want its cancellation", err)
+	}
+	stopRunning()
+	if err := <-h.errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the running invocation: %v, want its cancellation", err)
+	}
+	out, err := invoke(ctx, c, types.InvocationTypeRequestResponse, `{"op":"echo"}`)
+	if err != nil || out.FunctionError != nil {
+		t.Fatalf("after both were abandoned: %v, %v; want an answer from a new worker", out, err)
+	}
+	// The first worker was killed with its abandoned invocation. (Should
+	// the server learn that the waiting one was abandoned only after a new
+	// worker took it, that worker is killed too: at least 2.)
+	if st := s.Stats(); st.WorkersStarted < 2 {
+		t.Errorf("%d workers started; want the first and at least one to replace it", st.WorkersStarted)
 	}
 }
 
@@ -503,12 +583,18 @@ func (inProcess) Invoke(ctx context.Context, event []byte) ([]byte, error) {
 }
 
 func TestInProcessHandler(t *testing.T) {
-	s, err := awslambdatest.New(&awslambdatest.Options{Handler: inProcess{}, Timeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
+	// "wait" runs until its context ends, on a server with a 200 ms
+	// timeout; the others on one whose timeout no quick call meets, however
+	// busy the machine.
+	newServer := func(timeout time.Duration) *awslambdatest.Server {
+		s, err := awslambdatest.New(&awslambdatest.Options{Handler: inProcess{}, Timeout: timeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
 	}
-	defer s.Close()
-	c := client(s, "AKID")
+	s, short := newServer(guardTimeout), newServer(200*time.Millisecond)
 	ctx := timeout(t, time.Minute)
 	for _, tc := range []struct{ event, errType, inMsg string }{
 		{`"hello"`, "", ""},
@@ -516,6 +602,10 @@ func TestInProcessHandler(t *testing.T) {
 		{`"panic"`, "string", "in-process panic"},
 		{`"wait"`, "Sandbox.Timedout", "Task timed out after 0.20 seconds"},
 	} {
+		c := client(s, "AKID")
+		if tc.event == `"wait"` {
+			c = client(short, "AKID")
+		}
 		out, err := invoke(ctx, c, types.InvocationTypeRequestResponse, tc.event)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.event, err)
@@ -531,7 +621,7 @@ func TestInProcessHandler(t *testing.T) {
 			t.Errorf("%s: %q %s: %s; want %s containing %q", tc.event, aws.ToString(out.FunctionError), typ, msg, tc.errType, tc.inMsg)
 		}
 	}
-	if st := s.Stats(); st.WorkersStarted != 0 || st.Invocations != 4 {
-		t.Errorf("stats %+v; want 4 invocations and no worker process", st)
+	if st, sh := s.Stats(), short.Stats(); st.WorkersStarted+sh.WorkersStarted != 0 || st.Invocations != 3 || sh.Invocations != 1 {
+		t.Errorf("stats %+v and %+v; want 3 and 1 invocations and no worker process", st, sh)
 	}
 }

@@ -471,15 +471,10 @@ func toolsDir() (string, error) {
 	return filepath.Join(d, "gowren", "tools"), nil
 }
 
-// goCommand returns the go command of the toolchain that built this test,
-// or the one on PATH.
+// goCommand returns the go command on PATH. Under go test that is the
+// toolchain running the tests: go test puts its GOROOT/bin first on the
+// PATH of the test binary.
 func goCommand() string {
-	if root := runtime.GOROOT(); root != "" {
-		p := filepath.Join(root, "bin", "go"+exeSuffix())
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}

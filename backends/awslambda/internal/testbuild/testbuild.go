@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 )
@@ -41,13 +40,9 @@ var (
 	rieErr  error
 )
 
-// goTool returns the go command of the toolchain running the tests.
-func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
-	return "go"
-}
+// goTool is the go command: under go test, the toolchain running the tests,
+// which go test puts first on the test binary's PATH.
+const goTool = "go"
 
 func fileExists(p string) bool {
 	st, err := os.Stat(p)
@@ -59,9 +54,20 @@ func tempDir() (string, error) {
 	return dir, dirErr
 }
 
+// buildFlags are the flags of the go build that awslambda.Build runs for a
+// deployment; Worker builds with them too.
+var buildFlags = []string{"-tags", "lambda.norpc", "-trimpath", "-buildvcs=false", "-ldflags=-s -w"}
+
 // Worker returns the path of the test worker binary, named bootstrap as on
-// Lambda, building it for this machine on the first call. It fails tb when
-// the build fails.
+// Lambda, building it for this machine on the first call of the test
+// binary. It builds as `gowren deploy lambda` does (buildFlags,
+// CGO_ENABLED=0), so the worker under test is what a deployment runs, and
+// on linux/amd64 the deploy tests' x86_64 build finds every package but
+// its main in the build cache instead of compiling the whole dependency
+// graph once more. It fails tb when the build fails; the build has no
+// deadline of its own (go test's -timeout stops a hung one), so that a cold
+// build cache on a busy machine cannot fail the test that happens to call
+// it first.
 func Worker(tb testing.TB) string {
 	tb.Helper()
 	workerOnce.Do(func() {
@@ -71,7 +77,8 @@ func Worker(tb testing.TB) string {
 			return
 		}
 		out := filepath.Join(d, "bootstrap")
-		cmd := exec.Command(goTool(), "build", "-o", out, WorkerPackage)
+		args := append(append([]string{"build"}, buildFlags...), "-o", out, WorkerPackage)
+		cmd := exec.Command(goTool, args...)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {
 			workerErr = fmt.Errorf("go build %s: %v\n%s", WorkerPackage, err, b)
@@ -111,7 +118,7 @@ func RIE(tb testing.TB) string {
 			rieErr = err
 			return
 		}
-		cmd := exec.Command(goTool(), "install", RIEPackage+"@"+RIEVersion)
+		cmd := exec.Command(goTool, "install", RIEPackage+"@"+RIEVersion)
 		cmd.Dir = bin // outside any module
 		cmd.Env = append(os.Environ(), "GOBIN="+bin, "CGO_ENABLED=0", "GOFLAGS=")
 		var out bytes.Buffer

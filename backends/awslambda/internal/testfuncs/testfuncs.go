@@ -19,11 +19,10 @@ type Env struct {
 	FunctionName string
 	RuntimeAPI   string
 	Handler      string
-	// DeadlineIn is the time left until the task context's deadline, or
-	// -1 without a deadline.
-	DeadlineIn time.Duration
-	Cold       bool
-	Worker     string
+	// Deadline is the task context's deadline; zero without one.
+	Deadline time.Time
+	Cold     bool
+	Worker   string
 }
 
 var (
@@ -46,12 +45,11 @@ var (
 			FunctionName: os.Getenv("AWS_LAMBDA_FUNCTION_NAME"),
 			RuntimeAPI:   os.Getenv("AWS_LAMBDA_RUNTIME_API"),
 			Handler:      os.Getenv("_HANDLER"),
-			DeadlineIn:   -1,
 			Cold:         info.ColdStart,
 			Worker:       info.Worker,
 		}
 		if dl, ok := ctx.Deadline(); ok {
-			e.DeadlineIn = time.Until(dl)
+			e.Deadline = dl
 		}
 		return e, nil
 	})

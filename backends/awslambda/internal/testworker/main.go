@@ -38,7 +38,7 @@ func main() {
 		initError()
 	}
 	if os.Getenv("GOWREN_TEST_RAW") == "1" {
-		lambda.StartHandler(rawHandler{})
+		lambda.Start(rawHandler{}) // a lambda.Handler: bytes in, bytes out
 	}
 	fanout.Init()
 	fmt.Fprintln(os.Stderr, "testworker: not started as a Lambda worker (AWS_LAMBDA_RUNTIME_API is not set)")
