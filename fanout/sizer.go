@@ -17,7 +17,9 @@ import (
 //   - otherwise the size B is the smallest within 1% of the best estimated
 //     time to finish, rounds(B) x (B t + o) with rounds(B) = ceil(R / (B S)),
 //   - among the sizes that leave every slot at least batchesPerSlot batches
-//     of the remaining work, counting the slow tasks: B <= R t / (3 S t95).
+//     of the remaining work, counting the slow tasks: B <= R t / (3 S t95),
+//     or whose work is at most one overhead, B <= o / t (smaller ones
+//     spend more time being sent than running; balance never needs them).
 //     So the batches shrink as the job nears its end and as task times
 //     spread, and variable tasks go one per invocation well before the end.
 //
@@ -128,6 +130,9 @@ func bestBatch(remaining, slots int, mean, p95, overhead float64) int {
 	// Balance: every slot keeps batchesPerSlot batches of the work left,
 	// sized by the slow tasks.
 	limit := float64(remaining) * mean / (batchesPerSlot * float64(slots) * math.Max(p95, mean))
+	// A batch whose work is less than one invocation overhead spends more
+	// time being sent than running: balance never needs one that small.
+	limit = math.Max(limit, math.Ceil(overhead/mean))
 	top := int(math.Min(math.Floor(limit), maxAutoBatch))
 	if top <= 1 {
 		return 1

@@ -205,7 +205,7 @@ func (c *jobCore) stats() JobStats {
 		end = now
 	}
 	s.Elapsed = end.Sub(c.started)
-	var first, last int64
+	first, last := t.firstSent, int64(0)
 	var runs []time.Duration
 	for i := range t.tasks {
 		rec := &t.recs[i]
@@ -220,14 +220,18 @@ func (c *jobCore) stats() JobStats {
 			s.Pending++
 		}
 		s.PerTask[i] = ts
-		if rec.invoked != 0 && (first == 0 || rec.invoked < first) {
-			first = rec.invoked
-		}
 		if rec.received > last {
 			last = rec.received
 		}
 		if t.tasks[i].state == stDone && rec.finished > rec.started {
 			runs = append(runs, time.Duration(rec.finished-rec.started))
+		}
+	}
+	for inv := range t.live {
+		for k, i := range inv.tasks {
+			if !inv.got[k] && s.PerTask[i].Invoked.Before(time.Unix(0, inv.sent)) {
+				s.PerTask[i].Invoked = time.Unix(0, inv.sent) // its latest copy out
+			}
 		}
 	}
 	if first != 0 {

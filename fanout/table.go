@@ -67,7 +67,7 @@ func (t *task) tries() int {
 // after, so once a published snapshot lists the task as completed, any
 // goroutine may read it.
 type taskRec struct {
-	invoked  int64 // when its latest copy was sent
+	invoked  int64 // when the copy whose outcome was taken was sent
 	started  int64 // worker clock, of the copy whose outcome was taken
 	finished int64
 	received int64
@@ -216,6 +216,7 @@ type table struct {
 
 	done, failed int
 	completed    []int // settled tasks, in settling order
+	firstSent    int64 // when the first invocation was sent
 
 	live     map[*invocation]struct{}
 	byKey    map[string]*invocation // async: by reply key
@@ -349,7 +350,9 @@ func (t *table) take(size int, budget int64, need func(int) int64, now int64, ke
 			tk.backups++
 			t.backupsSent++
 		}
-		t.recs[i].invoked = now
+	}
+	if t.firstSent == 0 {
+		t.firstSent = now
 	}
 	if key != nil {
 		inv.key = key(batch[0], int(inv.attempts[0]))
@@ -437,7 +440,7 @@ func (t *table) result(inv *invocation, r *taskResult, wid uint32, cold bool, no
 		return // a duplicate or a late copy: the first outcome stands
 	}
 	if r.err == nil && r.derr == nil {
-		t.record(i, r, wid, cold, now)
+		t.record(i, r, wid, cold, now, sentOf(inv))
 		if r.commit != nil {
 			r.commit()
 		}
@@ -448,7 +451,7 @@ func (t *table) result(inv *invocation, r *taskResult, wid uint32, cold bool, no
 		return
 	}
 	if r.derr != nil {
-		t.record(i, r, wid, cold, now)
+		t.record(i, r, wid, cold, now, sentOf(inv))
 		te := r.derr
 		te.Attempts, te.Logs = tk.attempts(), r.logs
 		t.settle(i, stFailed, te, inv)
@@ -482,7 +485,7 @@ func (t *table) result(inv *invocation, r *taskResult, wid uint32, cold bool, no
 	if t.policy.retryTaskErrors && (we.Code == codeApp || we.Code == codePanic || we.Code == codeTimeout || we.Code == codeDeadline) {
 		retryable = true
 	}
-	t.note(i, we.Message, now)
+	t.note(i, we.Message, now, sentOf(inv))
 	if retryable {
 		if inv == nil || tk.copies > 0 {
 			return // another copy may still succeed, or it is yet to be sent
@@ -492,15 +495,17 @@ func (t *table) result(inv *invocation, r *taskResult, wid uint32, cold bool, no
 			return
 		}
 	}
-	t.record(i, r, wid, cold, now)
+	t.record(i, r, wid, cold, now, sentOf(inv))
 	te := remoteError(i, tk.attempts(), we)
 	te.Logs = r.logs
 	t.settle(i, stFailed, te, inv)
 }
 
-// record keeps the statistics of the copy whose outcome is taken.
-func (t *table) record(i int, r *taskResult, wid uint32, cold bool, now int64) {
+// record keeps the statistics of the copy whose outcome is taken; sent is
+// when that copy was sent (0: not known, a copy of another driver).
+func (t *table) record(i int, r *taskResult, wid uint32, cold bool, now, sent int64) {
 	rec := &t.recs[i]
+	rec.invoked = sent
 	rec.worker, rec.cold = wid, cold
 	rec.started, rec.finished, rec.received = r.start, r.end, now
 	rec.bytesOut = r.outLen
@@ -525,14 +530,23 @@ func (t *table) released(i int) {
 	}
 }
 
-// note records why an attempt of task i failed.
-func (t *table) note(i int, why string, now int64) {
+// sentOf is when inv was sent, 0 for a copy of another driver.
+func sentOf(inv *invocation) int64 {
+	if inv == nil {
+		return 0
+	}
+	return inv.sent
+}
+
+// note records why the attempt of task i sent at sent failed.
+func (t *table) note(i int, why string, now, sent int64) {
 	x := t.extraOf(i)
 	if len(x.history) >= maxHistory {
 		return
 	}
 	x.history = append(x.history, fmt.Sprintf("attempt %d: %s", len(x.history)+1, why))
-	x.failedTries = append(x.failedTries, FailedTry{Sent: unixTime(t.recs[i].invoked), Failed: time.Unix(0, now), Reason: why})
+	x.failedTries = append(x.failedTries, FailedTry{Sent: unixTime(sent), Failed: time.Unix(0, now), Reason: why})
+	t.recs[i].invoked = sent
 }
 
 // retry sends task i back after a backoff with full jitter, at least
@@ -689,13 +703,13 @@ func (t *table) end(inv *invocation, err error, now int64, throttled bool, retry
 		case throttled:
 			t.retry(i, retryAfter, false, false, "", now)
 		case !backends.Retryable(err):
-			t.note(i, err.Error(), now)
+			t.note(i, err.Error(), now, inv.sent)
 			t.settle(i, stFailed, &TaskError{Index: i, Attempts: tk.attempts(), Type: fmt.Sprintf("%T", err), Message: err.Error(), Err: err}, nil)
 		case tk.tries() <= t.policy.retries:
-			t.note(i, err.Error(), now)
+			t.note(i, err.Error(), now, inv.sent)
 			t.retry(i, 0, isolate, true, err.Error(), now)
 		default:
-			t.note(i, err.Error(), now)
+			t.note(i, err.Error(), now, inv.sent)
 			t.settle(i, stFailed, &TaskError{Index: i, Attempts: tk.attempts(), Type: fmt.Sprintf("%T", errors.Unwrap(err)), Message: err.Error(), Err: err}, nil)
 		}
 	}
