@@ -217,7 +217,7 @@ func (j *jobCore) handle(ev event) {
 		j.wrote = true
 		if !inv.ended && !inv.accepted {
 			if inv.round >= 0 {
-				j.win.outcome(inv.round, false)
+				j.ran(inv.round)
 				inv.round = -1
 			}
 			t.accept(inv, ev.at+int64(j.asyncDeadline(len(inv.tasks))))
@@ -261,7 +261,7 @@ func (j *jobCore) takeResults(inv *invocation, ev event) {
 			}
 			c.billed += busyTime(inv.first, inv.last)
 			if inv.round >= 0 {
-				j.win.outcome(inv.round, false)
+				j.ran(inv.round)
 				inv.round = -1
 			}
 			if len(ev.results) > 0 || inv.work > 0 {
@@ -308,11 +308,15 @@ func (j *jobCore) failed(inv *invocation, err error, at int64) {
 			j.win.outcome(inv.round, true)
 			inv.round = -1
 		}
+		// Its slot stays taken until another invocation ends or a retry
+		// comes due: under a platform cap, a slot freed by a bounce would
+		// otherwise send task after task into the full platform.
+		j.held = min(j.held+1, j.t.n)
 		t.throttled(inv, backends.RetryAfter(err), at)
 		return
 	}
 	if inv.round >= 0 {
-		j.win.outcome(inv.round, false)
+		j.ran(inv.round)
 		inv.round = -1
 	}
 	if t.stopping || errors.Is(err, context.Canceled) && j.ctx.Err() != nil {
@@ -343,6 +347,15 @@ func (j *jobCore) replyError(inv *invocation, ierr error, at int64) {
 	}
 	if inv != nil {
 		j.failed(inv, fmt.Errorf("%w: %w", backends.ErrWorkerLost, ierr), at)
+	}
+}
+
+// ran records that a send of round ran (was not throttled); an
+// invocation that ends frees a slot a throttle held.
+func (j *jobCore) ran(round int) {
+	j.win.outcome(round, false)
+	if j.held > 0 {
+		j.held--
 	}
 }
 
@@ -401,7 +414,7 @@ func (j *jobCore) releaseLoser(inv *invocation, now int64) {
 		return
 	}
 	if inv.round >= 0 {
-		j.win.outcome(inv.round, false)
+		j.ran(inv.round)
 		inv.round = -1
 	}
 	if inv.cancel != nil {
@@ -421,6 +434,9 @@ func (j *jobCore) fire(now int64) {
 	for len(j.delays) > 0 && j.delays[0].at <= now {
 		d := heap.Pop(&j.delays).(delayed)
 		j.t.due(d.task)
+		if j.held > 0 {
+			j.held-- // the slot a throttle held goes to the retry
+		}
 	}
 	if j.spec.async && !j.t.stopping {
 		for inv := range j.t.live {
@@ -486,7 +502,7 @@ func (j *jobCore) dispatch(now int64) {
 	}
 	for {
 		limit, rampWait := j.win.limit(now)
-		if t.inflight >= limit {
+		if t.inflight+j.held >= limit {
 			j.rampWait = rampWait
 			return
 		}

@@ -93,6 +93,7 @@ type jobCore struct {
 	events       chan event
 	statsReq     chan chan JobStats
 	busy         int // I/O operations out
+	held         int // window slots throttled sends hold
 	counters     counters
 	jobErr       error
 	lastThrottle error

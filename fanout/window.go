@@ -25,8 +25,9 @@ type Ramp struct {
 // is judged once its throttles exceed throttleShare of its sends (it cannot
 // end below the share then), or once all its sends have an outcome. A round
 // over the share shrinks the window to what the round let through, window x
-// (1 - share), refined to window x ok/sent when its last send has ended: a
-// platform cap C under a window W is found in one step (W - C of W sends
+// (1 - share), refined to window x ok/sent when its last send has ended,
+// and never below the sends of earlier rounds still running (see running):
+// a platform cap C under a window W is found in one step (W - C of W sends
 // throttled leaves C), while scattered throttles, which say nothing about
 // the load, leave the window alone. The rounds sent before a cut are echoes
 // of the same overload and judged no more. Every success grows the window
@@ -139,7 +140,8 @@ func (w *window) outcome(round int, throttled bool) {
 		// All its sends have ended: the share it showed at the cut was
 		// a lower bound.
 		r.cutNow = false
-		if target := r.cwnd * float64(r.ok) / float64(r.sent); target < w.cwnd {
+		target := math.Max(r.cwnd*float64(r.ok)/float64(r.sent), w.running(k))
+		if target < w.cwnd {
 			w.cwnd = math.Max(1, target)
 		}
 	}
@@ -148,13 +150,28 @@ func (w *window) outcome(round int, throttled bool) {
 	}
 }
 
+// running estimates how many invocations the platform runs for the job
+// when the round at k is judged: the sends of the round that ran, and
+// every send still out (throttles come back at once, so a send still out
+// is almost surely running). A round whose sends bounce because others
+// hold the platform's capacity, one free slot sending task after task into
+// it, would otherwise read as a capacity of nothing.
+func (w *window) running(k int) float64 {
+	n := w.rounds[k].ok
+	for x := range w.rounds {
+		r := &w.rounds[x]
+		n += r.sent - r.throttled - r.ok
+	}
+	return float64(n)
+}
+
 // cut shrinks the window for the round at k; the other open rounds, sent
 // before the cut, become echoes, and the next sends start a new round.
 func (w *window) cut(k int) {
 	r := &w.rounds[k]
 	r.judged, r.cutNow = true, true
 	share := float64(r.throttled) / float64(r.sent)
-	w.cwnd = math.Max(1, math.Min(w.cwnd, r.cwnd*(1-share)))
+	w.cwnd = math.Max(1, math.Min(w.cwnd, math.Max(r.cwnd*(1-share), w.running(k))))
 	for x := range w.rounds {
 		if x != k {
 			w.rounds[x].echo = true

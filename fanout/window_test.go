@@ -85,7 +85,7 @@ func TestWindowEchoesNotJudged(t *testing.T) {
 	for range 100 {
 		rounds = append(rounds, w.sent())
 	}
-	// Half of the round throttled: one cut to about 50...
+	// Half of the round throttled: a cut...
 	for _, rd := range rounds[:50] {
 		w.outcome(rd, true)
 	}
@@ -93,11 +93,14 @@ func TestWindowEchoesNotJudged(t *testing.T) {
 	if l1 > 90 {
 		t.Fatalf("window %d after 50 of 100 throttled, want it cut", l1)
 	}
-	// ... and the sends made before the cut (their round is judged) do
-	// not cut it again when their throttles come in.
+	// ... and the sends made since, bouncing at once as they do under a
+	// cap, are judged in a round of their own.
 	var more []int
 	for range 30 {
 		more = append(more, w.sent())
+	}
+	for _, rd := range more {
+		w.outcome(rd, true)
 	}
 	for _, rd := range rounds[50:] {
 		w.outcome(rd, false)
@@ -105,9 +108,6 @@ func TestWindowEchoesNotJudged(t *testing.T) {
 	l2, _ := w.limit(0)
 	if l2 < 49 || l2 > 52 {
 		t.Fatalf("window %d once the round ended with 50 of 100 through, want about 50", l2)
-	}
-	for _, rd := range more {
-		w.outcome(rd, false)
 	}
 }
 
@@ -212,5 +212,39 @@ func TestSizerWaitsForSamples(t *testing.T) {
 	}
 	if f := newSizer(7); f.size(10, 2) != 7 {
 		t.Fatal("Options.BatchSize is not honoured")
+	}
+}
+
+func TestWindowCapHeldByEarlierSends(t *testing.T) {
+	// 1,000 sent under a cap of 300: 300 run (long tasks), 700 bounce.
+	w := newWindow(1000, Ramp{}, 0)
+	var first []int
+	for range 1000 {
+		first = append(first, w.sent())
+	}
+	for _, rd := range first[300:] {
+		w.outcome(rd, true)
+	}
+	// The bounced tasks are sent again while the 300 still run: every one
+	// bounces, again and again. The window must stay near the 300 that
+	// run, not fall to nothing.
+	for range 20 {
+		l, _ := w.limit(0)
+		var again []int
+		for range max(l-300, 20) {
+			again = append(again, w.sent())
+		}
+		for _, rd := range again {
+			w.outcome(rd, true)
+		}
+	}
+	if l, _ := w.limit(0); l < 270 || l > 330 {
+		t.Fatalf("window %d while 300 run and every other send bounces, want about 300", l)
+	}
+	for _, rd := range first[:300] {
+		w.outcome(rd, false)
+	}
+	if l, _ := w.limit(0); l < 270 || l > 331 {
+		t.Fatalf("window %d once the 300 ended, want about 300", l)
 	}
 }
