@@ -308,9 +308,9 @@ func (j *jobCore) failed(inv *invocation, err error, at int64) {
 			j.win.outcome(inv.round, true)
 			inv.round = -1
 		}
-		// Its slot stays taken until another invocation ends or a retry
-		// comes due: under a platform cap, a slot freed by a bounce would
-		// otherwise send task after task into the full platform.
+		// Its slot stays taken (see ran): under a platform cap, a slot
+		// freed by a bounce would send task after task into the full
+		// platform.
 		j.held = min(j.held+1, j.t.n)
 		t.throttled(inv, backends.RetryAfter(err), at)
 		return
@@ -350,10 +350,23 @@ func (j *jobCore) replyError(inv *invocation, ierr error, at int64) {
 	}
 }
 
-// ran records that a send of round ran (was not throttled); an
-// invocation that ends frees a slot a throttle held.
+// ran records that a send of round ran (was not throttled): an invocation
+// ended, and the capacity it used is free. The task that bounced first
+// takes it now, not when its backoff ends (a platform cap otherwise leaves
+// the unlucky tasks of a job sleeping in backoff while the platform idles),
+// and the slots throttles hold stay held. With no task waiting, one held
+// slot is let go: the job probes for more capacity one send per
+// invocation that ends.
 func (j *jobCore) ran(round int) {
 	j.win.outcome(round, false)
+	for len(j.bounced) > 0 {
+		d := j.bounced[0]
+		j.bounced[0] = delayed{}
+		j.bounced = j.bounced[1:]
+		if j.t.due(d) {
+			return
+		}
+	}
 	if j.held > 0 {
 		j.held--
 	}
@@ -378,6 +391,9 @@ func (j *jobCore) drain(now int64) {
 	o := &t.out
 	for _, d := range o.delay {
 		heap.Push(&j.delays, d)
+		if d.throttled {
+			j.bounced = append(j.bounced, d)
+		}
 	}
 	for _, inv := range o.cancel {
 		j.releaseLoser(inv, now)
@@ -433,8 +449,7 @@ func (j *jobCore) isSettled(i int) bool {
 func (j *jobCore) fire(now int64) {
 	for len(j.delays) > 0 && j.delays[0].at <= now {
 		d := heap.Pop(&j.delays).(delayed)
-		j.t.due(d.task)
-		if j.held > 0 {
+		if j.t.due(d) && d.throttled && j.held > 0 {
 			j.held-- // the slot a throttle held goes to the retry
 		}
 	}
@@ -502,7 +517,9 @@ func (j *jobCore) dispatch(now int64) {
 	}
 	for {
 		limit, rampWait := j.win.limit(now)
-		if t.inflight+j.held >= limit {
+		// Held slots never stop the job outright: with nothing in
+		// flight, no invocation would end to free them.
+		if t.inflight+min(j.held, limit-1) >= limit {
 			j.rampWait = rampWait
 			return
 		}

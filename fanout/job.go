@@ -93,7 +93,8 @@ type jobCore struct {
 	events       chan event
 	statsReq     chan chan JobStats
 	busy         int // I/O operations out
-	held         int // window slots throttled sends hold
+	held         int       // window slots throttled sends hold
+	bounced      []delayed // throttled tasks waiting for a retry, oldest first
 	counters     counters
 	jobErr       error
 	lastThrottle error

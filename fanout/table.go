@@ -51,6 +51,9 @@ type task struct {
 	// (index, attempt) names one copy. norun counts the sends that never
 	// ran: throttled, or ended before the task started.
 	sent, norun uint32
+	// delays counts the times it was delayed: a delay-queue entry of an
+	// earlier one is stale.
+	delays uint16
 }
 
 // attempts counts the copies that may have run.
@@ -158,10 +161,15 @@ type replyInfo struct {
 	cold   bool
 }
 
-// delayed is a task to make ready again at a time.
+// delayed is a task to make ready again at a time. gen numbers the task's
+// delays: an entry of an earlier one is stale.
+// throttled marks a retry after throttling, which the dispatcher may bring
+// forward when capacity frees.
 type delayed struct {
-	at   int64
-	task int
+	at        int64
+	task      int
+	gen       uint16
+	throttled bool
 }
 
 // retryNote records a decision to retry, for the executor's log.
@@ -554,6 +562,11 @@ func (t *table) note(i int, why string, now, sent int64) {
 // whether it counts as a retry (a throttled send, which never ran, does
 // not).
 func (t *table) retry(i int, retryAfter time.Duration, isolate, charged bool, why string, now int64) {
+	t.retryAs(i, retryAfter, isolate, charged, false, why, now)
+}
+
+// retryAs is retry, saying whether the send was throttled.
+func (t *table) retryAs(i int, retryAfter time.Duration, isolate, charged, throttled bool, why string, now int64) {
 	tk := &t.tasks[i]
 	tk.state = stPending
 	if t.stopping {
@@ -564,7 +577,8 @@ func (t *table) retry(i int, retryAfter time.Duration, isolate, charged bool, wh
 	}
 	d := max(retryAfter, time.Duration(t.rng.Int64N(int64(backoffCeiling(tk))+1)))
 	tk.flags |= fDelayed
-	t.out.delay = append(t.out.delay, delayed{at: now + int64(d), task: i})
+	tk.delays++
+	t.out.delay = append(t.out.delay, delayed{at: now + int64(d), task: i, gen: tk.delays, throttled: throttled})
 	if charged {
 		t.retries++
 		t.out.retried = append(t.out.retried, retryNote{task: i, attempts: tk.attempts(), after: d, why: why})
@@ -579,15 +593,20 @@ func backoffCeiling(tk *task) time.Duration {
 	return min(backoffCap, backoffBase<<min(n-1, 20))
 }
 
-// due makes a delayed task ready.
-func (t *table) due(i int) {
-	tk := &t.tasks[i]
+// due makes a delayed task ready, unless d is stale. It reports whether
+// the entry was current.
+func (t *table) due(d delayed) bool {
+	tk := &t.tasks[d.task]
+	if d.gen != tk.delays || tk.flags&fDelayed == 0 {
+		return false
+	}
 	tk.flags &^= fDelayed
 	if tk.state != stPending || tk.flags&fQueued != 0 || t.stopping {
-		return
+		return true
 	}
 	tk.flags |= fQueued
-	t.ready = append(t.ready, i)
+	t.ready = append(t.ready, d.task)
+	return true
 }
 
 // askBackup queues a speculative backup of a running task, ahead of the
@@ -701,7 +720,7 @@ func (t *table) end(inv *invocation, err error, now int64, throttled bool, retry
 				t.retry(i, 0, false, false, "", now)
 			}
 		case throttled:
-			t.retry(i, retryAfter, false, false, "", now)
+			t.retryAs(i, retryAfter, false, false, true, "", now)
 		case !backends.Retryable(err):
 			t.note(i, err.Error(), now, inv.sent)
 			t.settle(i, stFailed, &TaskError{Index: i, Attempts: tk.attempts(), Type: fmt.Sprintf("%T", err), Message: err.Error(), Err: err}, nil)

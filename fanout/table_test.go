@@ -193,17 +193,17 @@ func (s *sim) step() {
 // fireDue makes the due tasks ready, as the dispatcher's delay queue does.
 func (s *sim) fireDue() {
 	keep := s.delays[:0]
-	var due []int
+	var due []delayed
 	for _, d := range s.delays {
-		if d.at <= s.now {
-			due = append(due, d.task)
+		if d.at <= s.now || d.throttled && s.src.intn(3) == 0 { // brought forward, as capacity frees
+			due = append(due, d)
 		} else {
 			keep = append(keep, d)
 		}
 	}
 	s.delays = keep
-	for _, i := range due {
-		s.t.due(i)
+	for _, d := range due {
+		s.t.due(d)
 	}
 }
 
@@ -409,8 +409,9 @@ func TestTableThrottleCostsNoAttempt(t *testing.T) {
 		if len(tb.out.delay) != 1 || tb.out.delay[0].at < int64(2*time.Second) {
 			t.Fatalf("delay %v: want the retry-after honoured", tb.out.delay)
 		}
+		d := tb.out.delay[0]
 		tb.out.reset()
-		tb.due(0)
+		tb.due(d)
 	}
 	if tk := tb.tasks[0]; tk.attempts() != 0 || tk.tries() != 0 || tk.sent != 5 {
 		t.Fatalf("after 5 throttles: attempts %d, tries %d, sent %d", tk.attempts(), tk.tries(), tk.sent)
@@ -442,9 +443,10 @@ func TestTableUnstartedAndDeadline(t *testing.T) {
 	if tb.tasks[1].flags&fIsolate == 0 || tb.tasks[2].attempts() != 0 || tb.tasks[1].tries() != 1 {
 		t.Fatalf("task 1 flags %b tries %d, task 2 attempts %d", tb.tasks[1].flags, tb.tasks[1].tries(), tb.tasks[2].attempts())
 	}
+	for _, d := range tb.out.delay {
+		tb.due(d)
+	}
 	tb.out.reset()
-	tb.due(1)
-	tb.due(2)
 	alone := tb.take(3, 0, nil, 0, nil)
 	if len(alone.tasks) != 1 || alone.tasks[0] != 1 {
 		t.Fatalf("isolated retry sent with %v", alone.tasks)
