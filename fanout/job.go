@@ -92,7 +92,7 @@ type jobCore struct {
 	senders      *senders
 	events       chan event
 	statsReq     chan chan JobStats
-	busy         int // I/O operations out
+	busy         int       // I/O operations out
 	held         int       // window slots throttled sends hold
 	bounced      []delayed // throttled tasks waiting for a retry, oldest first
 	counters     counters
