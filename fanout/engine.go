@@ -335,6 +335,7 @@ func (j *jobCore) failed(inv *invocation, err error, at int64) {
 		return
 	}
 	t.lost(inv, err, at)
+	j.specNext = 0 // a backup that failed may leave a straggler alone again
 }
 
 // replyError handles a reply that fails the invocation as a whole. An
@@ -537,6 +538,16 @@ func (j *jobCore) dispatch(now int64) {
 		inv.cancel = cancel
 		j.busy++
 		j.senders.do(func() { j.send(ctx, inv) })
+		if j.ex.opts.Speculation && !inv.backup && limit-t.inflight > t.waiting() {
+			// The tail, with slots to spare: a task sent again after a
+			// failure gets a backup at once, so that one more failure
+			// does not cost the job another round.
+			for k, i := range inv.tasks {
+				if inv.tries[k] > 0 && t.tasks[i].backups < specMaxBackups {
+					t.askBackup(i)
+				}
+			}
+		}
 	}
 }
 

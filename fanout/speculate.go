@@ -17,19 +17,22 @@ import (
 // duration, and well past the slowest of the usual ones, so the spread of a
 // healthy job sends no backup. In the tail, when the window has more free
 // slots than tasks wait to be sent, a backup takes no task's slot and the
-// factor drops to specTailFactor. Each task of a straggler gets one backup,
+// factors drop to specTailFactor and specTailP99Factor. Each task of a straggler gets one backup,
 // sent alone, up to specMaxCopies copies in flight and specMaxBackups
 // backups; the first result wins and the copies left with nothing to do are
-// cancelled.
+// cancelled. In the tail a task sent again after a failure gets a backup
+// at once too (see dispatch): one more failure then costs no round.
 const (
 	specSamples    = 1024
 	specMinSamples = 16
 	specFactor     = 3
-	specTailFactor = 2
+	specTailFactor = 1.5
 	specP99Factor  = 1.5
-	specMinAge     = 100 * time.Millisecond
-	specMaxCopies  = 3
-	specMaxBackups = 8
+	// specTailP99Factor replaces specP99Factor in the tail.
+	specTailP99Factor = 1.25
+	specMinAge        = 100 * time.Millisecond
+	specMaxCopies     = 3
+	specMaxBackups    = 8
 )
 
 // speculator finds stragglers. It is owned by the dispatcher.
@@ -62,14 +65,14 @@ func (s *speculator) check(t *table, now int64, freeSlots, parallel int) time.Du
 		s.p99 = quantile(s.durations.buf, 0.99, &s.scratch)
 		s.fresh = 0
 	}
-	factor := float64(specFactor)
+	factor, p99Factor := float64(specFactor), specP99Factor
 	if freeSlots > t.waiting() {
-		factor = specTailFactor
+		factor, p99Factor = specTailFactor, specTailP99Factor
 	}
-	perRound := math.Max(factor*s.p50, specP99Factor*s.p99)
-	// Look again in an eighth of the shortest threshold, not on every
+	perRound := math.Max(factor*s.p50, p99Factor*s.p99)
+	// Look again in a sixteenth of the shortest threshold, not on every
 	// wake-up.
-	recheck := max(time.Duration(perRound/8), 5*time.Millisecond)
+	recheck := max(time.Duration(perRound/16), 5*time.Millisecond)
 	if d := time.Duration(now - s.lastCheck); d < recheck {
 		return recheck - d
 	}
