@@ -131,8 +131,10 @@ type Options struct {
 	// and longer than one and a half times the 99th percentile of those
 	// durations, and at least 100 ms, is a straggler: each of its
 	// unfinished tasks is sent again, alone. In the tail, when more slots
-	// are free than tasks wait to be sent, twice the median is enough (a
-	// backup then takes no task's slot). The first result wins; the other
+	// are free than tasks wait to be sent, 1.5 times the median and 1.25
+	// times the 99th percentile are enough (a backup then takes no task's
+	// slot), and a task sent again after a failure gets a backup at once.
+	// The first result wins; the other
 	// copy is cancelled where the backend allows and ignored otherwise.
 	// Backups do not count against Retries. A job whose tasks take about
 	// the same time sends none. Defaults to false.
