@@ -273,6 +273,11 @@ type Runtime struct {
 	// Serve serves invocations with h until the platform ends the worker.
 	// It returns only on a fatal error or when the platform says stop.
 	Serve func(h Handler) error
+	// Stores is the allow-list of stores the worker may open when the
+	// environment sets none (fanout.EnvWorkerStores, same syntax): "s3"
+	// for a cloud platform's workers. Empty allows every store, for
+	// runtimes whose only caller is the driver that started them.
+	Stores string
 }
 
 var (

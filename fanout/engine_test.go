@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,6 +117,7 @@ type scripted struct {
 	calls  chan *call
 	limits backends.Limits
 	store  *memstore.Store
+	checks atomic.Int32 // asynchronous jobs' checks answered
 }
 
 type call struct {
@@ -145,7 +147,17 @@ func (s *scripted) Limits() backends.Limits { return s.limits }
 func (s *scripted) Close() error            { return nil }
 
 // asyncScripted offers InvokeAsync: the call returns at once, accepted.
+// The synchronous check an asynchronous job makes first (a request of no
+// task) is answered at once, by Handle, and counted in checks.
 type asyncScripted struct{ *scripted }
+
+func (s asyncScripted) Invoke(ctx context.Context, p []byte) ([]byte, error) {
+	if req, err := decodeRequest(p); err == nil && len(req.Tasks) == 0 {
+		s.checks.Add(1)
+		return Handle(ctx, p), nil
+	}
+	return s.scripted.Invoke(ctx, p)
+}
 
 func (s asyncScripted) InvokeAsync(ctx context.Context, p []byte) error {
 	c := &call{ctx: ctx, payload: p, reply: make(chan callReply, 1), async: true}
@@ -307,6 +319,9 @@ func TestEngineAsyncExpiry(t *testing.T) {
 	j, err := Start(context.Background(), ex, engineEcho, []int{3})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n := s.checks.Load(); n != 1 {
+		t.Fatalf("%d checks before the asynchronous job, want 1", n)
 	}
 	if lost := s.next(t); !lost.async { // accepted, and never heard of again
 		t.Fatal("not an async call")

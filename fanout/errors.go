@@ -197,6 +197,8 @@ func invocationError(we *wireError) error {
 		return fmt.Errorf("%w: %s", ErrStaleWorker, we.Message)
 	case codeMalformed, codeVersion:
 		return fmt.Errorf("%w: %s", ErrMalformed, we.Message)
+	case codeStoreRefused:
+		return fmt.Errorf("%w: %s", ErrStoreRefused, we.Message)
 	default:
 		return fmt.Errorf("fanout: worker failed the invocation (%s): %s", we.Code, we.Message)
 	}

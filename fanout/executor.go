@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -57,6 +58,7 @@ func Init() {
 	if !ok {
 		return
 	}
+	setWorkerStores(rt)
 	if err := rt.Serve(Handle); err != nil {
 		fmt.Fprintf(os.Stderr, "gowren: %s worker: %v\n", rt.Name, err)
 		os.Exit(1)
@@ -204,6 +206,8 @@ type Executor struct {
 	refs    map[string]bool          // keys Put wrote (true) or tried to write (false); Close deletes them all
 	putting map[string]chan struct{} // keys being written, closed when the write ends
 	puts    sync.WaitGroup           // Puts writing; Close waits for them
+
+	checked map[string]bool // functions whose worker checkWorker accepted, guarded by mu
 }
 
 // NewExecutor returns an Executor running jobs on b. A nil opts gives the
@@ -395,3 +399,67 @@ func (ex *Executor) unregister(j *jobCore) {
 	ex.mu.Unlock()
 	ex.wg.Done()
 }
+
+// checkWorker makes one synchronous invocation of no task for fn, so that a
+// worker that lacks fn, has another version of it, or may not open the
+// executor's store says so before an asynchronous job starts: the workers of
+// such a job answer the platform, not the driver, and write nothing to a
+// store they refuse. The first acceptance is remembered for the executor's
+// life. A call that fails for another reason (a throttle, a network error)
+// is not a verdict: the job starts, and its invocations meet the problem.
+// The invocation made, if any, is counted in c, the job's counters.
+func (ex *Executor) checkWorker(ctx context.Context, fn *funcInfo, c *counters) error {
+	ex.mu.Lock()
+	done := ex.checked[fn.name]
+	ex.mu.Unlock()
+	if done {
+		return nil
+	}
+	req := &wireRequest{Func: fn.name, Digest: fn.digest, Parallel: 1}
+	if ex.store != nil {
+		req.Store = ex.store.URL()
+	}
+	var buf bytes.Buffer
+	if err := encodeRequest(&buf, req); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	c.invocations++
+	c.bytesSent += int64(buf.Len())
+	reply, err := ex.backend.Invoke(cctx, buf.Bytes())
+	c.bytesReceived += int64(len(reply))
+	if err != nil {
+		if errors.Is(err, backends.ErrThrottled) {
+			c.throttles++
+		} else {
+			c.failedInvocations++
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return nil
+	}
+	r, err := decodeReply(reply)
+	if err != nil {
+		c.failedInvocations++
+		return nil
+	}
+	if err := invocationError(r.Err); err != nil {
+		c.failedInvocations++
+		if errors.Is(err, ErrUnknownFunction) || errors.Is(err, ErrStaleWorker) || errors.Is(err, ErrMalformed) || errors.Is(err, ErrStoreRefused) {
+			return err
+		}
+		return nil
+	}
+	ex.mu.Lock()
+	if ex.checked == nil {
+		ex.checked = map[string]bool{}
+	}
+	ex.checked[fn.name] = true
+	ex.mu.Unlock()
+	return nil
+}
+
+// checkTimeout bounds checkWorker's invocation: a cold start, not a task.
+const checkTimeout = 30 * time.Second

@@ -50,7 +50,12 @@ var workerID = func() string {
 const abandonGrace = time.Second
 
 // Handle is the package-level Handle for the functions of r.
-func (r *Registry) Handle(ctx context.Context, payload []byte) (reply []byte) {
+func (r *Registry) Handle(ctx context.Context, payload []byte) []byte {
+	return r.handle(ctx, payload, workerStorePolicy.Load())
+}
+
+// handle serves one invocation, opening only the stores policy allows.
+func (r *Registry) handle(ctx context.Context, payload []byte, policy *storePolicy) (reply []byte) {
 	defer func() {
 		if p := recover(); p != nil {
 			reply = errorReply(&wireError{Code: codeInternal, Type: fmt.Sprintf("%T", p),
@@ -67,18 +72,29 @@ func (r *Registry) Handle(ctx context.Context, payload []byte) (reply []byte) {
 		}
 		return errorReply(&wireError{Code: code, Message: fmt.Sprintf("malformed request of %d bytes: %v", len(payload), err)})
 	}
-	stores := &storeResolver{url: req.Store, ctx: ctx}
+	// The function and its signature are checked, and the store against
+	// the worker's allow-list, before any store is opened: a request this
+	// binary cannot serve, or that names a store the deployment did not
+	// allow, touches nothing. Its error goes back in the invocation's
+	// answer only (an asynchronous job checks its function and store with
+	// one synchronous invocation first, see Executor.checkWorker).
 	fn := r.lookup(req.Func)
 	if fn == nil {
-		return asyncError(ctx, req, stores, &wireError{Code: codeUnknown, Message: fmt.Sprintf(
+		return errorReply(&wireError{Code: codeUnknown, Message: fmt.Sprintf(
 			"function %q is not registered in this worker (it has: %s); is the deployed binary the driver's program?",
 			req.Func, listNames(r.Names(), 20))})
 	}
 	if fn.digest != req.Digest {
-		return asyncError(ctx, req, stores, &wireError{Code: codeStale, Message: fmt.Sprintf(
+		return errorReply(&wireError{Code: codeStale, Message: fmt.Sprintf(
 			"function %q is %s in this worker (digest %s) but the driver's has digest %s: the worker binary is out of date; redeploy it",
 			req.Func, fn.signature, fn.digest, req.Digest)})
 	}
+	if req.Store != "" {
+		if err := policy.check(req.Store); err != nil {
+			return errorReply(&wireError{Code: codeStoreRefused, Message: err.Error()})
+		}
+	}
+	stores := &storeResolver{url: req.Store, ctx: ctx}
 	b := &batchRun{fn: fn, req: req, cold: cold, stores: stores,
 		stream: len(req.Tasks) > 1 && req.Flags&flagAsync == 0 && backends.CanSendParts(ctx)}
 	results := b.run(ctx)
@@ -110,17 +126,6 @@ var encodedAck = func() []byte {
 	}
 	return buf.Bytes()
 }()
-
-// asyncError answers an invocation-level error; an asynchronous
-// invocation's driver reads it from the store, so it goes there too.
-func asyncError(ctx context.Context, req *wireRequest, stores *storeResolver, we *wireError) []byte {
-	if req.Flags&flagAsync != 0 && req.ReplyKey != "" {
-		if st, err := stores.get(); err == nil {
-			_ = putReply(context.WithoutCancel(ctx), st, req.ReplyKey, &wireReply{Err: we, Worker: workerID, StoreWrites: 1})
-		}
-	}
-	return errorReply(we)
-}
 
 func listNames(names []string, max int) string {
 	if len(names) == 0 {

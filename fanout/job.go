@@ -184,7 +184,19 @@ func (ex *Executor) start(ctx context.Context, spec jobSpec) (*jobCore, error) {
 			return nil, fmt.Errorf("fanout: start %q: the backend cannot invoke asynchronously", spec.fn.name)
 		}
 	}
+	var checks counters
+	if _, native := ex.backend.(backends.AsyncBackend); spec.async && native {
+		if err := ex.checkWorker(ctx, spec.fn, &checks); err != nil {
+			return nil, fmt.Errorf("fanout: start %q: %w", spec.fn.name, err)
+		}
+	}
 	j := ex.newJob(layout.NewID(time.Now()), spec)
+	// The check is part of what the job cost.
+	j.counters.invocations += checks.invocations
+	j.counters.failedInvocations += checks.failedInvocations
+	j.counters.throttles += checks.throttles
+	j.counters.bytesSent += checks.bytesSent
+	j.counters.bytesReceived += checks.bytesReceived
 	if err := j.encodeInputs(ctx); err != nil {
 		j.deleteObjects(ctx)
 		return nil, err

@@ -118,7 +118,9 @@ const (
 	codeUnknown   = "unknown-function"
 	codeStale     = "stale-worker"
 	codeVersion   = "version"
-	codeInternal  = "internal"
+	// codeStoreRefused: the job's store is not in the worker's allow-list.
+	codeStoreRefused = "store-refused"
+	codeInternal     = "internal"
 )
 
 type wireError struct {

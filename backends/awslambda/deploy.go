@@ -69,6 +69,13 @@ type DeployOptions struct {
 	// merged into the current ones, and an empty value removes a variable.
 	// Defaults to none.
 	Env map[string]string
+	// Stores, when not empty, is the allow-list of stores the function's
+	// workers may open, written into its environment as
+	// GOWREN_WORKER_STORES (see fanout.EnvWorkerStores), e.g.
+	// "s3://my-bucket/gowren?region=eu-west-1". Defaults to none: the
+	// variable is left as it is, and where it is unset workers may open
+	// any s3:// store.
+	Stores string
 	// Tags are extra build tags, added to lambda.norpc. Defaults to none.
 	Tags []string
 	// Log receives progress lines. Defaults to io.Discard.
@@ -245,6 +252,12 @@ func Deploy(ctx context.Context, client *lambda.Client, opts *DeployOptions) (*D
 	}
 	o := *opts
 	o.Env = maps.Clone(opts.Env)
+	if o.Stores != "" {
+		if o.Env == nil {
+			o.Env = map[string]string{}
+		}
+		o.Env[envWorkerStores] = o.Stores
+	}
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("awslambda: deploy: %w", err)
 	}
@@ -494,3 +507,6 @@ func (d *deployer) waitUpdated(ctx context.Context) (*types.FunctionConfiguratio
 	}
 	return out.Configuration, nil
 }
+
+// envWorkerStores is fanout.EnvWorkerStores.
+const envWorkerStores = "GOWREN_WORKER_STORES"

@@ -183,7 +183,8 @@ func (p *riePool) startOnce() (*emulator, error) {
 	cmd.Env = append(os.Environ(),
 		"AWS_LAMBDA_FUNCTION_TIMEOUT="+strconv.Itoa(p.timeout),
 		"AWS_LAMBDA_FUNCTION_NAME=function",
-		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512")
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512",
+		"GOWREN_WORKER_STORES=file") // the tests' stores are directories
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// Should a bootstrap outlive its emulator all the same, Wait does not

@@ -21,6 +21,9 @@ func init() {
 		Name:   "awslambda",
 		Detect: func() bool { return os.Getenv(EnvRuntimeAPI) != "" },
 		Serve:  serve,
+		// A Lambda function reaches S3 (or an S3-compatible store); the
+		// deployment narrows this with fanout.EnvWorkerStores.
+		Stores: "s3",
 	})
 }
 

@@ -86,6 +86,13 @@ type DeployOptions struct {
 	// (4 KB in all). Defaults to nil: a new function gets none and an
 	// existing one keeps its own.
 	Env map[string]string
+	// Stores, when not empty, is the allow-list of stores the function's
+	// workers may open, written into its environment as
+	// GOWREN_WORKER_STORES (see fanout.EnvWorkerStores), e.g.
+	// "s3://bucket-1250000000/gowren?region=ap-guangzhou&endpoint=https://cos.ap-guangzhou.myqcloud.com".
+	// Defaults to none: the variable is left as it is, and where it is
+	// unset workers may open any s3:// store.
+	Stores string
 	// Role is the CAM role the function runs as, which gives its code
 	// temporary credentials; setting it needs cam:PassRole on the role.
 	// Defaults to none for a new function and to the current role for an
@@ -276,9 +283,9 @@ func (d *deployer) updateConfig(ctx context.Context, info *functionInfo) (bool, 
 		p["Timeout"] = secs
 		changes = append(changes, fmt.Sprintf("timeout %v (was %v)", o.Timeout, time.Duration(info.Timeout)*time.Second))
 	}
-	if o.Env != nil && !maps.Equal(info.env(), o.Env) {
-		p["Environment"] = envParam(o.Env)
-		changes = append(changes, "environment "+strings.Join(sortedKeys(o.Env), ","))
+	if env := withStores(o.Env, info.env(), o.Stores); env != nil && !maps.Equal(info.env(), env) {
+		p["Environment"] = envParam(env)
+		changes = append(changes, "environment "+strings.Join(sortedKeys(env), ","))
 	}
 	if o.Role != "" && info.Role != o.Role {
 		p["Role"] = o.Role
@@ -494,8 +501,8 @@ func (d *deployer) createParams(zipped []byte) map[string]any {
 		"FunctionName": o.Function, "Namespace": o.Namespace, "Runtime": deployRuntime,
 		"MemorySize": mem, "Timeout": int(timeout / time.Second), "Description": desc,
 	}
-	if o.Env != nil {
-		p["Environment"] = envParam(o.Env)
+	if env := withStores(o.Env, nil, o.Stores); env != nil {
+		p["Environment"] = envParam(env)
 	}
 	if o.Role != "" {
 		p["Role"] = o.Role
@@ -619,4 +626,25 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// envWorkerStores is fanout.EnvWorkerStores.
+const envWorkerStores = "GOWREN_WORKER_STORES"
+
+// withStores returns the environment to set: env (or, when it is nil, cur)
+// with the store allow-list added when stores is not empty; nil when
+// neither env nor stores asks for a change.
+func withStores(env, cur map[string]string, stores string) map[string]string {
+	if stores == "" {
+		return env
+	}
+	if env == nil {
+		env = cur
+	}
+	env = maps.Clone(env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	env[envWorkerStores] = stores
+	return env
 }

@@ -24,7 +24,9 @@ const (
 )
 
 func init() {
-	backends.RegisterRuntime(backends.Runtime{Name: "tencentscf", Detect: detect, Serve: serve})
+	// SCF functions reach COS through its S3-compatible API; the
+	// deployment narrows this with fanout.EnvWorkerStores.
+	backends.RegisterRuntime(backends.Runtime{Name: "tencentscf", Detect: detect, Serve: serve, Stores: "s3"})
 }
 
 // detect reports whether SCF's Go runtime started this process.

@@ -88,9 +88,14 @@ func TestDeployLambda(t *testing.T) {
 	if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), "needs a role") {
 		t.Fatalf("without -role: %v (stderr %q); want a failure asking for a role", err, stderr)
 	}
-	out, stderr, err := deploy("-name", "cli", "-role", "arn:aws:iam::123456789012:role/gowren", "-memory", "2048", "-env", "A=1")
+	out, stderr, err := deploy("-name", "cli", "-role", "arn:aws:iam::123456789012:role/gowren", "-memory", "2048", "-env", "A=1",
+		"-stores", "s3://bkt/gowren")
 	if err != nil {
 		t.Fatalf("deploy: %v\n%s", err, stderr)
+	}
+	cfg, _ := srv.Config("cli")
+	if env := cfg["Environment"].(map[string]any)["Variables"].(map[string]string); env["A"] != "1" || env["GOWREN_WORKER_STORES"] != "s3://bkt/gowren" {
+		t.Errorf("environment %v; want A=1 and the -stores allow-list in GOWREN_WORKER_STORES", env)
 	}
 	// The URL names the function's memory and architecture, which price
 	// the jobs' cost estimates.

@@ -77,6 +77,7 @@ func deploySCF(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.DurationVar(&o.Timeout, "timeout", 0, fmt.Sprintf("the function's `timeout`, whole seconds up to 900s (default %v for a new function, kept on update)",
 		tencentscf.DefaultTimeout))
 	fs.Var(env, "env", "set an environment variable of the function, `KEY=VALUE` (repeatable; replaces all the function's variables; none given keeps them)")
+	fs.StringVar(&o.Stores, "stores", "", "the `stores` the workers may open, comma-separated: a scheme (s3) or store URLs, a URL allowing the stores under its path (default: unchanged; where never set, any s3:// store)")
 	fs.StringVar(&o.Role, "role", "", "the CAM `role` the function runs as; workers get its temporary keys (kept on update when not given)")
 	fs.StringVar(&o.Description, "description", "", "the function's `description` (kept on update when not given)")
 	fs.StringVar(&o.Binary, "binary", "", "deploy this linux/amd64 executable `file` instead of building PACKAGE")

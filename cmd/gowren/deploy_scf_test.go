@@ -123,6 +123,19 @@ func TestDeploySCF(t *testing.T) {
 			t.Errorf("a redeploy without flags sent UpdateFunctionConfiguration %v", c.Params)
 		}
 	}
+	// -stores adds the workers' store allow-list to the environment,
+	// keeping the other variables.
+	out.Reset()
+	errOut.Reset()
+	err = run(ctx, []string{"deploy", "scf", "-function", "cli-worker", "-endpoint", srv.URL(), "-stores", "s3://bkt-1250000000/gowren",
+		"github.com/gowren/gowren/backends/tencentscf/internal/testworker"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("deploy with -stores: %v\nstderr:\n%s", err, errOut.String())
+	}
+	info, _ = srv.Function("ap-guangzhou", "default", "cli-worker")
+	if info.Env["A"] != "1" || info.Env["B"] != "two=2" || info.Env["GOWREN_WORKER_STORES"] != "s3://bkt-1250000000/gowren" {
+		t.Errorf("environment after -stores: %v", info.Env)
+	}
 	if !strings.Contains(out.String(), "256 MB, timeout 45s") || !strings.Contains(out.String(), "memory=256") || !strings.Contains(out.String(), "timeout=45s") {
 		t.Errorf("stdout does not report the function's own settings:\n%s", out.String())
 	}

@@ -99,6 +99,9 @@ func (w *worker) start() error {
 		"AWS_EXECUTION_ENV=AWS_Lambda_provided.al2023",
 		"LAMBDA_TASK_ROOT="+taskRoot,
 		"_HANDLER=bootstrap",
+		// A worker here reaches this machine's directories too; a
+		// deployed function's default allows s3:// stores only.
+		"GOWREN_WORKER_STORES=s3,file",
 	)
 	cmd.Env = append(cmd.Env, s.o.Env...)
 	cmd.Stdout, cmd.Stderr = w.out, w.out

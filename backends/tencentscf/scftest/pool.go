@@ -334,6 +334,9 @@ func (s *Server) start(f *function) (*instance, error) {
 		"FUNCTION_NAME=" + f.key.name,
 		"FUNCTION_MEMORY_SIZE=" + strconv.Itoa(mem),
 		"FUNCTION_VERSION=$LATEST",
+		// A worker here reaches this machine's directories too; a
+		// deployed function's default allows s3:// stores only.
+		"GOWREN_WORKER_STORES=s3,file",
 	}
 	for _, k := range sortedKeys(env) {
 		cmd.Env = append(cmd.Env, k+"="+env[k])
