@@ -13,8 +13,9 @@ import (
 // outputs in input order. It blocks until every task has a result.
 //
 // When some tasks fail, Map returns every output it has (zero values at the
-// failed positions) and the errors.Join of one *TaskError per failed task, in
-// input order. When ctx is cancelled, Map stops sending tasks, cancels those
+// failed positions) and a *JobError: "3 of 200 tasks failed: 7, 19, 154;
+// first: ...", holding one *TaskError per failed task, in input order
+// (errors.As finds them; FailedTasks lists their indices). When ctx is cancelled, Map stops sending tasks, cancels those
 // in flight, and returns promptly with an error satisfying
 // errors.Is(err, context.Canceled). An input that msgpack cannot encode, or
 // that is too large for the backend and the store, fails Map before anything
@@ -94,21 +95,21 @@ func (j *Job[Out]) outcome() ([]Out, error) {
 	return j.values, j.core.errors()
 }
 
-// errors joins the job's error and the task errors, in input order. Tasks
-// that failed only because the job stopped are covered by the job's error.
-// It is called once the dispatcher is done.
+// errors returns the job's error: nil, the job's own error when no task
+// failed, else a *JobError holding it and the task errors, in input order.
+// Tasks that failed only because the job stopped are covered by the job's
+// error. It is called once the dispatcher is done.
 func (c *jobCore) errors() error {
-	var errs []error
-	if c.jobErr != nil {
-		errs = append(errs, c.jobErr)
-	}
-	for i, x := range c.t.extra {
+	var failed []*TaskError
+	for _, x := range c.t.extra {
 		if x != nil && x.err != nil && !x.err.fromJob {
-			_ = i
-			errs = append(errs, x.err)
+			failed = append(failed, x.err)
 		}
 	}
-	return errors.Join(errs...)
+	if len(failed) == 0 {
+		return c.jobErr
+	}
+	return &JobError{Job: c.id, Tasks: c.spec.n, Failed: failed, Err: c.jobErr}
 }
 
 // Result is the outcome of one task.
@@ -179,8 +180,8 @@ func (j *Job[Out]) Stats() JobStats { return j.core.statsNow() }
 // needs a store (Options.Store, or the default of local and process
 // backends).
 //
-// If a map task fails, the reducer does not run and the error is the
-// errors.Join of the map task errors. Cancellation behaves as for Map.
+// If a map task fails, the reducer does not run and the error is the map
+// job's *JobError. Cancellation behaves as for Map.
 func MapReduce[In, Mid, Out any](ctx context.Context, ex *Executor, mapper *Func[In, Mid], inputs []In, reducer *Func[[]Mid, Out]) (Out, error) {
 	var out Out
 	if ex == nil || mapper == nil || reducer == nil {

@@ -65,7 +65,11 @@
 //
 // A failed task is a *TaskError with the remote error's type, message and
 // stack (for panics), its attempts and why each failed; Map and Wait return
-// the outputs they have plus errors.Join of the task errors, in input order.
+// the outputs they have plus a *JobError that counts the failed tasks, names
+// them and gives the first one's error (a panic's with the function and line
+// that panicked), and unwraps to every *TaskError; FailedTasks lists the
+// failed indices, and JobStats.Summary describes the job as
+// `gowren status` does.
 // Problems of the whole job are reported once: ErrUnknownFunction and
 // ErrStaleWorker (the worker is another build of the program: redeploy),
 // ErrMalformed, ErrPayloadTooLarge, ErrNoStore, ErrClosed, a backend that

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gowren/gowren/backends"
@@ -84,6 +86,9 @@ func (e *TaskError) Error() string {
 	case errors.Is(e.Err, ErrPanic):
 		b.WriteString("panic: ")
 		b.WriteString(e.Message)
+		if fn, at := panicSite(e.Stack); at != "" {
+			fmt.Fprintf(&b, " (in %s at %s)", fn, at)
+		}
 	case e.Message != "":
 		b.WriteString(e.Message)
 	case e.Err != nil:
@@ -96,6 +101,140 @@ func (e *TaskError) Error() string {
 
 // Unwrap returns the classified cause.
 func (e *TaskError) Unwrap() error { return e.Err }
+
+// panicSite finds, in a panic's stack as the worker sent it, the frame that
+// panicked: the first below the panic call that is neither the Go runtime
+// nor this package. It returns its function and file:line, or "" when the
+// stack has no such frame.
+func panicSite(stack string) (fn, at string) {
+	lines := strings.Split(stack, "\n")
+	// A frame is a function line followed by a tab-indented file:line.
+	from := 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, "panic(") {
+			from = i + 2
+			break
+		}
+	}
+	if from == 0 {
+		return "", ""
+	}
+	for i := from; i+1 < len(lines); i++ {
+		f := lines[i]
+		if f == "" || strings.HasPrefix(f, "\t") || !strings.HasPrefix(lines[i+1], "\t") {
+			continue
+		}
+		if strings.HasPrefix(f, "runtime.") || strings.HasPrefix(f, "panic(") || strings.HasPrefix(f, thisPackage+".") {
+			continue
+		}
+		if k := strings.LastIndexByte(f, '('); k > 0 {
+			f = f[:k]
+		}
+		loc := strings.TrimSpace(lines[i+1])
+		if k := strings.LastIndex(loc, " +0x"); k > 0 {
+			loc = loc[:k]
+		}
+		return f, loc
+	}
+	return "", ""
+}
+
+// thisPackage is this package's import path, as stacks name its functions.
+const thisPackage = "github.com/gowren/gowren/fanout"
+
+// JobError is the error of a job some of whose tasks failed, as Map, Wait and
+// MapReduce return it. Its message counts the failed tasks, names the first
+// of them and gives the first one's error:
+//
+//	3 of 200 tasks failed: 7, 19, 154; first: task 7: panic: assignment to entry in nil map (in main.work at /src/app/main.go:42)
+//
+// It unwraps to the job's own error, if any, and to every task's
+// *TaskError, so errors.Is and errors.As see them all, as they would in
+// errors.Join. FailedTasks lists the failed indices.
+type JobError struct {
+	// Job is the job's ID; Tasks its number of tasks.
+	Job   string
+	Tasks int
+	// Failed holds one error per failed task, in input order.
+	Failed []*TaskError
+	// Err is the job's own error (a cancellation, a deadline, a worker
+	// that cannot serve the job), or nil when the job ran to its end.
+	Err error
+}
+
+// maxNamed bounds the task indices a JobError's message names.
+const maxNamed = 10
+
+func (e *JobError) Error() string {
+	var b strings.Builder
+	if e.Err != nil {
+		b.WriteString(e.Err.Error())
+		b.WriteString("; ")
+	}
+	if len(e.Failed) == 1 && e.Tasks == 1 {
+		fmt.Fprintf(&b, "the task failed: %v", e.Failed[0])
+		return b.String()
+	}
+	fmt.Fprintf(&b, "%d of %d tasks failed: ", len(e.Failed), e.Tasks)
+	for k, te := range e.Failed {
+		if k == maxNamed {
+			fmt.Fprintf(&b, " and %d more", len(e.Failed)-maxNamed)
+			break
+		}
+		if k > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Itoa(te.Index))
+	}
+	if len(e.Failed) > 0 {
+		fmt.Fprintf(&b, "; first: %v", e.Failed[0])
+	}
+	return b.String()
+}
+
+// Unwrap returns the job's error, if any, and every task's error.
+func (e *JobError) Unwrap() []error {
+	errs := make([]error, 0, len(e.Failed)+1)
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	for _, te := range e.Failed {
+		errs = append(errs, te)
+	}
+	return errs
+}
+
+// FailedTasks returns the input indices of the tasks that failed, in order,
+// from an error of Map, Wait or MapReduce (a *JobError, or any error
+// wrapping *TaskErrors); nil when err names none.
+func FailedTasks(err error) []int {
+	var je *JobError
+	if errors.As(err, &je) {
+		idx := make([]int, len(je.Failed))
+		for k, te := range je.Failed {
+			idx[k] = te.Index
+		}
+		return idx
+	}
+	var idx []int
+	var walk func(error)
+	walk = func(err error) {
+		switch x := err.(type) {
+		case nil:
+		case *TaskError:
+			idx = append(idx, x.Index)
+		case interface{ Unwrap() []error }:
+			for _, e := range x.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			walk(x.Unwrap())
+		}
+	}
+	walk(err)
+	slices.Sort(idx)
+	return slices.Compact(idx)
+}
 
 // retryableError marks an error as worth retrying; see Retryable.
 type retryableError struct{ err error }

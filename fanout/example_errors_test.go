@@ -59,3 +59,16 @@ func ExampleRetryable() {
 	fmt.Println(out, err, "retries:", job.Stats().Retries)
 	// Output: [7] <nil> retries: 1
 }
+
+func ExampleFailedTasks() {
+	ctx := context.Background()
+	ex := fanout.NewExecutor(local.New(nil), &fanout.Options{Logger: quietLogs})
+	defer ex.Close()
+
+	_, err := fanout.Map(ctx, ex, Invert, []float64{1, 0, 2, 0, 3})
+	fmt.Println(err)
+	fmt.Println(fanout.FailedTasks(err))
+	// Output:
+	// 2 of 5 tasks failed: 1, 3; first: task 1: division by zero
+	// [1 3]
+}

@@ -1,8 +1,11 @@
 package fanout
 
 import (
+	"fmt"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -287,4 +290,60 @@ func unixTime(ns int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, ns)
+}
+
+// Summary describes the job in the lines `gowren status` prints for it:
+// its tasks by outcome, the failed ones named, makespan and task-time
+// percentiles, invocations and retries, storage requests, the cost
+// estimate, and the error of each failed task (the first maxNamed).
+func (s *JobStats) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "outcome   %d tasks: %d ok, %d failed", s.Tasks, s.Succeeded, s.Failed)
+	if s.Running+s.Queued+s.Pending > 0 {
+		fmt.Fprintf(&b, ", %d running, %d queued, %d pending", s.Running, s.Queued, s.Pending)
+	}
+	var failed []TaskStats
+	for _, t := range s.PerTask {
+		if t.Outcome == "failed" {
+			failed = append(failed, t)
+		}
+	}
+	if len(failed) > 0 {
+		b.WriteString(" (")
+		for k, t := range failed {
+			if k == maxNamed {
+				fmt.Fprintf(&b, " and %d more", len(failed)-maxNamed)
+				break
+			}
+			if k > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(strconv.Itoa(t.Index))
+		}
+		b.WriteString(")")
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "makespan  %v (%.1f tasks/s), task time p50 %v p95 %v p99 %v\n",
+		s.Makespan.Round(time.Millisecond), s.Throughput, s.TaskP50, s.TaskP95, s.TaskP99)
+	fmt.Fprintf(&b, "attempts  %d invocations, %d retries, %d backups, %d throttles, %d cold starts\n",
+		s.Invocations, s.Retries, s.Backups, s.Throttles, s.ColdStarts)
+	fmt.Fprintf(&b, "storage   %.3f requests per task (driver %d reads, %d writes, %d list pages, %d deletes; workers %d reads, %d writes)\n",
+		s.StoreRequestsPerTask, s.StoreReads, s.StoreWrites, s.StoreLists, s.StoreDeletes, s.WorkerStoreReads, s.WorkerStoreWrites)
+	fmt.Fprintf(&b, "cost      $%.6f estimated (%s, %.1f GB-s)\n", s.Cost.Total, s.Cost.Prices.Name, s.Cost.GBSeconds)
+	for k, t := range failed {
+		if k == maxNamed {
+			fmt.Fprintf(&b, "          ... and %d more failed tasks\n", len(failed)-maxNamed)
+			break
+		}
+		label := "failed   "
+		if k > 0 {
+			label = "         "
+		}
+		msg := t.Error
+		if i := strings.IndexByte(msg, '\n'); i >= 0 {
+			msg = msg[:i] + " ..."
+		}
+		fmt.Fprintf(&b, "%s %s\n", label, msg)
+	}
+	return b.String()
 }

@@ -326,13 +326,7 @@ func status(ctx context.Context, st storage.Store, id string, w io.Writer) error
 	fmt.Fprintf(w, "function  %s\ntasks     %d (%s, %d input chunks)\nstate     %s\n",
 		m.Signature, m.Tasks, mode, len(m.Chunks), jobState(ctx, st, m))
 	if s, err := readStats(ctx, st, id); err == nil {
-		fmt.Fprintf(w, "makespan  %v (%.1f tasks/s), task time p50 %v p95 %v p99 %v\n",
-			s.Makespan.Round(time.Millisecond), s.Throughput, s.TaskP50, s.TaskP95, s.TaskP99)
-		fmt.Fprintf(w, "attempts  %d invocations, %d retries, %d backups, %d throttles, %d cold starts\n",
-			s.Invocations, s.Retries, s.Backups, s.Throttles, s.ColdStarts)
-		fmt.Fprintf(w, "storage   %.3f requests per task (driver %d reads, %d writes, %d list pages, %d deletes; workers %d reads, %d writes)\n",
-			s.StoreRequestsPerTask, s.StoreReads, s.StoreWrites, s.StoreLists, s.StoreDeletes, s.WorkerStoreReads, s.WorkerStoreWrites)
-		fmt.Fprintf(w, "cost      $%.6f estimated (%s, %.1f GB-s)\n", s.Cost.Total, s.Cost.Prices.Name, s.Cost.GBSeconds)
+		fmt.Fprint(w, s.Summary())
 	}
 	return nil
 }

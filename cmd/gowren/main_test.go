@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +20,13 @@ import (
 )
 
 var cliSquare = fanout.Register("cli.square", func(_ context.Context, x int) (int, error) { return x * x, nil })
+
+var cliOdd = fanout.Register("cli.odd", func(_ context.Context, x int) (int, error) {
+	if x%2 == 1 {
+		return 0, fmt.Errorf("odd input %d", x)
+	}
+	return x, nil
+})
 
 func TestCLI(t *testing.T) {
 	ctx := context.Background()
@@ -48,6 +57,14 @@ func TestCLI(t *testing.T) {
 	if _, err := job.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// And one whose tasks 1 and 3 fail.
+	failing, err := fanout.Start(ctx, ex, cliOdd, []int{0, 1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := failing.Wait(ctx); !slices.Equal(fanout.FailedTasks(err), []int{1, 3}) {
+		t.Fatalf("the failing job: %v", err)
+	}
 	ex.Close()
 	url := st.URL()
 	out := t.TempDir()
@@ -71,6 +88,8 @@ func TestCLI(t *testing.T) {
 		{"jobs", []string{"-store", url, "jobs"}, nil, []string{"aaaaaaaa-20260101T000000", "bbbbbbbb-20991231T000000", "under refs/: 3 groups", "3 objects, 12 bytes"}},
 		{"status without manifest", []string{"-store", url, "status", "aaaaaaaa-20260101T000000"}, nil, []string{"objects   2", "manifest  none"}},
 		{"status", []string{"-store", url, "status", job.ID()}, nil, []string{"cli.square(int) int", "finished: 3 ok, 0 failed", "makespan", "requests per task"}},
+		{"status of failures", []string{"-store", url, "status", failing.ID()}, nil, []string{"outcome   4 tasks: 2 ok, 2 failed (1, 3)",
+			"failed    task 1: odd input 1\n          task 3: odd input 3\n"}},
 		{"plot", []string{"-store", url, "plot", "-o", out + "/t.svg", job.ID()}, nil, []string{"wrote " + out + "/t.svg (3 tasks)"}},
 		{"plot with flags after the job", []string{"-store", url, "plot", job.ID(), "-o", out + "/after.svg"}, nil, []string{"wrote " + out + "/after.svg (3 tasks)"}},
 		{"help of a command", []string{"-store", url, "jobs", "-h"}, nil, nil},
@@ -88,7 +107,7 @@ func TestCLI(t *testing.T) {
 			"deleted job aaaaaaaa-20260101T000000", "1 jobs deleted",
 			"deleted shared values refs/eeeeeeee-20260101T000000/ (1 objects, 4 bytes)", "1 groups of shared values deleted"}},
 		{"jobs after clean", []string{"-store", url, "jobs"}, nil, []string{"bbbbbbbb-20991231T000000", "under refs/: 2 groups"}},
-		{"clean by id", []string{"-store", url, "clean", "bbbbbbbb-20991231T000000", job.ID()}, nil, []string{"2 jobs deleted"}},
+		{"clean by id", []string{"-store", url, "clean", "bbbbbbbb-20991231T000000", job.ID(), failing.ID()}, nil, []string{"3 jobs deleted"}},
 		{"clean a missing job", []string{"-store", url, "clean", "dddddddd-20260101T000000"}, nil, nil},
 		{"jobs when only shared values are left", []string{"-store", url, "jobs"}, nil, []string{"no jobs", "under refs/: 2 groups"}},
 		{"clean all", []string{"-store", url, "clean", "-all"}, nil, []string{"0 jobs deleted", "deleted shared values refs/ffffffff-20991231T000000/", "deleted shared values refs/" + hash + " ", "2 groups of shared values deleted"}},
