@@ -287,7 +287,7 @@ const (
 
 // status is one row of SCF's table of function status codes.
 type status struct {
-	name  string // the status message of the table
+	name  string // a one-word name, after the status message of the table
 	class class
 	kind  error             // the sentinel wrapped: nil for none
 	hint  func(site) string // what to do
