@@ -81,18 +81,33 @@
 //
 // # Errors
 //
-// Invoke wraps backends.ErrThrottled (as a *backends.ThrottleError) for the
-// API's RequestLimitExceeded, for SCF's concurrency quota (status 432) and
-// while the function is being deployed; backends.ErrWorkerLost when the
-// execution timed out (433), ran out of memory (434) or its process exited
-// (439); backends.ErrTransport for network failures and the platform's
-// internal errors; backends.ErrPayloadTooLarge for events over the limits.
-// Configuration errors are not retryable and say what to fix:
-// ErrFunctionNotFound (function, namespace, version or region),
-// ErrCredentials (AuthFailure.*), ErrUnauthorized (the CAM policy). A failed
-// execution carries a *FunctionError with SCF's status code, and every API
-// error keeps the SDK's *errors.TencentCloudSDKError reachable with
-// errors.As. Errors of the tasks themselves, a stale deployed binary
-// (fanout.ErrStaleWorker) and unknown functions travel in the reply and
-// reach the executor unchanged.
+// Every execution status of SCF's table of function status codes and every
+// API error code Invoke and InvokeFunction document has a class
+// (docs/design.md has the table):
+//
+//   - throttles, retried after a backoff without costing an attempt: the
+//     API's RequestLimitExceeded, the concurrency quota (status 432) and
+//     the scaling rate (429), as a *backends.ThrottleError;
+//   - retried, up to the executor's Retries: backends.ErrWorkerLost when
+//     the execution timed out (433), ran out of memory (434), its process
+//     or container exited or did not start in time (439, 405, 446, 450)
+//     or the region lacked capacity (449); backends.ErrTransport for
+//     network failures and the platform's internal errors (500);
+//   - failing at once, with what to do: ErrFunctionNotFound (function,
+//     namespace, version or region: 435, 442), ErrCredentials
+//     (AuthFailure.*), ErrUnauthorized (the CAM policy: 401, 441),
+//     ErrFunctionNotActive (still deploying, or its deployment failed:
+//     438, FailedOperation.FunctionStatusError), ErrBadDeployment (437,
+//     444, 445), ErrServiceSuspended (402, 410), a function's own error
+//     (430, 443: the deployed program is not a gowren worker), and
+//     backends.ErrPayloadTooLarge (406, 407).
+//
+// Success is decided from the Result's ErrMsg and RetMsg; its InvokeResult,
+// which Tencent no longer maintains, is never read. A failed execution
+// carries a *FunctionError with SCF's status code, its message (for a
+// function's own error, taken from stackTrace, where SCF puts it), its
+// stack and the tail of its log; every API error keeps the SDK's
+// *errors.TencentCloudSDKError reachable with errors.As. Errors of the
+// tasks themselves, a stale deployed binary (fanout.ErrStaleWorker) and
+// unknown functions travel in the reply and reach the executor unchanged.
 package tencentscf

@@ -135,25 +135,6 @@ func TestThrottlingIsRetried(t *testing.T) {
 			t.Errorf("executions by status %v, peak %d instances; want some 432 and never more than one instance", st.Invocations, st.PeakInstances)
 		}
 	})
-	t.Run("FunctionBeingDeployed", func(t *testing.T) {
-		t.Parallel()
-		var mu sync.Mutex
-		left := 3
-		srv := errorServer(t, &scftest.Options{Intercept: func(c scftest.Call) *scftest.APIError {
-			mu.Lock()
-			defer mu.Unlock()
-			if c.Action == "InvokeFunction" && left > 0 {
-				left--
-				return &scftest.APIError{Code: "FailedOperation.FunctionStatusError", Message: "the function is Updating"}
-			}
-			return nil
-		}}, scftest.Function{})
-		b := sameHost{newBackend(t, srv, testCred(), testRegion, "worker", nil)}
-		got, err := mapOn(t, b, nil, square, []int{7})
-		if err != nil || got[0] != 49 {
-			t.Fatalf("Map = %v, %v; want [49] after the function turns active", got, err)
-		}
-	})
 }
 
 func TestLimiterKeepsUnderTheAPILimits(t *testing.T) {
@@ -210,7 +191,13 @@ func TestWorkerLost(t *testing.T) {
 		}
 		var fe *tencentscf.FunctionError
 		if !errors.As(err, &fe) || fe.StatusCode != 439 {
-			t.Errorf("err = %v, want a *FunctionError with status 439", err)
+			t.Fatalf("err = %v, want a *FunctionError with status 439", err)
+		}
+		// What the process printed before it died comes back in the
+		// Result's Log (the backend asks for it) and ends the message.
+		const said = "testfuncs: exiting with status 4"
+		if !strings.Contains(fe.Log, said) || !strings.Contains(err.Error(), "last output: "+said) {
+			t.Errorf("log %q, error %q; want both to have the worker's last words %q", fe.Log, err, said)
 		}
 		if n := srv.Stats().Invocations[439]; n != 2 {
 			t.Errorf("%d executions ended with status 439, want 2", n)

@@ -196,14 +196,21 @@ func (b *Backend) ended(s site, ctx context.Context) error {
 // under Options.SyncRate. Cancelling ctx abandons the HTTP request; SCF
 // lets the execution run to its end regardless.
 //
+// Success is decided from the documented fields of the Result, ErrMsg and
+// RetMsg, never from its InvokeResult, which Tencent no longer maintains.
+//
 // Errors: backends.ErrPayloadTooLarge for a payload over the limit;
 // a *backends.ThrottleError for the API's rate limit and for SCF's
-// concurrency quota (status 432); backends.ErrWorkerLost when the function
-// timed out, ran out of memory or its process exited; backends.ErrTransport
-// for network failures and the platform's internal errors;
-// ErrFunctionNotFound, ErrCredentials and ErrUnauthorized for
-// configuration errors; backends.ErrClosed after Close; ctx's error when
-// ctx ends first.
+// concurrency quota and scaling rate (status 432, 429);
+// backends.ErrWorkerLost when the function timed out, ran out of memory,
+// its process or container exited or did not start in time;
+// backends.ErrTransport for network failures and the platform's internal
+// errors; ErrFunctionNotFound, ErrCredentials, ErrUnauthorized,
+// ErrFunctionNotActive, ErrBadDeployment and ErrServiceSuspended for
+// configuration, deployment and account errors, which are not retried;
+// backends.ErrClosed after Close; ctx's error when ctx ends first. Every
+// execution status of SCF's table is classified (see docs/design.md); a
+// failed execution carries a *FunctionError.
 func (b *Backend) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	s := b.site("invoke")
 	cctx, done, err := b.begin(ctx, s)
@@ -226,7 +233,9 @@ func (b *Backend) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	params := b.params()
 	params["Event"] = string(backends.EncodeJSON(payload))
-	params["LogType"] = "None"
+	// Tail: a failed execution's Result then carries the last 4 KB of its
+	// output, what a crashed worker printed before it died.
+	params["LogType"] = "Tail"
 	var out struct{ Result *invokeResult }
 	if err := call(cctx, b.client, "InvokeFunction", params, &out); err != nil {
 		if cctx.Err() != nil {
@@ -238,8 +247,8 @@ func (b *Backend) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	if r == nil {
 		return nil, fmt.Errorf("%v: %w: the response has no Result", s, backends.ErrTransport)
 	}
-	if r.InvokeResult != 0 || r.ErrMsg != "" {
-		return nil, s.classifyFunction(functionError(r))
+	if fe := r.failure(); fe != nil {
+		return nil, s.classifyFunction(fe)
 	}
 	reply, err := unwrapReply(r.RetMsg)
 	if err != nil {
@@ -301,8 +310,14 @@ func (b *Backend) InvokeAsync(ctx context.Context, payload []byte) error {
 		}
 		return s.classifyAPI(err)
 	}
-	if r := out.Result; r != nil && (r.InvokeResult != 0 || r.ErrMsg != "") {
-		return s.classifyFunction(functionError(r))
+	// SCF documents the Result of an asynchronous invocation as empty but
+	// for FunctionRequestId; a refusal it reports there anyway (an error
+	// object with a status) is classified as for a synchronous one.
+	// InvokeResult is never read (see invokeResult).
+	if r := out.Result; r != nil {
+		if fe := r.asyncFailure(); fe != nil {
+			return s.classifyFunction(fe)
+		}
 	}
 	return nil
 }

@@ -62,61 +62,100 @@ func num(p map[string]any, k string) (int64, bool, *APIError) {
 	return i, true, nil
 }
 
-// lookup finds the function a call names.
+// lookup finds the function a call names, which must name no version or
+// alias but $LATEST and $DEFAULT (the server publishes none).
 func (s *Server) lookup(region string, p map[string]any) (*function, *APIError) {
-	name, e := str(p, "FunctionName")
+	f, q, e := s.lookupAny(region, p)
 	if e != nil {
 		return nil, e
 	}
+	if !knownQualifier(q) {
+		return nil, &APIError{"ResourceNotFound.Version", fmt.Sprintf("Version %s of function %s does not exist.", q, f.key.name)}
+	}
+	return f, nil
+}
+
+func knownQualifier(q string) bool { return q == "" || q == "$LATEST" || q == "$DEFAULT" }
+
+// lookupAny finds the function a call names and returns the qualifier it
+// names, unchecked.
+func (s *Server) lookupAny(region string, p map[string]any) (*function, string, *APIError) {
+	name, e := str(p, "FunctionName")
+	if e != nil {
+		return nil, "", e
+	}
 	if name == "" {
-		return nil, &APIError{"MissingParameter", "The request is missing the parameter FunctionName."}
+		return nil, "", &APIError{"MissingParameter", "The request is missing the parameter FunctionName."}
 	}
 	ns, e := str(p, "Namespace")
 	if e != nil {
-		return nil, e
+		return nil, "", e
 	}
 	if ns == "" {
 		ns = "default"
 	}
 	q, e := str(p, "Qualifier")
 	if e != nil {
-		return nil, e
+		return nil, "", e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.namespaces[region][ns] {
-		return nil, &APIError{"ResourceNotFound.Namespace", fmt.Sprintf("Namespace %s does not exist in %s.", ns, region)}
+		return nil, "", &APIError{"ResourceNotFound.Namespace", fmt.Sprintf("Namespace %s does not exist in %s.", ns, region)}
 	}
 	f := s.funcs[fkey{region, ns, name}]
 	if f == nil {
-		return nil, &APIError{"ResourceNotFound.Function", fmt.Sprintf("Function %s does not exist in namespace %s of %s.", name, ns, region)}
+		return nil, "", &APIError{"ResourceNotFound.Function", fmt.Sprintf("Function %s does not exist in namespace %s of %s.", name, ns, region)}
 	}
-	if q != "" && q != "$LATEST" && q != "$DEFAULT" {
-		return nil, &APIError{"ResourceNotFound.Version", fmt.Sprintf("Version %s of function %s does not exist.", q, name)}
-	}
-	return f, nil
+	return f, q, nil
 }
 
+// logTail reads LogType: Tail asks for the execution's log in the Result.
+func logTail(p map[string]any) (bool, *APIError) {
+	lt, e := str(p, "LogType")
+	if e != nil {
+		return false, e
+	}
+	switch lt {
+	case "", "None":
+		return false, nil
+	case "Tail":
+		return true, nil
+	}
+	return false, &APIError{"InvalidParameterValue.LogType", "LogType must be None or Tail, not " + lt + "."}
+}
+
+// InvokeFunction answers a version or alias that does not exist with the
+// API error ResourceNotFound.Qualifier, which the API reference lists for
+// it; Invoke, whose list has no such code, with status 442
+// (QualifierNotFound) in its Result.
 func (s *Server) invokeFunction(region string, p map[string]any) (map[string]any, *APIError) {
 	if e := s.limit(region, "InvokeFunction", s.opts.SyncRate); e != nil {
 		return nil, e
 	}
-	f, e := s.lookup(region, p)
+	f, q, e := s.lookupAny(region, p)
 	if e != nil {
 		return nil, e
+	}
+	if !knownQualifier(q) {
+		return nil, &APIError{"ResourceNotFound.Qualifier", fmt.Sprintf("Version or alias %s of function %s does not exist.", q, f.key.name)}
 	}
 	event, e := str(p, "Event")
 	if e != nil {
 		return nil, e
 	}
-	return s.invokeSync(f, event)
+	tail, e := logTail(p)
+	if e != nil {
+		return nil, e
+	}
+	return s.invokeSync(f, q, event, tail)
 }
 
 func (s *Server) invokeAction(region string, p map[string]any) (map[string]any, *APIError) {
 	if e := s.limit(region, "Invoke", s.opts.AsyncRate); e != nil {
 		return nil, e
 	}
-	f, e := s.lookup(region, p)
+	f, q, e := s.lookupAny(region, p)
 	if e != nil {
 		return nil, e
 	}
@@ -128,13 +167,23 @@ func (s *Server) invokeAction(region string, p map[string]any) (map[string]any, 
 	if e != nil {
 		return nil, e
 	}
-	switch typ {
-	case "", "RequestResponse":
-		return s.invokeSync(f, event)
-	case "Event":
-		return s.invokeAsync(f, event)
+	tail, e := logTail(p)
+	if e != nil {
+		return nil, e
 	}
-	return nil, &APIError{"InvalidParameterValue.InvokeType", "InvocationType must be RequestResponse or Event, not " + typ + "."}
+	if typ != "" && typ != "RequestResponse" && typ != "Event" {
+		return nil, &APIError{"InvalidParameterValue.InvokeType", "InvocationType must be RequestResponse or Event, not " + typ + "."}
+	}
+	if !knownQualifier(q) {
+		if e := s.checkEvent(f, event); e != nil {
+			return nil, e
+		}
+		return s.resultMap(s.count(failed(newID(), 442, fmt.Sprintf("QualifierNotFound: version or alias %s of function %s does not exist", q, f.key.name))), false), nil
+	}
+	if typ == "Event" {
+		return s.invokeAsync(f, q, event)
+	}
+	return s.invokeSync(f, q, event, tail)
 }
 
 func (s *Server) checkEvent(f *function, event string) *APIError {
@@ -150,23 +199,48 @@ func (s *Server) checkEvent(f *function, event string) *APIError {
 	return nil
 }
 
-func (s *Server) invokeSync(f *function, event string) (map[string]any, *APIError) {
+// imposed asks Options.Fail about an execution about to run.
+func (s *Server) imposed(f *function, qualifier, id string, async bool) *result {
+	if s.opts.Fail == nil {
+		return nil
+	}
+	fl := s.opts.Fail(Execution{Region: f.key.region, Namespace: f.key.namespace, Function: f.key.name,
+		Qualifier: qualifier, RequestID: id, Async: async})
+	if fl == nil {
+		return nil
+	}
+	msg := fl.Message
+	if msg == "" {
+		msg = statusMessage(fl.StatusCode)
+	}
+	r := failedWith(id, fl.StatusCode, msg, fl.StackTrace)
+	r.Log = fl.Log
+	return &r
+}
+
+func (s *Server) invokeSync(f *function, qualifier, event string, tail bool) (map[string]any, *APIError) {
 	if e := s.checkEvent(f, event); e != nil {
 		return nil, e
 	}
 	if len(event) > s.opts.MaxSyncEventBytes {
-		return resultMap(s.count(failed(newID(), 406, fmt.Sprintf("RequestTooLarge: the event of %d bytes exceeds the %d-byte limit of synchronous invocations", len(event), s.opts.MaxSyncEventBytes)))), nil
+		return s.resultMap(s.count(failed(newID(), 406, fmt.Sprintf("RequestTooLarge: the event of %d bytes exceeds the %d-byte limit of synchronous invocations", len(event), s.opts.MaxSyncEventBytes))), tail), nil
 	}
-	return resultMap(s.execute(f, event, false)), nil
+	if r := s.imposed(f, qualifier, newID(), false); r != nil {
+		return s.resultMap(s.count(*r), tail), nil
+	}
+	return s.resultMap(s.execute(f, event, false), tail), nil
 }
 
-func (s *Server) invokeAsync(f *function, event string) (map[string]any, *APIError) {
+func (s *Server) invokeAsync(f *function, qualifier, event string) (map[string]any, *APIError) {
 	if e := s.checkEvent(f, event); e != nil {
 		return nil, e
 	}
 	id := newID()
 	if len(event) > s.opts.MaxAsyncEventBytes {
-		return resultMap(s.count(failed(id, 406, fmt.Sprintf("RequestTooLarge: the event of %d bytes exceeds the %d-byte limit of asynchronous invocations", len(event), s.opts.MaxAsyncEventBytes)))), nil
+		return s.resultMap(s.count(failed(id, 406, fmt.Sprintf("RequestTooLarge: the event of %d bytes exceeds the %d-byte limit of asynchronous invocations", len(event), s.opts.MaxAsyncEventBytes))), false), nil
+	}
+	if r := s.imposed(f, qualifier, id, true); r != nil {
+		return s.resultMap(s.count(*r), false), nil
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -179,9 +253,11 @@ func (s *Server) invokeAsync(f *function, event string) (map[string]any, *APIErr
 		defer s.wg.Done()
 		r := s.execute(f, event, true)
 		if s.opts.OnAsync != nil {
-			s.opts.OnAsync(AsyncResult{Function: f.key.name, RequestID: id, StatusCode: r.status, RetMsg: r.RetMsg, ErrMsg: r.ErrMsg})
+			s.opts.OnAsync(AsyncResult{Function: f.key.name, RequestID: id, StatusCode: r.status, RetMsg: r.RetMsg, ErrMsg: r.ErrMsg, Log: r.Log})
 		}
 	}()
+	// The API documents every member but FunctionRequestId as empty for
+	// an asynchronous invocation.
 	return map[string]any{"Result": map[string]any{"FunctionRequestId": id}}, nil
 }
 

@@ -1,11 +1,13 @@
 package scftest
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/rpc"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tencentyun/scf-go-lib/cloudfunction/messages"
@@ -46,13 +49,25 @@ type instance struct {
 	version int
 	cmd     *exec.Cmd
 	client  *rpc.Client
-	exited  chan struct{} // closed when the process has been reaped
-	tail    *tailWriter
+	exited  chan struct{} // closed when the process has been reaped and its output read
+	tail    *tailWriter   // the last output of the process
+
+	// The process writes its stdout and stderr to a pipe that the server
+	// holds open for writing too: after a reply it writes a mark to it, and
+	// once the reader has seen the mark, all the process printed before it
+	// replied has been read (see syncOutput).
+	pipeW   *os.File
+	outDone chan struct{} // closed when the reader has met the end of the pipe
+	marked  chan string   // marks the reader met
+	marks   atomic.Int64
+
+	mu      sync.Mutex
+	capture *tailWriter // output of the execution under way, nil between executions
 
 	killOnce sync.Once
 }
 
-// kill ends the process and waits until it is reaped.
+// kill ends the process and waits until it is reaped and its output read.
 func (in *instance) kill() {
 	in.killOnce.Do(func() {
 		_ = in.cmd.Process.Kill()
@@ -61,6 +76,114 @@ func (in *instance) kill() {
 		}
 	})
 	<-in.exited
+}
+
+// markPrefix starts a mark in the output pipe; the process never prints a
+// NUL byte followed by this.
+var markPrefix = []byte("\x00scftest-mark ")
+
+// readOutput reads the process's output until the pipe ends, sending each
+// line to w and the tails, and each mark to in.marked.
+func (in *instance) readOutput(r *os.File, w io.Writer) {
+	defer close(in.outDone)
+	defer r.Close()
+	br := bufio.NewReader(r)
+	for {
+		line, err := br.ReadBytes('\n')
+		if i := bytes.Index(line, markPrefix); i >= 0 {
+			in.output(w, line[:i])
+			id := string(bytes.TrimSpace(line[i+len(markPrefix):]))
+			select {
+			case in.marked <- id:
+			default: // a mark nobody waits for any more
+			}
+		} else if len(line) > 0 {
+			in.output(w, line)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (in *instance) output(w io.Writer, b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	_, _ = w.Write(b)
+	_, _ = in.tail.Write(b)
+	in.mu.Lock()
+	if in.capture != nil {
+		_, _ = in.capture.Write(b)
+	}
+	in.mu.Unlock()
+}
+
+// beginCapture starts collecting the output of an execution.
+func (in *instance) beginCapture() {
+	in.mu.Lock()
+	in.capture = &tailWriter{max: logMax}
+	in.mu.Unlock()
+}
+
+// endCapture returns the output of the execution: all the process printed
+// before it replied or, when it is dead, before it died.
+func (in *instance) endCapture(ctx <-chan struct{}) string {
+	in.syncOutput(ctx)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	c := in.capture
+	in.capture = nil
+	if c == nil {
+		return ""
+	}
+	return c.String()
+}
+
+// syncOutput returns once the reader has read everything the process
+// wrote to the pipe before now: it writes a mark behind it and waits for
+// the reader to meet it, or for the pipe to end.
+func (in *instance) syncOutput(ctx <-chan struct{}) {
+	id := strconv.FormatInt(in.marks.Add(1), 10)
+	if _, err := fmt.Fprintf(in.pipeW, "%s%s\n", markPrefix, id); err != nil {
+		select { // the process is gone: its output ends with the pipe
+		case <-in.outDone:
+		case <-ctx:
+		}
+		return
+	}
+	for {
+		select {
+		case got := <-in.marked:
+			if got == id {
+				return
+			}
+		case <-in.outDone:
+			return
+		case <-ctx:
+			return
+		}
+	}
+}
+
+// peakRSS returns the process's peak resident memory in bytes (VmHWM in
+// /proc/PID/status), 0 where there is no such file.
+func (in *instance) peakRSS() int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(in.cmd.Process.Pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(v)
+			if len(f) == 2 && f[1] == "kB" {
+				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					return kb << 10
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // killAsync kills an instance without waiting. Close waits for it.
@@ -90,25 +213,75 @@ type result struct {
 	FunctionRequestId string
 	Duration          float64
 	MemUsage          int64
+	Log               string
 }
 
-func resultMap(r result) map[string]any {
-	invokeResult := 0
+// resultMap is the API's Result object for r; its Log only when the caller
+// asked for it.
+func (s *Server) resultMap(r result, tail bool) map[string]any {
+	var invokeResult int64
 	if r.status != 200 {
 		invokeResult = -1
 	}
+	if s.opts.InvokeResult != nil {
+		invokeResult = s.opts.InvokeResult(r.status)
+	}
+	log := ""
+	if tail {
+		log = r.Log
+	}
 	return map[string]any{"Result": map[string]any{
-		"RetMsg": r.RetMsg, "ErrMsg": r.ErrMsg, "Log": "", "FunctionRequestId": r.FunctionRequestId,
+		"RetMsg": r.RetMsg, "ErrMsg": r.ErrMsg, "Log": log, "FunctionRequestId": r.FunctionRequestId,
 		"Duration": r.Duration, "BillDuration": int64(r.Duration), "MemUsage": r.MemUsage, "InvokeResult": invokeResult,
 	}}
 }
 
 // failed is the result of a failed execution, with SCF's JSON error
 // object in ErrMsg.
-func failed(id string, status int, msg string) result {
-	b, _ := json.Marshal(map[string]any{"errorCode": -1, "errorMessage": msg, "requestId": id, "statusCode": status})
+func failed(id string, status int, msg string) result { return failedWith(id, status, msg, "") }
+
+// failedWith is failed with a stackTrace member.
+func failedWith(id string, status int, msg, stack string) result {
+	obj := map[string]any{"errorCode": -1, "errorMessage": msg, "requestId": id, "statusCode": status}
+	if stack != "" {
+		obj["stackTrace"] = stack
+	}
+	b, _ := json.Marshal(obj)
 	return result{status: status, ErrMsg: string(b), FunctionRequestId: id}
 }
+
+// statusMessages are the status messages of SCF's table of function status
+// codes, the default errorMessage of a Failure.
+var statusMessages = map[int]string{
+	400: "InvalidParameterValue", 401: "InvalidCredentials", 402: "ServiceSuspended", 403: "ResourceUnavailable",
+	404: "InvalidSubnetID", 405: "ContainerStateExited", 406: "RequestTooLarge",
+	407: "The size of response exceeds the upper limit (6MB)", 410: "InsufficientBalance", 429: "ResourceLimit",
+	430: "user code exception caught", 432: "ResourceLimitReached", 433: "TimeLimitReached", 434: "MemoryLimitReached",
+	435: "FunctionNotFound", 436: "InvalidParameterValue", 437: "HandlerNotFound", 438: "FunctionStatusError",
+	439: "User process exit when running", 441: "UnauthorizedOperation", 442: "QualifierNotFound", 443: "UserCodeError",
+	444: "PullImageFailed", 445: "ContainerInitError", 446: "PortBindingFailed", 447: "PullImageTimeOut",
+	449: "InsufficientResources", 450: "InitContainerTimeout", 499: "RequestCanceled", 500: "InternalError",
+	532: "ResourceExhausted",
+}
+
+func statusMessage(code int) string {
+	if m, ok := statusMessages[code]; ok {
+		return m
+	}
+	return "status " + strconv.Itoa(code)
+}
+
+// startError is a failure to start an instance, with the status SCF
+// reports for it.
+type startError struct {
+	status int
+	msg    string
+	log    string // what the process printed
+}
+
+func (e *startError) Error() string { return e.msg }
+
+var shuttingDown = &startError{status: 500, msg: "the server is shutting down"}
 
 func (s *Server) count(r result) result {
 	s.mu.Lock()
@@ -188,12 +361,23 @@ func (s *Server) execute(f *function, event string, async bool) result {
 
 	in, err := s.instanceFor(f)
 	if err != nil {
-		return s.count(failed(id, 405, "ContainerStateExited: "+err.Error()))
+		var se *startError
+		if !errors.As(err, &se) {
+			se = &startError{status: 500, msg: err.Error()}
+		}
+		r := failed(id, se.status, statusMessage(se.status)+": "+se.msg)
+		r.Log = se.log
+		return s.count(r)
 	}
 	start := time.Now()
+	in.beginCapture()
 	r := s.run(f, in, id, event, mem, timeout)
 	r.Duration = float64(time.Since(start).Microseconds()) / 1000
 	r.FunctionRequestId = id
+	r.Log = in.endCapture(s.ctx.Done())
+	if in.alive() {
+		r.MemUsage = in.peakRSS()
+	}
 	s.mu.Lock()
 	if in.alive() && in.version == f.version && version == f.version && !s.closed {
 		f.idle = append(f.idle, in)
@@ -245,24 +429,20 @@ func (s *Server) run(f *function, in *instance, id, event string, memoryMB int, 
 		return failed(id, 500, "InternalError: the server is shutting down")
 	}
 	if c.Error != nil {
-		in.kill()
-		msg := "User process exit when running: " + c.Error.Error()
-		if t := in.tail.String(); t != "" {
-			msg += "; last output: " + t
-		}
-		return failed(id, 439, msg)
+		in.kill() // its output, in the Log, says why it died
+		return failed(id, 439, "User process exit when running: "+c.Error.Error())
 	}
 	if e := resp.Error; e != nil {
+		// SCF's errorMessage says only that the code failed; the error,
+		// and a panic's stack, are its stackTrace.
 		if e.ShouldExit {
 			in.kill()
 		}
-		var stack []string
+		stack := []string{e.Message}
 		for _, fr := range e.StackTrace {
 			stack = append(stack, fmt.Sprintf("%s:%d %s", fr.Path, fr.Line, fr.Label))
 		}
-		b, _ := json.Marshal(map[string]any{"errorCode": -1, "errorMessage": e.Message, "errorType": e.Type,
-			"stackTrace": strings.Join(stack, "\n"), "requestId": id, "statusCode": 430})
-		return result{status: 430, ErrMsg: string(b)}
+		return failedWith(id, 430, statusMessage(430), strings.Join(stack, "\n"))
 	}
 	if len(resp.Payload) > s.opts.MaxResponseBytes {
 		return failed(id, 407, fmt.Sprintf("The size of response exceeds the upper limit (%d bytes)", s.opts.MaxResponseBytes))
@@ -290,6 +470,9 @@ func (s *Server) instanceFor(f *function) (*instance, error) {
 		if in, err = s.start(f); err == nil {
 			return in, nil
 		}
+		if se := (*startError)(nil); !errors.As(err, &se) || se.status != 405 {
+			break // only a process that exited may have met a taken port
+		}
 	}
 	return nil, err
 }
@@ -308,14 +491,14 @@ func (s *Server) start(f *function) (*instance, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, errors.New("the server is shutting down")
+		return nil, shuttingDown
 	}
 	s.workers++
 	s.stats.ColdStarts++
 	name := fmt.Sprintf("%s#%d", f.key.name, s.workers)
 	command, version, env := f.command, f.version, f.env
 	timeout, mem := f.timeout, f.memoryMB
-	s.wg.Add(1) // the reaper
+	s.wg.Add(2) // the reader and the reaper, started below
 	s.mu.Unlock()
 
 	cmd := exec.Command(command[0], command[1:]...)
@@ -342,18 +525,39 @@ func (s *Server) start(f *function) (*instance, error) {
 		cmd.Env = append(cmd.Env, k+"="+env[k])
 	}
 	cmd.Env = append(cmd.Env, s.opts.Env...)
-	tail := &tailWriter{}
-	out := io.MultiWriter(&prefixWriter{w: s.opts.Stderr, prefix: "[scf " + name + "] "}, tail)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.WaitDelay = time.Second
-	in := &instance{name: name, version: version, cmd: cmd, exited: make(chan struct{}), tail: tail}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		s.wg.Add(-2)
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	in := &instance{name: name, version: version, cmd: cmd, exited: make(chan struct{}), tail: &tailWriter{max: tailMax},
+		pipeW: pw, outDone: make(chan struct{}), marked: make(chan string, 1)}
 	if err := cmd.Start(); err != nil {
-		s.wg.Done()
-		return nil, fmt.Errorf("start %s: %w", command[0], err)
+		s.wg.Add(-2)
+		pr.Close()
+		pw.Close()
+		// SCF's Go1 runtime runs the executable the handler names.
+		status := 405
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, exec.ErrNotFound) {
+			status = 437
+		}
+		return nil, &startError{status: status, msg: fmt.Sprintf("start %s: %v", command[0], err)}
 	}
 	go func() {
 		defer s.wg.Done()
+		in.readOutput(pr, &prefixWriter{w: s.opts.Stderr, prefix: "[scf " + name + "] "})
+	}()
+	go func() {
+		defer s.wg.Done()
 		_ = cmd.Wait()
+		pw.Close()
+		select {
+		case <-in.outDone:
+		case <-time.After(time.Second): // a child of the process holds the pipe open
+			pr.Close()
+			<-in.outDone
+		}
 		close(in.exited)
 	}()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
@@ -366,22 +570,22 @@ func (s *Server) start(f *function) (*instance, error) {
 		}
 		select {
 		case <-in.exited:
-			return nil, fmt.Errorf("worker %s exited before serving: %s", name, tail.String())
+			return nil, &startError{status: 405, msg: fmt.Sprintf("worker %s exited before serving", name), log: in.tail.String()}
 		case <-s.ctx.Done():
 			in.kill()
-			return nil, errors.New("the server is shutting down")
+			return nil, shuttingDown
 		case <-time.After(5 * time.Millisecond): // polling a port the process will open
 		}
 		if time.Now().After(deadline) {
 			in.kill()
-			return nil, fmt.Errorf("worker %s did not listen on %s within %v: %s", name, addr, s.opts.StartTimeout, tail.String())
+			return nil, &startError{status: 446, msg: fmt.Sprintf("worker %s did not listen on %s within %v", name, addr, s.opts.StartTimeout), log: in.tail.String()}
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		s.killAsync(in)
-		return nil, errors.New("the server is shutting down")
+		return nil, shuttingDown
 	}
 	f.instances[in] = true
 	return in, nil
@@ -414,20 +618,27 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// tailWriter keeps the last lines written to it.
+// tailWriter keeps the last max bytes written to it.
 type tailWriter struct {
 	mu  sync.Mutex
+	max int
 	buf []byte
 }
 
-const tailMax = 2 << 10
+// Sizes of the tails kept: of a process's output, for messages about its
+// death; of an execution's output, for the Result's Log, which SCF bounds
+// at 4 KB.
+const (
+	tailMax = 2 << 10
+	logMax  = 4 << 10
+)
 
 func (t *tailWriter) Write(b []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.buf = append(t.buf, b...)
-	if len(t.buf) > tailMax {
-		t.buf = append([]byte(nil), t.buf[len(t.buf)-tailMax:]...)
+	if len(t.buf) > t.max {
+		t.buf = append([]byte(nil), t.buf[len(t.buf)-t.max:]...)
 	}
 	return len(b), nil
 }

@@ -29,17 +29,35 @@
 // InvokeFunction (10,000) and Invoke (100), refused with the API's
 // RequestLimitExceeded error.
 //
-// A failed execution is reported in the Result object with a non-zero
-// InvokeResult and ErrMsg holding SCF's JSON error object
-// {"errorCode":-1,"errorMessage":...,"statusCode":N}. What the real
-// platform puts in InvokeResult for failures is not documented; the
-// tencentscf backend reads the status code from ErrMsg first.
+// # Results
+//
+// An execution's outcome is the Result object of the API reference: RetMsg
+// the function's return value; ErrMsg, for a failure, SCF's JSON error
+// object {"errorCode":-1,"errorMessage":...,"requestId":...,
+// "stackTrace":...,"statusCode":N} with a status code of SCF's table of
+// function status codes; Log the last 4 KB of what the instance printed
+// during the execution, when the call asked for it (LogType Tail);
+// MemUsage the instance's peak resident memory in bytes (on Linux; 0
+// elsewhere); Duration and BillDuration; and InvokeResult, which Tencent
+// no longer maintains (0 on success, -1 on failure, or Options.InvokeResult).
+// An error the function's handler returns, or a panic it recovers, is
+// status 430 with errorMessage "user code exception caught" and the error
+// (and the panic's stack) in stackTrace, where SCF puts it.
+//
+// Statuses the server produces itself: 405 (the process exited before it
+// served), 406, 407, 430, 432, 433, 437 (the handler's executable is
+// missing or not executable), 439, 442 (Invoke naming a version or alias
+// that does not exist; InvokeFunction answers ResourceNotFound.Qualifier),
+// 446 (the process did not listen in time) and 500 (the server is closing).
+// Options.Fail imposes any other.
 //
 // # Fault injection
 //
 // Options.Intercept sees every authenticated API call and may answer it
-// with an error of its choosing; KillInstances kills the running worker
-// processes of a function. Both are for fault tests.
+// with an error of its choosing; Options.Fail ends executions with a
+// status of its choosing; Credential.Deny refuses actions as a CAM policy
+// does; KillInstances kills the running worker processes of a function.
+// They are for fault tests.
 package scftest
 
 import (
@@ -79,6 +97,11 @@ var DefaultRegions = []string{"ap-guangzhou", "ap-shanghai", "ap-beijing", "ap-c
 type Credential struct {
 	Key   string
 	Token string
+	// Deny lists the actions the credentials' CAM policy does not allow:
+	// calls of them are refused with UnauthorizedOperation.CAM after the
+	// signature verified, as the API refuses valid credentials without
+	// the permission.
+	Deny []string
 }
 
 // Options configure a Server. The zero value, like a nil *Options, means
@@ -131,6 +154,46 @@ type Options struct {
 	// OnAsync, when set, is called with the outcome of every asynchronous
 	// invocation, from the goroutine that ran it.
 	OnAsync func(r AsyncResult)
+	// Fail, when set, sees every execution before it runs; a non-nil
+	// result ends it with that status without running the function, as
+	// SCF reports a status of its table (see Failure). For an
+	// asynchronous invocation the failure is the Invoke call's Result, as
+	// for an event SCF refuses. It may be called concurrently.
+	Fail func(e Execution) *Failure
+	// InvokeResult, when set, gives the Result's InvokeResult member for
+	// an execution that ended with status (200 for success). Defaults to
+	// 0 for success and -1 for failures. Tencent marks the member as no
+	// longer maintained; tests set it to check that clients ignore it.
+	InvokeResult func(status int) int64
+}
+
+// Execution is an execution about to run, as Options.Fail sees it.
+type Execution struct {
+	Region, Namespace, Function string
+	// Qualifier is the version or alias the call named, "" for none.
+	Qualifier string
+	RequestID string
+	// Async is true for an asynchronous invocation (Invoke, Event).
+	Async bool
+}
+
+// Failure is a status Options.Fail imposes on an execution. The Result's
+// ErrMsg is SCF's error object {"errorCode":-1,"errorMessage":Message,
+// "requestId":...,"stackTrace":StackTrace,"statusCode":StatusCode}, and
+// its Log is Log when the caller asked for the log (LogType Tail).
+type Failure struct {
+	// StatusCode is a failure status of SCF's table of function status
+	// codes, such as 437 (HandlerNotFound) or 432.
+	StatusCode int
+	// Message is the errorMessage. Defaults to the status message of the
+	// table for StatusCode, e.g. "HandlerNotFound".
+	Message string
+	// StackTrace is the stackTrace member; none when empty. SCF puts a
+	// function's own error there (status 430), with errorMessage "user
+	// code exception caught".
+	StackTrace string
+	// Log is the execution's log.
+	Log string
 }
 
 // Function is a function added with AddFunction.
@@ -177,6 +240,7 @@ type AsyncResult struct {
 	StatusCode int    // 200 on success
 	RetMsg     string // the function's return value
 	ErrMsg     string
+	Log        string // the execution's output, its last 4 KB
 }
 
 // Stats counts what the server did.
@@ -486,6 +550,9 @@ func (s *Server) handle(r *http.Request, body []byte, call *Call) (map[string]an
 	}
 	if _, after, ok := strings.Cut(r.Header.Get("Authorization"), "Credential="); ok {
 		call.SecretID, _, _ = strings.Cut(after, "/")
+	}
+	if slices.Contains(s.opts.Credentials[call.SecretID].Deny, call.Action) {
+		return nil, &APIError{"UnauthorizedOperation.CAM", fmt.Sprintf("The CAM policy of %s does not allow scf:%s.", call.SecretID, call.Action)}
 	}
 	if call.Region == "" {
 		return nil, &APIError{"MissingParameter", "The request is missing the header X-TC-Region."}

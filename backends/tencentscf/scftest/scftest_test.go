@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,3 +213,99 @@ func TestAPIChecks(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// result calls an invoking action with the real SDK client and returns its
+// Result and the ErrMsg error object decoded.
+func result(t *testing.T, c *common.Client, action string, params map[string]any) (map[string]any, map[string]any) {
+	t.Helper()
+	code, resp := send(t, c, action, params)
+	if code != "" {
+		t.Fatalf("%s: %s", action, code)
+	}
+	res, _ := resp["Result"].(map[string]any)
+	var errObj map[string]any
+	if s, _ := res["ErrMsg"].(string); s != "" {
+		if err := json.Unmarshal([]byte(s), &errObj); err != nil {
+			t.Fatalf("ErrMsg %q is not SCF's error object: %v", s, err)
+		}
+	}
+	return res, errObj
+}
+
+func TestImposedStatus(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var seen []scftest.Execution
+	srv := newServer(t, &scftest.Options{
+		Fail: func(e scftest.Execution) *scftest.Failure {
+			mu.Lock()
+			seen = append(seen, e)
+			mu.Unlock()
+			if e.Async {
+				return &scftest.Failure{StatusCode: 441}
+			}
+			return &scftest.Failure{StatusCode: 430, StackTrace: "boom\nmain.go:7 main.f", Log: "printed"}
+		},
+		InvokeResult: func(status int) int64 { return int64(status) * 10 },
+	})
+	c := srv.Client(region)
+	res, obj := result(t, c, "InvokeFunction", map[string]any{"FunctionName": "fn", "Event": "{}", "LogType": "Tail"})
+	if obj["statusCode"] != 430.0 || obj["errorMessage"] != "user code exception caught" || obj["stackTrace"] != "boom\nmain.go:7 main.f" ||
+		res["Log"] != "printed" || res["InvokeResult"] != 4300.0 || res["FunctionRequestId"] == "" || obj["requestId"] != res["FunctionRequestId"] {
+		t.Errorf("imposed 430: Result %v, error object %v", res, obj)
+	}
+	// Without LogType Tail, no Log.
+	if res, _ := result(t, c, "InvokeFunction", map[string]any{"FunctionName": "fn", "Event": "{}"}); res["Log"] != "" {
+		t.Errorf("LogType None: Log %q", res["Log"])
+	}
+	// An asynchronous invocation's failure is the Invoke call's Result,
+	// with the table's status message.
+	if _, obj := result(t, c, "Invoke", map[string]any{"FunctionName": "fn", "InvocationType": "Event", "ClientContext": "{}"}); obj["statusCode"] != 441.0 || obj["errorMessage"] != "UnauthorizedOperation" {
+		t.Errorf("imposed 441 on an event: %v", obj)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 3 || seen[0].Function != "fn" || seen[0].Region != region || seen[0].Namespace != "default" || seen[0].Async || !seen[2].Async {
+		t.Errorf("Fail saw %+v", seen)
+	}
+	if st := srv.Stats(); st.Invocations[430] != 2 || st.Invocations[441] != 1 || st.ColdStarts != 0 {
+		t.Errorf("stats %+v: want the imposed statuses counted and no worker started", st)
+	}
+}
+
+func TestStatusesOfTheServer(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, &scftest.Options{Credentials: map[string]scftest.Credential{
+		scftest.TestSecretID: {Key: scftest.TestSecretKey},
+		"AKIDnoinvoke":       {Key: "k", Deny: []string{"InvokeFunction"}},
+	}})
+	c := srv.Client(region)
+	// fn's executable does not exist: SCF's HandlerNotFound.
+	if res, obj := result(t, c, "InvokeFunction", map[string]any{"FunctionName": "fn", "Event": "{}"}); obj["statusCode"] != 437.0 || res["InvokeResult"] != -1.0 {
+		t.Errorf("a missing executable: Result %v, error object %v; want status 437", res, obj)
+	}
+	// A version that does not exist: an API error for InvokeFunction,
+	// status 442 for Invoke, sync or async.
+	if code, _ := send(t, c, "InvokeFunction", map[string]any{"FunctionName": "fn", "Qualifier": "3"}); code != "ResourceNotFound.Qualifier" {
+		t.Errorf("InvokeFunction of version 3: %q, want ResourceNotFound.Qualifier", code)
+	}
+	for _, typ := range []string{"RequestResponse", "Event"} {
+		if _, obj := result(t, c, "Invoke", map[string]any{"FunctionName": "fn", "Qualifier": "3", "InvocationType": typ}); obj["statusCode"] != 442.0 {
+			t.Errorf("Invoke (%s) of version 3: %v, want status 442", typ, obj)
+		}
+	}
+	if code, _ := send(t, c, "GetFunction", map[string]any{"FunctionName": "fn", "Qualifier": "3"}); code != "ResourceNotFound.Version" {
+		t.Errorf("GetFunction of version 3: %q", code)
+	}
+	if code, _ := send(t, c, "InvokeFunction", map[string]any{"FunctionName": "fn", "LogType": "All"}); code != "InvalidParameterValue.LogType" {
+		t.Errorf("LogType All: %q", code)
+	}
+	// Valid credentials whose policy does not allow the action.
+	deny := srv.ClientWith(common.NewCredential("AKIDnoinvoke", "k"), region)
+	if code, _ := send(t, deny, "InvokeFunction", map[string]any{"FunctionName": "fn"}); code != "UnauthorizedOperation.CAM" {
+		t.Errorf("a denied action: %q, want UnauthorizedOperation.CAM", code)
+	}
+	if code, _ := send(t, deny, "GetFunction", map[string]any{"FunctionName": "fn"}); code != "" {
+		t.Errorf("an allowed action: %q", code)
+	}
+}
