@@ -76,7 +76,8 @@ type snapshot struct {
 	completed []int
 	workerIDs []string
 	done      int
-	failed    int
+	failed    int // stopped included
+	stopped   int // settled by the job's end, with no result of their own
 	inWorker  int
 	inBatch   int
 	retries   int
@@ -644,7 +645,7 @@ func (j *jobCore) publish(final bool) {
 	s := &snapshot{
 		completed: t.completed[:len(t.completed):len(t.completed)],
 		workerIDs: t.workerIDs[:len(t.workerIDs):len(t.workerIDs)],
-		done:      t.done, failed: t.failed, inWorker: t.inWorker, inBatch: t.inBatch,
+		done:      t.done, failed: t.failed, stopped: t.stopped, inWorker: t.inWorker, inBatch: t.inBatch,
 		retries: t.retries, ended: final, next: make(chan struct{}),
 	}
 	old := j.snap.Swap(s)

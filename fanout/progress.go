@@ -1,11 +1,15 @@
 package fanout
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -30,7 +34,9 @@ type progressCounts struct {
 // progressCounts reads the dispatcher's latest snapshot.
 func (j *jobCore) progressCounts() progressCounts {
 	s := j.snap.Load()
-	return progressCounts{done: s.done + s.failed, failed: s.failed, running: s.inWorker, queued: s.inBatch,
+	// Tasks settled only because the job stopped have no result: they are
+	// neither done nor failed here.
+	return progressCounts{done: s.done + s.failed - s.stopped, failed: s.failed - s.stopped, running: s.inWorker, queued: s.inBatch,
 		retries: s.retries, elapsed: j.clock.Now().Sub(j.started)}
 }
 
@@ -68,8 +74,9 @@ func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 	if cols, ok := terminalWidth(w); ok {
 		// The job is named once; the bar's line stays within the terminal,
 		// or every redraw would scroll instead of overwriting it.
-		fmt.Fprintf(w, "gowren: job %s: %d tasks of %s\n", j.id, n, j.spec.fn.name)
-		width := min(30, cols/4)
+		head := fmt.Sprintf("gowren: job %s: %d tasks of %s", j.id, n, j.spec.fn.name)
+		fmt.Fprintln(w, clip(head, cols-1))
+		width := min(max(cols/5, 10), 30)
 		room := cols - width - len(fmt.Sprintf(" 100%% || (%d/%d) ", n, n)) - 1
 		bar := progressbar.NewOptions(n,
 			progressbar.OptionSetWriter(w),
@@ -83,14 +90,22 @@ func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 		update := func() {
 			c := j.progressCounts()
 			rate, eta := progressRate(c, n)
-			desc := fmt.Sprintf("%d running, %d queued, %d failed, %d retried, %.1f tasks/s, ETA %s", c.running, c.queued, c.failed, c.retries, rate, eta)
-			if len(desc) > room {
-				desc = fmt.Sprintf("%d run, %d fail, %d retry, ETA %s", c.running, c.failed, c.retries, eta)
+			// The most that fits, from the whole story down to the ETA.
+			var desc string
+			for _, d := range []string{
+				fmt.Sprintf("%d running, %d queued, %d failed, %d retried, %.1f tasks/s, ETA %s", c.running, c.queued, c.failed, c.retries, rate, eta),
+				fmt.Sprintf("%d running, %d queued, %d failed, ETA %s", c.running, c.queued, c.failed, eta),
+				fmt.Sprintf("%d run, %d queued, %d failed, ETA %s", c.running, c.queued, c.failed, eta),
+				fmt.Sprintf("%d run, %d q, %d fail, ETA %s", c.running, c.queued, c.failed, eta),
+				fmt.Sprintf("%d run, %d q, ETA %s", c.running, c.queued, eta),
+				"ETA " + eta,
+			} {
+				if desc = d; len(d) <= room {
+					break
+				}
 			}
-			if len(desc) > room {
-				desc = desc[:max(room, 0)]
-			}
-			bar.Describe(desc)
+			// Padded: a shorter description overwrites a longer one.
+			bar.Describe(pad(clip(desc, room), room))
 			_ = bar.Set(c.done)
 		}
 		for {
@@ -99,7 +114,18 @@ func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 				update()
 			case <-stop:
 				update()
-				_ = bar.Finish()
+				if end := j.endState(); end != "" {
+					// Not a full bar: say how far the job got.
+					c := j.progressCounts()
+					desc := fmt.Sprintf("%s: %d of %d tasks have a result, %d failed", end, c.done, n, c.failed)
+					if len(desc) > room {
+						desc = fmt.Sprintf("%s: %d/%d", end, c.done, n)
+					}
+					bar.Describe(pad(clip(desc, room), room))
+					_ = bar.RenderBlank()
+				} else {
+					_ = bar.Finish()
+				}
 				fmt.Fprintln(w)
 				return
 			}
@@ -124,7 +150,12 @@ func (j *jobCore) showProgress(w io.Writer, stop <-chan struct{}) {
 				last, lastAt = c, time.Now()
 			}
 		case <-stop:
-			line(j.progressCounts())
+			c := j.progressCounts()
+			if end := j.endState(); end != "" {
+				fmt.Fprintf(w, "gowren: %s: %s: %d/%d have a result, %d failed, %d retried\n", name, end, c.done, n, c.failed, c.retries)
+				return
+			}
+			line(c)
 			return
 		}
 	}
@@ -141,4 +172,41 @@ func progressRate(c progressCounts, n int) (float64, string) {
 		return rate, "?"
 	}
 	return rate, time.Duration(float64(n-c.done) / rate * float64(time.Second)).Round(time.Second).String()
+}
+
+// endState names how a job that did not run to its end stopped:
+// "cancelled", "deadline exceeded" or "stopped"; "" for a job that ran to
+// its end. It is read once the dispatcher has finished.
+func (j *jobCore) endState() string {
+	switch err := j.jobErr; {
+	case err == nil:
+		return ""
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline exceeded"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	default:
+		return "stopped"
+	}
+}
+
+// clip cuts s to at most n bytes (the texts clipped are ASCII but for
+// function names, which are cut on a rune boundary).
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	n = max(n, 0)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// pad fills s with spaces to n bytes.
+func pad(s string, n int) string {
+	if len(s) >= n {
+		return s
+	}
+	return s + strings.Repeat(" ", n-len(s))
 }

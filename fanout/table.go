@@ -223,6 +223,7 @@ type table struct {
 	head  int   // ready[head:] is the queue
 
 	done, failed int
+	stopped      int   // of failed: settled by the job's end (abandon), not by a result
 	completed    []int // settled tasks, in settling order
 	firstSent    int64 // when the first invocation was sent
 
@@ -644,6 +645,9 @@ func (t *table) settle(i int, state uint8, te *TaskError, own *invocation) {
 			te.History = x.history
 		}
 		x.err = te
+		if te.fromJob {
+			t.stopped++
+		}
 		if !te.fromJob {
 			t.out.failed = append(t.out.failed, i)
 		}

@@ -67,7 +67,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	parts, err := job.Wait(ctx)
+	// The job follows ctx (Ctrl-C cancels it); Wait returns once it has
+	// ended, with the results of the tasks that finished.
+	parts, err := job.Wait(context.Background())
 	if err != nil {
 		if *plotFile != "" { // the timeline shows what failed, and when
 			<-job.Done()
