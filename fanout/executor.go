@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +19,6 @@ import (
 	_ "github.com/gowren/gowren/backends/local"
 	_ "github.com/gowren/gowren/backends/process"
 	"github.com/gowren/gowren/storage"
-	"github.com/gowren/gowren/storage/filestore"
 	"github.com/gowren/gowren/storage/memstore"
 )
 
@@ -175,7 +175,10 @@ type Options struct {
 	// KeepData keeps a job's objects in the store after its results are
 	// gathered, with its manifest and statistics (stats.json), for
 	// inspection with the gowren command. Defaults to false: they are
-	// deleted.
+	// deleted. With no Store set, where the default store would vanish
+	// with the program (local://, process://), the jobs are kept in the
+	// user's cache directory instead (KeptStoreDir), and the executor logs
+	// where.
 	KeepData bool
 	// OnJobEnd, when set, is called with the final statistics of every job
 	// the executor runs, once its results are in and its objects cleaned
@@ -237,12 +240,46 @@ func NewExecutor(b backends.Backend, opts *Options) *Executor {
 		o.Logger = slog.Default()
 	}
 	ex.store = o.Store
-	if ex.store == nil {
+	switch {
+	case ex.store == nil && o.KeepData && (ex.limits.InProcess || ex.limits.SameHost):
+		ex.store, ex.ownStore, ex.cfgErr = keptStore()
+		if ex.store != nil {
+			o.Logger.Info("gowren: KeepData with no store: jobs are kept in the user's cache directory; see them with `gowren -store URL jobs`",
+				"store", ex.store.URL())
+		}
+	case ex.store == nil:
 		ex.store, ex.ownStore, ex.cfgErr = defaultStore(ex.limits)
-	} else {
+	default:
 		ex.cfgErr = checkStoreReach(ex.store, ex.limits)
 	}
 	return ex
+}
+
+// KeptStoreDir returns the directory that keeps the jobs of executors with
+// Options.KeepData and no store, on backends of this machine:
+// <user cache directory>/gowren/store (~/.cache/gowren/store on Linux).
+func KeptStoreDir() (string, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("fanout: KeepData with no store: %w; set Options.Store or GOWREN_STORE", err)
+	}
+	return filepath.Join(dir, "gowren", "store"), nil
+}
+
+// keptStore opens the store of KeptStoreDir.
+func keptStore() (storage.Store, func() error, error) {
+	dir, err := KeptStoreDir()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("fanout: KeepData with no store: %w; set Options.Store or GOWREN_STORE", err)
+	}
+	st, err := storage.Open(context.Background(), (&url.URL{Scheme: "file", Path: dir}).String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("fanout: KeepData with no store: %w; set Options.Store or GOWREN_STORE", err)
+	}
+	return st, st.Close, nil
 }
 
 func defaultStore(l backends.Limits) (storage.Store, func() error, error) {
@@ -251,19 +288,7 @@ func defaultStore(l backends.Limits) (storage.Store, func() error, error) {
 		st := memstore.New(nil)
 		return st, st.Close, nil
 	case l.SameHost:
-		dir, err := os.MkdirTemp("", "gowren-")
-		if err != nil {
-			return nil, nil, fmt.Errorf("fanout: create the default store: %w", err)
-		}
-		st, err := filestore.New(dir, nil)
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, nil, fmt.Errorf("fanout: create the default store: %w", err)
-		}
-		return st, func() error {
-			err := st.Close()
-			return errors.Join(err, os.RemoveAll(dir))
-		}, nil
+		return newTempStore()
 	default:
 		return nil, nil, nil
 	}

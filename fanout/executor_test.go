@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv("FANOUT_TEST_DRIVER_STORE"); dir != "" {
 		os.Exit(childDriver(dir))
 	}
+	if os.Getenv("FANOUT_TEST_TEMP_DRIVER") != "" {
+		os.Exit(tempStoreDriver())
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -125,12 +125,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		sub.PrintDefaults()
 	}
 	var olderThan time.Duration
-	var all bool
+	var all, tmp bool
 	var out, statsFile string
 	switch cmd {
 	case "clean":
 		sub.DurationVar(&olderThan, "older-than", 0, "only jobs and shared values whose driver started longer ago than this (e.g. 24h)")
 		sub.BoolVar(&all, "all", false, "every job and shared value (with -older-than: every one older than that)")
+		sub.BoolVar(&tmp, "tmp", false, "remove the temporary stores (process:// defaults) of drivers that are gone from "+os.TempDir()+"; needs no store")
 	case "plot":
 		sub.StringVar(&out, "o", "timeline.png", "output file; .png or .svg")
 		sub.StringVar(&statsFile, "stats", "", "read the statistics from this JSON file instead of the store")
@@ -152,6 +153,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return plotStats(b, statsFile, out, stdout)
+	}
+	if cmd == "clean" && tmp {
+		if len(args) != 0 || all {
+			fmt.Fprintln(stderr, "usage: gowren clean -tmp (alone)")
+			return errUsage
+		}
+		removed := fanout.SweepTempStores(os.TempDir(), func(p string, err error) {
+			fmt.Fprintf(stderr, "gowren clean: %s: %v\n", p, err)
+		})
+		for _, p := range removed {
+			fmt.Fprintf(stdout, "removed %s\n", p)
+		}
+		fmt.Fprintf(stdout, "%d temporary stores of drivers that are gone removed from %s\n", len(removed), os.TempDir())
+		return nil
 	}
 	if *storeURL == "" {
 		fmt.Fprintf(stderr, "gowren %s: no store: pass -store URL or set %s\n", cmd, fanout.EnvStore)
@@ -416,11 +431,13 @@ var subUsage = map[string]string{
 	"jobs": "usage: gowren [-store URL] jobs\n\nLists the jobs in the store: ID, function, state, objects, size and age;\n" +
 		"then counts the values drivers shared with fanout.Put that are still there (refs/).\n",
 	"status": "usage: gowren [-store URL] status JOB\n\nShows a job: its objects, function, tasks, state and, when saved, its statistics.\n",
-	"clean": "usage: gowren [-store URL] clean [-older-than D] [-all | JOB...]\n\n" +
+	"clean": "usage: gowren [-store URL] clean [-older-than D] [-all | JOB...]\n       gowren clean -tmp\n\n" +
 		"Deletes the objects of the jobs named, of every job (-all), or of the jobs older than D.\n" +
 		"Without JOB it also deletes the values drivers shared with fanout.Put (refs/<executor id>/):\n" +
 		"all of them (-all), or those of drivers started more than D ago. A running driver's values\n" +
-		"are deleted too, so choose D longer than any driver runs.\n\nflags:\n",
+		"are deleted too, so choose D longer than any driver runs.\n" +
+		"-tmp removes instead the temporary stores that drivers on process:// left in $TMPDIR\n" +
+		"(gowren-<pid>-*) when they could not remove them; never those of drivers still running.\n\nflags:\n",
 	"plot": "usage: gowren [-store URL] plot [-o FILE] JOB\n       gowren plot -stats FILE [-o FILE]\n\n" +
 		"Draws a job's timeline (one line per task, coloured by outcome) and its concurrency\n" +
 		"over time, from the statistics saved with the job (Options.KeepData) or a JSON file.\n\nflags:\n",

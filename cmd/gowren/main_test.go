@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -102,6 +103,7 @@ func TestCLI(t *testing.T) {
 		{"status not an id", []string{"-store", url, "status", "aaaaaaaa"}, errUsage, nil},
 		{"plot bad id", []string{"-store", url, "plot", "-o", out + "/x.png", "../x"}, errUsage, nil},
 		{"clean bad id", []string{"-store", url, "clean", "aaaaaaaa-20260101T000000", "jobs/x"}, errUsage, nil},
+		{"clean -tmp with a job", []string{"-store", url, "clean", "-tmp", job.ID()}, errUsage, nil},
 		{"clean needs a target", []string{"-store", url, "clean"}, errUsage, nil},
 		{"clean old", []string{"-store", url, "clean", "-older-than", "24h"}, nil, []string{
 			"deleted job aaaaaaaa-20260101T000000", "1 jobs deleted",
@@ -241,5 +243,32 @@ func TestLayoutMatchesFanout(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "deleted shared values "+layout.RefGroup(exec)) {
 		t.Errorf("clean -all printed %q", out.String())
+	}
+}
+
+// clean -tmp removes the temporary stores of drivers that are gone, and
+// needs no store.
+func TestCleanTmp(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	gone := filepath.Join(tmp, "gowren-4000000-1")
+	other := filepath.Join(tmp, "gowren-deploy-2")
+	for _, d := range []string{gone, other} {
+		if err := os.MkdirAll(filepath.Join(d, "jobs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"-store", "", "clean", "-tmp"}, &out, &errOut); err != nil {
+		t.Fatalf("clean -tmp: %v\n%s", err, errOut.String())
+	}
+	if want := "removed " + gone + "\n1 temporary stores of drivers that are gone removed from " + tmp + "\n"; out.String() != want {
+		t.Errorf("output %q, want %q", out.String(), want)
+	}
+	if _, err := os.Stat(gone); !os.IsNotExist(err) {
+		t.Errorf("%s: %v", gone, err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("%s: %v", other, err)
 	}
 }
