@@ -3,6 +3,7 @@ package fanout_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -91,3 +92,24 @@ func TestTaskLogs(t *testing.T) {
 		t.Errorf("the driver's logger did not print the failed task's logs:\n%s", out)
 	}
 }
+
+// A program using Map reaches the logs of every task, successful ones
+// included, through the job's statistics (Options.OnJobEnd).
+func TestLogsInStats(t *testing.T) {
+	var got fanout.JobStats
+	ex := newLocal(t, nil, &fanout.Options{OnJobEnd: func(s fanout.JobStats) { got = s }})
+	if _, err := fanout.Map(context.Background(), ex, logsTwice, []int{5, 6}); err != nil {
+		t.Fatal(err)
+	}
+	for i, ts := range got.PerTask {
+		if ts.Outcome != "ok" || len(ts.Logs) != 2 || ts.Logs[1].Message != fmt.Sprintf("done %d", 5+i) {
+			t.Errorf("task %d: outcome %s, logs %v", i, ts.Outcome, ts.Logs)
+		}
+	}
+}
+
+var logsTwice = fanout.Register("fanout_test.logsTwice", func(ctx context.Context, x int) (int, error) {
+	fanout.Logger(ctx).Info("start", "x", x)
+	fanout.Logger(ctx).Info(fmt.Sprintf("done %d", x))
+	return x, nil
+})

@@ -121,6 +121,11 @@ type TaskStats struct {
 	Error       string      `json:"error,omitempty"`
 	History     []string    `json:"history,omitempty"`
 	FailedTries []FailedTry `json:"failed_tries,omitempty"`
+	// Logs are the records the task wrote through Logger(ctx), in the
+	// attempt whose result was taken (for a failed task, its last); with
+	// Options.KeepData they are saved in stats.json, where `gowren logs`
+	// reads them.
+	Logs []LogRecord `json:"logs,omitempty"`
 }
 
 // FailedTry is an attempt of a task that failed and was retried, or was the
@@ -270,10 +275,11 @@ func (c *jobCore) taskStats(i int, workerIDs []string) TaskStats {
 		ColdStart: rec.cold, BytesIn: c.inputSize(i), BytesOut: rec.bytesOut, Outcome: "ok",
 	}
 	if x := c.t.extra[i]; x != nil {
-		ts.History, ts.FailedTries = x.history, x.failedTries
+		ts.History, ts.FailedTries, ts.Logs = x.history, x.failedTries, x.logs
 		if x.err != nil {
 			ts.Outcome = "failed"
 			ts.Error = x.err.Error()
+			ts.Logs = x.err.Logs
 		}
 	}
 	if rec.received != 0 && int(rec.worker) < len(workerIDs) {

@@ -93,11 +93,11 @@ func Store(ctx context.Context) storage.Store {
 
 // LogRecord is one record a task wrote through Logger.
 type LogRecord struct {
-	Time    time.Time
-	Level   slog.Level
-	Message string
+	Time    time.Time  `json:"time"`
+	Level   slog.Level `json:"level"`
+	Message string     `json:"msg"`
 	// Attrs are the record's attributes in slog's text form: "k=v k2=v2".
-	Attrs string
+	Attrs string `json:"attrs,omitempty"`
 }
 
 func (r LogRecord) String() string {

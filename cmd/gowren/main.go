@@ -75,6 +75,7 @@ const usage = `usage: gowren [-store URL] <command> [arguments]
 commands:
   jobs                               list the jobs in the store
   status JOB                         show the objects of a job
+  logs JOB [TASK]                    print what a job's tasks logged (fanout.Logger)
   clean [-older-than D] [-all | JOB...]  delete job data (and, without JOB, shared values)
   plot [-o FILE] JOB | -stats FILE   draw a job's timeline and concurrency (PNG or SVG)
   deploy lambda|scf [flags] [PACKAGE]  build a main package and deploy it as a cloud function
@@ -112,7 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "deploy":
 		return deploy(ctx, rest, stdout, stderr)
-	case "jobs", "status", "clean", "plot":
+	case "jobs", "status", "clean", "plot", "logs":
 	default:
 		fmt.Fprintf(stderr, "gowren: unknown command %q\n\n", cmd)
 		fs.Usage()
@@ -190,6 +191,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errUsage
 		}
 		return status(ctx, st, args[0], stdout)
+	case "logs":
+		if len(args) < 1 || len(args) > 2 {
+			fmt.Fprintln(stderr, "usage: gowren logs JOB [TASK]")
+			return errUsage
+		}
+		task := -1
+		if len(args) == 2 {
+			n, err := strconv.Atoi(args[1])
+			if err != nil || n < 0 {
+				fmt.Fprintf(stderr, "gowren logs: task %q: want a task index, 0 or more\n", args[1])
+				return errUsage
+			}
+			task = n
+		}
+		return showLogs(ctx, st, args[0], task, stdout)
 	case "plot":
 		if len(args) != 1 {
 			fmt.Fprintln(stderr, "usage: gowren plot [-o FILE] JOB | -stats FILE")
@@ -428,6 +444,8 @@ func deleteGroup(ctx context.Context, st storage.Store, g layout.Group) error {
 
 // subUsage introduces each command's -h output.
 var subUsage = map[string]string{
+	"logs": "usage: gowren [-store URL] logs JOB [TASK]\n\nPrints the records the job's tasks wrote through fanout.Logger(ctx), task by task,\n" +
+		"or those of task TASK, from the statistics saved with the job (Options.KeepData).\n\nflags:\n",
 	"jobs": "usage: gowren [-store URL] jobs\n\nLists the jobs in the store: ID, function, state, objects, size and age;\n" +
 		"then counts the values drivers shared with fanout.Put that are still there (refs/).\n",
 	"status": "usage: gowren [-store URL] status JOB\n\nShows a job: its objects, function, tasks, state and, when saved, its statistics.\n",

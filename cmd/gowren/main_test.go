@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -270,5 +271,57 @@ func TestCleanTmp(t *testing.T) {
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Errorf("%s: %v", other, err)
+	}
+}
+
+var cliLogger = fanout.Register("cli.logger", func(ctx context.Context, x int) (int, error) {
+	fanout.Logger(ctx).Info("working", "x", x)
+	if x == 3 {
+		fanout.Logger(ctx).Warn("giving up")
+		return 0, fmt.Errorf("three")
+	}
+	return x, nil
+})
+
+// gowren logs prints what the tasks of a kept job logged, ok and failed.
+func TestLogs(t *testing.T) {
+	ctx := context.Background()
+	st, err := filestore.New(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ex := fanout.NewExecutor(local.New(nil), &fanout.Options{Store: st, KeepData: true, Logger: slog.New(slog.DiscardHandler)})
+	job, err := fanout.Start(ctx, ex, cliLogger, []int{0, 1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.Wait(ctx); !slices.Equal(fanout.FailedTasks(err), []int{3}) {
+		t.Fatalf("Wait: %v", err)
+	}
+	ex.Close()
+	logs := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := run(ctx, append([]string{"-store", st.URL(), "logs"}, args...), &out, &errOut)
+		return out.String(), err
+	}
+	out, err := logs(job.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if !strings.Contains(out, fmt.Sprintf("INFO working x=%d\n", i)) {
+			t.Errorf("logs lack task %d's record:\n%s", i, out)
+		}
+	}
+	out, err = logs(job.ID(), "3")
+	if err != nil || !strings.HasPrefix(out, "task 3 (failed, 1 attempts") || !strings.Contains(out, "WARN giving up") || strings.Contains(out, "x=1") {
+		t.Errorf("logs of task 3: %v\n%s", err, out)
+	}
+	if _, err := logs(job.ID(), "4"); err == nil || !strings.Contains(err.Error(), "no task 4") {
+		t.Errorf("logs of task 4: %v", err)
+	}
+	if _, err := logs(job.ID(), "x"); !errors.Is(err, errUsage) {
+		t.Errorf("logs of task x: %v", err)
 	}
 }
