@@ -307,7 +307,11 @@ func Run(ctx context.Context, ex *fanout.Executor, st storage.Store, o Options) 
 	}
 	switch {
 	case len(keys) == 0 && o.Images != nil:
-		return sum, fmt.Errorf("thumb: no image (.png, .jpg, .jpeg) under %q in %s", o.In, src.URL())
+		where := src.URL()
+		if o.In != "" {
+			where = fmt.Sprintf("%q of %s", o.In, where)
+		}
+		return sum, fmt.Errorf("thumb: no image (.png, .jpg, .jpeg) in %s", where)
 	case len(keys) == 0:
 		if err := noOwnImages(ctx, st, o); err != nil {
 			return sum, err
