@@ -946,10 +946,11 @@ func readDir(d *os.Root) ([]fs.DirEntry, error) {
 	return f.ReadDir(-1)
 }
 
-// Delete removes the objects under keys, and the directories it leaves
-// empty; missing keys are not an error. It checks every key before
-// removing any. When ctx is cancelled, the objects removed so far stay
-// removed.
+// Delete removes the objects under keys (the files, or the links to files,
+// that List shows), and the directories it leaves empty; missing keys, and
+// keys of what is no object (a directory), are not an error. It checks
+// every key before removing any. When ctx is cancelled, the objects removed
+// so far stay removed.
 func (s *Store) Delete(ctx context.Context, keys ...string) error {
 	for _, k := range keys {
 		if err := validKey(k); err != nil {
@@ -966,9 +967,16 @@ func (s *Store) Delete(ctx context.Context, keys ...string) error {
 		if err := ctx.Err(); err != nil {
 			return s.opError("delete", key, err)
 		}
-		// A directory is no object: Remove would take it when empty.
+		// Only what List shows is removed: a directory is no object
+		// (Remove would take it when empty), nor a FIFO or a link to one.
 		fi, err := s.root.Lstat(key)
-		if err == nil && fi.IsDir() {
+		if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			fi, err = s.root.Stat(key) // the link goes, if it leads to a file
+			if err != nil {
+				continue // dangling, or out of the store
+			}
+		}
+		if err == nil && !fi.Mode().IsRegular() {
 			continue
 		}
 		if err == nil {

@@ -5,6 +5,7 @@ package filestore_test
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -112,11 +113,20 @@ func TestSpecialFiles(t *testing.T) {
 	if b, err := st.Get(ctx, "data/out"); err == nil {
 		t.Errorf("Get through a link out of the store = %q", b)
 	}
-	// Deleting a link removes the link, not its target.
-	if err := st.Delete(ctx, "top.txt"); err != nil {
+	// Deleting a link removes the link, not its target; what is no object
+	// is not deleted.
+	if err := st.Delete(ctx, "top.txt", "data/fifo", "data/dirlink", "data/dangling", "data/out"); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := st.Get(ctx, "data/real.txt"); err != nil || string(b) != "real" {
 		t.Fatalf("the target after deleting a link to it: %q, %v", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "top.txt")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the link top.txt is still there: %v", err)
+	}
+	for _, name := range []string{"data/fifo", "data/dirlink", "data/dangling", "data/out"} {
+		if _, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(name))); err != nil {
+			t.Errorf("Delete took %s, which is no object: %v", name, err)
+		}
 	}
 }
