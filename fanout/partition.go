@@ -70,7 +70,10 @@ const maxChunks = 1 << 20
 // each into chunks of opts.ChunkSize bytes, in key order and then offset
 // order, ready to be the inputs of Map. Empty objects give no chunk. A
 // prefix with no object gives no chunk and no error. Partition reads no
-// object data: it sends List requests only.
+// object data: it sends List requests only. On a file store the objects are
+// the files under the prefix, so a folder of text files put there by hand
+// partitions as it is (select files by name with Filter: hidden ones such
+// as .DS_Store are objects too).
 //
 // The tasks read their chunk from their job's store with Chunk.Open, so st
 // should hold the same objects as the store of the executor that runs them.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -159,6 +160,46 @@ func TestPartitionPropertyS3(t *testing.T) {
 	srv := s3test.NewServer(t)
 	st := srv.Store(t, "data", nil)
 	runPartitionProperty(t, st, 2, 25)
+}
+
+// A folder of text files that a user put there by hand, opened as a file
+// store, partitions like any store: every file (in subfolders too) is cut
+// into chunks that read back its bytes.
+func TestPartitionPlainFolder(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(4, 4))
+	files := map[string][]byte{}
+	for _, name := range []string{"corpus/a.txt", "corpus/books/b.txt", "corpus/books/c d.txt", "corpus/.hidden.txt"} {
+		data := randomText(r, 40)
+		data = append(data, "last line\n"...) // never empty
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		files[name] = data
+	}
+	st, err := storage.Open(t.Context(), "file://"+filepath.ToSlash(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	chunks, err := fanout.Partition(t.Context(), st, "corpus/", &fanout.PartitionOptions{ChunkSize: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, c := range chunks {
+		seen[c.Key] = true
+	}
+	if len(seen) != len(files) {
+		t.Fatalf("Partition of the folder cut %d files (%d chunks), want all %d", len(seen), len(chunks), len(files))
+	}
+	checkPartition(t, st, "corpus/", files, 16, true, false)
+	checkPartition(t, st, "corpus/", files, 7, false, true)
 }
 
 // A line longer than many chunks: the chunks inside it are empty, the one

@@ -22,7 +22,10 @@
 //
 // A key is a non-empty UTF-8 string of at most 1024 bytes, made of segments
 // separated by "/". ValidateKey states the rules every driver enforces, so a
-// key that works on one store works on all.
+// key that works on one store works on all. One difference remains: a file
+// store keeps each key as a path, so there "a" and "a/b" cannot both be
+// objects (ErrKeyConflict), while S3 and memstore hold both; gowren's own
+// keys never form such a pair.
 //
 // # Errors
 //
@@ -59,6 +62,13 @@ var (
 	ErrTooLarge = errors.New("storage: object too large")
 	// ErrClosed means the store was used after Close.
 	ErrClosed = errors.New("storage: store closed")
+	// ErrKeyConflict means a store that keeps keys as paths (filestore)
+	// refused to write an object whose key is a prefix of another object's
+	// key up to a "/", or has such a prefix that is an object: there "a"
+	// and "a/b" cannot both be objects, as a path cannot be both a file
+	// and a directory. S3 and memstore allow such pairs, and gowren's own
+	// keys never form one.
+	ErrKeyConflict = errors.New("storage: key conflicts with another object")
 )
 
 // MaxKeyLen is the longest key, in bytes, that every driver accepts.

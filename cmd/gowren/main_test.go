@@ -164,6 +164,37 @@ func TestS3Store(t *testing.T) {
 	}
 }
 
+// TestOldLayoutStore: a file store written by an earlier gowren (objects
+// named KEY%) is refused with an error naming the directory and one of its
+// files, never listed as empty, and left as it was.
+func TestOldLayoutStore(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(dir, "jobs", "aaaaaaaa-20260101T000000", "manifest%")
+	if err := os.MkdirAll(filepath.Dir(old), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, []byte("{}"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{{"jobs"}, {"clean", "-all"}} {
+		var out, errOut bytes.Buffer
+		args := append([]string{"-store", "file://" + filepath.ToSlash(dir)}, cmd...)
+		err := run(context.Background(), args, &out, &errOut)
+		if !errors.Is(err, filestore.ErrOldLayout) || errors.Is(err, errUsage) {
+			t.Fatalf("%s: %v, want ErrOldLayout (exit status 1)", cmd, err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, dir) || !strings.Contains(msg, "manifest%") {
+			t.Errorf("%s: the error %q names neither the directory nor a file", cmd, msg)
+		}
+		if out.Len() != 0 {
+			t.Errorf("%s printed %q", cmd, out.String())
+		}
+	}
+	if _, err := os.Stat(old); err != nil {
+		t.Fatalf("the old object is gone: %v", err)
+	}
+}
+
 // TestLayoutMatchesFanout checks that the keys package layout reads are the
 // ones fanout writes: an async job kept with its data, and the shared values
 // of a driver that ran with KeepData (as one killed before Close leaves them).

@@ -1,15 +1,21 @@
-// Command thumbnails makes JPEG thumbnails of every image (PNG, JPEG) under
-// a prefix of a store, one task per image, with gowren. When the prefix
-// holds no image it first draws sample images there (procedurally, a few
-// megapixels each; nothing is downloaded), also as tasks.
+// Command thumbnails makes JPEG thumbnails of every image (PNG, JPEG) in a
+// folder, one task per image, with gowren. Without a folder it first draws
+// sample images (procedurally, a few megapixels each; nothing is
+// downloaded), also as tasks, and makes their thumbnails.
 //
-//	go run ./examples/thumbnails                         # a file store in the temporary directory, local goroutines
-//	go run ./examples/thumbnails -backend process://     # worker subprocesses of this binary
-//	GOWREN_STORE='s3://bucket/gowren?region=eu-west-1' go run ./examples/thumbnails   # images in S3
+//	go run ./examples/thumbnails -in ~/Pictures/holiday             # your images, local goroutines
+//	go run ./examples/thumbnails -in ~/Pictures/holiday -backend process://   # worker subprocesses of this binary
+//	go run ./examples/thumbnails                                    # sample images
+//	GOWREN_STORE='s3://bucket/gowren?region=eu-west-1' go run ./examples/thumbnails -in 's3://bucket/photos?region=eu-west-1'
 //
-// The store is -store, else $GOWREN_STORE, else file://$TMPDIR/gowren-thumbnails.
-// Images are read from -in (default "images/") and thumbnails written to
-// -out (default "thumbs/"), as KEY.jpg.
+// -in is a directory, read as the file store file://DIR (every PNG and JPEG
+// under it, in subfolders too), or the URL of any store; it is only read.
+// The thumbnails go to the job's store, -store, else $GOWREN_STORE, else
+// file://$TMPDIR/gowren-thumbnails, under -out (default "thumbs/"): the
+// image 2024/beach.png gives thumbs/2024/beach.png.jpg. Sample images go to
+// the job's store too, under samples/, never into a folder of yours: a
+// store that already holds images elsewhere is refused for them (give it
+// as -in instead).
 package main
 
 import (
@@ -20,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gowren/gowren/examples/thumbnails/thumb"
@@ -36,10 +43,10 @@ func main() {
 
 	backend := flag.String("backend", "", "backend URL (default: $GOWREN_BACKEND, else local://)")
 	storeURL := flag.String("store", "", "store URL (default: $GOWREN_STORE, else a directory in "+os.TempDir()+")")
-	in := flag.String("in", "images/", "prefix of the images")
-	out := flag.String("out", "thumbs/", "prefix of the thumbnails")
+	in := flag.String("in", "", "folder of images (a directory, or a store URL such as s3://bucket/photos), only read (default: draw sample images)")
+	out := flag.String("out", "thumbs/", "prefix of the thumbnails in the store")
 	size := flag.Int("size", 256, "largest width and height of a thumbnail")
-	samples := flag.Int("samples", 12, "sample images to draw when -in holds none")
+	samples := flag.Int("samples", 12, "sample images to draw when there is no -in")
 	mp := flag.Float64("megapixels", 3, "size of the sample images")
 	progress := flag.Bool("progress", false, "show the job's progress on stderr")
 	plotFile := flag.String("plot", "", "write the thumbnail job's timeline to this .png or .svg file")
@@ -50,9 +57,24 @@ func main() {
 	if *size < 1 || *samples < 1 || *mp <= 0 || *mp > 100 {
 		log.Fatal("thumbnails: -size and -samples must be positive, -megapixels in (0, 100]")
 	}
+	if *out == "" {
+		log.Fatal("thumbnails: -out: want a prefix such as thumbs/")
+	}
+	if !strings.HasSuffix(*out, "/") {
+		*out += "/" // a folder of thumbnails
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	o := thumb.Options{In: samplesPrefix, Out: *out, MaxSize: *size, Samples: *samples, Megapixels: *mp}
+	if *in != "" {
+		images, err := openImages(ctx, *in)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer images.Close()
+		o.Images, o.In = images, ""
+	}
 	st, err := openStore(ctx, *storeURL)
 	if err != nil {
 		log.Fatal(err)
@@ -69,7 +91,7 @@ func main() {
 	defer ex.Close()
 
 	start := time.Now()
-	sum, err := thumb.Run(ctx, ex, st, thumb.Options{In: *in, Out: *out, MaxSize: *size, Samples: *samples, Megapixels: *mp})
+	sum, err := thumb.Run(ctx, ex, st, o)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -78,11 +100,16 @@ func main() {
 		decode += r.DecodeTime
 		resize += r.ResizeTime
 	}
-	fmt.Printf("gowren thumbnails in %s\n", st.URL())
-	if sum.Generated > 0 {
-		fmt.Printf("drew %d sample images under %q first (%v)\n", sum.Generated, *in, (time.Since(start) - sum.Wall).Round(time.Millisecond))
+	from := where(st, samplesPrefix)
+	if o.Images != nil {
+		from = where(o.Images, "")
 	}
-	fmt.Printf("images      %d under %q -> thumbnails under %q (at most %dx%d)\n", len(sum.Results), *in, *out, *size, *size)
+	fmt.Printf("gowren thumbnails\n")
+	if sum.Generated > 0 {
+		fmt.Printf("drew        %d sample images into %s first (%v)\n", sum.Generated, from, (time.Since(start) - sum.Wall).Round(time.Millisecond))
+	}
+	fmt.Printf("images      %d in %s\n", len(sum.Results), from)
+	fmt.Printf("thumbnails  %d in %s (at most %dx%d)\n", len(sum.Results), where(st, *out), *size, *size)
 	fmt.Printf("bytes       in %.1f MB, out %.2f MB\n", float64(sum.BytesIn)/1e6, float64(sum.BytesOut)/1e6)
 	fmt.Printf("wall time   %v   (task time: decode %v, resize %v)\n",
 		sum.Wall.Round(time.Millisecond), decode.Round(time.Millisecond), resize.Round(time.Millisecond))
@@ -92,6 +119,37 @@ func main() {
 		}
 		fmt.Printf("timeline    written to %s\n", *plotFile)
 	}
+}
+
+// samplesPrefix is where sample images are drawn in the job's store.
+const samplesPrefix = "samples/"
+
+// openImages opens the store of the user's images: in is a store URL, or
+// a directory, which must exist.
+func openImages(ctx context.Context, in string) (storage.Store, error) {
+	if strings.Contains(in, "://") || strings.HasPrefix(in, "file:") {
+		return storage.Open(ctx, in)
+	}
+	fi, err := os.Stat(in)
+	if err != nil {
+		return nil, fmt.Errorf("thumbnails: -in: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("thumbnails: -in %s is a file: give the folder that holds the images", in)
+	}
+	return filestore.New(in, nil)
+}
+
+// where says where the objects under prefix in st are: a directory for a
+// file store, else the prefix and the store's URL.
+func where(st storage.Store, prefix string) string {
+	if fs, ok := st.(*filestore.Store); ok {
+		return filepath.Join(fs.Dir(), filepath.FromSlash(prefix)) + string(filepath.Separator)
+	}
+	if prefix == "" {
+		return st.URL()
+	}
+	return prefix + " of " + st.URL()
 }
 
 // openStore opens the store named by flag, else $GOWREN_STORE, else a file

@@ -4,13 +4,17 @@
 // streaming it from the store, and one reduce task adds the counts up.
 // Neither the driver nor any task holds an object whole. When the prefix
 // holds nothing it first generates a corpus of deterministic pseudo-random
-// text there, also as tasks.
+// text there, also as tasks; but not in a store that holds files of its
+// own (a folder of yours): it says so instead.
 //
 //	go run ./examples/wordcount                          # a file store in the temporary directory, local goroutines
 //	go run ./examples/wordcount -backend process://      # worker subprocesses of this binary
+//	go run ./examples/wordcount -store file://$HOME/texts -prefix books/   # the files in ~/texts/books/, as they are
 //	GOWREN_STORE='s3://bucket/gowren?region=eu-west-1' go run ./examples/wordcount -prefix books/
 //
 // The store is -store, else $GOWREN_STORE, else file://$TMPDIR/gowren-wordcount.
+// A file store is a plain directory: the objects under -prefix are the
+// files in that folder, subfolders included.
 package main
 
 import (

@@ -1,6 +1,8 @@
 // Package filestore is a storage.Store kept in a directory of the local
-// filesystem. It suits a laptop, a single machine, or a directory shared by
-// the workers of the process backend.
+// filesystem: a plain directory, whose objects are plain files. It suits a
+// laptop, a single machine, a directory shared by the workers of the
+// process backend, and folders of files put there by hand (photos, a text
+// corpus) that a job reads or partitions.
 //
 // # Storage URLs
 //
@@ -17,35 +19,59 @@
 //
 // # Layout
 //
-// Keys map to paths under the directory: every segment but the last is a
-// directory, and the object is a file named after the last segment followed
-// by '%'. The key "jobs/7f3a/out/12.0" is the file DIR/jobs/7f3a/out/12.0%.
-// The suffix keeps objects and directories apart, so a key and a prefix of
-// it, such as "a" and "a/b", can both exist (as on S3): "a%" is the object,
-// "a" the directory. In segments, '%', the characters Windows forbids in
-// file names (`"*:<>?|`) and a final '.' or ' ' are written as %XX (uppercase
-// hexadecimal): the key "logs/12:00" is the file "logs/12%3A00%".
+// A key is a path under the directory, byte for byte: the key
+// "jobs/7f3a/out/12.0" is the file DIR/jobs/7f3a/out/12.0, and the file
+// DIR/2024/beach.jpg is the object "2024/beach.jpg". Nothing is escaped or
+// added to names, so any program can read what the store writes, and the
+// store lists and reads what any program puts there. Every regular file is
+// an object, hidden ones (.DS_Store) included: select objects by name where
+// that matters (PartitionOptions.Filter in package fanout).
 //
-// Writes go to a temporary file named "%tmp-" and 16 hexadecimal digits, in
-// the object's directory, which is then renamed over the object: readers
-// see the old object or the new one, whole, and of concurrent writers of a
-// key the last rename wins. No key maps to a temporary name, and List skips
-// them; temporary files left by a crashed process can be removed by hand
-// (find DIR -name '%tmp-*' -delete). Delete removes directories it leaves
-// empty. Files and directories that do not follow the layout, and symbolic
-// links, are ignored by List.
+// A key cannot be both an object and a prefix of another key's directories
+// here, as a path cannot be both a file and a directory: while "a" is an
+// object, writing "a/b" fails, and while "a/b" is, writing "a" fails, both
+// with an error wrapping storage.ErrKeyConflict that names the two keys.
+// S3 and memstore allow such pairs; gowren's own keys never form one. An
+// empty directory is neither: writing its key replaces it.
+//
+// Writes go to a temporary file named ".gowren-tmp-" and 16 hexadecimal
+// digits, in the object's directory, which is then renamed over the object:
+// readers see the old object or the new one, whole, and of concurrent
+// writers of a key the last rename wins. List skips temporary files, and no
+// key may have a segment starting with ".gowren-tmp-"; temporary files left
+// by a crashed process can be removed by hand
+// (find DIR -name '.gowren-tmp-*' -delete). Delete removes the directories
+// it leaves empty, never the store's own directory.
+//
+// List yields an error naming the file when it meets a name that cannot be
+// a key (one storage.ValidateKey refuses: a control character, a
+// backslash, invalid UTF-8, a path longer than storage.MaxKeyLen), rather
+// than skip it unseen: rename the file, or list a prefix that leaves it
+// out. It skips what holds no object: directories (it walks into them),
+// FIFOs, sockets and devices. A symbolic link is the object it points to
+// when that is a regular file inside the directory; links to directories
+// are not followed, and links leading out of the directory are skipped
+// (and refused by Get).
 //
 // # Limits
 //
-// Each segment must fit in a file name: at most 254 bytes once escaped;
-// longer ones are refused with storage.ErrInvalidKey. On a case-insensitive
-// filesystem (the default on macOS and Windows) keys that differ only in
-// case, or in Unicode normalization, name the same object. On Windows, a
-// segment that is a reserved device name (CON, NUL, COM1, ...) cannot be a
-// directory.
+// Each segment must fit in a file name: at most 255 bytes; longer ones are
+// refused with storage.ErrInvalidKey. On Windows, so are segments holding
+// one of `"*:<>?|` or ending in a dot or a space, and a segment that is a
+// reserved device name (CON, NUL, COM1, ...) does not work. On a
+// case-insensitive filesystem (the default on macOS and Windows) keys that
+// differ only in case, or in Unicode normalization, name the same object.
 //
 // All access goes through an os.Root, so neither a key nor a symbolic link
 // inside the directory can reach a file outside it.
+//
+// # Earlier layout
+//
+// Earlier versions of gowren named each object's file after its key plus a
+// "%" ("jobs/7f3a/manifest%"), with some characters escaped as %XX. New and
+// storage.Open refuse a directory in that layout with an error wrapping
+// ErrOldLayout that names the directory and an example file, rather than
+// show it as empty or misread it; see ErrOldLayout for what to do.
 //
 // # Durability
 //
@@ -90,6 +116,15 @@ const Scheme = "file"
 func init() {
 	storage.Register(Scheme, openURL)
 }
+
+// ErrOldLayout means that a directory holds objects in the layout of
+// earlier versions of gowren, each a file named after its key plus "%", which
+// this version neither lists nor reads. New refuses such a directory, naming
+// it and one of its files. Nothing in it is changed: finish or collect its
+// jobs with the gowren that wrote it (gowren status, gowren clean), or move
+// its files away; the key of each object is its path without the "%" and
+// with each %XX turned back into the character it stands for.
+var ErrOldLayout = errors.New("directory in the layout of an earlier gowren")
 
 // Options configure a Store. A nil *Options means the defaults.
 type Options struct {
@@ -147,6 +182,12 @@ func New(dir string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("filestore: new %q: %w", dir, err)
 	}
+	if example, old := oldLayout(root); old {
+		root.Close()
+		return nil, fmt.Errorf("filestore: new %q: %w, its objects being files named KEY%% (such as %q), which this version neither lists nor reads: "+
+			"finish or clean its jobs with the gowren that wrote them, or move the directory away and start afresh",
+			abs, ErrOldLayout, example)
+	}
 	return &Store{dir: abs, root: root, opts: o, writers: map[*writer]struct{}{}}, nil
 }
 
@@ -201,18 +242,22 @@ func openURL(_ context.Context, u *url.URL) (storage.Store, error) {
 // Dir returns the absolute path of the store's directory.
 func (s *Store) Dir() string { return s.dir }
 
-// Path returns the file that holds, or would hold, the object under key. It
-// fails with storage.ErrInvalidKey for a key the store refuses. The path is
-// always inside Dir.
+// Path returns the file that holds, or would hold, the object under key:
+// Dir joined with the key. It fails with storage.ErrInvalidKey for a key the
+// store refuses. The path is always inside Dir.
 func (s *Store) Path(key string) (string, error) {
+	if err := validKey(key); err != nil {
+		return "", s.opError("path", key, err)
+	}
+	return filepath.Join(s.dir, filepath.FromSlash(key)), nil
+}
+
+// validKey checks key against storage.ValidateKey and the store's own rules.
+func validKey(key string) error {
 	if err := storage.ValidateKey(key); err != nil {
-		return "", s.opError("path", key, err)
+		return err
 	}
-	_, obj, err := keyPaths(key)
-	if err != nil {
-		return "", s.opError("path", key, err)
-	}
-	return filepath.Join(s.dir, filepath.FromSlash(obj)), nil
+	return checkSegments(key)
 }
 
 // URL returns "file:///DIR", with the store's options as query parameters.
@@ -287,26 +332,24 @@ func missing(err error) bool {
 }
 
 // begin checks that an operation on key can start and returns the key's
-// directory and object file.
-func (s *Store) begin(ctx context.Context, op, key string) (dir, obj string, err error) {
+// directory ("." for a key of one segment). The key is the object's path.
+func (s *Store) begin(ctx context.Context, op, key string) (dir string, err error) {
 	if s.closed.Load() {
-		return "", "", s.opError(op, key, storage.ErrClosed)
+		return "", s.opError(op, key, storage.ErrClosed)
 	}
-	if err := storage.ValidateKey(key); err != nil {
-		return "", "", s.opError(op, key, err)
-	}
-	dir, obj, err = keyPaths(key)
-	if err != nil {
-		return "", "", s.opError(op, key, err)
+	if err := validKey(key); err != nil {
+		return "", s.opError(op, key, err)
 	}
 	if err := ctx.Err(); err != nil {
-		return "", "", s.opError(op, key, err)
+		return "", s.opError(op, key, err)
 	}
-	return dir, obj, nil
+	return path.Dir(key), nil
 }
 
-// createTemp creates a new temporary file in dir, creating dir if needed.
-func (s *Store) createTemp(dir string) (*os.File, string, error) {
+// createTemp creates a new temporary file for the object key in its
+// directory dir, creating dir if needed. It fails with an error wrapping
+// storage.ErrKeyConflict when a prefix of key is an object.
+func (s *Store) createTemp(ctx context.Context, dir, key string) (*os.File, string, error) {
 	const attempts = 100
 	for i := 0; ; i++ {
 		name := path.Join(dir, fmt.Sprintf("%s%016x", tempPrefix, rand.Uint64()))
@@ -315,27 +358,60 @@ func (s *Store) createTemp(dir string) (*os.File, string, error) {
 		case err == nil:
 			return f, name, nil
 		case i >= attempts:
-			return nil, "", err
+			return nil, "", s.conflictOr(ctx, key, err)
 		case errors.Is(err, fs.ErrExist):
 			// Name taken: draw another.
 		case errors.Is(err, fs.ErrNotExist) && dir != ".":
 			// The directory is missing, or a concurrent Delete has just
 			// removed it as empty: (re)create it. MkdirAll too may lose
 			// races with Delete (ENOENT, or EEXIST for a directory gone
-			// again): try again then.
+			// again): try again then. EEXIST may also mean that a prefix
+			// of the key is a file: the next OpenFile fails with ENOTDIR.
 			err := s.root.MkdirAll(dir, 0o777)
 			if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrExist) {
-				return nil, "", err
+				return nil, "", s.conflictOr(ctx, key, err)
 			}
 		default:
-			return nil, "", err
+			return nil, "", s.conflictOr(ctx, key, err)
 		}
 	}
 }
 
-// commit makes the temporary file f, named tmp, the object obj in dir,
+// conflictOr returns an error wrapping storage.ErrKeyConflict when the
+// object key cannot be written because one of its prefixes is an object (a
+// file where a directory must go), or because it is itself a directory
+// that is not empty; otherwise err.
+func (s *Store) conflictOr(ctx context.Context, key string, err error) error {
+	for i := range len(key) {
+		if key[i] != '/' {
+			continue
+		}
+		fi, serr := s.root.Stat(key[:i])
+		if serr != nil {
+			break
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%w: %q is an object, so it cannot also be a prefix of %q here; S3 allows both, a file store does not (a file is no directory)",
+				storage.ErrKeyConflict, key[:i], key)
+		}
+	}
+	if fi, serr := s.root.Lstat(key); serr == nil && fi.IsDir() {
+		for info, lerr := range s.List(ctx, key+"/") {
+			if lerr == nil {
+				return fmt.Errorf("%w: %q is a prefix of %q, so it cannot also be an object here; S3 allows both, a file store does not (a directory is no file)",
+					storage.ErrKeyConflict, key, info.Key)
+			}
+			break
+		}
+		return fmt.Errorf("%w: %q is a directory that is not empty, so it cannot be an object", storage.ErrKeyConflict, key)
+	}
+	return err
+}
+
+// commit makes the temporary file f, named tmp, the object key in dir,
 // unless ctx is done. It closes f, and removes tmp unless it was renamed.
-func (s *Store) commit(ctx context.Context, f *os.File, tmp, dir, obj string) error {
+// An empty directory where the object goes is replaced.
+func (s *Store) commit(ctx context.Context, f *os.File, tmp, dir, key string) error {
 	var err error
 	if s.opts.Sync {
 		err = f.Sync()
@@ -347,10 +423,18 @@ func (s *Store) commit(ctx context.Context, f *os.File, tmp, dir, obj string) er
 		err = ctx.Err()
 	}
 	if err == nil {
-		err = s.root.Rename(tmp, obj)
+		err = s.root.Rename(tmp, key)
+		if err != nil {
+			if fi, serr := s.root.Lstat(key); serr == nil && fi.IsDir() && s.root.Remove(key) == nil {
+				err = s.root.Rename(tmp, key) // the directory was empty
+			}
+			if err != nil {
+				err = s.conflictOr(ctx, key, err)
+			}
+		}
 	}
 	if err != nil {
-		_ = s.root.Remove(tmp) // best effort: List skips temporary files anyway
+		s.removeTemp(tmp)
 		return err
 	}
 	if s.opts.Sync {
@@ -369,14 +453,14 @@ func (s *Store) commit(ctx context.Context, f *os.File, tmp, dir, obj string) er
 // temporary file and renames it over the object. When ctx is cancelled
 // first, or a write fails, nothing is stored.
 func (s *Store) Put(ctx context.Context, key string, data []byte) error {
-	dir, obj, err := s.begin(ctx, "put", key)
+	dir, err := s.begin(ctx, "put", key)
 	if err != nil {
 		return err
 	}
 	if err := s.tooLarge(int64(len(data))); err != nil {
 		return s.opError("put", key, err)
 	}
-	f, tmp, err := s.createTemp(dir)
+	f, tmp, err := s.createTemp(ctx, dir, key)
 	if err != nil {
 		return s.opError("put", key, err)
 	}
@@ -389,31 +473,39 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 	}
 	if err != nil {
 		f.Close()
-		_ = s.root.Remove(tmp) // best effort: List skips temporary files anyway
+		s.removeTemp(tmp)
 		return s.opError("put", key, err)
 	}
-	if err := s.commit(ctx, f, tmp, dir, obj); err != nil {
+	if err := s.commit(ctx, f, tmp, dir, key); err != nil {
 		return s.opError("put", key, err)
 	}
 	return nil
 }
 
-// open opens the object of key for reading and returns its size.
+// open opens the object of key for reading and returns its size. Only a
+// regular file is an object; it is checked before it is opened, so that a
+// FIFO does not block, and after.
 func (s *Store) open(ctx context.Context, op, key string) (*os.File, int64, error) {
-	_, obj, err := s.begin(ctx, op, key)
-	if err != nil {
+	if _, err := s.begin(ctx, op, key); err != nil {
 		return nil, 0, err
 	}
-	f, err := s.root.Open(obj)
+	fi, err := s.root.Stat(key)
+	if err == nil && !fi.Mode().IsRegular() {
+		err = storage.ErrNotFound // a directory, or no object
+	}
+	var f *os.File
+	if err == nil {
+		f, err = s.root.Open(key)
+	}
 	if err != nil {
 		if missing(err) {
 			err = storage.ErrNotFound
 		}
 		return nil, 0, s.opError(op, key, err)
 	}
-	fi, err := f.Stat()
+	fi, err = f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
-		err = storage.ErrNotFound // not written by this package
+		err = storage.ErrNotFound
 	}
 	if err != nil {
 		f.Close()
@@ -541,18 +633,27 @@ func (r *reader) Close() error {
 // NewWriter returns a writer of a new object. It writes to a temporary file,
 // renamed over any object under key when Close returns nil. When ctx is
 // cancelled before Close completes, the temporary file is removed at once,
-// even if Close is never called, and nothing is stored. A writer is not
-// safe for concurrent use.
+// even if Close is never called, and nothing is stored. A key that cannot
+// be an object because of another (see "Layout" in the package
+// documentation) fails with storage.ErrKeyConflict, from NewWriter when it
+// can tell, else from Close. A writer is not safe for concurrent use.
 func (s *Store) NewWriter(ctx context.Context, key string) (io.WriteCloser, error) {
-	dir, obj, err := s.begin(ctx, "new writer", key)
+	dir, err := s.begin(ctx, "new writer", key)
 	if err != nil {
 		return nil, err
 	}
-	f, tmp, err := s.createTemp(dir)
+	// A key that is a directory with objects in it cannot become an
+	// object: say so now rather than after the whole stream.
+	if fi, err := s.root.Lstat(key); err == nil && fi.IsDir() && !s.emptyDir(key) {
+		if err := s.conflictOr(ctx, key, nil); err != nil {
+			return nil, s.opError("new writer", key, err)
+		}
+	}
+	f, tmp, err := s.createTemp(ctx, dir, key)
 	if err != nil {
 		return nil, s.opError("new writer", key, err)
 	}
-	w := &writer{s: s, ctx: ctx, key: key, f: f, tmp: tmp, dir: dir, obj: obj, cbDone: make(chan struct{})}
+	w := &writer{s: s, ctx: ctx, key: key, f: f, tmp: tmp, dir: dir, cbDone: make(chan struct{})}
 	w.stop = context.AfterFunc(ctx, func() {
 		defer close(w.cbDone)
 		w.mu.Lock()
@@ -577,10 +678,10 @@ func (s *Store) NewWriter(ctx context.Context, key string) (io.WriteCloser, erro
 }
 
 type writer struct {
-	s             *Store
-	ctx           context.Context // the writer's own operation; not retained past Close
-	key           string
-	tmp, dir, obj string
+	s        *Store
+	ctx      context.Context // the writer's own operation; not retained past Close
+	key      string
+	tmp, dir string
 
 	stop       func() bool   // unregisters the cancellation callback
 	cbDone     chan struct{} // closed when the cancellation callback returns
@@ -601,7 +702,7 @@ func (w *writer) abortLocked(op string, err error) {
 		return
 	}
 	w.f.Close()
-	_ = w.s.root.Remove(w.tmp) // best effort: List skips temporary files anyway
+	w.s.removeTemp(w.tmp)
 	w.f = nil
 	w.err = w.s.opError(op, w.key, err)
 	w.s.forget(w)
@@ -667,7 +768,7 @@ func (w *writer) Close() error {
 	f := w.f
 	w.f = nil
 	w.s.forget(w)
-	if err := w.s.commit(w.ctx, f, w.tmp, w.dir, w.obj); err != nil {
+	if err := w.s.commit(w.ctx, f, w.tmp, w.dir, w.key); err != nil {
 		w.err = w.s.opError("close", w.key, err)
 		return w.err
 	}
@@ -675,10 +776,13 @@ func (w *writer) Close() error {
 }
 
 // List yields the objects whose key starts with prefix, in ascending byte
-// order of key. It walks the directory tree depth first, reading one
-// directory at a time, so memory grows with the largest directory, not with
-// the store. Objects written or deleted during the walk may or may not be
-// seen. The loop body may call any method of the store.
+// order of key: every regular file under the directory, and every symbolic
+// link to one inside it (see "Layout" in the package documentation). It
+// walks the directory tree depth first, reading one directory at a time, so
+// memory grows with the largest directory, not with the store. Objects
+// written or deleted during the walk may or may not be seen. A file whose
+// name cannot be a key ends the listing with an error naming it. The loop
+// body may call any method of the store.
 func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[storage.ObjectInfo, error] {
 	return s.ListAfter(ctx, prefix, "")
 }
@@ -706,17 +810,17 @@ func (s *Store) ListAfter(ctx context.Context, prefix, startAfter string) iter.S
 		dir := "."
 		if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
 			dirKey, filter = prefix[:i+1], prefix[i+1:]
-			names, err := segmentNames(prefix[:i])
-			if err != nil {
-				return // a segment too long to be a directory: no objects
+			dir = prefix[:i]
+			if checkSegments(dir) != nil {
+				return // no key has such a segment: no objects
 			}
-			dir = strings.Join(names, "/")
 		}
 		sub, err := s.root.OpenRoot(dir)
 		if err != nil {
-			if !missing(err) {
-				l.fail(err)
+			if fi, serr := s.root.Stat(dir); missing(err) || (serr == nil && !fi.IsDir()) {
+				return // no such directory, or an object: nothing under it
 			}
+			l.fail(err)
 			return
 		}
 		defer sub.Close()
@@ -737,17 +841,17 @@ func (l *lister) fail(err error) {
 }
 
 type entry struct {
-	name  string // in the directory
-	seg   string // the key segment
-	order string // seg, or seg+"/" for a directory: sorts as the keys do
+	name  string // in the directory, and the key segment
+	order string // name, or name+"/" for a directory: sorts as the keys do
 	dir   bool
 }
 
-// walk yields the objects under the directory d, whose keys start with
-// keyPrefix, restricted to the entries whose segment starts with filter.
-// It returns false when the iteration must stop.
+// walk yields the objects under the directory d, whose keys (and paths from
+// the store's directory) start with keyPrefix, restricted to the entries
+// whose name starts with filter. It returns false when the iteration must
+// stop.
 func (l *lister) walk(d *os.Root, keyPrefix, filter string) bool {
-	names, err := readNames(d)
+	des, err := readDir(d)
 	if err != nil {
 		if missing(err) {
 			return true // removed under us
@@ -755,19 +859,19 @@ func (l *lister) walk(d *os.Root, keyPrefix, filter string) bool {
 		l.fail(err)
 		return false
 	}
-	entries := make([]entry, 0, len(names))
-	for _, name := range names {
-		seg, object, ok := decodeName(name)
-		if !ok || !strings.HasPrefix(seg, filter) {
+	entries := make([]entry, 0, len(des))
+	for _, de := range des {
+		name := de.Name()
+		if !strings.HasPrefix(name, filter) || strings.HasPrefix(name, tempPrefix) {
 			continue
 		}
-		e := entry{name: name, seg: seg, order: seg, dir: !object}
+		e := entry{name: name, order: name, dir: de.IsDir()}
 		if e.dir {
-			e.order = seg + "/"
+			e.order = name + "/"
 		}
 		entries = append(entries, e)
 	}
-	names = nil
+	des = nil
 	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.order, b.order) })
 	for _, e := range entries {
 		if err := l.ctx.Err(); err != nil {
@@ -778,30 +882,41 @@ func (l *lister) walk(d *os.Root, keyPrefix, filter string) bool {
 			l.fail(storage.ErrClosed)
 			return false
 		}
-		if key := keyPrefix + e.seg; (!e.dir && key <= l.after) ||
+		key := keyPrefix + e.name
+		if (!e.dir && key <= l.after) ||
 			(e.dir && key+"/" < l.after && !strings.HasPrefix(l.after, key+"/")) {
 			continue // every key here sorts before l.after
 		}
-		fi, err := d.Lstat(e.name)
-		switch {
-		case missing(err):
-			continue // deleted under us
-		case err != nil:
-			l.fail(err)
+		if err := nameKey(e.name); err != nil || len(key) > storage.MaxKeyLen {
+			if err == nil {
+				err = fmt.Errorf("%w: longer than %d bytes", storage.ErrInvalidKey, storage.MaxKeyLen)
+			}
+			l.fail(fmt.Errorf("%q cannot be listed, its path is no valid key (rename it, or list a prefix without it): %w", key, err))
 			return false
 		}
-		key := keyPrefix + e.seg
 		if !e.dir {
-			if !fi.Mode().IsRegular() {
-				continue
+			fi, err := d.Lstat(e.name)
+			if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+				// Followed inside the store only, from its top (a link
+				// may lead to another directory of the store).
+				fi, err = l.s.root.Stat(key)
+				if err != nil || !fi.Mode().IsRegular() {
+					continue // dangling, to a directory, or out of the store
+				}
+			}
+			switch {
+			case missing(err):
+				continue // deleted under us
+			case err != nil:
+				l.fail(err)
+				return false
+			case !fi.Mode().IsRegular():
+				continue // a FIFO, socket or device: no object
 			}
 			if !l.yield(storage.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, nil) {
 				return false
 			}
 			continue
-		}
-		if !fi.IsDir() {
-			continue // symbolic links are not followed: they could loop
 		}
 		child, err := d.OpenRoot(e.name)
 		if err != nil {
@@ -820,30 +935,27 @@ func (l *lister) walk(d *os.Root, keyPrefix, filter string) bool {
 	return true
 }
 
-func readNames(d *os.Root) ([]string, error) {
+// readDir returns the entries of the directory d, with their types (from
+// the directory itself where the filesystem records them).
+func readDir(d *os.Root) ([]fs.DirEntry, error) {
 	f, err := d.Open(".")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return f.Readdirnames(-1)
+	return f.ReadDir(-1)
 }
 
-// Delete removes the objects under keys, and the directories it leaves
-// empty; missing keys are not an error. It checks every key before
-// removing any. When ctx is cancelled, the objects removed so far stay
-// removed.
+// Delete removes the objects under keys (the files, or the links to files,
+// that List shows), and the directories it leaves empty; missing keys, and
+// keys of what is no object (a directory), are not an error. It checks
+// every key before removing any. When ctx is cancelled, the objects removed
+// so far stay removed.
 func (s *Store) Delete(ctx context.Context, keys ...string) error {
-	objs := make([]string, len(keys))
-	for i, k := range keys {
-		if err := storage.ValidateKey(k); err != nil {
+	for _, k := range keys {
+		if err := validKey(k); err != nil {
 			return s.opError("delete", k, err)
 		}
-		_, obj, err := keyPaths(k)
-		if err != nil {
-			return s.opError("delete", k, err)
-		}
-		objs[i] = obj
 	}
 	if s.closed.Load() {
 		return s.deleteError(keys, storage.ErrClosed)
@@ -851,26 +963,64 @@ func (s *Store) Delete(ctx context.Context, keys ...string) error {
 	if err := ctx.Err(); err != nil {
 		return s.deleteError(keys, err)
 	}
-	for i, obj := range objs {
+	for _, key := range keys {
 		if err := ctx.Err(); err != nil {
-			return s.opError("delete", keys[i], err)
+			return s.opError("delete", key, err)
 		}
-		if err := s.root.Remove(obj); err != nil {
+		// Only what List shows is removed: a directory is no object
+		// (Remove would take it when empty), nor a FIFO or a link to one.
+		fi, err := s.root.Lstat(key)
+		if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			fi, err = s.root.Stat(key) // the link goes, if it leads to a file
+			if err != nil {
+				continue // dangling, or out of the store
+			}
+		}
+		if err == nil && !fi.Mode().IsRegular() {
+			continue
+		}
+		if err == nil {
+			err = s.root.Remove(key)
+		}
+		if err != nil {
 			if missing(err) {
 				continue
 			}
-			return s.opError("delete", keys[i], err)
+			return s.opError("delete", key, err)
 		}
-		// Remove the directories left empty, deepest first. Removing a
-		// directory that is not empty fails, which ends the climb; a
-		// concurrent Put that finds its directory gone creates it again.
-		for dir := path.Dir(obj); dir != "."; dir = path.Dir(dir) {
-			if s.root.Remove(dir) != nil {
-				break
-			}
-		}
+		s.prune(path.Dir(key))
 	}
 	return nil
+}
+
+// prune removes dir and its parents while they are empty, deepest first,
+// never the store's own directory. Removing a directory that is not empty
+// fails, which ends the climb; a concurrent write that finds its directory
+// gone creates it again.
+func (s *Store) prune(dir string) {
+	for ; dir != "."; dir = path.Dir(dir) {
+		if s.root.Remove(dir) != nil {
+			return
+		}
+	}
+}
+
+// removeTemp removes the temporary file tmp. It is best effort: List skips
+// temporary files anyway. A directory created for it stays: it may be a
+// user's, and an empty directory is neither object nor prefix.
+func (s *Store) removeTemp(tmp string) {
+	_ = s.root.Remove(tmp)
+}
+
+// emptyDir reports whether the directory dir holds nothing.
+func (s *Store) emptyDir(dir string) bool {
+	f, err := s.root.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	return len(names) == 0 && err == io.EOF
 }
 
 // deleteError is the error of a Delete of keys as a whole.

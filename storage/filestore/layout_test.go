@@ -1,51 +1,39 @@
 package filestore
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/gowren/gowren/storage"
 )
 
-// FuzzNames: every valid segment has one object name and one directory
-// name, distinct from each other and from temporary names, that decode back
-// to it; and any name that decodes is the encoding of what it decodes to,
-// so no two names in a directory stand for the same key.
+// FuzzNames: a valid key segment is its own file name, unless it is too
+// long or names a temporary file; a file name is a key segment exactly when
+// storage.ValidateKey accepts it; and the earlier layout's names are
+// recognised exactly as it wrote them.
 func FuzzNames(f *testing.F) {
-	for _, s := range []string{"a", "%", "%25", "a.", "a ", "...", "a:b", "%tmp-0", "x%", "日本", "lower%3a", "%2E", "%zz", "a%2Fb"} {
+	for _, s := range []string{"a", "%", "%25", "a.", "a ", "...", "a:b", "%tmp-0", "x%", "日本", "lower%3a", "%2E", "%zz", "a%2Fb", ".gowren-tmp-1", ".DS_Store", "a\\b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		// s as a file name found in a directory.
-		if seg, object, ok := decodeName(s); ok {
-			name := escapeSegment(seg)
-			if object {
-				name += objectSuffix
-			}
-			if name != s {
-				t.Fatalf("name %q decodes to %q (object %v), which encodes to %q", s, seg, object, name)
-			}
-			if strings.HasPrefix(s, tempPrefix) {
-				t.Fatalf("temporary name %q decodes to %q", s, seg)
-			}
+		valid := !strings.Contains(s, "/") && storage.ValidateKey(s) == nil
+		if err := nameKey(s); (err == nil) != valid && !strings.Contains(s, "/") {
+			t.Fatalf("nameKey(%q) = %v, but ValidateKey says valid=%v", s, err, valid)
 		}
-		// s as a key segment.
-		if strings.Contains(s, "/") || storage.ValidateKey(s) != nil {
+		if !valid {
 			return
 		}
-		dir := escapeSegment(s)
-		obj := dir + objectSuffix
-		if dir == obj || strings.HasPrefix(dir, tempPrefix) || strings.HasPrefix(obj, tempPrefix) {
-			t.Fatalf("segment %q: names %q and %q collide with each other or a temporary name", s, dir, obj)
+		err := checkName(s)
+		reserved := len(s) > maxNameLen || strings.HasPrefix(s, tempPrefix)
+		if runtime.GOOS != "windows" && (err != nil) != reserved {
+			t.Fatalf("checkName(%q) = %v, want an error only for a long or temporary name", s, err)
 		}
-		if strings.ContainsAny(dir, "/\\:*?\"<>|") || strings.HasSuffix(dir, ".") || strings.HasSuffix(dir, " ") {
-			t.Fatalf("segment %q: name %q is not portable", s, dir)
+		if err := checkSegments("dir/" + s); (err != nil) != (checkName(s) != nil) {
+			t.Fatalf("checkSegments(dir/%q) = %v, checkName = %v", s, err, checkName(s))
 		}
-		if seg, object, ok := decodeName(obj); !ok || !object || seg != s {
-			t.Fatalf("object name %q of %q decodes to %q, %v, %v", obj, s, seg, object, ok)
-		}
-		if seg, object, ok := decodeName(dir); !ok || object || seg != s {
-			t.Fatalf("directory name %q of %q decodes to %q, %v, %v", dir, s, seg, object, ok)
+		if name := oldEscape(s); !isOldSegment(name) || !isOldObjectName(name+oldObjectSuffix) {
+			t.Fatalf("the earlier layout's name %q of %q is not recognised", name, s)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 // Package thumb is the work of the thumbnails example: functions that draw
-// sample images into a store and make JPEG thumbnails of images in a store,
-// each registered with fanout so that any backend runs them.
+// sample images into a store and make JPEG thumbnails of images in a store
+// (the job's, or another one such as a folder of the user's), each
+// registered with fanout so that any backend runs them.
 package thumb
 
 import (
@@ -19,6 +20,7 @@ import (
 
 	"golang.org/x/image/draw"
 
+	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/fanout"
 	"github.com/gowren/gowren/storage"
 )
@@ -117,7 +119,10 @@ var Generate = fanout.Register("thumbnails.generate", func(ctx context.Context, 
 
 // Job asks for the thumbnail of one image.
 type Job struct {
-	// Key is the image in the job's store (PNG or JPEG).
+	// Src is the URL of the store that holds the image, which the task
+	// opens; "" means the job's store.
+	Src string
+	// Key is the image in its store (PNG or JPEG).
 	Key string
 	// Out is where the thumbnail goes, as a JPEG.
 	Out string
@@ -151,15 +156,15 @@ func ThumbSize(w, h, maxSize int) (int, int) {
 // before the pixels are allocated.
 const maxPixels = 100e6
 
-// Thumbnail reads an image from the job's store, scales it down with
-// Catmull-Rom resampling and writes it as a JPEG.
+// Thumbnail reads an image from its store, scales it down with Catmull-Rom
+// resampling and writes it to the job's store as a JPEG.
 var Thumbnail = fanout.Register("thumbnails.thumbnail", func(ctx context.Context, j Job) (Result, error) {
 	res := Result{Key: j.Key, Out: j.Out}
 	if j.MaxSize < 1 {
 		return res, fmt.Errorf("thumb: %q: thumbnail size %d: want at least 1", j.Key, j.MaxSize)
 	}
 	st := fanout.Store(ctx)
-	data, err := st.Get(ctx, j.Key)
+	data, err := read(ctx, st, j.Src, j.Key)
 	if err != nil {
 		return res, err
 	}
@@ -196,14 +201,36 @@ var Thumbnail = fanout.Register("thumbnails.thumbnail", func(ctx context.Context
 	return res, nil
 })
 
-// Options configure Run. The zero value is not useful: set the prefixes.
+// read returns the object key of the store at url, or of st when url is "".
+func read(ctx context.Context, st storage.Store, url, key string) ([]byte, error) {
+	if url == "" {
+		return st.Get(ctx, key)
+	}
+	src, err := storage.Open(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("thumb: open the images' store: %w", err)
+	}
+	defer src.Close()
+	return src.Get(ctx, key)
+}
+
+// Options configure Run. The zero value is not useful: set Out, and In or
+// Images.
 type Options struct {
-	// In is the prefix of the images; Out the prefix of the thumbnails.
+	// Images is the store that holds the images, such as a folder of the
+	// user's (a file store), which Run only reads; the tasks open it from
+	// its URL, so it must be one the backend's workers can reach. Nil
+	// means the job's store, where Run draws sample images under In when
+	// In holds none.
+	Images storage.Store
+	// In is the prefix of the images in their store ("" for all of
+	// Images); Out the prefix of the thumbnails in the job's store.
 	In, Out string
 	// MaxSize bounds the thumbnails' width and height. Defaults to 256.
 	MaxSize int
-	// Samples is how many sample images Run draws when In is empty, of
-	// Megapixels each. Defaults to 12 images of 3 megapixels.
+	// Samples is how many sample images Run draws into the job's store
+	// when Images is nil and In holds none, of Megapixels each. Defaults to
+	// 12 images of 3 megapixels.
 	Samples    int
 	Megapixels float64
 }
@@ -230,13 +257,30 @@ func IsImage(key string) bool {
 	return false
 }
 
-// Run makes a thumbnail of every image under o.In in st, on ex, whose
-// store must hold the same objects (it is usually st). When o.In holds no
-// image, it first draws sample images there, also on ex.
+// Run makes a thumbnail of every image under o.In in o.Images, or in st
+// when o.Images is nil, on ex, whose store must hold the same objects as st
+// (it is usually st). Thumbnails go to st under o.Out: the image "In/a.png"
+// gives "Out/a.png.jpg". When o.Images is nil and o.In holds no image, Run
+// first draws sample images there, also on ex, unless st holds images of
+// its own elsewhere: those are a user's, and Run then fails, pointing to
+// Options.Images (-in), rather than draw beside them. When o.Images holds
+// no image, Run fails.
 func Run(ctx context.Context, ex *fanout.Executor, st storage.Store, o Options) (Summary, error) {
 	var sum Summary
-	if o.In == "" || o.Out == "" || o.In == o.Out {
-		return sum, errors.New("thumb: set distinct input and output prefixes")
+	src, srcURL := st, ""
+	if o.Images != nil {
+		src = o.Images
+		if src.URL() != st.URL() {
+			srcURL = src.URL()
+		}
+	}
+	switch {
+	case o.Out == "":
+		return sum, errors.New("thumb: set the prefix of the thumbnails (Out)")
+	case o.Images == nil && o.In == "":
+		return sum, errors.New("thumb: set the prefix of the images (In), or their store (Images)")
+	case srcURL == "" && o.In == o.Out:
+		return sum, fmt.Errorf("thumb: images and thumbnails both under %q in %s: set distinct prefixes", o.In, st.URL())
 	}
 	if o.MaxSize == 0 {
 		o.MaxSize = 256
@@ -247,24 +291,44 @@ func Run(ctx context.Context, ex *fanout.Executor, st storage.Store, o Options) 
 	if o.Megapixels == 0 {
 		o.Megapixels = 3
 	}
-	keys, err := images(ctx, st, o.In)
+	if srcURL != "" {
+		if err := reachable(srcURL, ex.Backend().Limits()); err != nil {
+			return sum, err
+		}
+	}
+	// The thumbnails of an earlier run are no images to make thumbnails of.
+	skip := ""
+	if srcURL == "" {
+		skip = o.Out
+	}
+	keys, err := images(ctx, src, o.In, skip)
 	if err != nil {
 		return sum, err
 	}
-	if len(keys) == 0 {
+	switch {
+	case len(keys) == 0 && o.Images != nil:
+		where := src.URL()
+		if o.In != "" {
+			where = fmt.Sprintf("%q of %s", o.In, where)
+		}
+		return sum, fmt.Errorf("thumb: no image (.png, .jpg, .jpeg) in %s", where)
+	case len(keys) == 0:
+		if err := noOwnImages(ctx, st, o); err != nil {
+			return sum, err
+		}
 		samples := Samples(o.In, o.Samples, o.Megapixels)
 		if _, err := fanout.Map(ctx, ex, Generate, samples); err != nil {
 			return sum, fmt.Errorf("thumb: draw samples: %w", err)
 		}
 		sum.Generated = len(samples)
-		if keys, err = images(ctx, st, o.In); err != nil {
+		if keys, err = images(ctx, st, o.In, skip); err != nil {
 			return sum, err
 		}
 	}
 	jobs := make([]Job, len(keys))
 	for i, k := range keys {
 		// "in/a.png" -> "out/a.png.jpg": a.png and a.jpg do not collide.
-		jobs[i] = Job{Key: k, Out: o.Out + strings.TrimPrefix(k, o.In) + ".jpg", MaxSize: o.MaxSize}
+		jobs[i] = Job{Src: srcURL, Key: k, Out: o.Out + strings.TrimPrefix(k, o.In) + ".jpg", MaxSize: o.MaxSize}
 	}
 	start := time.Now()
 	job, err := fanout.Start(ctx, ex, Thumbnail, jobs)
@@ -281,13 +345,46 @@ func Run(ctx context.Context, ex *fanout.Executor, st storage.Store, o Options) 
 	return sum, err
 }
 
-func images(ctx context.Context, st storage.Store, prefix string) ([]string, error) {
+// reachable fails when the workers of a backend with limits l cannot open
+// the store at url: a directory of this machine from another one, or a
+// store in this process's memory from another process.
+func reachable(url string, l backends.Limits) error {
+	switch {
+	case strings.HasPrefix(url, "file:") && !l.InProcess && !l.SameHost:
+		return fmt.Errorf("thumb: the images in %s are on this machine, out of reach of the backend's workers: copy them to a store they reach (s3://...)", url)
+	case strings.HasPrefix(url, "mem:") && !l.InProcess:
+		return fmt.Errorf("thumb: the images in %s are in this process's memory, out of reach of the backend's workers", url)
+	}
+	return nil
+}
+
+// noOwnImages fails when st holds an image outside o.In and o.Out: a
+// store of the user's images, given as the job's store, where samples must
+// not be drawn.
+func noOwnImages(ctx context.Context, st storage.Store, o Options) error {
+	for info, err := range st.List(ctx, "") {
+		if err != nil {
+			return err
+		}
+		k := info.Key
+		if IsImage(k) && !strings.HasPrefix(k, o.In) && !strings.HasPrefix(k, o.Out) {
+			return fmt.Errorf("thumb: %s holds images of its own, such as %q, and none under %q: "+
+				"make their thumbnails by giving it as the images' store (thumbnails -in), "+
+				"or use another store to draw samples into", st.URL(), k, o.In)
+		}
+	}
+	return nil
+}
+
+// images returns the keys of the images under prefix in st, less those
+// under skip (when not "").
+func images(ctx context.Context, st storage.Store, prefix, skip string) ([]string, error) {
 	var keys []string
 	for info, err := range st.List(ctx, prefix) {
 		if err != nil {
 			return nil, err
 		}
-		if IsImage(info.Key) {
+		if IsImage(info.Key) && (skip == "" || !strings.HasPrefix(info.Key, skip)) {
 			keys = append(keys, info.Key)
 		}
 	}

@@ -6,9 +6,13 @@ import (
 	"image"
 	"image/jpeg"
 	"io"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -169,8 +173,138 @@ func TestRun(t *testing.T) {
 			defer st.Close()
 			ex := fanout.NewExecutor(tc.backend(), &fanout.Options{Store: st, Logger: quiet})
 			defer ex.Close()
-			checkRun(t, ex, st)
+			t.Run("samples", func(t *testing.T) { checkRun(t, ex, st) })
+			t.Run("folder", func(t *testing.T) { checkFolder(t, ex, st) })
 		})
+	}
+}
+
+// files returns the files under dir, relative to it, with their contents.
+func files(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		out[filepath.ToSlash(rel)] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// userFolder makes a folder of images as a user has them: in subfolders,
+// upper-case extensions, beside files that are no images.
+func userFolder(t *testing.T) (string, []thumb.Sample) {
+	t.Helper()
+	dir := t.TempDir()
+	imgs := []thumb.Sample{
+		{Key: "IMG_0001.JPG", Width: 120, Height: 90, Seed: 1},
+		{Key: "2024/beach.png", Width: 90, Height: 120, Seed: 2},
+		{Key: "2024/summer/pier.jpeg", Width: 100, Height: 100, Seed: 3},
+	}
+	for _, s := range imgs {
+		data, err := thumb.Encode(s.Key, thumb.Draw(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(dir, filepath.FromSlash(s.Key)), data)
+	}
+	write(t, filepath.Join(dir, ".DS_Store"), []byte("finder"))
+	write(t, filepath.Join(dir, "2024", "notes.txt"), []byte("not an image"))
+	return dir, imgs
+}
+
+func write(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o666); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkFolder makes the thumbnails of a folder of a user's images, read as
+// a file store through its URL by the tasks: one per image, in the job's
+// store under the output prefix, and the folder left exactly as it was.
+func checkFolder(t *testing.T, ex *fanout.Executor, st storage.Store) {
+	ctx := t.Context()
+	dir, imgs := userFolder(t)
+	before := files(t, dir)
+	images, err := filestore.New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer images.Close()
+	sum, err := thumb.Run(ctx, ex, st, thumb.Options{Images: images, Out: "folder-thumbs/", MaxSize: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Generated != 0 || len(sum.Results) != len(imgs) {
+		t.Fatalf("drew %d samples, made %d thumbnails; want 0 and %d", sum.Generated, len(sum.Results), len(imgs))
+	}
+	for i, r := range sum.Results {
+		b, err := st.Get(ctx, r.Out)
+		if err != nil {
+			t.Fatalf("thumbnail of %s: %v", r.Key, err)
+		}
+		th, err := jpeg.Decode(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("thumbnail %s does not decode as JPEG: %v", r.Out, err)
+		}
+		if max(th.Bounds().Dx(), th.Bounds().Dy()) != 32 {
+			t.Errorf("thumbnail of %s is %v, want a longer side of 32", r.Key, th.Bounds().Size())
+		}
+		if want := "folder-thumbs/" + r.Key + ".jpg"; r.Out != want {
+			t.Errorf("result %d: thumbnail of %s at %q, want %q", i, r.Key, r.Out, want)
+		}
+	}
+	keys := []string{}
+	for _, r := range sum.Results {
+		keys = append(keys, r.Key)
+	}
+	if want := []string{"2024/beach.png", "2024/summer/pier.jpeg", "IMG_0001.JPG"}; !slices.Equal(keys, want) {
+		t.Errorf("images = %q, want %q", keys, want)
+	}
+	if after := files(t, dir); !maps.Equal(after, before) {
+		t.Errorf("the folder changed: %d files before, %d after", len(before), len(after))
+	}
+	// A folder without images is an error, not an invitation to draw.
+	empty, err := filestore.New(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Close()
+	if _, err := thumb.Run(ctx, ex, st, thumb.Options{Images: empty, Out: "folder-thumbs/"}); err == nil || !strings.Contains(err.Error(), "no image") {
+		t.Errorf("Run over an empty folder: %v, want an error saying it holds no image", err)
+	}
+}
+
+// TestNoSamplesIntoUserImages: given a folder of the user's images as the
+// job's store, Run draws no samples beside them: it fails, naming an image
+// and the way to use them, and leaves the folder as it was.
+func TestNoSamplesIntoUserImages(t *testing.T) {
+	dir, _ := userFolder(t)
+	before := files(t, dir)
+	st, err := filestore.New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ex := fanout.NewExecutor(local.New(nil), &fanout.Options{Store: st, Logger: quiet})
+	defer ex.Close()
+	_, err = thumb.Run(t.Context(), ex, st, thumb.Options{In: "samples/", Out: "thumbs/", Samples: 2, Megapixels: 0.01})
+	if err == nil || !strings.Contains(err.Error(), "-in") || !strings.Contains(err.Error(), `"2024/beach.png"`) {
+		t.Fatalf("Run drawing samples into a folder of images: %v, want an error naming an image and -in", err)
+	}
+	if after := files(t, dir); !maps.Equal(after, before) {
+		t.Errorf("the folder changed: %d files before, %d after", len(before), len(after))
 	}
 }
 

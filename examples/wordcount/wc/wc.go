@@ -273,7 +273,10 @@ type Summary struct {
 // Run counts the words of the objects under o.Prefix of st with a
 // MapReduce on ex, whose store must hold the same objects (it is usually
 // st): one map task per line-aligned chunk, one reducer. When the prefix
-// holds nothing, it first generates a corpus there, also as tasks.
+// holds nothing, it first generates a corpus there, also as tasks, unless
+// st holds other objects than gowren's: those are a user's files (a folder
+// given as a file store), and Run then fails, naming one, rather than write
+// a corpus beside them.
 func Run(ctx context.Context, ex *fanout.Executor, st storage.Store, o Options) (Summary, error) {
 	var sum Summary
 	if o.Prefix == "" {
@@ -296,6 +299,9 @@ func Run(ctx context.Context, ex *fanout.Executor, st storage.Store, o Options) 
 		return sum, err
 	}
 	if len(chunks) == 0 {
+		if err := noOwnFiles(ctx, st, o.Prefix); err != nil {
+			return sum, err
+		}
 		files := make([]TextFile, o.Files)
 		for i := range files {
 			files[i] = TextFile{Key: fmt.Sprintf("%stext-%03d.txt", o.Prefix, i), Size: o.FileSize, Seed: o.Seed*1000 + uint64(i)}
@@ -319,4 +325,21 @@ func Run(ctx context.Context, ex *fanout.Executor, st storage.Store, o Options) 
 	sum.Counts, err = fanout.MapReduce(ctx, ex, CountChunk, chunks, Merge)
 	sum.Wall = time.Since(start)
 	return sum, err
+}
+
+// noOwnFiles fails when st holds an object outside prefix and gowren's own
+// prefixes (jobs/, refs/): a user's file, beside which no corpus is written.
+func noOwnFiles(ctx context.Context, st storage.Store, prefix string) error {
+	for info, err := range st.List(ctx, "") {
+		if err != nil {
+			return err
+		}
+		k := info.Key
+		if !strings.HasPrefix(k, prefix) && !strings.HasPrefix(k, "jobs/") && !strings.HasPrefix(k, "refs/") {
+			return fmt.Errorf("wc: %s holds no text under %q but files of its own, such as %q: "+
+				"put the text to count under %q (or name its folder with wordcount -prefix), or use another store to generate a corpus into",
+				st.URL(), prefix, k, prefix)
+		}
+	}
+	return nil
 }

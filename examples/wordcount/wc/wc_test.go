@@ -137,6 +137,44 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// A folder of a user's files given as the store, with nothing under the
+// prefix: Run writes no corpus beside them, and says why.
+func TestNoCorpusIntoUserFiles(t *testing.T) {
+	ctx := t.Context()
+	st, err := filestore.New(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Put(ctx, "notes.txt", []byte("my own words\n")); err != nil {
+		t.Fatal(err)
+	}
+	ex := fanout.NewExecutor(local.New(nil), &fanout.Options{Store: st, Logger: quiet})
+	defer ex.Close()
+	_, err = wc.Run(ctx, ex, st, wc.Options{Prefix: "text/", Files: 1, FileSize: 100})
+	if err == nil || !strings.Contains(err.Error(), `"notes.txt"`) || !strings.Contains(err.Error(), "-prefix") {
+		t.Fatalf("Run over a store of a user's files: %v, want an error naming one and -prefix", err)
+	}
+	var keys []string
+	for info, err := range st.List(ctx, "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, info.Key)
+	}
+	if len(keys) != 1 || keys[0] != "notes.txt" {
+		t.Fatalf("the store holds %q, want only notes.txt", keys)
+	}
+	// Under the prefix, the same files are counted.
+	if err := st.Put(ctx, "text/notes.txt", []byte("my own words\n")); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := wc.Run(ctx, ex, st, wc.Options{Prefix: "text/"})
+	if err != nil || sum.Generated || sum.Counts.Total() != 3 {
+		t.Fatalf("Run over text/ = %+v, %v; want 3 words counted, nothing generated", sum, err)
+	}
+}
+
 // Lines longer than the chunk size, blank lines, a file without a final
 // newline, an empty file: every word is counted once.
 func TestRunAwkwardText(t *testing.T) {
