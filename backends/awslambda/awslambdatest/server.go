@@ -183,8 +183,9 @@ type Options struct {
 	// ends when the server closes. It may be an aws-lambda-go
 	// lambda.Handler, such as awslambda.NewHandler(fanout.Handle). A
 	// returned error or a panic becomes a function error named after the
-	// error's type, as aws-lambda-go reports it. Defaults to nil: worker
-	// processes run Command.
+	// error's type, as aws-lambda-go reports it. What the handler prints is
+	// not captured: a LogType Tail log has only Lambda's own lines.
+	// Defaults to nil: worker processes run Command.
 	Handler interface {
 		Invoke(ctx context.Context, event []byte) ([]byte, error)
 	}
