@@ -281,6 +281,10 @@ type Server struct {
 	callsMu sync.Mutex // after mu when both are held
 	calls   []Call
 
+	sigMu    sync.Mutex // the last signing key derived (see signingKey)
+	sigScope string
+	sigKey   []byte
+
 	wg sync.WaitGroup // server goroutines and worker reapers
 }
 

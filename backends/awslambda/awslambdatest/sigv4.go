@@ -109,7 +109,7 @@ func (s *Server) verify(r *http.Request, body []byte, now time.Time) *authError 
 	}
 	canonical := canonicalRequest(r, signed, body)
 	toSign := sigV4Algorithm + "\n" + amzDate + "\n" + strings.Join(scope[1:], "/") + "\n" + hexSHA256([]byte(canonical))
-	want := signature(s.o.SecretAccessKey, day, region, service, toSign)
+	want := hex.EncodeToString(hmacSHA256(s.signingKey(day, region, service), toSign))
 	if !hmac.Equal([]byte(want), []byte(params["Signature"])) {
 		// As AWS does, say what was signed, so that a client can compare.
 		return &authError{codeBadSignature, msgBadSignature + "\n\nThe Canonical String for this request should have been\n'" +
@@ -194,14 +194,22 @@ func uriEncode(s string) string {
 	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
 }
 
-// signature derives the signing key of secret for the day, region and service
-// and signs stringToSign with it.
-func signature(secret, day, region, service, stringToSign string) string {
-	k := hmacSHA256([]byte("AWS4"+secret), day)
+// signingKey derives the signing key of the server's secret for a day,
+// region and service, remembering the last one: a day's requests share it,
+// and the derivation is four of the five HMACs of a verification.
+func (s *Server) signingKey(day, region, service string) []byte {
+	scope := day + "/" + region + "/" + service
+	s.sigMu.Lock()
+	defer s.sigMu.Unlock()
+	if s.sigScope == scope {
+		return s.sigKey
+	}
+	k := hmacSHA256([]byte("AWS4"+s.o.SecretAccessKey), day)
 	k = hmacSHA256(k, region)
 	k = hmacSHA256(k, service)
 	k = hmacSHA256(k, sigV4Terminator)
-	return hex.EncodeToString(hmacSHA256(k, stringToSign))
+	s.sigScope, s.sigKey = scope, k
+	return k
 }
 
 func hmacSHA256(key []byte, data string) []byte {
