@@ -61,24 +61,41 @@
 //
 // # Errors
 //
-// Invoke classifies failures for the executor's retry policy:
+// Invoke classifies failures for the executor's retry policy. Every error of
+// the Invoke action in Lambda's API reference has a class (TestInvokeErrorClasses
+// answers each to the real SDK client):
 //
-//   - TooManyRequestsException (HTTP 429), and a function still being
-//     created or updated: a *backends.ThrottleError with Lambda's Retry-After
-//     and reason (errors.Is(err, backends.ErrThrottled)); the invocation did
-//     not run.
+//   - Throttles, a *backends.ThrottleError (errors.Is(err,
+//     backends.ErrThrottled)), waited out without costing an attempt; the
+//     invocation did not run: TooManyRequestsException (HTTP 429, with
+//     Lambda's Retry-After and reason), ThrottlingException,
+//     EC2ThrottledException, and a function not ready yet with a 1 s wait:
+//     ResourceConflictException (still Pending after CreateFunction, or
+//     being updated), SnapStartNotReadyException, ResourceNotReadyException.
 //   - A runtime that crashed or exited (Runtime.ExitError), any other
 //     unhandled function error, and an invocation stopped at the function's
 //     timeout ("Task timed out"): a *FunctionError wrapping
 //     backends.ErrWorkerLost; its Timeout field tells timeouts apart.
-//   - Service errors (HTTP 5xx) and network failures: backends.ErrTransport.
-//   - A payload over Lambda's limits (RequestTooLargeException, HTTP 413, or
-//     a reply over 6 MB): backends.ErrPayloadTooLarge.
-//   - A function that does not exist: ErrFunctionNotFound, naming function
-//     and region, and saying to deploy with `gowren deploy lambda`. A function
-//     that does not run a gowren worker: ErrNotWorker. Rejected credentials,
-//     an unknown region, an invalid request: plain errors saying so. None of
-//     these is retryable.
+//   - Failures on Lambda's side, backends.ErrTransport, retried as an
+//     attempt: ServiceException and other 5xx answers, EC2UnexpectedException,
+//     EFSIOException, EFSMountTimeoutException, EFSMountConnectivityException,
+//     the S3 Files mount timeout and connectivity errors,
+//     SnapStartTimeoutException, and network failures.
+//   - A payload over Lambda's limits (RequestTooLargeException,
+//     SerializedRequestEntityTooLargeException, HTTP 413, or a reply over
+//     6 MB): backends.ErrPayloadTooLarge.
+//   - A function, version or alias that does not exist: ErrFunctionNotFound,
+//     naming function, qualifier and region, and saying to deploy with
+//     `gowren deploy lambda`. Credentials or permissions AWS refuses
+//     (MissingAuthenticationTokenException, UnrecognizedClientException,
+//     InvalidSignatureException, IncompleteSignatureException,
+//     ExpiredTokenException, AccessDeniedException): ErrAuth, naming the
+//     access key and region and saying what to check (the key, the secret,
+//     the region, the clock, the permission). A function that does not run
+//     a gowren worker: ErrNotWorker. A broken function configuration (VPC,
+//     KMS, EFS, runtime, code, SnapStart hook, recursive loop) and an
+//     invalid request: errors saying what to fix. None of these is
+//     retryable: the executor stops the job with one error.
 //   - Cancellation: the ctx error (context.Canceled or
 //     context.DeadlineExceeded); after Close, backends.ErrClosed.
 //
@@ -144,6 +161,12 @@ var (
 	// does: it runs another program, or one that does not import this
 	// package or call fanout.Init.
 	ErrNotWorker = errors.New("awslambda: the function is not a gowren worker")
+	// ErrAuth means AWS refused the request's credentials (unsigned, an
+	// unknown access key, a signature made with the wrong secret, for
+	// another region or at a wrong time, an expired session) or the
+	// caller's permission to invoke the function. The error says which
+	// and what to check.
+	ErrAuth = errors.New("awslambda: AWS refused the credentials or the permission")
 )
 
 // Options configure a Backend. A nil *Options gives the defaults.
@@ -538,36 +561,125 @@ func captureRuntimeError(function string) func(*middleware.Stack) error {
 	}
 }
 
-// configErrors are service errors that a retry cannot fix: the function's
-// configuration or its network or keys are broken.
-var configErrors = map[string]bool{
-	"InvalidRuntimeException":              true,
-	"InvalidZipFileException":              true,
-	"InvalidSecurityGroupIDException":      true,
-	"InvalidSubnetIDException":             true,
-	"KMSAccessDeniedException":             true,
-	"KMSDisabledException":                 true,
-	"KMSInvalidStateException":             true,
-	"KMSNotFoundException":                 true,
-	"EC2AccessDeniedException":             true,
-	"SubnetIPAddressLimitReachedException": true,
-	"UnsupportedMediaTypeException":        true,
-	"RecursiveInvocationException":         true,
+// errClass is what Invoke makes of an error code of Lambda's.
+type errClass int
+
+const (
+	// classThrottle: Lambda refused for now; a *backends.ThrottleError,
+	// waited out without costing an attempt.
+	classThrottle errClass = iota + 1
+	// classNotReady: the function is being created, updated or restored; a
+	// *backends.ThrottleError with a 1 s Retry-After.
+	classNotReady
+	// classTransient: a failure on Lambda's side that a new attempt may not
+	// meet; backends.ErrTransport, retried as an attempt.
+	classTransient
+	// classConfig: the function's configuration is broken; fails fast.
+	classConfig
+	// classRequest: Lambda refused the request itself; fails fast.
+	classRequest
+	// classAuth: AWS refused the credentials or their permission; ErrAuth,
+	// fails fast.
+	classAuth
+	// classNotFound: ErrFunctionNotFound, fails fast.
+	classNotFound
+	// classTooLarge: backends.ErrPayloadTooLarge.
+	classTooLarge
+)
+
+// codeInfo is the class of an error code and what the user should do.
+type codeInfo struct {
+	class errClass
+	hint  string
 }
 
-// authErrors are the codes AWS answers when credentials are missing,
-// invalid, expired or not allowed to invoke the function.
-var authErrors = map[string]bool{
-	"AccessDeniedException":       true,
-	"AccessDenied":                true,
-	"UnrecognizedClientException": true,
-	"InvalidSignatureException":   true,
-	"ExpiredTokenException":       true,
-	"ExpiredToken":                true,
-	"IncompleteSignature":         true,
-	"MissingAuthenticationToken":  true,
-	"InvalidClientTokenId":        true,
-	"SignatureDoesNotMatch":       true,
+// invokeErrors classifies every error the Invoke action of Lambda's API
+// reference lists (https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html,
+// "Errors"), and the errors AWS answers for every action when it refuses
+// the credentials or the caller (the reference's common errors, and the
+// codes Lambda's front end really sends, such as
+// MissingAuthenticationTokenException). A code missing here is classified
+// by its HTTP status.
+var invokeErrors = map[string]codeInfo{
+	// Throttling and functions that are not ready: wait, then try again.
+	"TooManyRequestsException":   {classThrottle, ""},
+	"ThrottlingException":        {classThrottle, ""},
+	"EC2ThrottledException":      {classThrottle, "Amazon EC2 throttled Lambda while it set up the function's VPC access"},
+	"ResourceConflictException":  {classNotReady, "the function is being created or updated"},
+	"SnapStartNotReadyException": {classNotReady, "SnapStart is still initializing the function"},
+	"ResourceNotReadyException":  {classNotReady, "the function is inactive and Lambda is restoring its VPC connection"},
+
+	// Failures on Lambda's side: a new attempt.
+	"ServiceException":                  {classTransient, "Lambda's internal error"},
+	"ServiceUnavailable":                {classTransient, "Lambda is unavailable"},
+	"InternalFailure":                   {classTransient, "Lambda's internal error"},
+	"EC2UnexpectedException":            {classTransient, "an unexpected EC2 error while Lambda set up the function's VPC access"},
+	"EFSIOException":                    {classTransient, "an I/O error on the function's EFS file system"},
+	"EFSMountTimeoutException":          {classTransient, "mounting the function's EFS file system timed out"},
+	"EFSMountConnectivityException":     {classTransient, "no network connection to the function's EFS file system; if it persists, check the mount target's security group"},
+	"S3FilesMountTimeoutException":      {classTransient, "mounting the function's S3 Files access point timed out"},
+	"S3FilesMountConnectivityException": {classTransient, "no network connection to the function's S3 Files access point; if it persists, check its network configuration"},
+	"SnapStartTimeoutException":         {classTransient, "Lambda could not restore the SnapStart snapshot in time"},
+
+	// The function's configuration: fix it, then redeploy.
+	"EC2AccessDeniedException":             {classConfig, "the execution role lacks the EC2 permissions VPC access needs (the AWSLambdaVPCAccessExecutionRole policy has them)"},
+	"ENILimitReachedException":             {classConfig, "the VPC has reached its limit of network interfaces: delete unused ones or ask for a higher quota"},
+	"SubnetIPAddressLimitReachedException": {classConfig, "a subnet of the function's VPC configuration has no free IP address: add subnets or free addresses"},
+	"InvalidSecurityGroupIDException":      {classConfig, "a security group of the function's VPC configuration does not exist: fix the configuration"},
+	"InvalidSubnetIDException":             {classConfig, "a subnet of the function's VPC configuration does not exist: fix the configuration"},
+	"InvalidRuntimeException":              {classConfig, "the function's runtime is not supported (gowren deploys on provided.al2023)"},
+	"InvalidZipFileException":              {classConfig, "Lambda cannot unzip the function's code"},
+	"KMSAccessDeniedException":             {classConfig, "Lambda may not use the KMS key of the function's environment variables: grant the execution role kms:Decrypt on it"},
+	"KMSDisabledException":                 {classConfig, "the KMS key of the function's environment variables is disabled: enable it or configure another"},
+	"KMSInvalidStateException":             {classConfig, "the KMS key of the function's environment variables cannot decrypt in its state: check the key"},
+	"KMSNotFoundException":                 {classConfig, "the KMS key of the function's environment variables does not exist: configure another"},
+	"EFSMountFailureException":             {classConfig, "the function cannot mount its EFS file system (permission or configuration): check the access point and the execution role"},
+	"S3FilesMountFailureException":         {classConfig, "the function cannot mount its S3 Files access point (permission or configuration): check it and the execution role"},
+	"SnapStartException":                   {classConfig, "the function's SnapStart afterRestore hook failed: fix it or turn SnapStart off"},
+	"RecursiveInvocationException":         {classConfig, "Lambda stopped the function in a recursive loop with other AWS resources: break the loop, or change the function's recursive loop setting"},
+
+	// The request: Lambda will refuse it again.
+	"InvalidParameterValueException":           {classRequest, "check the function name and qualifier"},
+	"ValidationException":                      {classRequest, "check the function name and qualifier"},
+	"InvalidRequestContentException":           {classRequest, "the payload must be JSON"},
+	"UnsupportedMediaTypeException":            {classRequest, "the request's content type must be JSON"},
+	"NoPublishedVersionException":              {classRequest, "the function has no published version: publish one (aws lambda publish-version) or invoke it without a qualifier"},
+	"DurableExecutionAlreadyStartedException":  {classRequest, "Lambda answered as for a durable execution, which gowren does not start: check that the function is a gowren worker"},
+	"ResourceNotFoundException":                {classNotFound, ""},
+	"RequestTooLargeException":                 {classTooLarge, ""},
+	"SerializedRequestEntityTooLargeException": {classTooLarge, ""},
+
+	// Credentials and permissions.
+	"MissingAuthenticationTokenException": {classAuth, "the request was not signed: configure AWS credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or `aws sso login`)"},
+	"MissingAuthenticationToken":          {classAuth, "the request was not signed: configure AWS credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or `aws sso login`)"},
+	"UnrecognizedClientException":         {classAuth, "AWS does not know the access key: check AWS_ACCESS_KEY_ID or the profile's key (a temporary key also needs its AWS_SESSION_TOKEN)"},
+	"InvalidClientTokenId":                {classAuth, "AWS does not know the access key: check AWS_ACCESS_KEY_ID or the profile's key (a temporary key also needs its AWS_SESSION_TOKEN)"},
+	"InvalidSignatureException":           {classAuth, ""}, // hint from the message: see signatureHint
+	"SignatureDoesNotMatch":               {classAuth, ""},
+	"IncompleteSignatureException":        {classAuth, "the request's Authorization header is malformed: check the endpoint (a proxy may rewrite headers)"},
+	"IncompleteSignature":                 {classAuth, "the request's Authorization header is malformed: check the endpoint (a proxy may rewrite headers)"},
+	"ExpiredTokenException":               {classAuth, "the session token has expired: get new credentials (`aws sso login`, or a new AWS_SESSION_TOKEN)"},
+	"ExpiredToken":                        {classAuth, "the session token has expired: get new credentials (`aws sso login`, or a new AWS_SESSION_TOKEN)"},
+	"RequestExpired":                      {classAuth, "the request arrived too late after it was signed: check the system clock"},
+	"AccessDeniedException":               {classAuth, "the caller needs lambda:InvokeFunction on the function (and on the version or alias it names)"},
+	"AccessDenied":                        {classAuth, "the caller needs lambda:InvokeFunction on the function (and on the version or alias it names)"},
+	"NotAuthorized":                       {classAuth, "the caller needs lambda:InvokeFunction on the function (and on the version or alias it names)"},
+}
+
+// signatureHint says what to check when AWS finds that a request's
+// signature does not match, from the message that says why.
+func signatureHint(message, region string) string {
+	switch {
+	case strings.Contains(message, "scoped to a valid region"):
+		return "the request was signed for another region than the endpoint's: make the region (" + region +
+			", from ?region= in the lambda:// URL, AWS_REGION or the profile) the function's, and the endpoint that region's"
+	case strings.Contains(message, "Signature expired") || strings.Contains(message, "not yet current"):
+		return "the system clock is more than 5 minutes off: set it right (NTP)"
+	case strings.Contains(message, "correct service"):
+		return "the request was signed for another service than lambda: check the endpoint"
+	}
+	return "the secret access key does not belong to the access key ID: check AWS_SECRET_ACCESS_KEY or the profile's key, " +
+		"and that the region (" + region + ") is the endpoint's"
 }
 
 // invokeError classifies an error of the SDK's Invoke.
@@ -588,37 +700,10 @@ func (b *Backend) invokeError(ctx context.Context, op string, err error) error {
 	if errors.As(err, &te) {
 		reason := string(te.Reason)
 		if reason == "" {
-			reason = aws.ToString(te.Type)
-		}
-		if reason == "" {
 			reason = "TooManyRequestsException"
 		}
-		return fmt.Errorf("awslambda: %s %q: %w", op, fn,
+		return fmt.Errorf("awslambda: %s %q: Lambda throttled the invocation (%s): %w", op, fn, te.ErrorMessage(),
 			&backends.ThrottleError{RetryAfter: parseRetryAfter(aws.ToString(te.RetryAfterSeconds)), Reason: reason})
-	}
-	var nf *types.ResourceNotFoundException
-	if errors.As(err, &nf) {
-		return fmt.Errorf("awslambda: %s: function %q not found in region %s (%s): %w; deploy it with `gowren deploy lambda -name %s -region %s`, or check the function name and region",
-			op, fn, b.regionName(), nf.ErrorMessage(), ErrFunctionNotFound, b.function, b.regionName())
-	}
-	var tooLarge *types.RequestTooLargeException
-	if errors.As(err, &tooLarge) {
-		return fmt.Errorf("awslambda: %s %q: Lambda refused the request as too large (%s): %w",
-			op, fn, tooLarge.ErrorMessage(), backends.ErrPayloadTooLarge)
-	}
-	var invalid *types.InvalidRequestContentException
-	if errors.As(err, &invalid) {
-		return fmt.Errorf("awslambda: %s %q: Lambda rejected the request body as invalid (%s); the payload must be JSON",
-			op, fn, invalid.ErrorMessage())
-	}
-	for _, code := range []string{"ResourceConflictException", "ResourceNotReadyException"} {
-		var api smithy.APIError
-		if errors.As(err, &api) && api.ErrorCode() == code {
-			// The function is being created or updated: it did not run;
-			// try again shortly.
-			return fmt.Errorf("awslambda: %s %q: function not ready (%s): %w", op, fn, api.ErrorMessage(),
-				&backends.ThrottleError{RetryAfter: time.Second, Reason: code})
-		}
 	}
 	var params smithy.InvalidParamsError
 	if errors.As(err, &params) {
@@ -626,18 +711,51 @@ func (b *Backend) invokeError(ctx context.Context, op string, err error) error {
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
-		code := api.ErrorCode()
+		code, msg := api.ErrorCode(), api.ErrorMessage()
+		info, known := invokeErrors[code]
 		switch {
-		case authErrors[code]:
-			return fmt.Errorf("awslambda: %s %q: AWS refused the credentials or the permission (%s: %s); "+
-				"the caller needs lambda:InvokeFunction on the function: %w", op, fn, code, api.ErrorMessage(), err)
-		case configErrors[code]:
-			return fmt.Errorf("awslambda: %s %q: the function's configuration is broken (%s: %s); fix it or redeploy with `gowren deploy lambda`",
-				op, fn, code, api.ErrorMessage())
-		case httpStatus(err) >= 500 || api.ErrorFault() == smithy.FaultServer:
-			return fmt.Errorf("awslambda: %s %q: %w: %w", op, fn, backends.ErrTransport, err)
+		case !known && (httpStatus(err) >= 500 || api.ErrorFault() == smithy.FaultServer):
+			info.class = classTransient
+		case !known:
+			return fmt.Errorf("awslambda: %s %q: Lambda refused the request (%s: %s): %w", op, fn, code, msg, err)
 		}
-		return fmt.Errorf("awslambda: %s %q: %w", op, fn, err)
+		switch info.class {
+		case classThrottle:
+			return fmt.Errorf("awslambda: %s %q: %s (%s: %s): %w", op, fn, orDefault(info.hint, "throttled"), code, msg,
+				&backends.ThrottleError{RetryAfter: parseRetryAfter(retryAfterHeader(err)), Reason: code})
+		case classNotReady:
+			// The function did not run; it will be ready shortly.
+			return fmt.Errorf("awslambda: %s %q: function not ready: %s (%s: %s); gowren waits and tries again: %w",
+				op, fn, info.hint, code, msg, &backends.ThrottleError{RetryAfter: time.Second, Reason: code})
+		case classTransient:
+			return fmt.Errorf("awslambda: %s %q: %s: %w: %w", op, fn, orDefault(info.hint, "Lambda failed"), backends.ErrTransport, err)
+		case classConfig:
+			return fmt.Errorf("awslambda: %s %q: the function's configuration is broken (%s: %s): %s; then redeploy with `gowren deploy lambda`",
+				op, fn, code, msg, info.hint)
+		case classRequest:
+			return fmt.Errorf("awslambda: %s %q: Lambda rejected the request as invalid (%s: %s); %s", op, fn, code, msg, info.hint)
+		case classAuth:
+			hint := info.hint
+			if hint == "" {
+				hint = signatureHint(msg, b.regionName())
+			}
+			who := ""
+			if key := b.accessKey(ctx); key != "" {
+				who = " signed with access key " + key
+			}
+			return fmt.Errorf("awslambda: %s %q: AWS refused the request%s for region %s (%s: %s): %s: %w",
+				op, fn, who, b.regionName(), code, firstLine(msg), hint, ErrAuth)
+		case classNotFound:
+			also := ""
+			if b.qualifier != nil {
+				also = ", publish the version or create the alias " + strconv.Quote(*b.qualifier)
+			}
+			return fmt.Errorf("awslambda: %s: function %q not found in region %s (%s): %w; deploy it with `gowren deploy lambda -name %s -region %s`%s, or check the function name, qualifier and region",
+				op, fn, b.regionName(), msg, ErrFunctionNotFound, b.function, b.regionName(), also)
+		case classTooLarge:
+			return fmt.Errorf("awslambda: %s %q: Lambda refused the request as too large (%s: %s): %w",
+				op, fn, code, msg, backends.ErrPayloadTooLarge)
+		}
 	}
 	if st := httpStatus(err); st >= 500 {
 		return fmt.Errorf("awslambda: %s %q: %w: %w", op, fn, backends.ErrTransport, err)
@@ -659,6 +777,45 @@ func (b *Backend) invokeError(ctx context.Context, op string, err error) error {
 	}
 	// No response at all: the request or its reply was lost on the way.
 	return fmt.Errorf("awslambda: %s %q: %w: %w", op, fn, backends.ErrTransport, err)
+}
+
+// firstLine returns s up to its first line break: AWS follows a signature
+// mismatch with the canonical request it computed, which is for debugging
+// a signer, not for the user.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// retryAfterHeader returns the Retry-After header of an SDK error's
+// response, or "".
+func retryAfterHeader(err error) string {
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		return re.Response.Header.Get("Retry-After")
+	}
+	return ""
+}
+
+// accessKey returns the access key ID the client signs with, or "" when the
+// credentials cannot be had.
+func (b *Backend) accessKey(ctx context.Context) string {
+	p := b.client.Options().Credentials
+	if p == nil {
+		return ""
+	}
+	c, err := p.Retrieve(ctx)
+	if err != nil {
+		return ""
+	}
+	return c.AccessKeyID
 }
 
 func (b *Backend) regionName() string {

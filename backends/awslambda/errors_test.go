@@ -57,7 +57,11 @@ func TestInvokeErrors(t *testing.T) {
 		{name: "invalid content", answer: answer{400, map[string]string{"X-Amzn-ErrorType": "InvalidRequestContentException"},
 			`{"message":"Could not parse request body into json"}`}, inMsg: []string{"must be JSON"}},
 		{name: "bad credentials", answer: answer{403, map[string]string{"X-Amzn-ErrorType": "UnrecognizedClientException"},
-			`{"message":"The security token included in the request is invalid."}`}, inMsg: []string{"credentials", "lambda:InvokeFunction"}},
+			`{"message":"The security token included in the request is invalid."}`}, want: awslambda.ErrAuth,
+			inMsg: []string{"access key AKIDTEST", "region us-east-1", "AWS_ACCESS_KEY_ID"}},
+		{name: "no permission", answer: answer{403, map[string]string{"X-Amzn-ErrorType": "AccessDeniedException"},
+			`{"Type":"User","message":"User: arn:aws:iam::123456789012:user/u is not authorized to perform: lambda:InvokeFunction"}`}, want: awslambda.ErrAuth,
+			inMsg: []string{"lambda:InvokeFunction on the function"}},
 		{name: "broken configuration", answer: answer{502, map[string]string{"X-Amzn-ErrorType": "KMSAccessDeniedException"},
 			`{"message":"Lambda was unable to decrypt the environment variables"}`}, inMsg: []string{"configuration is broken"}},
 		{name: "service error", answer: answer{500, map[string]string{"X-Amzn-ErrorType": "ServiceException"},
@@ -292,4 +296,120 @@ func nxdomain(q []byte) []byte {
 	r[3] = 0x80 | 3         // recursion available; NXDOMAIN
 	clear(r[6:header])      // no answer, authority or additional records
 	return r
+}
+
+// errClass is what TestInvokeErrorClasses expects of an error code.
+type errClass string
+
+const (
+	throttle  errClass = "throttle: waited out, costs no attempt"
+	transient errClass = "transient: retried as an attempt"
+	config    errClass = "the function's configuration: fails fast"
+	request   errClass = "the request: fails fast"
+	auth      errClass = "credentials or permission: fails fast"
+	notFound  errClass = "function not found: fails fast"
+	tooLarge  errClass = "payload too large"
+	other     errClass = "unknown client error: fails fast"
+)
+
+// TestInvokeErrorClasses answers every error of the Invoke action in
+// Lambda's API reference (https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html,
+// "Errors", with its HTTP status), and the authentication errors AWS sends
+// for any action, to the real SDK client, and checks how the backend
+// classifies each.
+func TestInvokeErrorClasses(t *testing.T) {
+	for _, tc := range []struct {
+		code   string
+		status int
+		class  errClass
+		inMsg  string
+	}{
+		// The Errors of the Invoke action.
+		{"DurableExecutionAlreadyStartedException", 409, request, "not start"},
+		{"EC2AccessDeniedException", 502, config, "AWSLambdaVPCAccessExecutionRole"},
+		{"EC2ThrottledException", 502, throttle, "EC2 throttled"},
+		{"EC2UnexpectedException", 502, transient, "unexpected EC2 error"},
+		{"EFSIOException", 410, transient, "EFS"},
+		{"EFSMountConnectivityException", 408, transient, "security group"},
+		{"EFSMountFailureException", 403, config, "access point"},
+		{"EFSMountTimeoutException", 408, transient, "timed out"},
+		{"ENILimitReachedException", 502, config, "network interfaces"},
+		{"InvalidParameterValueException", 400, request, "function name and qualifier"},
+		{"InvalidRequestContentException", 400, request, "must be JSON"},
+		{"InvalidRuntimeException", 502, config, "provided.al2023"},
+		{"InvalidSecurityGroupIDException", 502, config, "security group"},
+		{"InvalidSubnetIDException", 502, config, "subnet"},
+		{"InvalidZipFileException", 502, config, "unzip"},
+		{"KMSAccessDeniedException", 502, config, "kms:Decrypt"},
+		{"KMSDisabledException", 502, config, "disabled"},
+		{"KMSInvalidStateException", 502, config, "KMS key"},
+		{"KMSNotFoundException", 502, config, "does not exist"},
+		{"NoPublishedVersionException", 400, request, "publish-version"},
+		{"RecursiveInvocationException", 400, config, "recursive loop"},
+		{"RequestTooLargeException", 413, tooLarge, "too large"},
+		{"ResourceConflictException", 409, throttle, "not ready"},
+		{"ResourceNotFoundException", 404, notFound, "gowren deploy lambda"},
+		{"ResourceNotReadyException", 502, throttle, "VPC connection"},
+		{"S3FilesMountConnectivityException", 408, transient, "S3 Files"},
+		{"S3FilesMountFailureException", 403, config, "S3 Files"},
+		{"S3FilesMountTimeoutException", 408, transient, "S3 Files"},
+		{"SerializedRequestEntityTooLargeException", 413, tooLarge, "too large"},
+		{"ServiceException", 500, transient, "internal error"},
+		{"SnapStartException", 400, config, "afterRestore"},
+		{"SnapStartNotReadyException", 409, throttle, "SnapStart"},
+		{"SnapStartTimeoutException", 408, transient, "snapshot"},
+		{"SubnetIPAddressLimitReachedException", 502, config, "free IP address"},
+		{"TooManyRequestsException", 429, throttle, "throttled"},
+		{"UnsupportedMediaTypeException", 415, request, "content type"},
+		// What AWS answers any action when it refuses the caller.
+		{"AccessDeniedException", 403, auth, "lambda:InvokeFunction"},
+		{"ExpiredTokenException", 403, auth, "session token has expired"},
+		{"IncompleteSignatureException", 403, auth, "malformed"},
+		{"InvalidSignatureException", 403, auth, "AWS_SECRET_ACCESS_KEY"},
+		{"MissingAuthenticationTokenException", 403, auth, "not signed"},
+		{"UnrecognizedClientException", 403, auth, "AWS_ACCESS_KEY_ID"},
+		{"ThrottlingException", 400, throttle, "throttled"},
+		// Codes the backend does not know go by their status.
+		{"SomeFutureException", 400, other, "SomeFutureException"},
+		{"SomeFutureFault", 503, transient, "SomeFutureFault"},
+	} {
+		t.Run(tc.code, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Amzn-ErrorType", tc.code)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				w.Write([]byte(`{"Type":"User","message":"what Lambda says"}`))
+			}))
+			defer srv.Close()
+			b := awslambda.New(newClient(t, srv.URL, nil), "fn", nil)
+			defer b.Close()
+			_, err := b.Invoke(context.Background(), []byte("x"))
+			if err == nil {
+				t.Fatal("Invoke succeeded")
+			}
+			t.Logf("the user sees: %v", err)
+			is := map[errClass]bool{
+				throttle:  errors.Is(err, backends.ErrThrottled),
+				transient: errors.Is(err, backends.ErrTransport),
+				auth:      errors.Is(err, awslambda.ErrAuth),
+				notFound:  errors.Is(err, awslambda.ErrFunctionNotFound),
+				tooLarge:  errors.Is(err, backends.ErrPayloadTooLarge),
+				config:    strings.Contains(err.Error(), "configuration is broken") && strings.Contains(err.Error(), "gowren deploy lambda"),
+				request:   strings.Contains(err.Error(), "rejected the request as invalid"),
+			}
+			for class, yes := range is {
+				if yes != (class == tc.class) {
+					t.Errorf("classified as %q: %v; want %q", class, yes, tc.class)
+				}
+			}
+			if want := tc.class == throttle || tc.class == transient; backends.Retryable(err) != want {
+				t.Errorf("Retryable = %v, want %v", !want, want)
+			}
+			for _, s := range []string{tc.inMsg, "what Lambda says"} {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q lacks %q", err, s)
+				}
+			}
+		})
+	}
 }

@@ -32,7 +32,7 @@ func Example() {
 	client := lambda.New(lambda.Options{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(srv.URL()),
-		Credentials:  credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
+		Credentials:  credentials.NewStaticCredentialsProvider("AKID", awslambdatest.DefaultSecretAccessKey, ""),
 	})
 	ex := fanout.NewExecutor(awslambda.New(client, "function", &awslambda.Options{Timeout: time.Minute}), nil)
 	defer ex.Close()

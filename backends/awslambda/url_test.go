@@ -70,7 +70,7 @@ func TestOpenURLErrors(t *testing.T) {
 
 func TestOpenURL(t *testing.T) {
 	isolateAWS(t, "AKIDTEST", "eu-west-1")
-	srv := newFake(t, awslambdatest.Options{Workers: 2, AccessKeyID: "AKIDTEST"})
+	srv := newFake(t, awslambdatest.Options{Workers: 2, AccessKeyID: "AKIDTEST", Region: "eu-west-1"})
 	b, err := backends.Open(context.Background(), "lambda://function?endpoint="+srv.URL()+"&concurrency=3&timeout=45&parallel=2&memory=1024&arch=x86_64")
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -77,6 +79,24 @@ type function struct {
 	pendingReads int    // reads left before Pending/InProgress ends
 	retries      *int   // MaximumRetryAttempts of the event invoke config
 	eventAge     *int
+	version      string            // latest, or the number of a published version
+	versions     []*function       // published versions: versions[i] is version i+1
+	aliases      map[string]*alias // by name
+}
+
+// alias is a function alias: a name for one of its versions.
+type alias struct {
+	name, version, description, revision string
+}
+
+func (a *alias) config(s *Server, fn string) map[string]any {
+	return map[string]any{
+		"AliasArn":        s.arn(fn) + ":" + a.name,
+		"Name":            a.name,
+		"FunctionVersion": a.version,
+		"Description":     a.description,
+		"RevisionId":      a.revision,
+	}
 }
 
 func (s *Server) newFunction(name string) *function {
@@ -84,14 +104,19 @@ func (s *Server) newFunction(name string) *function {
 		name: name, runtime: "provided.al2023", handler: "bootstrap",
 		role: "arn:aws:iam::123456789012:role/awslambdatest", memory: 1024, timeout: int(s.o.Timeout.Seconds()),
 		arch: []string{"x86_64"}, lastModified: time.Now(), state: "Active", update: "Successful",
+		version: latest, aliases: map[string]*alias{},
 	}
 }
 
 // config renders f as a FunctionConfiguration.
 func (f *function) config(s *Server) map[string]any {
+	arn := s.arn(f.name)
+	if f.version != latest {
+		arn += ":" + f.version
+	}
 	c := map[string]any{
 		"FunctionName":     f.name,
-		"FunctionArn":      s.arn(f.name),
+		"FunctionArn":      arn,
 		"Runtime":          f.runtime,
 		"Role":             f.role,
 		"Handler":          f.handler,
@@ -101,7 +126,7 @@ func (f *function) config(s *Server) map[string]any {
 		"Timeout":          f.timeout,
 		"MemorySize":       f.memory,
 		"LastModified":     f.lastModified.UTC().Format("2006-01-02T15:04:05.000-0700"),
-		"Version":          "$LATEST",
+		"Version":          f.version,
 		"State":            f.state,
 		"LastUpdateStatus": f.update,
 		"PackageType":      "Zip",
@@ -131,6 +156,10 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /2015-03-31/functions/{name}/code", s.updateCode)
 	mux.HandleFunc("PUT /2015-03-31/functions/{name}/configuration", s.updateConfiguration)
 	mux.HandleFunc("PUT /2019-09-25/functions/{name}/event-invoke-config", s.putEventInvokeConfig)
+	mux.HandleFunc("POST /2015-03-31/functions/{name}/versions", s.publishVersion)
+	mux.HandleFunc("POST /2015-03-31/functions/{name}/aliases", s.createAlias)
+	mux.HandleFunc("GET /2015-03-31/functions/{name}/aliases/{alias}", s.getAlias)
+	mux.HandleFunc("PUT /2015-03-31/functions/{name}/aliases/{alias}", s.updateAlias)
 }
 
 // record appends a call and returns its index.
@@ -291,12 +320,14 @@ func applyConfig(f *function, p map[string]any) {
 	f.lastModified = time.Now()
 }
 
-// lookup finds the function of a request, answering 404 when there is none.
-func (s *Server) lookup(w http.ResponseWriter, name string, status func(int)) *function {
-	f := s.functions[name]
-	if f == nil {
-		status(http.StatusNotFound)
-		apiError(w, http.StatusNotFound, "ResourceNotFoundException", "Function not found: "+s.arn(name))
+// lookupLocked finds the function an operation on the function itself
+// names, answering the error when there is none.
+func (s *Server) lookupLocked(w http.ResponseWriter, op, name string, status func(int)) *function {
+	f, e := s.resolveUnqualifiedLocked(op, name)
+	if e != nil {
+		status(e.status)
+		e.write(w)
+		return nil
 	}
 	return f
 }
@@ -304,7 +335,7 @@ func (s *Server) lookup(w http.ResponseWriter, name string, status func(int)) *f
 func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	op := "GetFunction"
-	if r.URL.Path != "/2015-03-31/functions/"+name {
+	if strings.HasSuffix(r.URL.Path, "/configuration") {
 		op = "GetFunctionConfiguration"
 	}
 	_, _, status, ok := s.controlCall(w, r, op, name)
@@ -312,13 +343,15 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	f := s.lookup(w, name, status)
-	if f == nil {
+	t, e := s.resolveLocked(op, name, r.URL.Query().Get("Qualifier"))
+	if e != nil {
 		s.mu.Unlock()
+		status(e.status)
+		e.write(w)
 		return
 	}
-	f.read()
-	c := f.config(s)
+	t.fn.read()
+	c := t.config(s)
 	s.mu.Unlock()
 	status(http.StatusOK)
 	if op == "GetFunctionConfiguration" {
@@ -327,7 +360,7 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"Configuration": c,
-		"Code":          map[string]any{"RepositoryType": "S3", "Location": s.URL() + "/code/" + name},
+		"Code":          map[string]any{"RepositoryType": "S3", "Location": s.URL() + "/code/" + t.fn.name},
 		"Tags":          map[string]string{},
 	})
 }
@@ -335,10 +368,9 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 // beginUpdate refuses an update while another is in progress, as Lambda
 // does, and otherwise marks one in progress.
 func (s *Server) beginUpdate(w http.ResponseWriter, f *function, status func(int)) bool {
-	if f.state == "Pending" || f.update == "InProgress" {
-		status(http.StatusConflict)
-		apiError(w, http.StatusConflict, "ResourceConflictException",
-			"The operation cannot be performed at this time. An update is in progress for resource: "+s.arn(f.name))
+	if e := s.notReadyLocked(f); e != nil {
+		status(e.status)
+		e.write(w)
 		return false
 	}
 	f.update = "InProgress"
@@ -359,7 +391,7 @@ func (s *Server) updateCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	f := s.lookup(w, name, status)
+	f := s.lookupLocked(w, "UpdateFunctionCode", name, status)
 	if f == nil || !s.beginUpdate(w, f, status) {
 		s.mu.Unlock()
 		return
@@ -384,7 +416,7 @@ func (s *Server) updateConfiguration(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	f := s.lookup(w, name, status)
+	f := s.lookupLocked(w, "UpdateFunctionConfiguration", name, status)
 	if f == nil || !s.beginUpdate(w, f, status) {
 		s.mu.Unlock()
 		return
@@ -405,7 +437,7 @@ func (s *Server) putEventInvokeConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	f := s.lookup(w, name, status)
+	f := s.lookupLocked(w, "PutFunctionEventInvokeConfig", name, status)
 	if f == nil {
 		s.mu.Unlock()
 		return
@@ -425,7 +457,7 @@ func (s *Server) putEventInvokeConfig(w http.ResponseWriter, r *http.Request) {
 		n := int(v)
 		f.eventAge = &n
 	}
-	out := map[string]any{"FunctionArn": s.arn(name) + ":$LATEST", "LastModified": float64(time.Now().Unix())}
+	out := map[string]any{"FunctionArn": s.arn(f.name) + ":$LATEST", "LastModified": float64(time.Now().Unix())}
 	if f.retries != nil {
 		out["MaximumRetryAttempts"] = *f.retries
 	}
@@ -435,4 +467,155 @@ func (s *Server) putEventInvokeConfig(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	status(http.StatusOK)
 	writeJSON(w, http.StatusOK, out)
+}
+
+// publishVersion publishes the function's current code and configuration as
+// a new version, unless the last version published has the same code, which
+// Lambda then answers again.
+func (s *Server) publishVersion(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	p, _, status, ok := s.controlCall(w, r, "PublishVersion", name)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	f := s.lookupLocked(w, "PublishVersion", name, status)
+	if f == nil {
+		s.mu.Unlock()
+		return
+	}
+	if e := s.notReadyLocked(f); e != nil {
+		s.mu.Unlock()
+		status(e.status)
+		e.write(w)
+		return
+	}
+	if n := len(f.versions); n > 0 && f.versions[n-1].sha == f.sha {
+		c := f.versions[n-1].config(s)
+		s.mu.Unlock()
+		status(http.StatusCreated)
+		writeJSON(w, http.StatusCreated, c)
+		return
+	}
+	v := *f
+	v.version = strconv.Itoa(len(f.versions) + 1)
+	v.versions, v.aliases = nil, nil
+	if d, ok := p["Description"].(string); ok {
+		v.description = d
+	}
+	f.versions = append(f.versions, &v)
+	c := v.config(s)
+	s.mu.Unlock()
+	status(http.StatusCreated)
+	writeJSON(w, http.StatusCreated, c)
+}
+
+var aliasRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
+
+// aliasVersionLocked checks that version names the function's $LATEST or
+// one of its published versions.
+func (s *Server) aliasVersionLocked(f *function, version string) *apiErr {
+	if version == latest {
+		return nil
+	}
+	if versionRE.MatchString(version) {
+		if i := versionIndex(version); i >= 0 && i < len(f.versions) {
+			return nil
+		}
+	}
+	return &apiErr{http.StatusNotFound, "ResourceNotFoundException", "Function not found: " + s.arn(f.name) + ":" + version}
+}
+
+func (s *Server) createAlias(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	p, _, status, ok := s.controlCall(w, r, "CreateAlias", name)
+	if !ok {
+		return
+	}
+	aliasName, _ := p["Name"].(string)
+	version, _ := p["FunctionVersion"].(string)
+	description, _ := p["Description"].(string)
+	fail := func(e *apiErr) {
+		status(e.status)
+		e.write(w)
+	}
+	if !aliasRE.MatchString(aliasName) || versionRE.MatchString(aliasName) {
+		fail(&apiErr{http.StatusBadRequest, "ValidationException",
+			"1 validation error detected: Value '" + aliasName + "' at 'name' failed to satisfy constraint: Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)"})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.lookupLocked(w, "CreateAlias", name, status)
+	if f == nil {
+		return
+	}
+	if e := s.aliasVersionLocked(f, version); e != nil {
+		fail(e)
+		return
+	}
+	if f.aliases[aliasName] != nil {
+		fail(&apiErr{http.StatusConflict, "ResourceConflictException", "Alias already exists: " + s.arn(f.name) + ":" + aliasName})
+		return
+	}
+	a := &alias{name: aliasName, version: version, description: description, revision: requestID()}
+	f.aliases[aliasName] = a
+	status(http.StatusCreated)
+	writeJSON(w, http.StatusCreated, a.config(s, f.name))
+}
+
+// aliasOf finds the alias of a request, answering 404 when there is none.
+func (s *Server) aliasOf(w http.ResponseWriter, r *http.Request, op string, status func(int)) (*function, *alias) {
+	f := s.lookupLocked(w, op, r.PathValue("name"), status)
+	if f == nil {
+		return nil, nil
+	}
+	a := f.aliases[r.PathValue("alias")]
+	if a == nil {
+		status(http.StatusNotFound)
+		apiError(w, http.StatusNotFound, "ResourceNotFoundException", "Alias not found: "+s.arn(f.name)+":"+r.PathValue("alias"))
+	}
+	return f, a
+}
+
+func (s *Server) getAlias(w http.ResponseWriter, r *http.Request) {
+	_, _, status, ok := s.controlCall(w, r, "GetAlias", r.PathValue("name"))
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, a := s.aliasOf(w, r, "GetAlias", status)
+	if a == nil {
+		return
+	}
+	status(http.StatusOK)
+	writeJSON(w, http.StatusOK, a.config(s, f.name))
+}
+
+func (s *Server) updateAlias(w http.ResponseWriter, r *http.Request) {
+	p, _, status, ok := s.controlCall(w, r, "UpdateAlias", r.PathValue("name"))
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, a := s.aliasOf(w, r, "UpdateAlias", status)
+	if a == nil {
+		return
+	}
+	if v, ok := p["FunctionVersion"].(string); ok {
+		if e := s.aliasVersionLocked(f, v); e != nil {
+			status(e.status)
+			e.write(w)
+			return
+		}
+		a.version = v
+	}
+	if d, ok := p["Description"].(string); ok {
+		a.description = d
+	}
+	a.revision = requestID()
+	status(http.StatusOK)
+	writeJSON(w, http.StatusOK, a.config(s, f.name))
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // worker is one worker process (a running execution environment) with its
@@ -34,6 +36,17 @@ type worker struct {
 	initType string
 	killed   bool
 	exited   chan struct{}
+
+	// The process's stdout and stderr go to one pipe, which readLogs reads
+	// into out and into log: what the process wrote since its current
+	// invocation began, for LogType Tail.
+	logs    *os.File // the pipe's read end
+	logDone chan struct{}
+	logMu   sync.Mutex
+	logCond *sync.Cond
+	logRead int64 // bytes read from the pipe
+	logEOF  bool
+	log     []byte // its last maxLogTail bytes
 }
 
 const (
@@ -104,14 +117,28 @@ func (w *worker) start() error {
 		"GOWREN_WORKER_STORES=s3,file",
 	)
 	cmd.Env = append(cmd.Env, s.o.Env...)
-	cmd.Stdout, cmd.Stderr = w.out, w.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	w.cmd = cmd
-	if err := cmd.Start(); err != nil {
+	pr, pw, err := os.Pipe()
+	if err != nil {
 		ln.Close()
 		return err
 	}
-	s.wg.Add(2)
+	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	w.cmd = cmd
+	err = cmd.Start()
+	pw.Close() // the process has its own copy
+	if err != nil {
+		pr.Close()
+		ln.Close()
+		return err
+	}
+	w.logs, w.logDone = pr, make(chan struct{})
+	w.logCond = sync.NewCond(&w.logMu)
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		w.readLogs()
+	}()
 	go func() {
 		defer s.wg.Done()
 		_ = w.srv.Serve(ln)
@@ -126,7 +153,7 @@ func (w *worker) start() error {
 // reap waits for the process to end and fails the invocation it held.
 func (w *worker) reap() {
 	err := w.cmd.Wait()
-	w.out.flush()
+	<-w.logDone // the process's output, to its end
 	w.srv.Close()
 	close(w.exited)
 	w.mu.Lock()
@@ -150,6 +177,7 @@ func (w *worker) reap() {
 		res = result{errType: "Runtime.ExitError",
 			payload: []byte("Runtime exited with error: " + status)} // formatted below with the request id
 	}
+	res.log = w.takeLog(false)
 	if inv != nil {
 		w.s.finish(inv, res)
 		w.s.workerGone(w, result{})
@@ -286,10 +314,11 @@ func (w *worker) next(rw http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
+	w.takeLog(true) // what it wrote before belongs to no invocation
 	h := rw.Header()
 	h.Set("Lambda-Runtime-Aws-Request-Id", inv.id)
 	h.Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(deadline.UnixMilli(), 10))
-	h.Set("Lambda-Runtime-Invoked-Function-Arn", s.arn(s.o.Function))
+	h.Set("Lambda-Runtime-Invoked-Function-Arn", inv.arn)
 	h.Set("Lambda-Runtime-Trace-Id", "Root=1-00000000-"+inv.id[:8]+";Sampled=0")
 	h.Set("Content-Type", "application/json")
 	rw.WriteHeader(http.StatusOK)
@@ -300,7 +329,7 @@ func (w *worker) next(rw http.ResponseWriter, r *http.Request) {
 // its worker, as Lambda resets the environment.
 func (w *worker) timeout(inv *invocation) {
 	secs := strconv.FormatFloat(w.s.o.Timeout.Seconds(), 'f', 2, 64)
-	w.stop(inv, result{errType: "Sandbox.Timedout",
+	w.stop(inv, result{errType: "Sandbox.Timedout", log: w.takeLog(true),
 		payload: functionErrorBody("Sandbox.Timedout", "RequestId: "+inv.id+" Error: Task timed out after "+secs+" seconds")})
 }
 
@@ -342,15 +371,16 @@ func (w *worker) response(rw http.ResponseWriter, r *http.Request) {
 	if inv == nil {
 		return
 	}
+	log := w.takeLog(true)
 	if len(body) > MaxSyncPayload && !inv.async {
-		inv.complete(result{errType: "Function.ResponseSizeTooLarge", payload: functionErrorBody("Function.ResponseSizeTooLarge",
+		inv.complete(result{errType: "Function.ResponseSizeTooLarge", log: log, payload: functionErrorBody("Function.ResponseSizeTooLarge",
 			fmt.Sprintf("Response payload size exceeded maximum allowed payload size (%d bytes).", MaxSyncPayload))})
 		rw.Header().Set("Content-Type", "application/json")
 		rw.WriteHeader(http.StatusRequestEntityTooLarge)
 		rw.Write(functionErrorBody("RequestEntityTooLarge", fmt.Sprintf("Exceeded maximum allowed payload size (%d bytes).", MaxSyncPayload)))
 		return
 	}
-	inv.complete(result{payload: body})
+	inv.complete(result{payload: body, log: log})
 	rw.WriteHeader(http.StatusAccepted)
 	rw.Write([]byte(`{"status":"OK"}`))
 }
@@ -365,7 +395,7 @@ func (w *worker) invocationError(rw http.ResponseWriter, r *http.Request) {
 	if inv == nil {
 		return
 	}
-	inv.complete(result{errType: errorType(r, body), payload: errorPayload(r, body)})
+	inv.complete(result{errType: errorType(r, body), payload: errorPayload(r, body), log: w.takeLog(true)})
 	rw.WriteHeader(http.StatusAccepted)
 	rw.Write([]byte(`{"status":"OK"}`))
 }
@@ -407,4 +437,91 @@ func errorPayload(r *http.Request, body []byte) []byte {
 		return body
 	}
 	return functionErrorBody(errorType(r, body), string(body))
+}
+
+// readLogs copies the process's output to out and keeps its tail in log,
+// until the pipe ends (the process and whatever inherited the pipe exited).
+// Each read from the pipe and the count of bytes read change together under
+// logMu, so that drainLocked knows exactly what is left in the pipe.
+func (w *worker) readLogs() {
+	defer close(w.logDone)
+	defer w.logs.Close()
+	defer w.out.flush()
+	end := func() {
+		w.logMu.Lock()
+		w.logEOF = true
+		w.logMu.Unlock()
+		w.logCond.Broadcast()
+	}
+	rc, err := w.logs.SyscallConn()
+	if err != nil {
+		end()
+		return
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			w.logMu.Lock()
+			defer w.logMu.Unlock()
+			n, rerr = syscall.Read(int(fd), buf)
+			if rerr == syscall.EAGAIN || rerr == syscall.EINTR {
+				return false // wait until readable
+			}
+			if n > 0 {
+				w.logRead += int64(n)
+				w.log = append(w.log, buf[:n]...)
+				if len(w.log) > maxLogTail {
+					w.log = append(w.log[:0], w.log[len(w.log)-maxLogTail:]...)
+				}
+			}
+			return true
+		})
+		if n > 0 {
+			w.logCond.Broadcast()
+			w.out.Write(buf[:n])
+			continue
+		}
+		if err != nil || rerr != nil || n == 0 {
+			end()
+			return
+		}
+	}
+}
+
+// takeLog returns what the process wrote since the last call, and forgets
+// it. With drain, it first waits until the reader has taken from the pipe
+// what the process had written when takeLog was called: a runtime writes
+// its output before it posts the invocation's response, so the output is
+// all there when the response is handled.
+func (w *worker) takeLog(drain bool) []byte {
+	w.logMu.Lock()
+	defer w.logMu.Unlock()
+	if drain {
+		w.drainLocked()
+	}
+	out := w.log
+	w.log = nil
+	return out
+}
+
+// drainLocked waits until the reader has read everything that is in the
+// pipe now. w.logMu is held.
+func (w *worker) drainLocked() {
+	rc, err := w.logs.SyscallConn()
+	if err != nil {
+		return
+	}
+	pending := 0
+	if err := rc.Control(func(fd uintptr) {
+		if n, err := unix.IoctlGetInt(int(fd), fionread); err == nil {
+			pending = n
+		}
+	}); err != nil {
+		return
+	}
+	for target := w.logRead + int64(pending); w.logRead < target && !w.logEOF; {
+		w.logCond.Wait()
+	}
 }

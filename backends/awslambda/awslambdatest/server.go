@@ -4,10 +4,12 @@
 // Runtime API to worker processes of a real program running the real
 // aws-lambda-go runtime.
 //
-// Point a *lambda.Client at URL() (Options.BaseEndpoint, any static
-// credentials) and invoke the function Options.Function. Each invocation is
-// handed to a worker process through the Runtime API, exactly as Lambda hands
-// it to a custom runtime's bootstrap:
+// Point a *lambda.Client at URL() (Options.BaseEndpoint, the server's
+// Region, and credentials signed with Options.SecretAccessKey: any access
+// key with DefaultSecretAccessKey by default) and invoke the function
+// Options.Function. Each invocation is handed to a worker process through
+// the Runtime API, exactly as Lambda hands it to a custom runtime's
+// bootstrap:
 //
 //   - GET /2018-06-01/runtime/invocation/next answers the next invocation
 //     with its Lambda-Runtime-Aws-Request-Id, Lambda-Runtime-Deadline-Ms and
@@ -18,9 +20,31 @@
 //
 // # What it models
 //
+// docs/design.md ("Loopback Lambda: what is emulated") lists each behaviour
+// with the page of AWS's documentation it follows, and what is not
+// emulated.
+//
+//   - Authentication: every request must carry a Signature Version 4
+//     signature, which the server recomputes over the method, path, query,
+//     signed headers and body: 403 MissingAuthenticationTokenException when
+//     unsigned, IncompleteSignatureException for a malformed Authorization
+//     header, UnrecognizedClientException for an access key other than
+//     Options.AccessKeyID, InvalidSignatureException for a wrong secret,
+//     another region or service, or a time more than 5 minutes off.
+//   - Function names as Lambda takes them: name, ARN or partial ARN, each
+//     with an optional ":QUALIFIER", and the Qualifier query parameter;
+//     published versions and aliases (PublishVersion, CreateAlias,
+//     GetAlias, UpdateAlias). An alias runs its version, the answer's
+//     X-Amz-Executed-Version names the version that ran, and the runtime is
+//     handed the ARN as invoked. An unknown version or alias gets 404
+//     ResourceNotFoundException, two different qualifiers 400
+//     InvalidParameterValueException, an ARN of another region 404, of
+//     another account 403 AccessDeniedException.
 //   - Invocation types RequestResponse (200 with the function's reply), Event
 //     (202; run later, at least once, with retries after function errors as
-//     the event invoke config says, 2 by default) and DryRun (204).
+//     the event invoke config says, 2 by default) and DryRun (204); LogType
+//     Tail (X-Amz-Log-Result: the last 4 KB of the execution log, START,
+//     what the worker printed, END and REPORT).
 //   - Function errors: 200 with X-Amz-Function-Error: Unhandled and an
 //     {"errorType","errorMessage"} body, for errors the runtime reports, a
 //     worker process that exits (Runtime.ExitError), an invocation that
@@ -31,8 +55,8 @@
 //     Retry-After and a Reason beyond Options.Concurrency or the scaling ramp,
 //     400 InvalidRequestContentException for a body that is not JSON, 413
 //     RequestTooLargeException beyond 6 MB (sync) or 1 MB (async), 404
-//     ResourceNotFoundException for an unknown function, 403 for a request
-//     signed with another access key than Options.AccessKeyID.
+//     ResourceNotFoundException for an unknown function, 409
+//     ResourceConflictException for a function still Pending.
 //   - Concurrency: an invocation takes one unit of concurrency from its
 //     admission until it ends. Execution environments are counted as Lambda
 //     counts them: one more is needed whenever more invocations are in flight
@@ -44,29 +68,34 @@
 //     this process instead (no Runtime API, no worker processes), for tests
 //     and benchmarks of the driver side at scale.
 //   - Control plane: CreateFunction, GetFunction, GetFunctionConfiguration,
-//     UpdateFunctionCode, UpdateFunctionConfiguration and
-//     PutFunctionEventInvokeConfig, with Pending / InProgress states that last
-//     Options.PendingPolls reads (so that SDK waiters really wait) and
-//     ResourceConflictException for an update while one is in progress. Every
-//     call is recorded (Calls). Uploaded code is kept (Code) but not run:
-//     every function runs Options.Command.
+//     UpdateFunctionCode, UpdateFunctionConfiguration,
+//     PutFunctionEventInvokeConfig, PublishVersion and the alias calls above,
+//     with Pending / InProgress states that last Options.PendingPolls reads
+//     (so that SDK waiters really wait), ResourceConflictException for an
+//     update or a new version while one is in progress, and invocations
+//     refused while Pending. Every call is recorded (Calls). Uploaded code
+//     is kept (Code) but not run: every function, version and alias runs
+//     Options.Command on the same worker processes, whose environment names
+//     Options.Function and $LATEST.
 package awslambdatest
 
 import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"reflect"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -122,14 +151,31 @@ type Options struct {
 	// Function is the function that exists from the start (in state
 	// Active). Defaults to "function", the name AWS's emulator uses.
 	Function string
-	// Region is the region in ARNs. Defaults to "us-east-1".
+	// Region is the server's region: the region in ARNs, and the one
+	// requests must be signed for (others get 403
+	// InvalidSignatureException, and a function ARN of another region 404
+	// ResourceNotFoundException). Defaults to "us-east-1".
 	Region string
+	// Account is the account ID in ARNs; a function ARN of another account
+	// gets 403 AccessDeniedException. Defaults to "123456789012".
+	Account string
 	// AccessKeyID, when set, is the only access key whose signed requests
 	// are accepted; others get 403 UnrecognizedClientException. Defaults to
-	// any key (requests must still be signed).
+	// any key.
 	AccessKeyID string
-	// PendingPolls is how many reads of a new or updated function still
-	// report it Pending or InProgress. Defaults to 1; negative means 0.
+	// SecretAccessKey is the secret of the accepted access keys. Every
+	// request must carry a Signature Version 4 signature made with it for
+	// service "lambda" and Region, within 5 minutes of the server's clock,
+	// as AWS checks them: an unsigned request gets 403
+	// MissingAuthenticationTokenException, a malformed Authorization header
+	// 403 IncompleteSignatureException, a wrong signature, region, service
+	// or time 403 InvalidSignatureException. Defaults to
+	// DefaultSecretAccessKey.
+	SecretAccessKey string
+	// PendingPolls is how many reads of a new or updated function's state
+	// (GetFunction, GetFunctionConfiguration, or an invocation refused
+	// because the function is Pending) still find it Pending or
+	// InProgress. Defaults to 1; negative means 0.
 	PendingPolls int
 	// Handler, when set, runs the invocations in this process instead of
 	// in worker processes, without the Runtime API: each on a goroutine of
@@ -137,8 +183,9 @@ type Options struct {
 	// ends when the server closes. It may be an aws-lambda-go
 	// lambda.Handler, such as awslambda.NewHandler(fanout.Handle). A
 	// returned error or a panic becomes a function error named after the
-	// error's type, as aws-lambda-go reports it. Defaults to nil: worker
-	// processes run Command.
+	// error's type, as aws-lambda-go reports it. What the handler prints is
+	// not captured: a LogType Tail log has only Lambda's own lines.
+	// Defaults to nil: worker processes run Command.
 	Handler interface {
 		Invoke(ctx context.Context, event []byte) ([]byte, error)
 	}
@@ -188,6 +235,9 @@ type Stats struct {
 	Environments []time.Time
 	// WorkersStarted is the number of worker processes started.
 	WorkersStarted int
+	// Errors counts the API's error answers by code (their X-Amzn-ErrorType),
+	// such as "InvalidSignatureException" or "ResourceConflictException".
+	Errors map[string]int
 }
 
 // MaxNewEnvironments returns the most environments created within any
@@ -231,6 +281,10 @@ type Server struct {
 	callsMu sync.Mutex // after mu when both are held
 	calls   []Call
 
+	sigMu    sync.Mutex // the last signing key derived (see signingKey)
+	sigScope string
+	sigKey   []byte
+
 	wg sync.WaitGroup // server goroutines and worker reapers
 }
 
@@ -260,6 +314,12 @@ func New(opts *Options) (*Server, error) {
 	}
 	if o.Region == "" {
 		o.Region = "us-east-1"
+	}
+	if o.Account == "" {
+		o.Account = "123456789012"
+	}
+	if o.SecretAccessKey == "" {
+		o.SecretAccessKey = DefaultSecretAccessKey
 	}
 	switch {
 	case o.PendingPolls == 0:
@@ -314,6 +374,7 @@ func (s *Server) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.stats
 	st.Environments = append([]time.Time(nil), s.envs...)
+	st.Errors = maps.Clone(s.stats.Errors)
 	return st
 }
 
@@ -345,21 +406,55 @@ func (s *Server) Close() error {
 	return err
 }
 
-// authenticate refuses unsigned requests and, with Options.AccessKeyID, those
-// signed with another key, as AWS does.
+// maxBody bounds the request bodies the server reads: a control-plane call
+// carries a zip archive of up to 50 MB, base64-encoded.
+const maxBody = 70 << 20
+
+// authenticate reads the request's body and checks its signature before
+// handing it on, as AWS does (see verify).
 func (s *Server) authenticate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		if !strings.HasPrefix(auth, "AWS4-HMAC-SHA256 ") {
-			apiError(w, http.StatusForbidden, "MissingAuthenticationTokenException", "Missing Authentication Token")
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w := &errorRecorder{ResponseWriter: rw}
+		defer func() {
+			if w.code != "" {
+				s.mu.Lock()
+				if s.stats.Errors == nil {
+					s.stats.Errors = map[string]int{}
+				}
+				s.stats.Errors[w.code]++
+				s.mu.Unlock()
+			}
+		}()
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		if err != nil {
+			apiError(w, http.StatusBadRequest, "InvalidRequestContentException", "Could not read request body: "+err.Error())
 			return
 		}
-		if s.o.AccessKeyID != "" && !strings.Contains(auth, "Credential="+s.o.AccessKeyID+"/") {
-			apiError(w, http.StatusForbidden, "UnrecognizedClientException", "The security token included in the request is invalid.")
+		if len(body) > maxBody {
+			apiError(w, http.StatusRequestEntityTooLarge, "RequestTooLargeException",
+				fmt.Sprintf("Request must be smaller than %d bytes", maxBody))
 			return
 		}
+		if e := s.verify(r, body, time.Now()); e != nil {
+			apiError(w, http.StatusForbidden, e.code, e.message)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)
 	})
+}
+
+// errorRecorder notes the error code of an answer.
+type errorRecorder struct {
+	http.ResponseWriter
+	code string
+}
+
+func (w *errorRecorder) WriteHeader(status int) {
+	if status >= 400 {
+		w.code = w.Header().Get("X-Amzn-ErrorType")
+	}
+	w.ResponseWriter.WriteHeader(status)
 }
 
 // apiError writes an error of the Lambda API in its REST-JSON form.
@@ -381,6 +476,9 @@ type invocation struct {
 	id      string
 	payload []byte
 	async   bool
+	fn      string      // the function's name
+	version string      // the version that runs: latest or a number
+	arn     string      // the function's ARN as invoked (qualified when the call was)
 	done    chan result // buffered 1; receives exactly one result
 	once    sync.Once
 
@@ -394,6 +492,7 @@ type invocation struct {
 type result struct {
 	payload []byte
 	errType string // non-empty for a function error
+	log     []byte // the function's output while it ran (its last maxLogTail bytes)
 }
 
 func (inv *invocation) complete(r result) bool {
@@ -416,9 +515,23 @@ func functionErrorBody(errType, message string) []byte {
 }
 
 func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if !s.exists(name) {
-		apiError(w, http.StatusNotFound, "ResourceNotFoundException", "Function not found: "+s.arn(name))
+	s.mu.Lock()
+	t, e := s.resolveLocked("Invoke", r.PathValue("name"), r.URL.Query().Get("Qualifier"))
+	if e == nil {
+		// An invocation is refused while the function is Pending; Lambda
+		// reads its state to decide, as GetFunction does.
+		t.fn.read()
+		if t.fn.state == "Pending" {
+			e = s.notReadyLocked(t.fn)
+		}
+	}
+	var memory int
+	if e == nil {
+		memory = t.fn.memory
+	}
+	s.mu.Unlock()
+	if e != nil {
+		e.write(w)
 		return
 	}
 	typ := r.Header.Get("X-Amz-Invocation-Type")
@@ -429,11 +542,22 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	case "Event":
 		limit = MaxAsyncPayload
 	case "DryRun":
+		w.Header().Set("X-Amzn-RequestId", requestID())
 		w.WriteHeader(http.StatusNoContent)
 		return
 	default:
 		apiError(w, http.StatusBadRequest, "InvalidParameterValueException",
 			"1 validation error detected: Value '"+typ+"' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]")
+		return
+	}
+	tail := false
+	switch lt := r.Header.Get("X-Amz-Log-Type"); lt {
+	case "", "None":
+	case "Tail":
+		tail = typ == "RequestResponse" // Lambda sends logs of synchronous invocations only
+	default:
+		apiError(w, http.StatusBadRequest, "InvalidParameterValueException",
+			"1 validation error detected: Value '"+lt+"' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [Tail, None]")
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
@@ -451,7 +575,8 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 			"Could not parse request body into json: the body is not valid JSON")
 		return
 	}
-	inv := &invocation{id: requestID(), payload: body, done: make(chan result, 1)}
+	inv := &invocation{id: requestID(), payload: body, done: make(chan result, 1),
+		fn: t.fn.name, version: t.version, arn: t.arn}
 	if typ == "Event" {
 		inv.async = true
 		s.mu.Lock()
@@ -471,15 +596,19 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	s.stats.Invocations++
 	s.mu.Unlock()
 	s.enqueue(inv)
+	started := time.Now()
 	select {
 	case res := <-inv.done:
 		s.release()
 		h := w.Header()
 		h.Set("X-Amzn-RequestId", inv.id)
-		h.Set("X-Amz-Executed-Version", "$LATEST")
+		h.Set("X-Amz-Executed-Version", inv.version)
 		h.Set("Content-Type", "application/json")
 		if res.errType != "" {
 			h.Set("X-Amz-Function-Error", "Unhandled")
+		}
+		if tail {
+			h.Set("X-Amz-Log-Result", base64.StdEncoding.EncodeToString(executionLog(inv, res, time.Since(started), memory)))
 		}
 		w.WriteHeader(http.StatusOK)
 		w.Write(res.payload)
@@ -607,7 +736,7 @@ func (s *Server) dispatchEvents() {
 			s.mu.Lock()
 			inv := s.events[0]
 			s.events = s.events[1:]
-			fn := s.functions[s.o.Function]
+			fn := s.functions[inv.fn]
 			retries := 2
 			if fn != nil && fn.retries != nil {
 				retries = *fn.retries
@@ -638,7 +767,8 @@ func (s *Server) runEvent(inv *invocation, retries int) {
 			s.mu.Lock()
 			s.stats.EventRuns++
 			s.mu.Unlock()
-			inv = &invocation{id: inv.id, payload: inv.payload, async: true, done: make(chan result, 1)}
+			inv = &invocation{id: inv.id, payload: inv.payload, async: true, done: make(chan result, 1),
+				fn: inv.fn, version: inv.version, arn: inv.arn}
 			continue // keeps its unit of concurrency
 		}
 		s.release()
@@ -725,14 +855,32 @@ func (s *Server) runInProcess(inv *invocation) {
 	}()
 }
 
-func (s *Server) exists(name string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.functions[name] != nil
+func (s *Server) arn(name string) string {
+	return "arn:aws:lambda:" + s.o.Region + ":" + s.o.Account + ":function:" + name
 }
 
-func (s *Server) arn(name string) string {
-	return "arn:aws:lambda:" + s.o.Region + ":123456789012:function:" + name
+// maxLogTail is how much of an execution log Lambda returns with
+// LogType Tail: its last 4 KB.
+const maxLogTail = 4 << 10
+
+// executionLog is the log of a synchronous invocation as Lambda writes it to
+// CloudWatch, cut to its last maxLogTail bytes: a START line, what the
+// function printed, an END and a REPORT line.
+func executionLog(inv *invocation, res result, took time.Duration, memoryMB int) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "START RequestId: %s Version: %s\n", inv.id, inv.version)
+	b.Write(res.log)
+	if len(res.log) > 0 && res.log[len(res.log)-1] != '\n' {
+		b.WriteByte('\n')
+	}
+	ms := float64(took) / float64(time.Millisecond)
+	fmt.Fprintf(&b, "END RequestId: %s\nREPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t\n",
+		inv.id, inv.id, ms, int64(math.Ceil(ms)), memoryMB)
+	out := b.Bytes()
+	if len(out) > maxLogTail {
+		out = out[len(out)-maxLogTail:]
+	}
+	return out
 }
 
 func requestID() string {

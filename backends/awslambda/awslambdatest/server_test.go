@@ -239,19 +239,6 @@ func TestRefusals(t *testing.T) {
 	})
 }
 
-func TestAccessKey(t *testing.T) {
-	s := newServer(t, awslambdatest.Options{AccessKeyID: "GOOD"})
-	ctx := timeout(t, time.Minute)
-	_, err := invoke(ctx, client(s, "BAD"), types.InvocationTypeDryRun, "")
-	var api smithy.APIError
-	if !errors.As(err, &api) || api.ErrorCode() != "UnrecognizedClientException" {
-		t.Fatalf("err = %v, want UnrecognizedClientException", err)
-	}
-	if _, err := invoke(ctx, client(s, "GOOD"), types.InvocationTypeDryRun, ""); err != nil {
-		t.Fatalf("the right key: %v", err)
-	}
-}
-
 // holder starts invocations that block in the function until the timeout,
 // and tells when each runs.
 type holder struct {

@@ -9,7 +9,9 @@
 // error (return an error), panic, exit (exit with status N), sleep (N ms,
 // ignoring the context), wait (until the context ends), hold (write a line
 // to the FIFO at P, then wait), big (a reply of N bytes),
-// deadline (the milliseconds left) and stop (SIGSTOP itself). With
+// deadline (the milliseconds left), stop (SIGSTOP itself), log (a line to
+// stdout and N numbered lines to stderr, then reply with the event) and arn
+// (reply with the invoked function's ARN, as the runtime got it). With
 // GOWREN_TEST_INIT=error it reports an init error to the Runtime API and
 // exits, as a custom runtime whose initialisation failed does.
 package main
@@ -26,6 +28,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	_ "github.com/gowren/gowren/backends/awslambda"
 	_ "github.com/gowren/gowren/backends/awslambda/internal/testfuncs"
@@ -102,6 +105,18 @@ func (rawHandler) Invoke(ctx context.Context, event []byte) ([]byte, error) {
 			return []byte("-1"), nil
 		}
 		return json.Marshal(time.Until(dl).Milliseconds())
+	case "log":
+		fmt.Println("testworker: a line to stdout")
+		for i := range ev.Arg {
+			fmt.Fprintf(os.Stderr, "testworker: line %d to stderr\n", i)
+		}
+		return event, nil
+	case "arn":
+		lc, ok := lambdacontext.FromContext(ctx)
+		if !ok {
+			return nil, errors.New("testworker: no Lambda context")
+		}
+		return json.Marshal(lc.InvokedFunctionArn)
 	case "stop":
 		// The signal may take effect a little later: wait for it.
 		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
