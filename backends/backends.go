@@ -69,6 +69,18 @@ type AsyncBackend interface {
 	InvokeAsync(ctx context.Context, payload []byte) error
 }
 
+// Group is a Backend made of members that an executor schedules apart: one
+// job's invocations spread over several functions, regions or clouds, each
+// member with its own window, ramp and throttle accounting, so that a
+// member that throttles, fails or refuses for good never holds the others
+// back (see backends/multi). Its own Invoke serves callers other than an
+// executor.
+type Group interface {
+	Backend
+	// Members returns the member backends, in a fixed order.
+	Members() []Backend
+}
+
 // StreamBackend is a Backend whose workers can send parts of a reply ahead
 // of it: a handler that runs a batch of tasks sends each task's result as it
 // finishes (see SendPart), so the driver sees it before the batch ends.

@@ -217,10 +217,7 @@ func (j *jobCore) handle(ev event) {
 	case evAccepted:
 		j.wrote = true
 		if !inv.ended && !inv.accepted {
-			if inv.round >= 0 {
-				j.ran(inv.round)
-				inv.round = -1
-			}
+			j.ran(inv)
 			t.accept(inv, ev.at+int64(j.asyncDeadline(len(inv.tasks))))
 		}
 	case evAcked:
@@ -261,10 +258,7 @@ func (j *jobCore) takeResults(inv *invocation, ev event) {
 				c.coldStarts++
 			}
 			c.billed += busyTime(inv.first, inv.last)
-			if inv.round >= 0 {
-				j.ran(inv.round)
-				inv.round = -1
-			}
+			j.ran(inv)
 			if len(ev.results) > 0 || inv.work > 0 {
 				runners := float64(max(1, min(j.ex.limits.Parallel, len(inv.tasks))))
 				rtt := float64(ev.at - inv.sent)
@@ -304,22 +298,20 @@ func (j *jobCore) failed(inv *invocation, err error, at int64) {
 		return // released already: a loser, or the job ended
 	}
 	j.dirty = true
+	m := &j.mem[inv.member]
 	if throttled {
 		if inv.round >= 0 {
-			j.win.outcome(inv.round, true)
+			m.win.outcome(inv.round, true)
 			inv.round = -1
 		}
 		// Its slot stays taken (see ran): under a platform cap, a slot
 		// freed by a bounce would send task after task into the full
 		// platform.
-		j.held = min(j.held+1, j.t.n)
+		m.held = min(m.held+1, j.t.n)
 		t.throttled(inv, backends.RetryAfter(err), at)
 		return
 	}
-	if inv.round >= 0 {
-		j.ran(inv.round)
-		inv.round = -1
-	}
+	j.ran(inv)
 	if t.stopping || errors.Is(err, context.Canceled) && j.ctx.Err() != nil {
 		t.release(inv, at)
 		return
@@ -330,9 +322,10 @@ func (j *jobCore) failed(inv *invocation, err error, at int64) {
 		// Not a fault of these tasks: the platform refuses the call
 		// itself (no such function, bad credentials, a closed backend).
 		// Every invocation would fail the same way, so the job stops
-		// with one error instead of one per task.
+		// with one error instead of one per task; in a job over several
+		// members, only that member stops.
 		t.release(inv, at)
-		j.abort(fmt.Errorf("fanout: job %s (%s): invoke: %w", j.id, j.spec.fn.signature, err))
+		j.refused(inv.member, fmt.Errorf("fanout: job %s (%s): invoke: %w", j.id, j.spec.fn.signature, err))
 		return
 	}
 	t.lost(inv, err, at)
@@ -344,7 +337,16 @@ func (j *jobCore) failed(inv *invocation, err error, at int64) {
 // invocation the same way: the job stops with one error.
 func (j *jobCore) replyError(inv *invocation, ierr error, at int64) {
 	if errors.Is(ierr, ErrUnknownFunction) || errors.Is(ierr, ErrStaleWorker) || errors.Is(ierr, ErrMalformed) || errors.Is(ierr, ErrStoreRefused) {
-		j.abort(fmt.Errorf("fanout: job %s (%s): %w", j.id, j.spec.fn.signature, ierr))
+		err := fmt.Errorf("fanout: job %s (%s): %w", j.id, j.spec.fn.signature, ierr)
+		if inv == nil || len(j.mem) == 1 {
+			j.abort(err)
+			return
+		}
+		if !inv.ended {
+			j.ran(inv)
+			j.t.release(inv, at)
+		}
+		j.refused(inv.member, err)
 		return
 	}
 	if inv != nil {
@@ -359,8 +361,13 @@ func (j *jobCore) replyError(inv *invocation, ierr error, at int64) {
 // and the slots throttles hold stay held. With no task waiting, one held
 // slot is let go: the job probes for more capacity one send per
 // invocation that ends.
-func (j *jobCore) ran(round int) {
-	j.win.outcome(round, false)
+func (j *jobCore) ran(inv *invocation) {
+	if inv.round < 0 {
+		return
+	}
+	m := &j.mem[inv.member]
+	m.win.outcome(inv.round, false)
+	inv.round = -1
 	for len(j.bounced) > 0 {
 		d := j.bounced[0]
 		j.bounced[0] = delayed{}
@@ -369,8 +376,47 @@ func (j *jobCore) ran(round int) {
 			return
 		}
 	}
-	if j.held > 0 {
-		j.held--
+	if m.held > 0 {
+		m.held--
+	}
+}
+
+// refused stops sending to member k, which refuses the job for good, with
+// err; the job stops with err when no member is left (at once when it has
+// one backend). The member's error is logged once.
+func (j *jobCore) refused(k int, err error) {
+	m := &j.mem[k]
+	if m.dead != nil {
+		return
+	}
+	m.dead = err
+	j.memLive--
+	if j.memLive == 0 {
+		if len(j.mem) == 1 {
+			j.abort(err)
+			return
+		}
+		errs := make([]error, len(j.mem))
+		for k := range j.mem {
+			errs[k] = j.mem[k].dead
+		}
+		j.abort(fmt.Errorf("fanout: job %s: every backend member refused it: %w", j.id, errors.Join(errs...)))
+		return
+	}
+	j.ex.opts.Logger.Warn("gowren: a backend member refuses the job; the others go on", "job", j.id, "member", k, "error", err)
+}
+
+// releaseHeld lets go of one slot a throttle held, of the member holding
+// the most.
+func (j *jobCore) releaseHeld() {
+	best := -1
+	for k := range j.mem {
+		if j.mem[k].held > 0 && (best < 0 || j.mem[k].held > j.mem[best].held) {
+			best = k
+		}
+	}
+	if best >= 0 {
+		j.mem[best].held--
 	}
 }
 
@@ -431,10 +477,7 @@ func (j *jobCore) releaseLoser(inv *invocation, now int64) {
 	if inv.ended {
 		return
 	}
-	if inv.round >= 0 {
-		j.ran(inv.round)
-		inv.round = -1
-	}
+	j.ran(inv)
 	if inv.cancel != nil {
 		inv.cancel()
 	}
@@ -451,8 +494,8 @@ func (j *jobCore) isSettled(i int) bool {
 func (j *jobCore) fire(now int64) {
 	for len(j.delays) > 0 && j.delays[0].at <= now {
 		d := heap.Pop(&j.delays).(delayed)
-		if j.t.due(d) && d.throttled && j.held > 0 {
-			j.held-- // the slot a throttle held goes to the retry
+		if j.t.due(d) && d.throttled {
+			j.releaseHeld() // the slot a throttle held goes to the retry
 		}
 	}
 	if j.spec.async && !j.t.stopping {
@@ -470,8 +513,7 @@ func (j *jobCore) fire(now int64) {
 		j.startList(now)
 	}
 	if j.ex.opts.Speculation && !j.t.stopping && now >= j.specNext {
-		limit, _ := j.win.limit(now)
-		j.specNext = now + int64(j.spc.check(j.t, now, limit-j.t.inflight, max(1, j.ex.limits.Parallel)))
+		j.specNext = now + int64(j.spc.check(j.t, now, j.limit(now)-j.t.inflight, max(1, j.ex.limits.Parallel)))
 	}
 }
 
@@ -518,19 +560,17 @@ func (j *jobCore) dispatch(now int64) {
 		key = j.keys.Output
 	}
 	for {
-		limit, rampWait := j.win.limit(now)
-		// Held slots never stop the job outright: with nothing in
-		// flight, no invocation would end to free them.
-		if t.inflight+min(j.held, limit-1) >= limit {
-			j.rampWait = rampWait
+		k := j.pick(now)
+		if k < 0 {
 			return
 		}
+		limit := j.limit(now)
 		size := j.sz.size(t.waiting(), limit)
-		inv := t.take(size, budget, j.need, now, key)
+		inv := t.takeFor(k, size, budget, j.need, now, key)
 		if inv == nil {
 			return
 		}
-		inv.round = j.win.sent()
+		inv.round = j.mem[k].win.sent()
 		j.counters.invocations++
 		j.counters.peakInFlight = max(j.counters.peakInFlight, t.inflight)
 		j.lastBatch = len(inv.tasks)

@@ -483,3 +483,77 @@ func TestEngineDeadlineKeepsFinished(t *testing.T) {
 		t.Errorf("%d retries, want 1 (the task caught running)", s.Retries)
 	}
 }
+
+// scriptedGroup is a backends.Group of scripted members.
+type scriptedGroup struct {
+	members []*scripted
+}
+
+func (g scriptedGroup) Members() []backends.Backend {
+	bs := make([]backends.Backend, len(g.members))
+	for k, m := range g.members {
+		bs[k] = m
+	}
+	return bs
+}
+func (g scriptedGroup) Invoke(ctx context.Context, p []byte) ([]byte, error) {
+	return g.members[0].Invoke(ctx, p)
+}
+func (g scriptedGroup) Limits() backends.Limits { return g.members[0].limits }
+func (g scriptedGroup) Close() error            { return nil }
+
+// Members of a group ramp apart: each function of a platform gets its own
+// burst, so two members send twice what one would; a member that throttles
+// holds its own slot, not the other's.
+func TestEngineMembersRampApart(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	mk := func() *scripted {
+		return &scripted{calls: make(chan *call, 64), store: st,
+			limits: backends.Limits{Concurrency: 8, Parallel: 1, InProcess: true, SameHost: true}}
+	}
+	a, b := mk(), mk()
+	ex := NewExecutor(scriptedGroup{[]*scripted{a, b}}, &Options{Store: st, Logger: slog.New(slog.DiscardHandler),
+		Concurrency: 16, BatchSize: 1, Ramp: Ramp{Step: 2, Interval: 10 * time.Second}})
+	clk := newFakeClock()
+	ex.clock = clk
+	defer ex.Close()
+	start := clk.Now()
+	j, err := Start(context.Background(), ex, engineEcho, make([]int, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := []*call{a.next(t), a.next(t), b.next(t), b.next(t)}
+	clk.waitArmed(t, start.Add(10*time.Second))
+	a.none(t)
+	b.none(t) // two each at first
+	// A throttle on a cuts a's window and holds a slot there; b is not
+	// affected: one interval on, it has its four.
+	held[0].reply <- callReply{err: &backends.ThrottleError{Reason: "test"}}
+	held = held[1:]
+	clk.Advance(10 * time.Second)
+	held = append(held, b.next(t), b.next(t))
+	clk.waitArmed(t, start.Add(20*time.Second))
+	b.none(t)
+	for _, c := range held {
+		c.run(st)
+	}
+	for done := false; !done; { // the rest, wherever there is room
+		select {
+		case c := <-a.calls:
+			c.run(st)
+		case c := <-b.calls:
+			c.run(st)
+		case <-j.Done():
+			done = true
+		case <-time.After(time.Minute):
+			t.Fatal("the job hangs")
+		}
+	}
+	if _, err := j.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := j.Stats(); s.Throttles != 1 || s.Succeeded != 10 || s.Retries != 0 {
+		t.Fatalf("throttles %d, succeeded %d, retries %d; want 1, 10, 0", s.Throttles, s.Succeeded, s.Retries)
+	}
+}

@@ -71,7 +71,8 @@ func (j *jobCore) send(ctx context.Context, inv *invocation) {
 	}
 	var reply []byte
 	var err error
-	if sb, ok := ex.backend.(backends.StreamBackend); ok {
+	b := j.mem[inv.member].b
+	if sb, ok := b.(backends.StreamBackend); ok {
 		// Parts come only from batches; but a reply that crosses a
 		// cancellation comes through part too, so it is not lost.
 		reply, err = sb.InvokeStream(callCtx, buf.Bytes(), func(part []byte) {
@@ -83,7 +84,7 @@ func (j *jobCore) send(ctx context.Context, inv *invocation) {
 			}
 		})
 	} else {
-		reply, err = ex.backend.Invoke(callCtx, buf.Bytes())
+		reply, err = b.Invoke(callCtx, buf.Bytes())
 	}
 	ev := event{kind: evReply, terminal: true, inv: inv, final: true, bytesSent: int64(buf.Len()), bytesReceived: int64(len(reply))}
 	if err != nil {
@@ -194,7 +195,8 @@ func (j *jobCore) invokeTimeout(n int) time.Duration {
 // from the store, as for a native one.
 func (j *jobCore) sendAsync(ctx context.Context, inv *invocation, payload []byte, timeout time.Duration) {
 	ev := event{kind: evAccepted, terminal: true, inv: inv, bytesSent: int64(len(payload))}
-	if ab, ok := j.ex.backend.(backends.AsyncBackend); ok {
+	b := j.mem[inv.member].b
+	if ab, ok := b.(backends.AsyncBackend); ok {
 		if err := ab.InvokeAsync(ctx, payload); err != nil {
 			ev.kind, ev.err = evFailed, err
 		}
@@ -209,7 +211,7 @@ func (j *jobCore) sendAsync(ctx context.Context, inv *invocation, payload []byte
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	reply, err := j.ex.backend.Invoke(ctx, payload)
+	reply, err := b.Invoke(ctx, payload)
 	ev.at = j.now()
 	ev.bytesReceived = int64(len(reply))
 	if err != nil {

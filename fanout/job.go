@@ -85,7 +85,8 @@ type jobCore struct {
 
 	// Owned by the dispatcher.
 	t            *table
-	win          window
+	mem          []member // the backend's members (backends.Group), or the backend alone
+	memLive      int      // members not refused for good
 	sz           sizer
 	spc          speculator
 	delays       delayQueue
@@ -93,7 +94,6 @@ type jobCore struct {
 	events       chan event
 	statsReq     chan chan JobStats
 	busy         int       // I/O operations out
-	held         int       // window slots throttled sends hold
 	bounced      []delayed // throttled tasks waiting for a retry, oldest first
 	counters     counters
 	jobErr       error
@@ -145,8 +145,9 @@ func (ex *Executor) newJob(id string, spec jobSpec) *jobCore {
 		events: make(chan event, 256), statsReq: make(chan chan JobStats),
 		senders: newSenders(), settledBits: make([]atomic.Uint64, (spec.n+63)/64),
 		sz: newSizer(ex.opts.BatchSize), spc: newSpeculator(),
-		win: newWindow(ex.opts.Concurrency, ex.opts.Ramp, started.UnixNano()),
 	}
+	j.mem = newMembers(ex, started.UnixNano())
+	j.memLive = len(j.mem)
 	j.ioCtx, j.ioCancel = context.WithCancel(context.Background())
 	j.driver = layout.NewID(started)
 	var seed [8]byte

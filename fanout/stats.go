@@ -207,7 +207,7 @@ func (c *jobCore) stats() JobStats {
 			s.WorkerStoreReads+s.WorkerStoreWrites) / float64(c.spec.n)
 	}
 	now := c.clock.Now()
-	s.Window, _ = c.win.limit(now.UnixNano())
+	s.Window = c.limit(now.UnixNano())
 	end := c.ended
 	if end.IsZero() {
 		end = now

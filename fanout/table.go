@@ -112,6 +112,7 @@ type invocation struct {
 	counted  bool   // counts against the window
 	ended    bool
 	round    int // the window's round of the send
+	member   int // the backend member it went to (backends.Group), 0 for one backend
 
 	// Owned by the dispatcher.
 	cancel      func()
@@ -230,6 +231,7 @@ type table struct {
 	live     map[*invocation]struct{}
 	byKey    map[string]*invocation // async: by reply key
 	inflight int                    // live invocations counted against the window
+	inMember []int                  // of inflight, per backend member
 	nextID   uint64
 	stopping bool // the job is ending: nothing is sent or retried
 
@@ -277,6 +279,11 @@ func (t *table) extraOf(i int) *taskExtra {
 // the reply object of an async invocation (nil: sync). It returns nil when
 // nothing waits or the job is stopping.
 func (t *table) take(size int, budget int64, need func(int) int64, now int64, key func(first, attempt int) string) *invocation {
+	return t.takeFor(0, size, budget, need, now, key)
+}
+
+// takeFor is take for an invocation of backend member m.
+func (t *table) takeFor(m, size int, budget int64, need func(int) int64, now int64, key func(first, attempt int) string) *invocation {
 	if t.stopping {
 		return nil
 	}
@@ -369,6 +376,11 @@ func (t *table) take(size int, budget int64, need func(int) int64, now int64, ke
 	}
 	t.live[inv] = struct{}{}
 	t.inflight++
+	inv.member = m
+	for len(t.inMember) <= m {
+		t.inMember = append(t.inMember, 0)
+	}
+	t.inMember[m]++
 	t.addLeft(inv, len(batch))
 	return inv
 }
@@ -701,6 +713,7 @@ func (t *table) end(inv *invocation, err error, now int64, throttled bool, retry
 	if inv.counted {
 		inv.counted = false
 		t.inflight--
+		t.inMember[inv.member]--
 	}
 	left := inv.left
 	inv.left = 0
