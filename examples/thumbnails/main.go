@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/gowren/gowren/examples/thumbnails/thumb"
+	"github.com/gowren/gowren/examples/internal/scratch"
 	"github.com/gowren/gowren/fanout"
 	_ "github.com/gowren/gowren/jobplot" // JobStats.WritePlot
 	"github.com/gowren/gowren/storage"
@@ -48,6 +49,7 @@ func main() {
 	size := flag.Int("size", 256, "largest width and height of a thumbnail")
 	samples := flag.Int("samples", 12, "sample images to draw when there is no -in")
 	mp := flag.Float64("megapixels", 3, "size of the sample images")
+	clean := flag.Bool("clean", false, "remove the default store's directory in "+os.TempDir()+" at the end (a -store or $GOWREN_STORE is never removed)")
 	progress := flag.Bool("progress", false, "show the job's progress on stderr")
 	plotFile := flag.String("plot", "", "write the thumbnail job's timeline to this .png or .svg file")
 	flag.Parse()
@@ -75,7 +77,7 @@ func main() {
 		defer images.Close()
 		o.Images, o.In = images, ""
 	}
-	st, err := openStore(ctx, *storeURL)
+	st, scratchDir, err := scratch.Open(ctx, *storeURL, "thumbnails")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -119,6 +121,11 @@ func main() {
 		}
 		fmt.Printf("timeline    written to %s\n", *plotFile)
 	}
+	ex.Close()
+	st.Close()
+	if err := scratch.Done(os.Stdout, scratchDir, *clean); err != nil {
+		log.Fatal(err)
+	}
 }
 
 // samplesPrefix is where sample images are drawn in the job's store.
@@ -152,15 +159,3 @@ func where(st storage.Store, prefix string) string {
 	return prefix + " of " + st.URL()
 }
 
-// openStore opens the store named by flag, else $GOWREN_STORE, else a file
-// store in the temporary directory, which outlives the run so that a second
-// run finds the images.
-func openStore(ctx context.Context, url string) (storage.Store, error) {
-	if url == "" {
-		url = os.Getenv(fanout.EnvStore)
-	}
-	if url != "" {
-		return storage.Open(ctx, url)
-	}
-	return filestore.New(filepath.Join(os.TempDir(), "gowren-thumbnails"), nil)
-}

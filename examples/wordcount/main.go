@@ -24,14 +24,12 @@ import (
 	"log"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"time"
 
 	"github.com/gowren/gowren/examples/wordcount/wc"
+	"github.com/gowren/gowren/examples/internal/scratch"
 	"github.com/gowren/gowren/fanout"
 	_ "github.com/gowren/gowren/jobplot" // JobStats.WritePlot
-	"github.com/gowren/gowren/storage"
-	"github.com/gowren/gowren/storage/filestore"
 	_ "github.com/gowren/gowren/storage/s3store" // s3:// stores
 )
 
@@ -46,6 +44,7 @@ func main() {
 	files := flag.Int("files", 8, "files to generate when the prefix holds none")
 	fileMiB := flag.Float64("size", 8, "size of each generated file in MiB")
 	top := flag.Int("top", 10, "how many of the most frequent words to print")
+	clean := flag.Bool("clean", false, "remove the default store's directory in "+os.TempDir()+" at the end (a -store or $GOWREN_STORE is never removed)")
 	progress := flag.Bool("progress", false, "show the jobs' progress on stderr")
 	plotFile := flag.String("plot", "", "write the map phase's timeline to this .png or .svg file")
 	flag.Parse()
@@ -58,7 +57,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	st, err := openStore(ctx, *storeURL)
+	st, scratchDir, err := scratch.Open(ctx, *storeURL, "wordcount")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -108,17 +107,10 @@ func main() {
 		}
 		fmt.Printf("timeline    of the map phase (%d tasks) written to %s\n", mapStats.Tasks, *plotFile)
 	}
+	ex.Close()
+	st.Close()
+	if err := scratch.Done(os.Stdout, scratchDir, *clean); err != nil {
+		log.Fatal(err)
+	}
 }
 
-// openStore opens the store named by flag, else $GOWREN_STORE, else a file
-// store in the temporary directory, which outlives the run so that a second
-// run counts the same corpus.
-func openStore(ctx context.Context, url string) (storage.Store, error) {
-	if url == "" {
-		url = os.Getenv(fanout.EnvStore)
-	}
-	if url != "" {
-		return storage.Open(ctx, url)
-	}
-	return filestore.New(filepath.Join(os.TempDir(), "gowren-wordcount"), nil)
-}
