@@ -29,8 +29,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gowren/gowren/examples/thumbnails/thumb"
 	"github.com/gowren/gowren/examples/internal/scratch"
+	"github.com/gowren/gowren/examples/thumbnails/thumb"
 	"github.com/gowren/gowren/fanout"
 	_ "github.com/gowren/gowren/jobplot" // JobStats.WritePlot
 	"github.com/gowren/gowren/storage"
@@ -158,4 +158,3 @@ func where(st storage.Store, prefix string) string {
 	}
 	return prefix + " of " + st.URL()
 }
-

@@ -26,10 +26,10 @@ import (
 	"os/signal"
 	"time"
 
-	"github.com/gowren/gowren/examples/wordcount/wc"
 	"github.com/gowren/gowren/examples/internal/scratch"
+	"github.com/gowren/gowren/examples/wordcount/wc"
 	"github.com/gowren/gowren/fanout"
-	_ "github.com/gowren/gowren/jobplot" // JobStats.WritePlot
+	_ "github.com/gowren/gowren/jobplot"         // JobStats.WritePlot
 	_ "github.com/gowren/gowren/storage/s3store" // s3:// stores
 )
 
@@ -113,4 +113,3 @@ func main() {
 		log.Fatal(err)
 	}
 }
-
