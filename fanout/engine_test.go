@@ -73,6 +73,12 @@ func (t *fakeTimer) Reset(d time.Duration) {
 	t.drain()
 	t.at, t.armed = t.c.now.Add(d), true
 	at := t.at
+	if d <= 0 {
+		// Due already: it fires now, as a real timer does, not at the
+		// next Advance (which may never come).
+		t.armed = false
+		t.ch <- t.c.now
+	}
 	t.c.mu.Unlock()
 	select {
 	case t.c.armed <- at:

@@ -76,6 +76,12 @@ func TestRegisterPanics(t *testing.T) {
 		{"input sent empty", func() {
 			fanout.Register("fanout_test.hidden", func(context.Context, hidden) (int, error) { return 0, nil })
 		}, "input type fanout_test.hidden: it is a struct with no exported field"},
+		{"unexported field dropped", func() {
+			fanout.Register("fanout_test.partly", func(context.Context, []partly) (int, error) { return 0, nil })
+		}, "field count of fanout_test.partly (at []fanout_test.partly[elem]) is unexported"},
+		{"after Init", func() {
+			fanout.Register("fanout_test.late", func(context.Context, int) (int, error) { return 0, nil })
+		}, `Register("fanout_test.late") after fanout.Init`},
 		{"output holding a struct sent empty", func() {
 			fanout.Register("fanout_test.hiddenOut", func(context.Context, int) (map[string][]*wrapsHidden, error) { return nil, nil })
 		}, "fanout_test.hidden (at map[string][]*fanout_test.wrapsHidden[value][elem][elem].H)"},
@@ -91,6 +97,22 @@ func TestRegisterPanics(t *testing.T) {
 		})
 	}
 }
+
+// partly has an unexported field msgpack would leave out.
+type partly struct {
+	Name  string
+	count int
+}
+
+var _ = partly{count: 1}
+
+// partlyTagged says its unexported field stays behind: it travels.
+type partlyTagged struct {
+	Name  string
+	count int `msgpack:"-"`
+}
+
+var _ = partlyTagged{count: 1}
 
 // hidden has fields, none exported: msgpack would send it as an empty map.
 type hidden struct{ a, b int }
@@ -122,6 +144,7 @@ func (s *selfCoded) UnmarshalBinary(b []byte) error {
 var (
 	_         = fanout.Register("fanout_test.nothing", func(context.Context, nothing) (time.Time, error) { return time.Time{}, nil })
 	_         = fanout.Register("fanout_test.embeds", func(context.Context, embeds) (skipHidden, error) { return skipHidden{}, nil })
+	_         = fanout.Register("fanout_test.partlyTagged", func(context.Context, partlyTagged) (int, error) { return 0, nil })
 	selfCoder = fanout.Register("fanout_test.selfCoded", func(_ context.Context, s selfCoded) (selfCoded, error) { return selfCoded{s.v + 1}, nil })
 )
 

@@ -64,7 +64,15 @@ var defaultRegistry = NewRegistry()
 // numbers, strings, time.Time and types with msgpack encoders work; channels
 // and functions do not (Map reports them).
 func Register[In, Out any](name string, fn func(context.Context, In) (Out, error)) *Func[In, Out] {
-	return RegisterTo(defaultRegistry, name, fn)
+	f := RegisterTo(defaultRegistry, name, fn)
+	if initCalled.Load() {
+		// Registered, so that this driver is not left half-way; but a
+		// worker serves from Init on and never gets here.
+		panic(fmt.Sprintf("fanout: Register(%q) after fanout.Init: a worker runs Init first thing in main and serves from there, "+
+			"so it never registers %q and every task of it would fail as an unknown function; register it at package level "+
+			"(var F = fanout.Register(...))", name, name))
+	}
+	return f
 }
 
 // RegisterTo is Register for a Registry of the program's own.
@@ -80,7 +88,13 @@ func RegisterTo[In, Out any](r *Registry, name string, fn func(context.Context, 
 		what string
 		t    reflect.Type
 	}{{"input", inT}, {"output", outT}} {
-		if path, bad := sentEmpty(side.t, side.t.String(), map[reflect.Type]bool{}); bad != nil {
+		path, bad, field := sentEmpty(side.t, side.t.String(), map[reflect.Type]bool{})
+		switch {
+		case bad != nil && field != "":
+			panic(fmt.Sprintf("fanout: Register %q: %s type %v: field %s of %s is unexported, so msgpack leaves it out and "+
+				"it would arrive as its zero value; export it, tag it `msgpack:\"-\"` to say it stays behind, or give %v "+
+				"EncodeMsgpack/DecodeMsgpack (or MarshalBinary/UnmarshalBinary) methods", name, side.what, side.t, field, describePath(path, bad), bad))
+		case bad != nil:
 			panic(fmt.Sprintf("fanout: Register %q: %s type %v: %s is a struct with no exported field and no msgpack encoder, "+
 				"so its values would travel empty and arrive as zero values; export its fields or give it EncodeMsgpack/DecodeMsgpack "+
 				"(or MarshalBinary/UnmarshalBinary) methods", name, side.what, side.t, describePath(path, bad)))
@@ -258,46 +272,55 @@ func encodesItself(t reflect.Type) bool {
 	return false
 }
 
-// sentEmpty finds, in t or the types it holds, a struct type that msgpack
-// encodes as an empty map although it has fields: none exported, none
-// embedded, and no encoder of its own. It returns the path to it (for the
-// message) and the type, or a nil type.
-func sentEmpty(t reflect.Type, path string, seen map[reflect.Type]bool) (string, reflect.Type) {
+// sentEmpty finds, in t or the types it holds, a struct type without an
+// encoder of its own whose values msgpack would not carry whole: one with
+// fields but none exported or embedded (it travels as an empty map), or one
+// with an unexported field not tagged `msgpack:"-"` (the field is left
+// out, and arrives as its zero value). It returns the path to it (for the
+// message), the type, and the unexported field ("" for the first case); a
+// nil type when there is none.
+func sentEmpty(t reflect.Type, path string, seen map[reflect.Type]bool) (string, reflect.Type, string) {
 	if seen[t] {
-		return "", nil
+		return "", nil, ""
 	}
 	seen[t] = true
 	if encodesItself(t) {
-		return "", nil
+		return "", nil, ""
 	}
 	switch t.Kind() {
 	case reflect.Pointer, reflect.Slice, reflect.Array:
 		return sentEmpty(t.Elem(), path+"[elem]", seen)
 	case reflect.Map:
-		if p, bad := sentEmpty(t.Key(), path+"[key]", seen); bad != nil {
-			return p, bad
+		if p, bad, f := sentEmpty(t.Key(), path+"[key]", seen); bad != nil {
+			return p, bad, f
 		}
 		return sentEmpty(t.Elem(), path+"[value]", seen)
 	case reflect.Struct:
-		visible := false
+		visible, hidden := false, ""
 		for i := range t.NumField() {
 			f := t.Field(i)
+			if f.Tag.Get("msgpack") == "-" || f.Name == "_" {
+				continue
+			}
 			if !f.IsExported() && !f.Anonymous {
+				if hidden == "" {
+					hidden = f.Name
+				}
 				continue
 			}
 			visible = true
-			if f.Tag.Get("msgpack") == "-" {
-				continue
-			}
-			if p, bad := sentEmpty(f.Type, path+"."+f.Name, seen); bad != nil {
-				return p, bad
+			if p, bad, fld := sentEmpty(f.Type, path+"."+f.Name, seen); bad != nil {
+				return p, bad, fld
 			}
 		}
-		if !visible && t.NumField() > 0 {
-			return path, t
+		switch {
+		case !visible && hidden != "":
+			return path, t, ""
+		case hidden != "":
+			return path, t, hidden
 		}
 	}
-	return "", nil
+	return "", nil, ""
 }
 
 func describePath(path string, t reflect.Type) string {
