@@ -185,8 +185,8 @@ func (r Ref[T]) Get(ctx context.Context) (T, error) {
 			return nil, err
 		}
 		var v T
-		if err := decodeValue(b, &v); err != nil {
-			return nil, fmt.Errorf("fanout: Ref %s: decode as %T: %w", r.Key, v, err)
+		if err := decodeBounded(b, &v, "shared value", nil); err != nil {
+			return nil, fmt.Errorf("fanout: Ref %s: decode as %v: %w", r.Key, reflect.TypeFor[T](), err)
 		}
 		refCache.put(ck, v, int64(len(b)))
 		return v, nil
