@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -25,8 +24,8 @@ import (
 // it (reflect.Zero), every map entry and pointer allocates its element, and
 // so on. 32 KiB of nils for a []T with a 4 KiB T asked for 384 MiB.
 //
-// So every user value (task inputs on the worker; outputs, shared values and
-// MapReduce results on the driver) is decoded through a costPlan built once
+// So every user value (task inputs on the worker; outputs and MapReduce
+// results on the driver, from replies or the store) is decoded through a costPlan built once
 // per Go type: a model of what msgpack/v5 v5.4.1 allocates for each kind of
 // value, walked together with the bytes before anything is decoded. The walk
 // adds up the bytes the decode would allocate (rounded up to the Go
@@ -73,7 +72,7 @@ func decodeLimit(n int) int64 { return decodeFactor*int64(n) + decodeSlack }
 
 // errDecodeLimit is wrapped by a decodeSizeError; see ErrDecodeLimit.
 type decodeSizeError struct {
-	what string // "input", "output", "shared value"
+	what string // "input", "output"
 	n    int    // encoded bytes
 	cost int64  // what the decode would allocate, at least
 	typ  reflect.Type
@@ -639,19 +638,16 @@ func pow2(n int64) int64 {
 	return 1 << bits.Len64(uint64(n-1))
 }
 
-// errOverLimit stops a walk as soon as the cost passes the limit.
-var errOverLimit = errors.New("over the limit")
+// maxCost caps the sums: more than any machine has, far from overflowing.
+const maxCost = 1 << 60
 
 // cost returns what decoding b (already checked by checkMsgpack) as p's
-// type would allocate, stopping early (with the cost so far, which is over
-// limit) once it passes limit. It returns an error for bytes it cannot
-// walk, which the decoder would refuse too.
-func (p *costPlan) cost(b []byte, limit int64) (int64, error) {
-	w := costWalker{b: b, limit: limit, cost: 64}
+// type would allocate, up to maxCost: a walk as long as b, whatever the
+// types. It returns an error for bytes it cannot walk, which the decoder
+// would refuse too.
+func (p *costPlan) cost(b []byte) (int64, error) {
+	w := costWalker{b: b, cost: 64}
 	w.value(p.root, 0)
-	if w.err == errOverLimit {
-		return w.cost, nil
-	}
 	return w.cost, w.err
 }
 
@@ -660,18 +656,14 @@ func (p *costPlan) cost(b []byte, limit int64) (int64, error) {
 // the library reads extension data as a map in one place, so the walk does
 // not rely on checkMsgpack's view of the structure.
 type costWalker struct {
-	b     []byte
-	off   int
-	cost  int64
-	limit int64
-	err   error
+	b    []byte
+	off  int
+	cost int64
+	err  error
 }
 
 func (w *costWalker) add(n int64) {
-	w.cost += n
-	if w.cost > w.limit && w.err == nil {
-		w.err = errOverLimit
-	}
+	w.cost = min(w.cost+min(n, maxCost), maxCost)
 }
 
 func (w *costWalker) fail(format string, args ...any) {
@@ -940,7 +932,10 @@ func (w *costWalker) value(n *costNode, depth int) {
 			// MakeSlice(n) appended to the nil slice: two arrays, and
 			// three slice headers (MakeSlice's, AppendSlice's, the
 			// Slice it copies into).
-			arr := int64(h.n) * n.elemSize
+			arr := int64(maxCost)
+			if n.elemSize == 0 || int64(h.n) < maxCost/n.elemSize {
+				arr = int64(h.n) * n.elemSize
+			}
 			if arr > 512 && n.elemPtrs {
 				arr += 8
 			}
@@ -1179,7 +1174,19 @@ func decodeValue(b []byte, v any) error {
 // size error. slack, when not nil, is the slack left to share between the
 // values of one reply: a value allocating more than decodeFactor times its
 // size draws on it.
-func decodeBounded(b []byte, v any, what string, slack *int64) (err error) {
+func decodeBounded(b []byte, v any, what string, slack *int64) error {
+	return decodeWith(b, v, what, slack, true)
+}
+
+// decodeVerified decodes bytes whose hash was checked against one the
+// driver made when it encoded them (a Ref's value): they decode to about
+// what the driver's value took, so only their structure is checked. A
+// shared lookup table of small numbers may well take more than the bound.
+func decodeVerified(b []byte, v any) error {
+	return decodeWith(b, v, "", nil, false)
+}
+
+func decodeWith(b []byte, v any, what string, slack *int64, bounded bool) (err error) {
 	if err := checkMsgpack(b); err != nil {
 		return err
 	}
@@ -1188,13 +1195,13 @@ func decodeBounded(b []byte, v any, what string, slack *int64) (err error) {
 		return fmt.Errorf("msgpack: decode into %T, not a pointer", v)
 	}
 	p := planFor(t.Elem())
-	if !p.root.safe {
+	if bounded && !p.root.safe {
 		s := int64(decodeSlack)
 		if slack != nil {
 			s = *slack
 		}
 		limit := decodeFactor*int64(len(b)) + s
-		cost, err := p.cost(b, limit)
+		cost, err := p.cost(b)
 		if err != nil {
 			return err
 		}

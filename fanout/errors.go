@@ -39,10 +39,10 @@ var (
 	// ErrNoStore means the job needed a store (an input or output too large
 	// to travel inline) and the Executor has none.
 	ErrNoStore = errors.New("fanout: no store")
-	// ErrDecodeLimit is wrapped by the error of an input, output or shared
-	// value refused because decoding it would allocate more than 16 times
-	// its encoded size (plus 64 KiB): 32 KiB of nils for a []T whose T holds
-	// a [4096]byte would otherwise ask for 384 MiB. The TaskError of such a
+	// ErrDecodeLimit is wrapped by the error of an input or output refused
+	// because decoding it would allocate more than 16 times its encoded
+	// size (plus 64 KiB): 32 KiB of nils for a []T whose T holds a
+	// [4096]byte would otherwise ask for 384 MiB. The TaskError of such a
 	// task is not retried. See "Decoded size" in docs/design.md.
 	ErrDecodeLimit = errors.New("fanout: decoded size over the limit")
 )
