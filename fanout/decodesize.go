@@ -192,7 +192,6 @@ var (
 	timeType       = reflect.TypeFor[time.Time]()
 	stringType     = reflect.TypeFor[string]()
 	emptyIfaceType = reflect.TypeFor[any]()
-	errorType      = reflect.TypeFor[error]()
 	selfDecoding   = []reflect.Type{
 		reflect.TypeFor[msgpack.CustomDecoder](),
 		reflect.TypeFor[msgpack.Unmarshaler](),
