@@ -647,6 +647,12 @@ const maxCost = 1 << 60
 func (p *costPlan) cost(b []byte) (int64, error) {
 	w := costWalker{b: b, cost: 64}
 	w.value(p.root, 0)
+	// checkMsgpack's stack of open containers leaves its 16 places on
+	// the stack for deeper nesting, doubling.
+	for c := 16; c < w.deepest+2; {
+		c *= 2
+		w.add(allocSize(8 * int64(c)))
+	}
 	return w.cost, w.err
 }
 
@@ -655,10 +661,11 @@ func (p *costPlan) cost(b []byte) (int64, error) {
 // the library reads extension data as a map in one place, so the walk does
 // not rely on checkMsgpack's view of the structure.
 type costWalker struct {
-	b    []byte
-	off  int
-	cost int64
-	err  error
+	b       []byte
+	off     int
+	cost    int64
+	deepest int // containers open at once, at most
+	err     error
 }
 
 func (w *costWalker) add(n int64) {
@@ -834,6 +841,7 @@ func (w *costWalker) rest(h head, depth int) {
 }
 
 func (w *costWalker) enter(depth int) {
+	w.deepest = max(w.deepest, depth+1)
 	if depth >= maxMsgDepth {
 		w.fail("nesting deeper than %d at offset %d", maxMsgDepth, w.off)
 	}
