@@ -25,9 +25,10 @@ import (
 // so on. 32 KiB of nils for a []T with a 4 KiB T asked for 384 MiB.
 //
 // So every user value (task inputs on the worker; outputs and MapReduce
-// results on the driver, from replies or the store) is decoded through a costPlan built once
-// per Go type: a model of what msgpack/v5 v5.4.1 allocates for each kind of
-// value, walked together with the bytes before anything is decoded. The walk
+// results on the driver, from replies or the store) is decoded through a
+// costPlan built once per Go type: a model of what msgpack/v5 v5.4.1
+// allocates for each kind of value, walked together with the bytes before
+// anything is decoded. The walk
 // adds up the bytes the decode would allocate (rounded up to the Go
 // allocator's size classes, garbage included: what matters is how much the
 // process must find, not what it keeps) and refuses the payload when the sum
@@ -70,7 +71,8 @@ const (
 // decoded.
 func decodeLimit(n int) int64 { return decodeFactor*int64(n) + decodeSlack }
 
-// errDecodeLimit is wrapped by a decodeSizeError; see ErrDecodeLimit.
+// decodeSizeError is a value refused for what it would decode to; it
+// wraps ErrDecodeLimit.
 type decodeSizeError struct {
 	what string // "input", "output"
 	n    int    // encoded bytes
