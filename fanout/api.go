@@ -83,9 +83,9 @@ func (j *Job[Out]) Wait(ctx context.Context) ([]Out, error) {
 
 // accept decodes output i; the returned func stores it, and runs only for
 // the copy whose result is taken.
-func (j *Job[Out]) accept(i int, b []byte) (func(), error) {
+func (j *Job[Out]) accept(i int, b []byte, slack *int64) (func(), error) {
 	var v Out
-	if err := decodeValue(b, &v); err != nil {
+	if err := decodeBounded(b, &v, "output", slack); err != nil {
 		return nil, err
 	}
 	return func() { j.values[i] = v }, nil
@@ -210,9 +210,9 @@ func MapReduce[In, Mid, Out any](ctx context.Context, ex *Executor, mapper *Func
 	reduceJob, err := ex.start(ctx, jobSpec{
 		fn: reducer.fn, n: 1, kind: inputGather,
 		encode: func(e *msgpack.Encoder, _ int) error { return encodeRangesTo(e, mapJob.t.outRefs) },
-		accept: func(_ int, b []byte) (func(), error) {
+		accept: func(_ int, b []byte, slack *int64) (func(), error) {
 			var v Out
-			if err := decodeValue(b, &v); err != nil {
+			if err := decodeBounded(b, &v, "output", slack); err != nil {
 				return nil, err
 			}
 			return func() { out = v }, nil

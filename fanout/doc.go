@@ -74,6 +74,8 @@
 // ErrStaleWorker (the worker is another build of the program: redeploy),
 // ErrMalformed, ErrPayloadTooLarge, ErrNoStore, ErrClosed, a backend that
 // refuses every call, and cancellation (errors.Is(err, context.Canceled)).
+// An input or output whose decoding would allocate more than 16 times its
+// encoded size (plus 64 KiB) fails its task with ErrDecodeLimit.
 // Functions mark transient errors with Retryable.
 //
 // # Guarantees
@@ -82,6 +84,8 @@
 // statistics, although a task may run more than once (retries, backups,
 // duplicate deliveries): side effects of functions are at-least-once.
 // Nothing from a payload is executed, and every payload is checked before
-// anything is allocated. Cancellation stops dispatch, cancels what is in
-// flight and leaks no goroutine.
+// anything is allocated: its structure, and what decoding it into the
+// function's types would allocate (at most 16 times its size plus 64 KiB).
+// Cancellation stops dispatch, cancels what is in flight and leaks no
+// goroutine.
 package fanout

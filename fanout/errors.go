@@ -41,6 +41,12 @@ var (
 	// ErrNoStore means the job needed a store (an input or output too large
 	// to travel inline) and the Executor has none.
 	ErrNoStore = errors.New("fanout: no store")
+	// ErrDecodeLimit is wrapped by the error of an input or output refused
+	// because decoding it would allocate more than 16 times its encoded
+	// size (plus 64 KiB): 32 KiB of nils for a []T whose T holds a
+	// [4096]byte would otherwise ask for 384 MiB. The TaskError of such a
+	// task is not retried. See "Decoded size" in docs/design.md.
+	ErrDecodeLimit = errors.New("fanout: decoded size over the limit")
 )
 
 // TaskError is the failure of one task: the error its function returned, a
@@ -305,6 +311,8 @@ func remoteError(index, attempts int, we *wireError) *TaskError {
 		te.Err = ErrMalformed
 	case codeGone:
 		te.Err = storage.ErrNotFound
+	case codeDecodeLimit:
+		te.Err = ErrDecodeLimit
 	}
 	return te
 }

@@ -135,6 +135,9 @@ func (j *jobCore) takeReply(ev *event, r *wireReply) {
 		return
 	}
 	ev.results = make([]taskResult, 0, len(r.Results))
+	// The outputs of one reply share one slack (see decodeBounded), so
+	// many tiny outputs cannot each take it.
+	slack := int64(decodeSlack)
 	for k := range r.Results {
 		res := &r.Results[k]
 		if res.Index < 0 || res.Index >= j.spec.n {
@@ -162,10 +165,13 @@ func (j *jobCore) takeReply(ev *event, r *wireReply) {
 				}
 			}
 			if tr.err == nil {
-				commit, err := j.spec.accept(res.Index, data)
-				if err != nil {
+				commit, err := j.spec.accept(res.Index, data, &slack)
+				switch {
+				case errors.Is(err, ErrDecodeLimit):
+					tr.derr = &TaskError{Index: res.Index, Type: "decode", Message: err.Error(), Err: ErrDecodeLimit}
+				case err != nil:
 					tr.derr = &TaskError{Index: res.Index, Type: "decode", Message: fmt.Sprintf("decode output of %s: %v", j.spec.fn.signature, err)}
-				} else {
+				default:
 					tr.commit = commit
 				}
 			}

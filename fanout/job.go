@@ -51,8 +51,8 @@ type jobSpec struct {
 	n        int
 	kind     int
 	flags    uint64
-	encode   func(e *msgpack.Encoder, i int) error   // encodes input i
-	accept   func(i int, out []byte) (func(), error) // decodes output i, returns what stores it; nil with flagOutputsToStore
+	encode   func(e *msgpack.Encoder, i int) error                 // encodes input i
+	accept   func(i int, out []byte, slack *int64) (func(), error) // decodes output i (see decodeBounded), returns what stores it; nil with flagOutputsToStore
 	keepData bool
 	async    bool
 }

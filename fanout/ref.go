@@ -164,7 +164,8 @@ func (ex *Executor) deleteShared() error {
 // value, checks its hash, decodes it and keeps it in a per-process cache
 // (256 MiB by default, see SetRefCacheLimit); concurrent first calls fetch
 // once. The value is shared by every task of the process: treat it as read
-// only.
+// only. Its bytes are checked (structure, nesting) but, being the ones Put
+// hashed, not bounded in decoded size like inputs (see ErrDecodeLimit).
 func (r Ref[T]) Get(ctx context.Context) (T, error) {
 	var zero T
 	if r.Key == "" || len(r.Hash) != 64 {
@@ -185,8 +186,8 @@ func (r Ref[T]) Get(ctx context.Context) (T, error) {
 			return nil, err
 		}
 		var v T
-		if err := decodeValue(b, &v); err != nil {
-			return nil, fmt.Errorf("fanout: Ref %s: decode as %T: %w", r.Key, v, err)
+		if err := decodeVerified(b, &v); err != nil {
+			return nil, fmt.Errorf("fanout: Ref %s: decode as %v: %w", r.Key, reflect.TypeFor[T](), err)
 		}
 		refCache.put(ck, v, int64(len(b)))
 		return v, nil

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -100,6 +101,10 @@ func RegisterTo[In, Out any](r *Registry, name string, fn func(context.Context, 
 				"(or MarshalBinary/UnmarshalBinary) methods", name, side.what, side.t, describePath(path, bad)))
 		}
 	}
+	// Build the decoded-size models now: the worker needs In's, the
+	// driver Out's.
+	planFor(inT)
+	planFor(outT)
 	info := &funcInfo{
 		name:      name,
 		signature: fmt.Sprintf("%s(%v) %v", name, inT, outT),
@@ -107,7 +112,10 @@ func RegisterTo[In, Out any](r *Registry, name string, fn func(context.Context, 
 	}
 	info.run = func(ctx context.Context, in []byte) ([]byte, *wireError) {
 		var v In
-		if err := decodeValue(in, &v); err != nil {
+		if err := decodeBounded(in, &v, "input", nil); err != nil {
+			if errors.Is(err, ErrDecodeLimit) {
+				return nil, &wireError{Code: codeDecodeLimit, Type: fmt.Sprintf("%T", err), Message: err.Error()}
+			}
 			return nil, &wireError{Code: codeDecode, Type: fmt.Sprintf("%T", err),
 				Message: fmt.Sprintf("decode input as %v: %v", inT, err)}
 		}
@@ -169,14 +177,6 @@ func callRecovered[In, Out any](ctx context.Context, fn func(context.Context, In
 
 func encodeValue(v any) ([]byte, error) {
 	return msgpack.Marshal(v)
-}
-
-// decodeValue decodes b into v after checking it (see checkMsgpack).
-func decodeValue(b []byte, v any) error {
-	if err := checkMsgpack(b); err != nil {
-		return err
-	}
-	return msgpack.Unmarshal(b, v)
 }
 
 // signatureDigest hashes the name and the structure of In and Out, so that a

@@ -103,21 +103,22 @@ type wireResult struct {
 
 // Error codes carried by wireError.Code.
 const (
-	codeApp       = "error"     // the function returned an error
-	codePanic     = "panic"     // the function panicked
-	codeTimeout   = "timeout"   // the task overran its deadline
-	codeCanceled  = "canceled"  // the invocation was cancelled before the task ended
-	codeUnstarted = "unstarted" // the invocation ended before the task started: it never ran
-	codeDeadline  = "deadline"  // the invocation's deadline came while the task ran
-	codeDecode    = "decode"    // the input could not be decoded into In
-	codeEncode    = "encode"    // the output could not be encoded
-	codeTooLarge  = "too-large" // the output did not fit the reply and there is no store
-	codeStore     = "store"     // reading the input or writing the output failed
-	codeGone      = "gone"      // the input's object is not in the store: no retry can read it
-	codeMalformed = "malformed" // the request was not a valid envelope
-	codeUnknown   = "unknown-function"
-	codeStale     = "stale-worker"
-	codeVersion   = "version"
+	codeApp         = "error"        // the function returned an error
+	codePanic       = "panic"        // the function panicked
+	codeTimeout     = "timeout"      // the task overran its deadline
+	codeCanceled    = "canceled"     // the invocation was cancelled before the task ended
+	codeUnstarted   = "unstarted"    // the invocation ended before the task started: it never ran
+	codeDeadline    = "deadline"     // the invocation's deadline came while the task ran
+	codeDecode      = "decode"       // the input could not be decoded into In
+	codeDecodeLimit = "decode-limit" // decoding the input would allocate too much (ErrDecodeLimit)
+	codeEncode      = "encode"       // the output could not be encoded
+	codeTooLarge    = "too-large"    // the output did not fit the reply and there is no store
+	codeStore       = "store"        // reading the input or writing the output failed
+	codeGone        = "gone"         // the input's object is not in the store: no retry can read it
+	codeMalformed   = "malformed"    // the request was not a valid envelope
+	codeUnknown     = "unknown-function"
+	codeStale       = "stale-worker"
+	codeVersion     = "version"
 	// codeStoreRefused: the job's store is not in the worker's allow-list.
 	codeStoreRefused = "store-refused"
 	codeInternal     = "internal"
