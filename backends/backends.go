@@ -157,7 +157,8 @@ type Limits struct {
 	MemoryMB int
 	// Platform names the price list of the platform, for cost estimates:
 	// PlatformLambdaARM64, PlatformLambdaX86 or PlatformSCF; "" when
-	// unknown (the executor then uses Lambda arm64 prices).
+	// unknown or when nothing bills the invocations (the executor then
+	// estimates no cost unless fanout.Options.Prices is set).
 	Platform string
 	// InProcess reports that workers run inside the driver's process, so
 	// they share its memory (and a mem:// store).

@@ -165,9 +165,13 @@ type Options struct {
 	// job (or every 10 s) on anything else. Defaults to nil: nothing shown.
 	Progress io.Writer
 	// Prices are the platform's rates, for the cost estimate in JobStats.
-	// Defaults to the price list the backend names (PricesLambdaARM64,
-	// PricesLambdaX86 or PricesSCF; Lambda arm64 when it names none), with
-	// the memory of its workers when it reports it.
+	// Defaults to the price list the backend names in Limits().Platform
+	// (PricesLambdaARM64, PricesLambdaX86 or PricesSCF), with the memory of
+	// its workers when it reports it; a backend that names none gets no
+	// estimate: its jobs' Cost is zero. On a backend that runs on this
+	// machine (local, process), which bills nothing, set Prices to see what
+	// the same work would cost on a cloud platform: JobStats.Cost then says
+	// it is such an estimate (Cost.NotBilled).
 	Prices *Prices
 	// Logger receives the executor's own records: retries at Warn, failed
 	// tasks at Error with their logs. Defaults to slog.Default().
@@ -382,22 +386,21 @@ func (ex *Executor) Close() error {
 	return err
 }
 
-// prices returns the rates for cost estimates.
-func (ex *Executor) prices() Prices {
+// prices returns the rates for cost estimates (zero: none) and whether
+// the jobs run on this machine, where nothing bills them: the backend names
+// no platform and its workers share the driver's host. A platform the
+// backend names bills, even when a test runs it on this machine.
+func (ex *Executor) prices() (p Prices, notBilled bool) {
+	l := ex.limits
+	notBilled = l.Platform == "" && (l.SameHost || l.InProcess)
 	if ex.opts.Prices != nil {
-		return *ex.opts.Prices
+		return *ex.opts.Prices, notBilled
 	}
-	p := PricesLambdaARM64
-	switch ex.limits.Platform {
-	case backends.PlatformLambdaX86:
-		p = PricesLambdaX86
-	case backends.PlatformSCF:
-		p = PricesSCF
+	p, ok := PricesFor(l.Platform)
+	if ok && l.MemoryMB > 0 {
+		p.MemoryMB = l.MemoryMB
 	}
-	if ex.limits.MemoryMB > 0 {
-		p.MemoryMB = ex.limits.MemoryMB
-	}
-	return p
+	return p, notBilled
 }
 
 // Backend returns the executor's backend.

@@ -24,7 +24,7 @@ func RegisterPlotter(f func(w io.Writer, s JobStats, format string) error) {
 
 // WritePlot draws the job in format "png" or "svg": a timeline with one line
 // per task, coloured by outcome, above the number of tasks running over
-// time. It needs the plotting package linked in, which keeps gonum/plot out
+// time, each with a legend of what its colours mean. It needs the plotting package linked in, which keeps gonum/plot out
 // of programs that never plot (the workers above all):
 //
 //	import _ "github.com/gowren/gowren/jobplot"

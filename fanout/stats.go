@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gowren/gowren/backends"
 )
 
 // JobStats describe a job. Counts cover the whole job so far; a snapshot
@@ -92,7 +94,10 @@ type JobStats struct {
 	// the batch, each rounded up to a millisecond as Lambda bills it.
 	BilledTime time.Duration `json:"billed_time"`
 	// Cost estimates what the job cost from BilledTime, the invocations and
-	// Options.Prices.
+	// the prices of the platform it ran on (Options.Prices). On a backend
+	// that runs on this machine (local, process) nothing bills the job: Cost
+	// is zero, or with Options.Prices set an estimate of what the same work
+	// would cost at those prices, marked NotBilled. Cost.String says which.
 	Cost Cost `json:"cost"`
 	// PerTask describes every task, in input order.
 	PerTask []TaskStats `json:"per_task,omitempty"`
@@ -163,17 +168,61 @@ var (
 	PricesSCF = Prices{Name: "Tencent Cloud SCF", MemoryMB: 512, PerGBSecond: 0.0000167, PerMillionRequests: 0.20}
 )
 
-// Cost is an estimate of what a job cost on a platform with the given prices.
+// PricesFor returns the price list of a platform named as in
+// backends.Limits.Platform (backends.PlatformLambdaARM64,
+// PlatformLambdaX86, PlatformSCF), and false for any other name.
+func PricesFor(platform string) (Prices, bool) {
+	switch platform {
+	case backends.PlatformLambdaARM64:
+		return PricesLambdaARM64, true
+	case backends.PlatformLambdaX86:
+		return PricesLambdaX86, true
+	case backends.PlatformSCF:
+		return PricesSCF, true
+	}
+	return Prices{}, false
+}
+
+// Cost is an estimate of what a job cost on a platform with the given
+// prices, in US dollars. With no prices (Prices.Name empty) it is zero: the
+// job ran where nothing bills it, or on a platform whose prices gowren does
+// not know.
 type Cost struct {
 	Prices    Prices  `json:"prices"`
 	GBSeconds float64 `json:"gb_seconds"`
 	Compute   float64 `json:"compute"`
 	Requests  float64 `json:"requests"`
 	Total     float64 `json:"total"`
+	// NotBilled reports that the job ran on this machine, where nothing
+	// bills it (its backend names no platform in Limits().Platform and runs
+	// its workers on the driver's host: local, process): a Total above zero
+	// is then what the same billed time and invocations would cost at
+	// Prices, for comparison, not what the job cost.
+	NotBilled bool `json:"not_billed,omitempty"`
 }
 
-func estimate(p Prices, billed time.Duration, invocations int) Cost {
-	c := Cost{Prices: p, GBSeconds: billed.Seconds() * float64(p.MemoryMB) / 1024}
+// String says what the cost is in a line of text, as gowren status prints
+// it: "none: ran on this machine ...", "$0.000212 estimated on AWS Lambda
+// arm64 at 1769 MB (15.2 GB-s)", or for a job that ran on this machine
+// with Options.Prices set, "$0.000212: estimate of the same work on AWS
+// Lambda arm64 at 1769 MB (15.2 GB-s; not billed: ran on this machine)".
+func (c Cost) String() string {
+	switch {
+	case c.Prices.Name == "" && c.NotBilled:
+		return "none: ran on this machine (Options.Prices gives an estimate of the same work on a cloud platform)"
+	case c.Prices.Name == "":
+		return "unknown: the backend names no price list (Options.Prices sets one)"
+	case c.NotBilled:
+		return fmt.Sprintf("$%.6f: estimate of the same work on %s at %d MB (%.1f GB-s; not billed: ran on this machine)",
+			c.Total, c.Prices.Name, c.Prices.MemoryMB, c.GBSeconds)
+	}
+	return fmt.Sprintf("$%.6f estimated on %s at %d MB (%.1f GB-s)", c.Total, c.Prices.Name, c.Prices.MemoryMB, c.GBSeconds)
+}
+
+// estimate prices the billed time and invocations at p; zero p prices
+// nothing.
+func estimate(p Prices, notBilled bool, billed time.Duration, invocations int) Cost {
+	c := Cost{Prices: p, NotBilled: notBilled, GBSeconds: billed.Seconds() * float64(p.MemoryMB) / 1024}
 	c.Compute = c.GBSeconds * p.PerGBSecond
 	c.Requests = float64(invocations) * p.PerMillionRequests / 1e6
 	c.Total = c.Compute + c.Requests
@@ -255,7 +304,8 @@ func (c *jobCore) stats() JobStats {
 		slices.Sort(runs)
 		s.TaskP50, s.TaskP95, s.TaskP99 = percentile(runs, 0.50), percentile(runs, 0.95), percentile(runs, 0.99)
 	}
-	s.Cost = estimate(c.ex.prices(), s.BilledTime, s.Invocations)
+	p, notBilled := c.ex.prices()
+	s.Cost = estimate(p, notBilled, s.BilledTime, s.Invocations)
 	return s
 }
 
@@ -300,8 +350,8 @@ func unixTime(ns int64) time.Time {
 
 // Summary describes the job in the lines `gowren status` prints for it:
 // its tasks by outcome, the failed ones named, makespan and task-time
-// percentiles, invocations and retries, storage requests, the cost
-// estimate, and the error of each failed task (the first maxNamed).
+// percentiles, invocations and retries, storage requests, the cost (as
+// Cost.String says it), and the error of each failed task (the first maxNamed).
 func (s *JobStats) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "outcome   %d tasks: %d ok, %d failed", s.Tasks, s.Succeeded, s.Failed)
@@ -335,7 +385,7 @@ func (s *JobStats) Summary() string {
 		s.Invocations, s.Retries, s.Backups, s.Throttles, s.ColdStarts)
 	fmt.Fprintf(&b, "storage   %.3f requests per task (driver %d reads, %d writes, %d list pages, %d deletes; workers %d reads, %d writes)\n",
 		s.StoreRequestsPerTask, s.StoreReads, s.StoreWrites, s.StoreLists, s.StoreDeletes, s.WorkerStoreReads, s.WorkerStoreWrites)
-	fmt.Fprintf(&b, "cost      $%.6f estimated (%s, %.1f GB-s)\n", s.Cost.Total, s.Cost.Prices.Name, s.Cost.GBSeconds)
+	fmt.Fprintf(&b, "cost      %v\n", s.Cost)
 	for k, t := range failed {
 		if k == maxNamed {
 			fmt.Fprintf(&b, "          ... and %d more failed tasks\n", len(failed)-maxNamed)

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"image/png"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -65,9 +67,12 @@ func TestWritePlotSVG(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Well-formed XML, with one line per task in the outcome colours, and
-	// one per failed attempt.
+	// one per failed attempt, plus one sample of each in the legend, whose
+	// text names them with their counts.
 	d := xml.NewDecoder(bytes.NewReader(buf.Bytes()))
 	marks := map[string]int{}
+	var texts []string
+	inText := false
 	for {
 		tok, err := d.Token()
 		if err == io.EOF {
@@ -76,17 +81,28 @@ func TestWritePlotSVG(t *testing.T) {
 		if err != nil {
 			t.Fatalf("SVG does not parse: %v", err)
 		}
-		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "path" {
-			for _, a := range se.Attr {
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			inText = tok.Name.Local == "text"
+			if tok.Name.Local != "path" {
+				continue
+			}
+			for _, a := range tok.Attr {
 				for _, c := range []string{"#2e8b57", "#c62828", "#e68a00", "#ef9a9a"} {
 					if strings.Contains(strings.ToLower(a.Value), "stroke:"+c) {
 						marks[c]++
 					}
 				}
 			}
+		case xml.CharData:
+			if inText {
+				texts = append(texts, string(tok))
+			}
+		case xml.EndElement:
+			inText = false
 		}
 	}
-	retried, tries := 0, 0
+	retried, tries, peak := 0, 0, 0
 	for _, ts := range s.PerTask {
 		if ts.Outcome == "ok" && ts.Attempts > 1 {
 			retried++
@@ -97,13 +113,32 @@ func TestWritePlotSVG(t *testing.T) {
 				t.Errorf("task %d: failed try %+v", ts.Index, f)
 			}
 		}
+		if ts.Started.IsZero() || ts.Finished.IsZero() {
+			continue
+		}
+		n := 0 // tasks running when this one started
+		for _, o := range s.PerTask {
+			if !o.Started.After(ts.Started) && o.Finished.After(ts.Started) {
+				n++
+			}
+		}
+		peak = max(peak, n)
 	}
 	// The flaky task's first attempt, and the one attempt of each failed task.
 	if retried != 1 || tries != 1+s.Failed {
 		t.Fatalf("%d tasks retried, %d failed tries; want the flaky task and %d failed attempts", retried, tries, 1+s.Failed)
 	}
-	if marks["#2e8b57"] != s.Succeeded-retried || marks["#e68a00"] != retried || marks["#c62828"] != s.Failed || marks["#ef9a9a"] != tries {
-		t.Errorf("marks %v, want %d ok, %d retried, %d failed, %d failed tries", marks, s.Succeeded-retried, retried, s.Failed, tries)
+	ok := s.Succeeded - retried
+	if marks["#2e8b57"] != ok+1 || marks["#e68a00"] != retried+1 || marks["#c62828"] != s.Failed+1 || marks["#ef9a9a"] != tries+1 {
+		t.Errorf("marks %v, want %d ok, %d retried, %d failed, %d failed tries, each plus its legend sample", marks, ok, retried, s.Failed, tries)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("ok (%d)", ok), "ok after retries (1)", fmt.Sprintf("failed (%d)", s.Failed),
+		fmt.Sprintf("failed attempt (%d)", tries), fmt.Sprintf("tasks running (peak %d)", peak),
+	} {
+		if !slices.Contains(texts, want) {
+			t.Errorf("no legend entry %q in the SVG's texts %q", want, texts)
+		}
 	}
 }
 

@@ -6,6 +6,12 @@
 //	go run ./examples/montecarlo                        # embedded default: local goroutines
 //	go run ./examples/montecarlo -backend process://    # worker subprocesses of this binary
 //	GOWREN_BACKEND='lambda://montecarlo?region=us-east-1' go run ./examples/montecarlo
+//	go run ./examples/montecarlo -estimate aws-lambda-arm64  # what the same work would cost on Lambda
+//
+// It prints the estimates, the wall time and the job's cost: on this
+// machine none, unless -estimate names a platform whose prices to apply to
+// the work done (aws-lambda-arm64, aws-lambda-x86_64 or tencent-scf); on a
+// cloud platform its estimated bill.
 //
 // For AWS Lambda or Tencent SCF, deploy this same program first
 // (go run ./cmd/gowren deploy lambda ./examples/montecarlo); see the README.
@@ -41,6 +47,7 @@ func main() {
 	seed := flag.Uint64("seed", 1, "random seed")
 	progress := flag.Bool("progress", false, "show the job's progress on stderr")
 	plotFile := flag.String("plot", "", "write the job's timeline to this .png or .svg file")
+	estimate := flag.String("estimate", "", "price the work at this platform's rates: aws-lambda-arm64, aws-lambda-x86_64 or tencent-scf (default: the backend's; none on this machine)")
 	flag.Parse()
 	if *backend != "" {
 		os.Setenv(fanout.EnvBackend, *backend)
@@ -54,6 +61,13 @@ func main() {
 	var opts fanout.Options
 	if *progress {
 		opts.Progress = os.Stderr
+	}
+	if *estimate != "" {
+		p, ok := fanout.PricesFor(*estimate)
+		if !ok {
+			log.Fatalf("montecarlo: -estimate %q: want aws-lambda-arm64, aws-lambda-x86_64 or tencent-scf", *estimate)
+		}
+		opts.Prices = &p
 	}
 	ex, err := fanout.OpenWith(ctx, &opts)
 	if err != nil {
@@ -94,6 +108,7 @@ func main() {
 		est.Price, exact, est.Price-exact, est.PriceStdErr)
 	fmt.Printf("wall time   %v   (%d invocations, %d retries, %.0f samples/s)\n",
 		wall.Round(time.Millisecond), st.Invocations, st.Retries, float64(est.Samples)/wall.Seconds())
+	fmt.Printf("cost        %v\n", st.Cost)
 	if *plotFile != "" {
 		if err := st.SavePlot(*plotFile); err != nil {
 			log.Fatal(err)
