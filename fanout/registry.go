@@ -63,7 +63,13 @@ var defaultRegistry = NewRegistry()
 // choose it once ("resize", "mc.price") and keep it when the Go function is
 // renamed. In and Out travel as msgpack: exported struct fields, slices, maps,
 // numbers, strings, time.Time and types with msgpack encoders work; channels
-// and functions do not (Map reports them).
+// and functions do not (Map reports them). A struct with an unexported field
+// is refused unless the field is tagged `msgpack:"-"` (it stays behind) or
+// the type encodes itself. A value held in an interface (any) arrives as
+// msgpack decodes it: an integer as the smallest type that holds it (int8
+// for 7), a struct as map[string]any, a slice as []any. Register panics
+// when called after Init: a worker serves from Init on and would never
+// have the function.
 func Register[In, Out any](name string, fn func(context.Context, In) (Out, error)) *Func[In, Out] {
 	f := RegisterTo(defaultRegistry, name, fn)
 	if initCalled.Load() {
