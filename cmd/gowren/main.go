@@ -5,7 +5,7 @@
 //
 //	gowren [-store URL] jobs                      list jobs with their state, objects, size and age
 //	gowren [-store URL] status JOB                show a job: function, tasks, state, statistics
-//	gowren [-store URL] clean [-older-than D] [-all | JOB...]   delete job data and shared values
+//	gowren [-store URL] clean [-older-than D] [-force] [-all | JOB...]   delete job data and shared values
 //	gowren [-store URL] plot [-o FILE] JOB        draw a job's timeline (PNG or SVG)
 //	gowren plot -stats FILE [-o FILE]             the same from a statistics JSON file
 //	gowren deploy lambda|scf [flags] [PACKAGE]    build and deploy a function
@@ -20,6 +20,12 @@
 // with KeepData: `jobs` counts them, `clean -older-than D` removes those of
 // drivers started more than D ago (choose D longer than any driver runs),
 // `clean -all` all of them.
+//
+// A job's state says whether its driver runs: a driver renews a lease in the
+// store (jobs/<id>/drivers/<driver>) every fanout.LeaseEvery while it runs a
+// job that has a manifest, and a job whose newest lease is older than
+// fanout.LeaseTTL has lost its driver. `clean` keeps the jobs of running
+// drivers, and with -all the shared values too, unless -force.
 //
 // Exit status: 0 on success, 1 when the command failed, 2 on a usage error.
 package main
@@ -75,7 +81,7 @@ const usage = `usage: gowren [-store URL] <command> [arguments]
 commands:
   jobs                               list the jobs in the store
   status JOB                         show the objects of a job
-  clean [-older-than D] [-all | JOB...]  delete job data (and, without JOB, shared values)
+  clean [-older-than D] [-force] [-all | JOB...]  delete job data (and, without JOB, shared values)
   plot [-o FILE] JOB | -stats FILE   draw a job's timeline and concurrency (PNG or SVG)
   deploy lambda|scf [flags] [PACKAGE]  build a main package and deploy it as a cloud function
   version                            print the gowren version
@@ -533,14 +539,25 @@ func deleteGroup(ctx context.Context, st storage.Store, g layout.Group) error {
 
 // subUsage introduces each command's -h output.
 var subUsage = map[string]string{
-	"jobs": "usage: gowren [-store URL] jobs\n\nLists the jobs in the store: ID, function, state, objects, size and age;\n" +
-		"then counts the values drivers shared with fanout.Put that are still there (refs/).\n",
+	"jobs": "usage: gowren [-store URL] jobs\n\nLists the jobs in the store: ID, function, objects, size, age and state;\n" +
+		"then counts the values drivers shared with fanout.Put that are still there (refs/).\n\n" +
+		"A job's state is one of:\n" +
+		"  finished: N ok, N failed              it ended; its statistics were saved (KeepData)\n" +
+		"  cancelled: N ok, N failed, N cancelled  it ended early (also \"deadline exceeded\", \"stopped\");\n" +
+		"                                        cancelled tasks had no result, they did not fail\n" +
+		"  running: driver alive (heartbeat Ns ago)  its driver renewed its lease less than " + fanout.LeaseTTL.String() + " ago\n" +
+		"  driver gone (last heartbeat ... ago)  its driver stopped renewing it: killed, or its machine died;\n" +
+		"                                        attach to an async job to finish it\n" +
+		"  unfinished, no driver heartbeat       written by a gowren from before heartbeats\n",
 	"status": "usage: gowren [-store URL] status JOB\n\nShows a job: its objects, function, tasks, state and, when saved, its statistics.\n",
-	"clean": "usage: gowren [-store URL] clean [-older-than D] [-all | JOB...]\n       gowren clean -tmp\n\n" +
+	"clean": "usage: gowren [-store URL] clean [-older-than D] [-force] [-all | JOB...]\n       gowren clean -tmp\n\n" +
 		"Deletes the objects of the jobs named, of every job (-all), or of the jobs older than D.\n" +
+		"A job whose driver is running (see gowren jobs -h) is kept, and clean fails naming it,\n" +
+		"unless -force.\n" +
 		"Without JOB it also deletes the values drivers shared with fanout.Put (refs/<executor id>/):\n" +
-		"all of them (-all), or those of drivers started more than D ago. A running driver's values\n" +
-		"are deleted too, so choose D longer than any driver runs.\n" +
+		"all of them (-all; kept while a driver runs, unless -force), or those of drivers started\n" +
+		"more than D ago. Which values a running driver uses is not recorded, so with -older-than\n" +
+		"choose D longer than any driver runs.\n" +
 		"-tmp removes instead the temporary stores that drivers on process:// left in $TMPDIR\n" +
 		"(gowren-<pid>-*) when they could not remove them; never those of drivers still running.\n\nflags:\n",
 	"plot": "usage: gowren [-store URL] plot [-o FILE] JOB\n       gowren plot -stats FILE [-o FILE]\n\n" +
