@@ -335,10 +335,12 @@ func jobState(ctx context.Context, st storage.Store, m *fanout.Manifest, g layou
 }
 
 // stopKind names what stopped a job from the error its cancelled tasks
-// record.
+// record: its context was cancelled (also by a signal, as
+// signal.NotifyContext does on Ctrl-C), its deadline passed, or something
+// else stopped it (an abort).
 func stopKind(reason string) string {
 	switch {
-	case strings.HasSuffix(reason, context.Canceled.Error()):
+	case strings.HasSuffix(reason, context.Canceled.Error()), strings.HasSuffix(reason, " signal received"):
 		return "cancelled"
 	case strings.HasSuffix(reason, context.DeadlineExceeded.Error()):
 		return "deadline exceeded"

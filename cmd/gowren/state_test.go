@@ -281,3 +281,16 @@ func TestStoreMistakes(t *testing.T) {
 		})
 	}
 }
+
+func TestStopKind(t *testing.T) {
+	for _, tc := range []struct{ reason, want string }{
+		{"fanout: job x (f) stopped with 5 of 5 tasks unfinished: context canceled", "cancelled"},
+		{"fanout: job x (f) stopped with 52 of 54 tasks unfinished: interrupt signal received", "cancelled"},
+		{"fanout: job x (f) stopped with 1 of 3 tasks unfinished: context deadline exceeded", "deadline exceeded"},
+		{"fanout: job x (f): fanout: stale worker", "stopped"},
+	} {
+		if got := stopKind(tc.reason); got != tc.want {
+			t.Errorf("stopKind(%q) = %q, want %q", tc.reason, got, tc.want)
+		}
+	}
+}
