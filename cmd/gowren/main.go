@@ -410,12 +410,9 @@ func status(ctx context.Context, st storage.Store, id string, now time.Time, w i
 	}
 	fmt.Fprintf(w, "function  %s\ntasks     %d (%s, %d input chunks)\nstate     %s\n",
 		m.Signature, m.Tasks, mode, len(m.Chunks), jobState(ctx, st, m, j, now))
-	if j.Drivers > 0 {
+	if j.Drivers > 0 && !j.Finished {
 		verdict := "gone"
-		switch {
-		case j.Finished:
-			verdict = "the job ended"
-		case fanout.DriverAlive(j.Heartbeat, now):
+		if fanout.DriverAlive(j.Heartbeat, now) {
 			verdict = "alive"
 		}
 		drivers := "1 driver"

@@ -193,7 +193,7 @@ func TestJobStates(t *testing.T) {
 	}
 	out, _, err = cli(t, now, "-store", url, "status", cancelled.ID())
 	if err != nil || !regexp.MustCompile(`outcome   4 tasks: 0 ok, [01] failed, [34] cancelled\n`).MatchString(out) ||
-		!regexp.MustCompile(`\nstopped   .*context canceled\n`).MatchString(out) || !strings.Contains(out, "the job ended") {
+		!regexp.MustCompile(`\nstopped   .*context canceled\n`).MatchString(out) || strings.Contains(out, "heartbeat") {
 		t.Errorf("status of the cancelled job: %v\n%s", err, out)
 	}
 
