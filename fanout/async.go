@@ -68,10 +68,13 @@ func (j *jobCore) writeManifest(ctx context.Context) error {
 	if st == nil {
 		return nil // KeepData without a store: nothing to keep
 	}
+	// The lease is the job's heartbeat: gowren jobs tells a job whose
+	// driver runs from one whose driver died by it, sync jobs too.
+	if err := j.renewLease(ctx); err != nil {
+		return fmt.Errorf("fanout: start %q: %w", j.spec.fn.name, err)
+	}
+	j.leased = true
 	if j.spec.async {
-		if err := j.renewLease(ctx); err != nil {
-			return fmt.Errorf("fanout: start %q: %w", j.spec.fn.name, err)
-		}
 		idx := inputIndex{Chunk: make([]int, j.spec.n), Off: make([]int64, j.spec.n), Len: make([]int64, j.spec.n)}
 		chunkNo := map[string]int{}
 		for k, key := range j.chunks {
@@ -279,6 +282,7 @@ func Attach[In, Out any](ctx context.Context, ex *Executor, f *Func[In, Out], jo
 	if err := core.renewLease(ctx); err != nil {
 		return nil, fmt.Errorf("fanout: attach to job %s: %w", jobID, err)
 	}
+	core.leased = true
 	if core.jobErr != nil {
 		return nil, core.jobErr
 	}
@@ -389,9 +393,11 @@ func putReply(ctx context.Context, st storage.Store, key string, r *wireReply) e
 	return st.Put(ctx, key, buf.Bytes())
 }
 
-// Leases. Every driver running an async job (the one that started it, and
-// any that attached to it) keeps an object jobs/<id>/drivers/<driver> and
-// rewrites it every leaseEvery. A driver that finishes deletes the job's
+// Leases. Every driver running a job that has a manifest (an async job,
+// or one kept with KeepData: the one that started it, and any that
+// attached to it) keeps an object jobs/<id>/drivers/<driver> and rewrites
+// it every leaseEvery: the job's heartbeat, by which gowren jobs tells a
+// running job from one whose driver died (DriverAlive). A driver that finishes deletes the job's
 // objects only when no other driver's lease is fresh: one written less than
 // leaseTTL before its own last one, both times as the store reports them,
 // so the drivers' clocks need not agree. Otherwise it deletes just its
@@ -402,6 +408,26 @@ const (
 	leaseEvery = time.Minute
 	leaseTTL   = 3 * leaseEvery
 )
+
+// LeaseEvery is how often a running driver rewrites its lease on a job,
+// the object jobs/<id>/drivers/<driver id>. LeaseTTL is how long a lease
+// stays fresh: a lease older than that belongs to a driver that is gone
+// (it missed two renewals in a row).
+const (
+	LeaseEvery = leaseEvery
+	LeaseTTL   = leaseTTL
+)
+
+// DriverAlive reports whether a job's driver runs, judged by renewed, the
+// time the store gives the newest object under jobs/<id>/drivers/: a lease
+// written less than LeaseTTL before now is fresh. The zero time (no lease)
+// is not. renewed comes from the store's clock and now from the caller's,
+// so clocks more than a minute or so apart blur the verdict; a job that
+// ended, with its statistics saved (KeepData), may still have a fresh
+// lease: check for stats.json first.
+func DriverAlive(renewed, now time.Time) bool {
+	return !renewed.IsZero() && now.Sub(renewed) < leaseTTL
+}
 
 // renewLease writes the driver's lease.
 func (j *jobCore) renewLease(ctx context.Context) error {

@@ -106,7 +106,7 @@ func (j *jobCore) run() {
 	defer close(j.done)
 	stopProgress := j.startProgress()
 	stopLease := func() {}
-	if j.spec.async {
+	if j.leased {
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Go(func() { j.keepLease(stop) })

@@ -123,7 +123,8 @@ type jobCore struct {
 	// Counted by the cleanup, after the dispatcher stopped, and by the
 	// lease keeper.
 	cleanupLists, cleanupDeletes, leaseWrites atomic.Int64
-	driver                                    string // names this driver's lease (async)
+	driver                                    string // names this driver's lease
+	leased                                    bool   // the job has a manifest: keep the lease fresh
 }
 
 // JobTime returns the start time written in a job ID, or the zero time.

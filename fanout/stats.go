@@ -19,7 +19,13 @@ type JobStats struct {
 	Func      string `json:"func"`
 	Tasks     int    `json:"tasks"`
 	Succeeded int    `json:"succeeded"`
-	Failed    int    `json:"failed"`
+	// Failed counts tasks that failed on their own (their error, a panic,
+	// retries used up); Cancelled those settled without a result because
+	// the job stopped first (cancelled, its deadline passed, or aborted),
+	// whose TaskStats.Error is the job's error. Once the job ended,
+	// Succeeded + Failed + Cancelled is Tasks.
+	Failed    int `json:"failed"`
+	Cancelled int `json:"cancelled"`
 	// Running counts tasks running in a worker now (a worker runs as many
 	// tasks of its batch at once as the backend's Limits().Parallel);
 	// Queued counts tasks sent in an invocation that wait there for their
@@ -108,7 +114,8 @@ type JobStats struct {
 // driver's.
 type TaskStats struct {
 	Index int `json:"index"`
-	// Outcome is "ok", "failed", "running" or "pending".
+	// Outcome is "ok", "failed", "cancelled" (no result: the job stopped
+	// first), "running" or "pending".
 	Outcome   string    `json:"outcome"`
 	Attempts  int       `json:"attempts"`
 	Submitted time.Time `json:"submitted"`
@@ -121,8 +128,10 @@ type TaskStats struct {
 	// BytesIn and BytesOut are the sizes of the encoded input and output.
 	BytesIn  int64 `json:"bytes_in"`
 	BytesOut int64 `json:"bytes_out"`
-	// Error is the final error of a failed task; History says why each
-	// failed attempt failed, and FailedTries when (the first 16).
+	// Error is the final error of a failed task, or for a cancelled one the
+	// error that stopped the job (ending in "context canceled" when it was
+	// cancelled); History says why each failed attempt failed, and
+	// FailedTries when (the first 16).
 	Error       string      `json:"error,omitempty"`
 	History     []string    `json:"history,omitempty"`
 	FailedTries []FailedTry `json:"failed_tries,omitempty"`
@@ -236,7 +245,7 @@ func (c *jobCore) stats() JobStats {
 	k := &c.counters
 	s := JobStats{
 		ID: c.id, Func: c.spec.fn.name, Tasks: c.spec.n,
-		Succeeded: t.done, Failed: t.failed,
+		Succeeded: t.done, Failed: t.failed - t.stopped, Cancelled: t.stopped,
 		Retries: t.retries, Backups: t.backupsSent, Throttles: k.throttles,
 		PeakInFlight: k.peakInFlight, StoreLists: k.storeLists + int(c.cleanupLists.Load()),
 		Invocations: k.invocations, FailedInvocations: k.failedInvocations,
@@ -315,8 +324,9 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 	return sorted[max(0, min(k, len(sorted)-1))]
 }
 
-// taskStats describes task i from its record; the outcome is "ok" or
-// "failed" once it settled, "" otherwise (the caller knows better).
+// taskStats describes task i from its record; the outcome is "ok",
+// "failed" or "cancelled" once it settled, "ok" otherwise (the caller knows
+// better).
 func (c *jobCore) taskStats(i int, workerIDs []string) TaskStats {
 	rec := &c.t.recs[i]
 	ts := TaskStats{
@@ -327,9 +337,10 @@ func (c *jobCore) taskStats(i int, workerIDs []string) TaskStats {
 	if x := c.t.extra[i]; x != nil {
 		ts.History, ts.FailedTries, ts.Logs = x.history, x.failedTries, x.logs
 		if x.err != nil {
-			ts.Outcome = "failed"
-			ts.Error = x.err.Error()
-			ts.Logs = x.err.Logs
+			ts.Outcome, ts.Error, ts.Logs = "failed", x.err.Error(), x.err.Logs
+			if x.err.fromJob {
+				ts.Outcome, ts.Error = "cancelled", x.err.Message
+			}
 		}
 	}
 	if rec.received != 0 && int(rec.worker) < len(workerIDs) {
@@ -348,6 +359,21 @@ func unixTime(ns int64) time.Time {
 	return time.Unix(0, ns)
 }
 
+// StopReason returns the error that stopped the job before every task had
+// a result (for a cancelled job, one ending in "context canceled"), as its
+// cancelled tasks record it; "" when no task was cancelled.
+func (s *JobStats) StopReason() string {
+	if s.Cancelled == 0 {
+		return ""
+	}
+	for _, t := range s.PerTask {
+		if t.Outcome == "cancelled" {
+			return t.Error
+		}
+	}
+	return "the job stopped"
+}
+
 // Summary describes the job in the lines `gowren status` prints for it:
 // its tasks by outcome, the failed ones named, makespan and task-time
 // percentiles, invocations and retries, storage requests, the cost (as
@@ -355,6 +381,9 @@ func unixTime(ns int64) time.Time {
 func (s *JobStats) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "outcome   %d tasks: %d ok, %d failed", s.Tasks, s.Succeeded, s.Failed)
+	if s.Cancelled > 0 {
+		fmt.Fprintf(&b, ", %d cancelled", s.Cancelled)
+	}
 	if s.Running+s.Queued+s.Pending > 0 {
 		fmt.Fprintf(&b, ", %d running, %d queued, %d pending", s.Running, s.Queued, s.Pending)
 	}
@@ -386,6 +415,9 @@ func (s *JobStats) Summary() string {
 	fmt.Fprintf(&b, "storage   %.3f requests per task (driver %d reads, %d writes, %d list pages, %d deletes; workers %d reads, %d writes)\n",
 		s.StoreRequestsPerTask, s.StoreReads, s.StoreWrites, s.StoreLists, s.StoreDeletes, s.WorkerStoreReads, s.WorkerStoreWrites)
 	fmt.Fprintf(&b, "cost      %v\n", s.Cost)
+	if why := s.StopReason(); why != "" {
+		fmt.Fprintf(&b, "stopped   %s\n", why)
+	}
 	for k, t := range failed {
 		if k == maxNamed {
 			fmt.Fprintf(&b, "          ... and %d more failed tasks\n", len(failed)-maxNamed)

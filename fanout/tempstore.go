@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/gowren/gowren/storage"
 	"github.com/gowren/gowren/storage/filestore"
@@ -85,7 +86,9 @@ func startReaper(dir string) (stop func()) {
 // SweepTempStores removes, under dir, the temporary stores of drivers that
 // are gone: directories named gowren-<pid>-* that no process holds locked
 // (a driver locks its directory for as long as it runs; the lock goes with
-// the process, even one killed with SIGKILL). It returns the directories
+// the process, even one killed with SIGKILL) and that have not changed for
+// a minute (a driver creates its directory, then locks it: one just made
+// may not be locked yet). It returns the directories
 // removed; removal errors go to report, when it is not nil. A driver's
 // reaper normally removes its directory; this finds those left where none
 // could run.
@@ -100,7 +103,7 @@ func SweepTempStores(dir string, report func(path string, err error)) []string {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
-		if !abandoned(path) {
+		if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < sweepAge || !abandoned(path) {
 			continue
 		}
 		if err := os.RemoveAll(path); err != nil {
@@ -113,6 +116,10 @@ func SweepTempStores(dir string, report func(path string, err error)) []string {
 	}
 	return removed
 }
+
+// sweepAge is how long a temporary store's directory must have been left
+// unchanged before a sweep may take it.
+const sweepAge = time.Minute
 
 // tempOwner returns the pid in a temporary store's directory name.
 func tempOwner(name string) (int, bool) {

@@ -126,6 +126,13 @@ func TestSweepTempStores(t *testing.T) {
 	live := mk("gowren-4000001-456")
 	other := mk("gowren-deploy-789")
 	old := mk("gowren-123456")
+	fresh := mk("gowren-4000002-789") // just made: its driver may not have locked it yet
+	long := time.Now().Add(-time.Hour)
+	for _, p := range []string{dead, live, other, old} {
+		if err := os.Chtimes(p, long, long); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f, err := os.Open(live)
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +145,7 @@ func TestSweepTempStores(t *testing.T) {
 	if len(removed) != 1 || removed[0] != dead {
 		t.Errorf("removed %v, want only %s", removed, dead)
 	}
-	for _, p := range []string{live, other, old} {
+	for _, p := range []string{live, other, old, fresh} {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}

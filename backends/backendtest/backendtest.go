@@ -335,7 +335,7 @@ func testCancelJob(t *testing.T, s *suite) {
 		t.Fatalf("Wait after Cancel: %v, want context.Canceled", err)
 	}
 	st := j.Stats()
-	if st.Succeeded+st.Failed != st.Tasks || st.Ended.IsZero() {
+	if st.Succeeded+st.Failed+st.Cancelled != st.Tasks || st.Ended.IsZero() {
 		t.Errorf("stats after cancel: %+v; every task must be settled and the job ended", st)
 	}
 }

@@ -36,7 +36,9 @@ github.com/gowren/gowren/backends/awslambda.
 
 Credentials and region come from the usual AWS configuration: AWS_PROFILE
 or -profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, SSO, AWS_REGION or
--region. Creating a function needs -role.
+-region. Creating a function needs -role. Before building, the function is
+read once, so that refused credentials, a missing permission or a missing
+-role fail at once.
 
 flags:
 `
@@ -137,6 +139,18 @@ func deployLambda(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			lo.BaseEndpoint = aws.String(*endpoint)
 		}
 	})
+	// The name the deploy will use, so that the check reads the same
+	// function.
+	if o.Name == "" {
+		if name, ok := lambdaDefaultName(ctx, o.Package, o.Arch, o.Tags); ok {
+			o.Name = name
+		}
+	}
+	if o.Name != "" {
+		if err := checkLambda(ctx, client, cfg, o.Name, o.Role); err != nil {
+			return err
+		}
+	}
 	res, err := awslambda.Deploy(ctx, client, &o)
 	if err != nil {
 		return err

@@ -85,8 +85,8 @@ func TestDeployLambda(t *testing.T) {
 		return out.String(), errOut.String(), err
 	}
 	_, stderr, err := deploy("-name", "cli")
-	if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), "needs a role") {
-		t.Fatalf("without -role: %v (stderr %q); want a failure asking for a role", err, stderr)
+	if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), "needs a role") || strings.Contains(stderr, "building") {
+		t.Fatalf("without -role: %v (stderr %q); want a failure asking for a role, before any build", err, stderr)
 	}
 	out, stderr, err := deploy("-name", "cli", "-role", "arn:aws:iam::123456789012:role/gowren", "-memory", "2048", "-env", "A=1",
 		"-stores", "s3://bkt/gowren")
@@ -121,5 +121,31 @@ func TestDeployLambda(t *testing.T) {
 	}
 	if updates != 0 {
 		t.Errorf("%d updates for an unchanged redeploy, want 0", updates)
+	}
+}
+
+// Credentials Lambda refuses fail the deploy before anything is built, the
+// function named after the package as the deploy would name it.
+func TestDeployLambdaChecksCredentialsFirst(t *testing.T) {
+	awsEnv(t, "eu-central-1")
+	srv, err := awslambdatest.New(&awslambdatest.Options{Region: "eu-central-1", AccessKeyID: "AKIDOTHER"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := hangGuard(t) // go list
+	var out, errOut bytes.Buffer
+	err = run(ctx, []string{"deploy", "lambda", "-endpoint", srv.URL(), "-role", "arn:aws:iam::123456789012:role/gowren",
+		"../../backends/awslambda/testdata/app"}, &out, &errOut)
+	if err == nil || errors.Is(err, errUsage) {
+		t.Fatalf("err = %v, want a refusal", err)
+	}
+	for _, want := range []string{"AWS refused the credentials (UnrecognizedClientException", "AWS_ACCESS_KEY_ID", "nothing was built"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if strings.Contains(errOut.String(), "building") || len(srv.Code("app")) != 0 {
+		t.Errorf("a build started (stderr %q) or code was uploaded", errOut.String())
 	}
 }

@@ -34,7 +34,8 @@ the settings given as flags: the others keep their current values.
 
 Credentials come from TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY
 (and TENCENTCLOUD_SESSION_TOKEN for temporary credentials). -role also needs
-cam:PassRole on the role.
+cam:PassRole on the role. Before building, the function is read once, so
+that refused credentials or a missing permission fail at once.
 
 flags:
 `
@@ -118,6 +119,9 @@ func deploySCF(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	client, err := tencentscf.NewClient(cred, *region, *endpoint)
 	if err != nil {
+		return err
+	}
+	if err := checkSCF(ctx, client, o.Function, o.Namespace); err != nil {
 		return err
 	}
 	res, err := tencentscf.Deploy(ctx, client, &o)

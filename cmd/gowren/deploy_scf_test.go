@@ -142,19 +142,56 @@ func TestDeploySCF(t *testing.T) {
 }
 
 func TestDeploySCFRefusesProgramWithoutRuntime(t *testing.T) {
+	srv, err := scftest.NewServer(&scftest.Options{Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
 	t.Setenv(tencentscf.EnvSecretID, scftest.TestSecretID)
 	t.Setenv(tencentscf.EnvSecretKey, scftest.TestSecretKey)
 	ctx := hangGuard(t) // go list
-	// No API call is made: the endpoint is never reached.
 	var out, errOut bytes.Buffer
-	err := run(ctx, []string{"deploy", "scf", "-function", "f1", "-region", "ap-guangzhou", "-endpoint", "http://127.0.0.1:1",
+	err = run(ctx, []string{"deploy", "scf", "-function", "f1", "-region", "ap-guangzhou", "-endpoint", srv.URL(),
 		"github.com/gowren/gowren/backends/tencentscf/testdata/noimport"}, &out, &errOut)
 	if err == nil || errors.Is(err, errUsage) {
 		t.Fatalf("err = %v, want a refusal", err)
+	}
+	// The one API call is the check of the credentials, before the build.
+	if calls := srv.Calls(); len(calls) != 1 || calls[0].Action != "GetFunction" {
+		t.Errorf("calls %+v, want only the GetFunction that checks the credentials", calls)
 	}
 	for _, want := range []string{"does not import " + tencentscf.ImportPath, `import _ "` + tencentscf.ImportPath + `"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
+	}
+}
+
+// Credentials SCF refuses fail the deploy before anything is built.
+func TestDeploySCFChecksCredentialsFirst(t *testing.T) {
+	srv, err := scftest.NewServer(&scftest.Options{Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	t.Setenv(tencentscf.EnvSecretID, scftest.TestSecretID)
+	t.Setenv(tencentscf.EnvSecretKey, "wrong")
+	t.Setenv(tencentscf.EnvSessionToken, "")
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), []string{"deploy", "scf", "-function", "f1", "-region", "ap-guangzhou", "-endpoint", srv.URL(),
+		"github.com/gowren/gowren/backends/tencentscf/internal/testworker"}, &out, &errOut)
+	if err == nil || errors.Is(err, errUsage) {
+		t.Fatalf("err = %v, want a refusal", err)
+	}
+	for _, want := range []string{"Tencent Cloud refused the credentials (AuthFailure.SignatureFailure", tencentscf.EnvSecretKey, "nothing was built"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if strings.Contains(errOut.String(), "building") {
+		t.Errorf("a build started: %q", errOut.String())
+	}
+	if _, ok := srv.Function("ap-guangzhou", "default", "f1"); ok {
+		t.Error("the function was created")
 	}
 }

@@ -5,7 +5,7 @@
 //
 //	gowren [-store URL] jobs                      list jobs with their state, objects, size and age
 //	gowren [-store URL] status JOB                show a job: function, tasks, state, statistics
-//	gowren [-store URL] clean [-older-than D] [-all | JOB...]   delete job data and shared values
+//	gowren [-store URL] clean [-older-than D] [-force] [-all | JOB...]   delete job data and shared values
 //	gowren [-store URL] plot [-o FILE] JOB        draw a job's timeline (PNG or SVG)
 //	gowren plot -stats FILE [-o FILE]             the same from a statistics JSON file
 //	gowren deploy lambda|scf [flags] [PACKAGE]    build and deploy a function
@@ -20,6 +20,12 @@
 // with KeepData: `jobs` counts them, `clean -older-than D` removes those of
 // drivers started more than D ago (choose D longer than any driver runs),
 // `clean -all` all of them.
+//
+// A job's state says whether its driver runs: a driver renews a lease in the
+// store (jobs/<id>/drivers/<driver>) every fanout.LeaseEvery while it runs a
+// job that has a manifest, and a job whose newest lease is older than
+// fanout.LeaseTTL has lost its driver. `clean` keeps the jobs of running
+// drivers, and with -all the shared values too, unless -force.
 //
 // Exit status: 0 on success, 1 when the command failed, 2 on a usage error.
 package main
@@ -76,7 +82,7 @@ commands:
   jobs                               list the jobs in the store
   status JOB                         show the objects of a job
   logs JOB [TASK]                    print what a job's tasks logged (fanout.Logger)
-  clean [-older-than D] [-all | JOB...]  delete job data (and, without JOB, shared values)
+  clean [-older-than D] [-force] [-all | JOB...]  delete job data (and, without JOB, shared values)
   plot [-o FILE] JOB | -stats FILE   draw a job's timeline and concurrency (PNG or SVG)
   deploy lambda|scf [flags] [PACKAGE]  build a main package and deploy it as a cloud function
   version                            print the gowren version
@@ -89,6 +95,11 @@ Run 'gowren <command> -h' for a command's flags.
 var version = "devel"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runAt(ctx, time.Now, args, stdout, stderr)
+}
+
+// runAt is run with the clock that ages and heartbeats are judged by.
+func runAt(ctx context.Context, now func() time.Time, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("gowren", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
@@ -126,12 +137,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		sub.PrintDefaults()
 	}
 	var olderThan time.Duration
-	var all, tmp bool
+	var all, tmp, force bool
 	var out, statsFile string
 	switch cmd {
 	case "clean":
 		sub.DurationVar(&olderThan, "older-than", 0, "only jobs and shared values whose driver started longer ago than this (e.g. 24h)")
 		sub.BoolVar(&all, "all", false, "every job and shared value (with -older-than: every one older than that)")
+		sub.BoolVar(&force, "force", false, "delete jobs whose driver is still running too (their heartbeat is fresh), and with -all the shared values while a driver runs")
 		sub.BoolVar(&tmp, "tmp", false, "remove the temporary stores (process:// defaults) of drivers that are gone from "+os.TempDir()+"; needs no store")
 	case "plot":
 		sub.StringVar(&out, "o", "timeline.png", "output file; .png or .svg")
@@ -173,6 +185,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "gowren %s: no store: pass -store URL or set %s\n", cmd, fanout.EnvStore)
 		return errUsage
 	}
+	from := "$" + fanout.EnvStore
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "store" {
+			from = "-store"
+		}
+	})
+	if err := checkStore(*storeURL, from); err != nil {
+		return err
+	}
 	st, err := storage.Open(ctx, *storeURL)
 	if err != nil {
 		return err
@@ -184,13 +205,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stderr, "gowren jobs: takes no arguments")
 			return errUsage
 		}
-		return listJobs(ctx, st, stdout)
+		return listJobs(ctx, st, now(), stdout)
 	case "status":
 		if len(args) != 1 {
 			fmt.Fprintln(stderr, "usage: gowren status JOB")
 			return errUsage
 		}
-		return status(ctx, st, args[0], stdout)
+		return status(ctx, st, args[0], now(), stdout)
 	case "logs":
 		if len(args) < 1 || len(args) > 2 {
 			fmt.Fprintln(stderr, "usage: gowren logs JOB [TASK]")
@@ -225,7 +246,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stderr, "usage: gowren clean [-older-than D] [-all | JOB...]: name jobs, or pass -all or -older-than")
 			return errUsage
 		}
-		return clean(ctx, st, args, olderThan, stdout)
+		return clean(ctx, st, args, cleanOptions{olderThan: olderThan, force: force, now: now()}, stdout, stderr)
 	}
 }
 
@@ -237,7 +258,7 @@ func checkID(id string) error {
 	return nil
 }
 
-func listJobs(ctx context.Context, st storage.Store, w io.Writer) error {
+func listJobs(ctx context.Context, st storage.Store, now time.Time, w io.Writer) error {
 	jobs, err := layout.Jobs(ctx, st)
 	if err != nil {
 		return err
@@ -250,14 +271,14 @@ func listJobs(ctx context.Context, st storage.Store, w io.Writer) error {
 		fmt.Fprintln(w, "no jobs in", st.URL())
 	} else {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "JOB\tFUNC\tTASKS\tSTATE\tOBJECTS\tBYTES\tAGE")
+		fmt.Fprintln(tw, "JOB\tFUNC\tTASKS\tOBJECTS\tBYTES\tAGE\tSTATE")
 		for _, j := range jobs {
 			fn, tasks, state := "?", "?", "no manifest"
 			if m, err := fanout.ReadManifest(ctx, st, j.ID); err == nil {
 				fn, tasks = m.Func, strconv.Itoa(m.Tasks)
-				state = jobState(ctx, st, m)
+				state = jobState(ctx, st, m, j, now)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", j.ID, fn, tasks, state, j.Objects, j.Bytes, age(j.Created))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", j.ID, fn, tasks, j.Objects, j.Bytes, age(j.Created, now), state)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -272,7 +293,7 @@ func listJobs(ctx context.Context, st storage.Store, w io.Writer) error {
 		// Oldest first: the first with a time is the oldest known.
 		oldest := "?"
 		if i := slices.IndexFunc(refs, func(g layout.Group) bool { return !g.Created.IsZero() }); i >= 0 {
-			oldest = age(refs[i].Created)
+			oldest = age(refs[i].Created, now)
 		}
 		fmt.Fprintf(w, "shared values (fanout.Put) under %s: %d groups (one per driver's Executor), %d objects, %d bytes; oldest driver started %s ago\n",
 			layout.RefsPrefix, len(refs), objects, bytes, oldest)
@@ -280,20 +301,68 @@ func listJobs(ctx context.Context, st storage.Store, w io.Writer) error {
 	return nil
 }
 
-// jobState says how far a job got: finished (its statistics were saved), or
-// how many results its replies hold.
-func jobState(ctx context.Context, st storage.Store, m *fanout.Manifest) string {
-	if s, err := readStats(ctx, st, m.Job); err == nil {
+// driverRunning reports whether a job's driver is alive: the job has not
+// saved its statistics, and a driver renewed its lease (the job's
+// heartbeat) less than fanout.LeaseTTL ago.
+func driverRunning(g layout.Group, now time.Time) bool {
+	return !g.Finished && fanout.DriverAlive(g.Heartbeat, now)
+}
+
+// jobState says how far a job got and whether its driver runs:
+//
+//	finished: 3 ok, 0 failed                   its statistics were saved
+//	cancelled: 2 ok, 0 failed, 52 cancelled    the same, for a job stopped early
+//	running: ...                               its driver's heartbeat is fresh
+//	driver gone: ...                           its driver stopped renewing its lease
+//	unfinished: ...                            no statistics and no lease
+//
+// with, for an async job that did not finish, the results in the store.
+func jobState(ctx context.Context, st storage.Store, m *fanout.Manifest, g layout.Group, now time.Time) string {
+	if g.Finished {
+		s, err := readStats(ctx, st, m.Job)
+		if err != nil {
+			return "finished, statistics unreadable: " + err.Error()
+		}
+		if s.Cancelled > 0 {
+			return fmt.Sprintf("%s: %d ok, %d failed, %d cancelled", stopKind(s.StopReason()), s.Succeeded, s.Failed, s.Cancelled)
+		}
 		return fmt.Sprintf("finished: %d ok, %d failed", s.Succeeded, s.Failed)
 	}
-	if !m.Async {
-		return "unfinished (sync job: results were in the driver)"
+	results := "results were in the driver (sync job)"
+	if m.Async {
+		p, err := fanout.JobProgress(ctx, st, m.Job)
+		if err != nil {
+			return "unreadable: " + err.Error()
+		}
+		results = fmt.Sprintf("%d/%d results in the store", p.Succeeded+p.Failed, p.Tasks)
 	}
-	p, err := fanout.JobProgress(ctx, st, m.Job)
-	if err != nil {
-		return "unreadable: " + err.Error()
+	switch {
+	case fanout.DriverAlive(g.Heartbeat, now):
+		return fmt.Sprintf("running: driver alive (heartbeat %s ago), %s", age(g.Heartbeat, now), results)
+	case g.Heartbeat.IsZero() && m.Async:
+		return "unfinished, no driver heartbeat: " + results + " (attach to finish it)"
+	case g.Heartbeat.IsZero():
+		return "unfinished, no driver heartbeat: " + results
+	case m.Async:
+		return fmt.Sprintf("driver gone (last heartbeat %s ago): %s; attach to finish it", age(g.Heartbeat, now), results)
+	default:
+		return fmt.Sprintf("driver gone (last heartbeat %s ago): its results were lost with it; run the job again", age(g.Heartbeat, now))
 	}
-	return fmt.Sprintf("unfinished: %d/%d results (attach to finish it)", p.Succeeded+p.Failed, p.Tasks)
+}
+
+// stopKind names what stopped a job from the error its cancelled tasks
+// record: its context was cancelled (also by a signal, as
+// signal.NotifyContext does on Ctrl-C), its deadline passed, or something
+// else stopped it (an abort).
+func stopKind(reason string) string {
+	switch {
+	case strings.HasSuffix(reason, context.Canceled.Error()), strings.HasSuffix(reason, " signal received"):
+		return "cancelled"
+	case strings.HasSuffix(reason, context.DeadlineExceeded.Error()):
+		return "deadline exceeded"
+	default:
+		return "stopped"
+	}
 }
 
 func readStats(ctx context.Context, st storage.Store, id string) (*fanout.JobStats, error) {
@@ -325,14 +394,15 @@ func plotStats(b []byte, from, out string, stdout io.Writer) error {
 	return nil
 }
 
-func age(t time.Time) string {
+// age is how long before now t was, to the second; "?" for the zero time.
+func age(t, now time.Time) string {
 	if t.IsZero() {
 		return "?"
 	}
-	return time.Since(t).Round(time.Second).String()
+	return max(now.Sub(t), 0).Round(time.Second).String()
 }
 
-func status(ctx context.Context, st storage.Store, id string, w io.Writer) error {
+func status(ctx context.Context, st storage.Store, id string, now time.Time, w io.Writer) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
@@ -344,7 +414,7 @@ func status(ctx context.Context, st storage.Store, id string, w io.Writer) error
 		return fmt.Errorf("job %s: no objects in %s (finished jobs are cleaned up unless run with KeepData)", id, st.URL())
 	}
 	fmt.Fprintf(w, "job       %s\ncreated   %s (%s ago)\nobjects   %d (%d bytes: %d input, %d output objects)\n",
-		j.ID, j.Created.Format(time.RFC3339), age(j.Created), j.Objects, j.Bytes, j.Inputs, j.Outputs)
+		j.ID, j.Created.Format(time.RFC3339), age(j.Created, now), j.Objects, j.Bytes, j.Inputs, j.Outputs)
 	m, err := fanout.ReadManifest(ctx, st, id)
 	if err != nil {
 		fmt.Fprintf(w, "manifest  none (%v)\n", err)
@@ -355,16 +425,38 @@ func status(ctx context.Context, st storage.Store, id string, w io.Writer) error
 		mode = "async"
 	}
 	fmt.Fprintf(w, "function  %s\ntasks     %d (%s, %d input chunks)\nstate     %s\n",
-		m.Signature, m.Tasks, mode, len(m.Chunks), jobState(ctx, st, m))
+		m.Signature, m.Tasks, mode, len(m.Chunks), jobState(ctx, st, m, j, now))
+	if j.Drivers > 0 && !j.Finished {
+		verdict := "gone"
+		if fanout.DriverAlive(j.Heartbeat, now) {
+			verdict = "alive"
+		}
+		drivers := "1 driver"
+		if j.Drivers > 1 {
+			drivers = strconv.Itoa(j.Drivers) + " drivers"
+		}
+		fmt.Fprintf(w, "heartbeat %s (%s ago, %s): %s; a running driver renews its lease every %v, and counts as gone %v after the last\n",
+			j.Heartbeat.UTC().Format(time.RFC3339), age(j.Heartbeat, now), drivers, verdict, fanout.LeaseEvery, fanout.LeaseTTL)
+	}
 	if s, err := readStats(ctx, st, id); err == nil {
 		fmt.Fprint(w, s.Summary())
 	}
 	return nil
 }
 
+// cleanOptions are clean's flags, and the time it judges ages and
+// heartbeats by.
+type cleanOptions struct {
+	olderThan time.Duration // 0: any age
+	force     bool          // delete jobs whose driver runs too
+	now       time.Time
+}
+
 // clean deletes the jobs named in ids, or, with none named, every job and
-// group of shared values (older than olderThan when it is not 0).
-func clean(ctx context.Context, st storage.Store, ids []string, olderThan time.Duration, w io.Writer) error {
+// group of shared values (older than olderThan when it is not 0). A job
+// whose driver is alive is kept unless force, and so, with -all, are the
+// shared values; clean then fails saying so, after deleting the rest.
+func clean(ctx context.Context, st storage.Store, ids []string, o cleanOptions, w, stderr io.Writer) error {
 	for _, id := range ids {
 		if err := checkID(id); err != nil {
 			return err
@@ -375,19 +467,25 @@ func clean(ctx context.Context, st storage.Store, ids []string, olderThan time.D
 		return err
 	}
 	old := func(g layout.Group) bool {
-		return olderThan == 0 || (!g.Created.IsZero() && time.Since(g.Created) >= olderThan)
+		return o.olderThan == 0 || (!g.Created.IsZero() && o.now.Sub(g.Created) >= o.olderThan)
 	}
 	want := map[string]bool{}
 	for _, id := range ids {
 		want[id] = true
 	}
 	deleted := 0
+	var running []string
 	for _, j := range jobs {
 		if len(want) > 0 && !want[j.ID] {
 			continue
 		}
 		delete(want, j.ID)
 		if !old(j) {
+			continue
+		}
+		if !o.force && driverRunning(j, o.now) {
+			running = append(running, j.ID)
+			fmt.Fprintf(stderr, "gowren clean: kept job %s: its driver is running (heartbeat %s ago)\n", j.ID, age(j.Heartbeat, o.now))
 			continue
 		}
 		if err := deleteGroup(ctx, st, j); err != nil {
@@ -397,6 +495,13 @@ func clean(ctx context.Context, st storage.Store, ids []string, olderThan time.D
 		fmt.Fprintf(w, "deleted job %s (%d objects, %d bytes)\n", j.ID, j.Objects, j.Bytes)
 	}
 	fmt.Fprintf(w, "%d jobs deleted\n", deleted)
+	errRunning := func() error {
+		if len(running) == 0 {
+			return nil
+		}
+		return fmt.Errorf("%d jobs not deleted because their drivers are running (%s): wait for them to end, stop them, or pass -force to delete them anyway (their drivers then fail)",
+			len(running), strings.Join(running, ", "))
+	}
 	if len(ids) > 0 {
 		missing := make([]string, 0, len(want))
 		for id := range want {
@@ -404,16 +509,21 @@ func clean(ctx context.Context, st storage.Store, ids []string, olderThan time.D
 		}
 		if len(missing) > 0 {
 			slices.Sort(missing)
-			return fmt.Errorf("no job %s in %s", strings.Join(missing, ", "), st.URL())
+			return errors.Join(fmt.Errorf("no job %s in %s", strings.Join(missing, ", "), st.URL()), errRunning())
 		}
-		return nil
+		return errRunning()
 	}
 	// Shared values: a group per Executor, deleted by its Close; what is
 	// left belongs to a driver that was killed, ran with KeepData, or still
-	// runs (hence the age).
+	// runs (hence the age). Which group a running driver uses is not
+	// written anywhere, so -all keeps them all while one runs.
 	refs, err := layout.RefGroups(ctx, st)
 	if err != nil {
 		return err
+	}
+	if o.olderThan == 0 && len(running) > 0 && len(refs) > 0 {
+		fmt.Fprintf(stderr, "gowren clean: kept the %d groups of shared values: a running driver may be using them\n", len(refs))
+		return errRunning()
 	}
 	deleted = 0
 	for _, g := range refs {
@@ -427,7 +537,7 @@ func clean(ctx context.Context, st storage.Store, ids []string, olderThan time.D
 		fmt.Fprintf(w, "deleted shared values %s (%d objects, %d bytes)\n", g.Prefix, g.Objects, g.Bytes)
 	}
 	fmt.Fprintf(w, "%d groups of shared values deleted\n", deleted)
-	return nil
+	return errRunning()
 }
 
 // deleteGroup deletes the objects under a group's prefix.
@@ -446,14 +556,25 @@ func deleteGroup(ctx context.Context, st storage.Store, g layout.Group) error {
 var subUsage = map[string]string{
 	"logs": "usage: gowren [-store URL] logs JOB [TASK]\n\nPrints the records the job's tasks wrote through fanout.Logger(ctx), task by task,\n" +
 		"or those of task TASK, from the statistics saved with the job (Options.KeepData).\n\nflags:\n",
-	"jobs": "usage: gowren [-store URL] jobs\n\nLists the jobs in the store: ID, function, state, objects, size and age;\n" +
-		"then counts the values drivers shared with fanout.Put that are still there (refs/).\n",
+	"jobs": "usage: gowren [-store URL] jobs\n\nLists the jobs in the store: ID, function, objects, size, age and state;\n" +
+		"then counts the values drivers shared with fanout.Put that are still there (refs/).\n\n" +
+		"A job's state is one of:\n" +
+		"  finished: N ok, N failed              it ended; its statistics were saved (KeepData)\n" +
+		"  cancelled: N ok, N failed, N cancelled  it ended early (also \"deadline exceeded\", \"stopped\");\n" +
+		"                                        cancelled tasks had no result, they did not fail\n" +
+		"  running: driver alive (heartbeat Ns ago)  its driver renewed its lease less than " + fanout.LeaseTTL.String() + " ago\n" +
+		"  driver gone (last heartbeat ... ago)  its driver stopped renewing it: killed, or its machine died;\n" +
+		"                                        attach to an async job to finish it\n" +
+		"  unfinished, no driver heartbeat       written by a gowren from before heartbeats\n",
 	"status": "usage: gowren [-store URL] status JOB\n\nShows a job: its objects, function, tasks, state and, when saved, its statistics.\n",
-	"clean": "usage: gowren [-store URL] clean [-older-than D] [-all | JOB...]\n       gowren clean -tmp\n\n" +
+	"clean": "usage: gowren [-store URL] clean [-older-than D] [-force] [-all | JOB...]\n       gowren clean -tmp\n\n" +
 		"Deletes the objects of the jobs named, of every job (-all), or of the jobs older than D.\n" +
+		"A job whose driver is running (see gowren jobs -h) is kept, and clean fails naming it,\n" +
+		"unless -force.\n" +
 		"Without JOB it also deletes the values drivers shared with fanout.Put (refs/<executor id>/):\n" +
-		"all of them (-all), or those of drivers started more than D ago. A running driver's values\n" +
-		"are deleted too, so choose D longer than any driver runs.\n" +
+		"all of them (-all; kept while a driver runs, unless -force), or those of drivers started\n" +
+		"more than D ago. Which values a running driver uses is not recorded, so with -older-than\n" +
+		"choose D longer than any driver runs.\n" +
 		"-tmp removes instead the temporary stores that drivers on process:// left in $TMPDIR\n" +
 		"(gowren-<pid>-*) when they could not remove them; never those of drivers still running.\n\nflags:\n",
 	"plot": "usage: gowren [-store URL] plot [-o FILE] JOB\n       gowren plot -stats FILE [-o FILE]\n\n" +

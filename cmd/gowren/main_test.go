@@ -285,8 +285,12 @@ func TestCleanTmp(t *testing.T) {
 	t.Setenv("TMPDIR", tmp)
 	gone := filepath.Join(tmp, "gowren-4000000-1")
 	other := filepath.Join(tmp, "gowren-deploy-2")
+	long := time.Now().Add(-time.Hour)
 	for _, d := range []string{gone, other} {
 		if err := os.MkdirAll(filepath.Join(d, "jobs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(d, long, long); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -14,6 +14,7 @@
 //	jobs/<job id>/reply/<index>.<attempt> a reply spilled to the store
 //	jobs/<job id>/manifest               the job's description (JSON)
 //	jobs/<job id>/stats.json             its final statistics (JSON)
+//	jobs/<job id>/drivers/<driver id>    a driver's lease, rewritten while it runs
 //	refs/<executor id>/<sha256>          a value shared with fanout.Put
 //
 // The index in out/ keys is zero-padded to IndexWidth digits, so the keys of

@@ -196,6 +196,9 @@ func TestList(t *testing.T) {
 	hash := strings.Repeat("ab", 32)
 	objs := map[string]int{
 		layout.JobOf(recent).Chunk(0):                 5,
+		layout.JobOf(recent).Driver(early):            3,
+		layout.JobOf(recent).Driver(old):              3,
+		layout.JobOf(recent).Stats():                  2,
 		layout.JobOf(old).Chunk(0):                    10,
 		layout.JobOf(old).Chunk(1):                    10,
 		layout.JobOf(old).Output(3, 1):                4,
@@ -232,6 +235,20 @@ func TestList(t *testing.T) {
 	one, err := layout.JobGroup(ctx, st, old)
 	if err != nil || one != g {
 		t.Errorf("JobGroup = %+v, %v; want %+v", one, err, g)
+	}
+	// The recent job's heartbeat is its newest lease; its statistics say
+	// it finished.
+	var newest time.Time
+	for obj, err := range st.List(ctx, layout.JobOf(recent).Drivers()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if obj.ModTime.After(newest) {
+			newest = obj.ModTime
+		}
+	}
+	if r := jobs[2]; r.Drivers != 2 || !r.Heartbeat.Equal(newest) || newest.IsZero() || !r.Finished || r.Objects != 4 {
+		t.Errorf("job group %+v: want 2 drivers, heartbeat %v, finished", r, newest)
 	}
 	none, err := layout.JobGroup(ctx, st, early)
 	if err != nil || none.Objects != 0 || none.ID != early {

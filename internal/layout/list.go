@@ -23,6 +23,13 @@ type Group struct {
 	Bytes   int64
 	// Inputs and Outputs count a job's in/ and out/ objects.
 	Inputs, Outputs int
+	// Heartbeat is the newest write of a job's driver leases
+	// (drivers/<driver id>), the zero time when it has none; Drivers
+	// counts the leases. Finished reports saved statistics (stats.json):
+	// the job ended.
+	Heartbeat time.Time
+	Drivers   int
+	Finished  bool
 	// Created is the time written in the ID, or the zero time when the ID
 	// holds none. A value written directly under refs/ by a gowren from
 	// before executor IDs is a group of its own whose Created is its
@@ -110,6 +117,13 @@ func scan(ctx context.Context, st storage.Store, prefix string, place groupOf) (
 			g.Inputs++
 		case strings.HasPrefix(rest, "out/"):
 			g.Outputs++
+		case strings.HasPrefix(rest, "drivers/"):
+			g.Drivers++
+			if obj.ModTime.After(g.Heartbeat) {
+				g.Heartbeat = obj.ModTime
+			}
+		case rest == "stats.json":
+			g.Finished = true
 		}
 		if obj.ModTime.After(g.Modified) {
 			g.Modified = obj.ModTime
