@@ -204,6 +204,20 @@ type Faults struct {
 	// Defaults to 0: no cap beyond the wrapped backend's.
 	Concurrency int
 
+	// Scaling simulates a cloud platform's scaling rules for this
+	// function: how fast it may start new environments, the account's
+	// concurrency and memory quota it shares with other functions, and the
+	// refusals the platform sends (see Scaling, LambdaFunction and
+	// SCFFunction). New environments pay ColdStart. Defaults to the zero
+	// Scaling: none.
+	Scaling Scaling
+
+	// Uplink is the driver's link to the cloud: an Invoke or InvokeAsync
+	// made from the driver first sends its payload over it (latency plus
+	// bytes over bandwidth, one call after another); calls whose context
+	// is marked by InsideCloud skip it. Defaults to nil: no link cost.
+	Uplink *Uplink
+
 	// Clock measures durations and times every delay. Tests inject a fake
 	// one to check delays without waiting for them. Defaults to the system
 	// clock.
@@ -242,7 +256,7 @@ func (f Faults) Validate() error {
 	if f.Concurrency < 0 {
 		return fmt.Errorf("chaos: Faults.Concurrency = %d is negative", f.Concurrency)
 	}
-	return nil
+	return f.Scaling.validate()
 }
 
 // Stats count what a chaos backend did since Wrap. Every count covers
@@ -268,12 +282,29 @@ type Stats struct {
 	Crashes int
 	// Stragglers counts replies held back.
 	Stragglers int
-	// ColdStarts counts simulated containers started, WarmStarts calls that
-	// reused an idle one, and Expired containers dropped after IdleTimeout.
-	// All stay 0 unless Faults.ColdStart is set.
+	// ColdStarts counts simulated containers (execution environments)
+	// started, WarmStarts calls that reused an idle one, and Expired
+	// containers dropped after IdleTimeout. All stay 0 unless
+	// Faults.ColdStart or Faults.Scaling is set.
 	ColdStarts int
 	WarmStarts int
 	Expired    int
+	// RampThrottles, AccountRampThrottles, ConcurrencyThrottles and
+	// MemoryThrottles count the Invoke calls refused by Faults.Scaling,
+	// by rule: RuleRamp, RuleAccountRamp, RuleConcurrency, RuleMemory.
+	RampThrottles        int
+	AccountRampThrottles int
+	ConcurrencyThrottles int
+	MemoryThrottles      int
+	// Running is the number of Invoke calls holding a simulated container
+	// now (starting or running the wrapped call); PeakRunning the most at
+	// once. Both stay 0 unless Faults.ColdStart or Faults.Scaling is set.
+	Running     int
+	PeakRunning int
+	// Uplinked counts the calls that went over Faults.Uplink; Inside the
+	// calls that skipped it, made from inside the cloud.
+	Uplinked int
+	Inside   int
 	// InFlight is the number of Invoke calls in flight now; PeakInFlight
 	// the most admitted at once (never more than Faults.Concurrency when
 	// that is set).
@@ -325,6 +356,12 @@ type Backend interface {
 	backends.Backend
 	// Stats returns a snapshot of the counts of what was injected.
 	Stats() Stats
+	// TimeToRunning reports how long after the first Invoke reached the
+	// simulated platform n Invoke calls were first running at once
+	// (holding containers, see Stats.Running); ok is false if that never
+	// happened, n < 1, or neither Faults.ColdStart nor Faults.Scaling is
+	// set.
+	TimeToRunning(n int) (d time.Duration, ok bool)
 }
 
 // Wrap returns b with the faults f injected. The returned Backend owns b:
@@ -355,10 +392,21 @@ func Wrap(b backends.Backend, f Faults) Backend {
 	w := &wrapper{inner: b, f: f, done: make(chan struct{})}
 	w.random = f.Throttle > 0 || f.FailBefore > 0 || f.FailAfter > 0 || f.Crash > 0 ||
 		f.Duplicate > 0 || f.Straggler > 0 || f.LatencyJitter > 0
-	w.active = w.random || f.Latency > 0 || f.ColdStart > 0 || f.Concurrency > 0
+	w.pool = f.ColdStart > 0 || f.Scaling.Cloud != ""
+	w.active = w.random || f.Latency > 0 || w.pool || f.Concurrency > 0 || f.Uplink != nil
+	w.ramp = newBucket(f.Scaling.Burst, f.Scaling.Refill, f.Scaling.RefillEvery)
 	w.limits = b.Limits()
-	if c := f.Concurrency; c > 0 && (w.limits.Concurrency <= 0 || w.limits.Concurrency > c) {
-		w.limits.Concurrency = c
+	lower := func(c int) {
+		if c > 0 && (w.limits.Concurrency <= 0 || w.limits.Concurrency > c) {
+			w.limits.Concurrency = c
+		}
+	}
+	lower(f.Concurrency)
+	if a := f.Scaling.Account; a != nil {
+		lower(a.l.Concurrency)
+		if a.l.MemoryMB > 0 {
+			lower(a.l.MemoryMB / f.Scaling.MemoryMB)
+		}
 	}
 	// One type per set of capabilities, so that a type assertion finds
 	// only what the wrapped backend offers; InvokeStream is never offered.
@@ -376,6 +424,7 @@ type wrapper struct {
 	limits backends.Limits
 	random bool // some decision needs the per-call random stream
 	active bool // anything at all is injected
+	pool   bool // containers are simulated (ColdStart or Scaling)
 
 	mu     sync.RWMutex
 	closed bool
@@ -387,13 +436,19 @@ type wrapper struct {
 	seq    atomic.Int64 // numbers the calls the cap admitted: call n draws from stream n
 	meanNs atomic.Int64 // moving average of successful wrapped Invoke durations
 
-	idleMu sync.Mutex
-	idle   []time.Time // idle-since of warm containers, oldest first
+	// idleMu guards the function's containers and scaling state.
+	idleMu  sync.Mutex
+	idle    []time.Time // idle-since of warm containers, oldest first
+	ramp    bucket      // the function's new containers (Scaling.Burst)
+	running int         // Invoke calls holding a container
+	tl      timeline
 
 	calls, innerCalls, throttles, capThrottles atomic.Int64
 	failedBefore, failedAfter, duplicates      atomic.Int64
 	crashes, stragglers, cold, warm, expired   atomic.Int64
 	inFlight, peak                             atomic.Int64
+	refused                                    [4]atomic.Int64 // by rule, in ruleIndex order
+	peakRunning, uplinked, inside              atomic.Int64
 }
 
 // asyncWrapper is the Backend for a wrapped AsyncBackend.
@@ -403,7 +458,8 @@ type asyncWrapper struct {
 }
 
 // Limits returns the wrapped backend's limits, with Concurrency lowered to
-// Faults.Concurrency when that is set and lower.
+// Faults.Concurrency, the Scaling account's Concurrency, and its MemoryMB
+// quota over the function's MemoryMB, when those are set and lower.
 func (w *wrapper) Limits() backends.Limits { return w.limits }
 
 // Stats returns a snapshot of the counts of what was injected.
@@ -416,7 +472,24 @@ func (w *wrapper) Stats() Stats {
 		Stragglers: int(w.stragglers.Load()), ColdStarts: int(w.cold.Load()),
 		WarmStarts: int(w.warm.Load()), Expired: int(w.expired.Load()),
 		InFlight: int(w.inFlight.Load()), PeakInFlight: int(w.peak.Load()),
+		RampThrottles: int(w.refused[0].Load()), AccountRampThrottles: int(w.refused[1].Load()),
+		ConcurrencyThrottles: int(w.refused[2].Load()), MemoryThrottles: int(w.refused[3].Load()),
+		Running: w.runningNow(), PeakRunning: int(w.peakRunning.Load()),
+		Uplinked: int(w.uplinked.Load()), Inside: int(w.inside.Load()),
 	}
+}
+
+func (w *wrapper) runningNow() int {
+	w.idleMu.Lock()
+	defer w.idleMu.Unlock()
+	return w.running
+}
+
+// TimeToRunning reports when n Invoke calls were first running at once.
+func (w *wrapper) TimeToRunning(n int) (time.Duration, bool) {
+	w.idleMu.Lock()
+	defer w.idleMu.Unlock()
+	return w.tl.timeTo(n)
 }
 
 // Close ends injected delays, waits for the calls in flight and the
@@ -517,9 +590,9 @@ func (w *wrapper) throttled(reason string) error {
 }
 
 // front injects what happens before a call reaches the platform, the same
-// for Invoke and InvokeAsync: a throttle, a failure before it ran (saying
-// what had not happened), and the invoke latency.
-func (w *wrapper) front(ctx context.Context, p plan, op, before string) error {
+// for Invoke and InvokeAsync: a throttle and a failure before it ran
+// (saying what had not happened).
+func (w *wrapper) front(p plan, op, before string) error {
 	if p.throttle {
 		w.throttles.Add(1)
 		return w.throttled("rate exceeded")
@@ -528,8 +601,30 @@ func (w *wrapper) front(ctx context.Context, p plan, op, before string) error {
 		w.failedBefore.Add(1)
 		return fmt.Errorf("chaos: %s: %s: %w: %w", op, before, ErrInjected, w.f.FailBeforeErr)
 	}
+	return nil
+}
+
+// latency waits the invoke latency of a call that reaches the platform.
+func (w *wrapper) latency(ctx context.Context, p plan, op string) error {
 	if err := w.sleep(ctx, w.f.Latency+frac(w.f.LatencyJitter, p.jitter)); err != nil {
 		return fmt.Errorf("chaos: %s: latency: %w", op, err)
+	}
+	return nil
+}
+
+// uplink sends a call's payload over Faults.Uplink unless the call comes
+// from inside the cloud.
+func (w *wrapper) uplink(ctx context.Context, n int, op string) error {
+	if w.f.Uplink == nil {
+		return nil
+	}
+	if IsInsideCloud(ctx) {
+		w.inside.Add(1)
+		return nil
+	}
+	w.uplinked.Add(1)
+	if err := w.sleep(ctx, w.f.Uplink.send(w.f.Clock.Now(), n)); err != nil {
+		return fmt.Errorf("chaos: %s: uplink: %w", op, err)
 	}
 	return nil
 }
@@ -542,6 +637,9 @@ func (w *wrapper) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	defer w.wg.Done()
 	w.calls.Add(1)
+	if err := w.uplink(ctx, len(payload), "invoke"); err != nil {
+		return nil, err
+	}
 	cur := w.inFlight.Add(1)
 	defer w.inFlight.Add(-1)
 	if c := w.f.Concurrency; c > 0 && cur > int64(c) {
@@ -556,28 +654,33 @@ func (w *wrapper) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	if !w.active {
 		w.innerCalls.Add(1)
-		return w.inner.Invoke(ctx, payload)
+		return w.inner.Invoke(InsideCloud(ctx), payload)
 	}
 	p := w.plan(n)
-	if err := w.front(ctx, p, "invoke", "failed before the tasks ran"); err != nil {
+	if err := w.front(p, "invoke", "failed before the tasks ran"); err != nil {
 		return nil, err
 	}
-	if w.f.ColdStart > 0 {
-		if !w.acquire() {
-			w.cold.Add(1)
-			if err := w.sleep(ctx, w.f.ColdStart); err != nil {
-				return nil, fmt.Errorf("chaos: invoke: cold start: %w", err)
-			}
-		} else {
-			w.warm.Add(1)
+	fresh := false
+	if w.pool {
+		var err error
+		if fresh, err = w.admit(); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.latency(ctx, p, "invoke"); err != nil {
+		w.leave(!fresh) // a new container never started
+		return nil, err
+	}
+	if fresh && w.f.ColdStart > 0 {
+		if err := w.sleep(ctx, w.f.ColdStart); err != nil {
+			w.leave(false)
+			return nil, fmt.Errorf("chaos: invoke: cold start: %w", err)
 		}
 	}
 	start := w.f.Clock.Now()
-	reply, crash, err := w.run(ctx, payload, p)
+	reply, crash, err := w.run(InsideCloud(ctx), payload, p)
 	took := w.f.Clock.Now().Sub(start)
-	if w.f.ColdStart > 0 && crash == "" {
-		w.release()
-	}
+	w.leave(crash == "") // a crashed worker's container dies with it
 	if err := ctx.Err(); err != nil && (crash != "" || p.failAfter) {
 		return nil, fmt.Errorf("chaos: invoke: %w", err) // ended by the caller first
 	}
@@ -658,9 +761,10 @@ func (w *wrapper) run(ctx context.Context, payload []byte, p plan) (reply []byte
 	return nil, fmt.Sprintf("%v into the invocation", at), nil
 }
 
-// acquire takes a warm idle container, dropping expired ones; it reports
-// false when none is left and a new one must start.
-func (w *wrapper) acquire() bool {
+// admit gives an Invoke a container: the most recently used warm idle one
+// (expired ones are dropped first) or a new one, as Faults.Scaling allows.
+// It reports whether the container is new, or returns the refusal.
+func (w *wrapper) admit() (fresh bool, err error) {
 	w.idleMu.Lock()
 	defer w.idleMu.Unlock()
 	now := w.f.Clock.Now()
@@ -672,18 +776,67 @@ func (w *wrapper) acquire() bool {
 		w.expired.Add(int64(i))
 		w.idle = append(w.idle[:0], w.idle[i:]...)
 	}
-	if len(w.idle) == 0 {
-		return false
+	fresh = len(w.idle) == 0
+	w.tl.saw(now)
+	if sc := w.f.Scaling; sc.Cloud != "" {
+		w.ramp.refresh(now)
+		var rule Rule
+		switch {
+		case sc.Account != nil:
+			rule = sc.Account.admit(now, fresh, sc.MemoryMB, &w.ramp)
+		case fresh && !w.ramp.has():
+			rule = RuleRamp
+		case fresh:
+			w.ramp.take()
+		}
+		if rule != "" {
+			w.refused[ruleIndex(rule)].Add(1)
+			return false, fmt.Errorf("chaos: invoke: %w: %w", ErrInjected, sc.refusal(rule, w.f.ThrottleRetryAfter))
+		}
 	}
-	w.idle = w.idle[:len(w.idle)-1] // the most recently used
-	return true
+	if fresh {
+		w.cold.Add(1)
+	} else {
+		w.idle = w.idle[:len(w.idle)-1] // the most recently used
+		w.warm.Add(1)
+	}
+	w.running++
+	if int64(w.running) > w.peakRunning.Load() {
+		w.peakRunning.Store(int64(w.running)) // written under idleMu only
+	}
+	w.tl.reach(w.running, now)
+	return fresh, nil
 }
 
-// release returns a container to the idle pool.
-func (w *wrapper) release() {
+func ruleIndex(r Rule) int {
+	switch r {
+	case RuleRamp:
+		return 0
+	case RuleAccountRamp:
+		return 1
+	case RuleConcurrency:
+		return 2
+	}
+	return 3
+}
+
+// leave ends an admitted call's hold on its container, giving the container
+// back to the idle pool when keep (not when the worker crashed or the
+// container never started), and its share of the account. It does nothing
+// when containers are not simulated.
+func (w *wrapper) leave(keep bool) {
+	if !w.pool {
+		return
+	}
 	w.idleMu.Lock()
 	defer w.idleMu.Unlock()
-	w.idle = append(w.idle, w.f.Clock.Now())
+	w.running--
+	if keep {
+		w.idle = append(w.idle, w.f.Clock.Now())
+	}
+	if a := w.f.Scaling.Account; a != nil && w.f.Scaling.Cloud != "" {
+		a.leave(w.f.Scaling.MemoryMB)
+	}
 }
 
 // InvokeAsync calls the wrapped backend's InvokeAsync with Throttle,
@@ -694,13 +847,20 @@ func (w *asyncWrapper) InvokeAsync(ctx context.Context, payload []byte) error {
 	}
 	defer w.wg.Done()
 	w.calls.Add(1)
+	if err := w.uplink(ctx, len(payload), "invoke async"); err != nil {
+		return err
+	}
 	n := uint64(w.seq.Add(1) - 1)
+	ctx = InsideCloud(ctx) // what the platform runs is inside the cloud
 	if !w.active {
 		w.innerCalls.Add(1)
 		return w.async.InvokeAsync(ctx, payload)
 	}
 	p := w.plan(n)
-	if err := w.front(ctx, p, "invoke async", "failed before the event was accepted"); err != nil {
+	if err := w.front(p, "invoke async", "failed before the event was accepted"); err != nil {
+		return err
+	}
+	if err := w.latency(ctx, p, "invoke async"); err != nil {
 		return err
 	}
 	w.innerCalls.Add(1)
