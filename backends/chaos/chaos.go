@@ -2,7 +2,10 @@
 // latency, so that a pipeline can be tested on a laptop against what cloud
 // function platforms do to it: throttling, invocations that fail before or
 // after their tasks ran, duplicate deliveries, workers that die mid-batch,
-// stragglers, invoke latency, cold starts, and a concurrency cap.
+// stragglers, invoke latency, cold starts, and a concurrency cap; and it
+// simulates how cloud platforms scale (Faults.Scaling: Lambda's and SCF's
+// rates of new environments, account caps and quotas, and their refusals)
+// and the driver's link to the cloud (Faults.Uplink).
 //
 //	b := chaos.Wrap(local.New(nil), chaos.Faults{
 //		Seed:       42,
@@ -24,30 +27,79 @@
 //
 // # Faults
 //
-// Each call to Invoke meets the faults in this order (the first three end
+// Each call to Invoke meets the faults in this order (steps 2 to 5 end
 // the call without reaching the wrapped backend):
 //
-//  1. The concurrency cap (Faults.Concurrency): a call arriving while that
+//  1. The uplink (Faults.Uplink), unless the call comes from inside the
+//     cloud: its payload travels to the platform.
+//  2. The concurrency cap (Faults.Concurrency): a call arriving while that
 //     many are in flight is refused with a *backends.ThrottleError.
-//  2. Throttle: refused with a *backends.ThrottleError.
-//  3. FailBefore: fails with an error wrapping Faults.FailBeforeErr; the
+//  3. Throttle: refused with a *backends.ThrottleError.
+//  4. FailBefore: fails with an error wrapping Faults.FailBeforeErr; the
 //     wrapped backend is not called.
-//  4. Latency, then a cold start if no warm simulated container is idle.
-//  5. The wrapped backend is called, twice when Duplicate strikes (both
+//  5. The platform's scaling rules (Faults.Scaling): the call takes a warm
+//     idle container or needs a new one, which the rules may refuse with a
+//     *Refusal.
+//  6. Latency, then a cold start if the container is new.
+//  7. The wrapped backend is called, twice when Duplicate strikes (both
 //     copies run; the first copy's reply is returned). Crash cancels the
 //     wrapped call's context part-way and the call fails with
 //     backends.ErrWorkerLost: some tasks of the batch ran, others did not.
-//  6. FailAfter: the wrapped backend ran the invocation; its reply is
+//  8. FailAfter: the wrapped backend ran the invocation; its reply is
 //     dropped and the call fails with an error wrapping Faults.FailAfterErr.
-//  7. Straggler: the reply is held back for (StragglerFactor-1) times the
+//  9. Straggler: the reply is held back for (StragglerFactor-1) times the
 //     wrapped call's duration.
 //
 // InvokeAsync (offered when the wrapped backend is a backends.AsyncBackend)
-// meets Throttle, FailBefore, Latency, Duplicate (the event is delivered
-// twice, the second time after up to DuplicateDelay) and FailAfter (the
-// event was accepted and will run, but the call reports a failure). Crashes,
-// stragglers, cold starts and the cap do not apply to it: once the platform
-// accepted an asynchronous invocation it runs out of the wrapper's sight.
+// meets the uplink, Throttle, FailBefore, Latency, Duplicate (the event is
+// delivered twice, the second time after up to DuplicateDelay) and
+// FailAfter (the event was accepted and will run, but the call reports a
+// failure). Crashes, stragglers, cold starts, the cap and the scaling rules
+// do not apply to it: once the platform accepted an asynchronous invocation
+// it runs out of the wrapper's sight (the platform queues events rather
+// than refusing them).
+//
+// # Scaling
+//
+// Faults.Scaling makes the wrapped backend one function of a simulated
+// platform that scales as the real one does. The function keeps execution
+// environments (containers): an Invoke reuses the most recently used idle
+// one, or needs a new one. New environments come from token buckets: the
+// function's own (Scaling.Burst at once, then Scaling.Refill per
+// Scaling.RefillEvery, refilled continuously) and, shared by the functions
+// of one Account, the account's (AccountLimits.Burst and its refill). The
+// Account also caps the invocations running at once across its functions
+// (AccountLimits.Concurrency) and their memory (AccountLimits.MemoryMB, each
+// counting its function's Scaling.MemoryMB). A call the rules refuse ends
+// with a *Refusal, the platform's answer: AWS Lambda's 429
+// TooManyRequestsException "Rate Exceeded.", SCF's 429 ResourceLimit (too
+// many new instances) or 432 ResourceLimitReached (over the quota). A
+// Refusal is a throttle (errors.Is(err, backends.ErrThrottled)), so the
+// executor waits and resends as it does for the real platform's.
+//
+// The presets follow the platforms' documented defaults: LambdaFunction
+// (1,000 new environments per 10 s per function, refilled continuously)
+// with LambdaAccount (1,000 running at once per account and region, raised
+// on request), and SCFFunction with SCFRegion (500 new instances per minute
+// and 128,000 MB running per region). With LambdaFunction, 10,000
+// invocations asked for at once are all running after 90 s at the soonest:
+// 1,000 at once, then 1,000 more every 10 s. Backend.TimeToRunning and
+// Account.TimeToRunning report when n were first running.
+//
+// Environments and Accounts are plain counters under a mutex, and delays
+// are timers of the Clock, so 10,000 invocations in flight cost little
+// beyond their callers' goroutines; with a fake Clock a test steps through
+// the ramp.
+//
+// # Uplink
+//
+// Faults.Uplink is the driver's network link to the cloud, shared by the
+// functions (and clouds) one driver calls: a call's payload waits for the
+// payloads sent before it, takes its size over the bandwidth, and reaches
+// the platform the link's latency later. Calls from inside the cloud skip
+// it: a context marked with InsideCloud says so, and the wrapper marks the
+// context it gives the wrapped backend, so a worker that invokes other
+// workers from its task's context (an invoker) does not pay the uplink.
 //
 // # Streaming
 //
@@ -79,16 +131,18 @@
 // job ID, so a payload hash would differ on every run; and a retry must be
 // able to draw a different fate from the attempt it replaces.
 //
-// The concurrency cap and the container pool depend on how many calls are
-// in flight and on time, and crash points without CrashWithin depend on
-// measured durations; with an injected Clock (Faults.Clock) and sequential
-// calls, those are reproducible too.
+// The concurrency cap, the container pool, the scaling rules and the
+// uplink depend on how many calls are in flight and on time, and crash
+// points without CrashWithin depend on measured durations; with an
+// injected Clock (Faults.Clock) and sequential calls, those are
+// reproducible too.
 //
 // # Errors
 //
 // Every injected error satisfies errors.Is(err, ErrInjected) and the
 // classification the executor acts on: errors.Is(err, backends.ErrThrottled)
-// with backends.RetryAfter(err) == Faults.ThrottleRetryAfter for throttles,
+// with backends.RetryAfter(err) == Faults.ThrottleRetryAfter for throttles
+// (a *Refusal of the scaling rules among them),
 // backends.ErrWorkerLost for crashes, and FailBeforeErr or FailAfterErr for
 // failures. Errors of the wrapped backend are returned as they are.
 package chaos
@@ -191,7 +245,8 @@ type Faults struct {
 	// container idle: the wrapper keeps a pool of containers, a call takes
 	// the most recently used idle one or starts a new one, paying
 	// ColdStart, and gives it back when it returns. Defaults to 0: no
-	// containers are simulated.
+	// cold start delay, and no containers are simulated unless Scaling is
+	// set.
 	ColdStart time.Duration
 	// IdleTimeout is how long an idle container stays warm. Defaults to
 	// DefaultIdleTimeout (10 minutes).
