@@ -131,6 +131,10 @@
 // job ID, so a payload hash would differ on every run; and a retry must be
 // able to draw a different fate from the attempt it replaces.
 //
+// Calls refused by the scaling rules are numbered: they met Throttle and
+// FailBefore before the platform refused them. So with Faults.Scaling on a
+// real clock, which payload meets which fault also depends on timing.
+//
 // The concurrency cap, the container pool, the scaling rules and the
 // uplink depend on how many calls are in flight and on time, and crash
 // points without CrashWithin depend on measured durations; with an
@@ -450,6 +454,11 @@ func Wrap(b backends.Backend, f Faults) Backend {
 	w.pool = f.ColdStart > 0 || f.Scaling.Cloud != ""
 	w.active = w.random || f.Latency > 0 || w.pool || f.Concurrency > 0 || f.Uplink != nil
 	w.ramp = newBucket(f.Scaling.Burst, f.Scaling.Refill, f.Scaling.RefillEvery)
+	if f.Scaling.Cloud != "" {
+		for _, r := range []Rule{RuleRamp, RuleAccountRamp, RuleConcurrency, RuleMemory} {
+			w.refusals[ruleIndex(r)] = *f.Scaling.refusal(r, f.ThrottleRetryAfter)
+		}
+	}
 	w.limits = b.Limits()
 	lower := func(c int) {
 		if c > 0 && (w.limits.Concurrency <= 0 || w.limits.Concurrency > c) {
@@ -492,11 +501,12 @@ type wrapper struct {
 	meanNs atomic.Int64 // moving average of successful wrapped Invoke durations
 
 	// idleMu guards the function's containers and scaling state.
-	idleMu  sync.Mutex
-	idle    []time.Time // idle-since of warm containers, oldest first
-	ramp    bucket      // the function's new containers (Scaling.Burst)
-	running int         // Invoke calls holding a container
-	tl      timeline
+	idleMu   sync.Mutex
+	idle     []time.Time // idle-since of warm containers, oldest first
+	ramp     bucket      // the function's new containers (Scaling.Burst)
+	refusals [4]Refusal  // the platform's answer per rule, in ruleIndex order
+	running  int         // Invoke calls holding a container
+	tl       timeline
 
 	calls, innerCalls, throttles, capThrottles atomic.Int64
 	failedBefore, failedAfter, duplicates      atomic.Int64
@@ -846,7 +856,8 @@ func (w *wrapper) admit() (fresh bool, err error) {
 		}
 		if rule != "" {
 			w.refused[ruleIndex(rule)].Add(1)
-			return false, fmt.Errorf("chaos: invoke: %w: %w", ErrInjected, sc.refusal(rule, w.f.ThrottleRetryAfter))
+			r := w.refusals[ruleIndex(rule)] // made once by Wrap: a refusal costs one allocation
+			return false, &r
 		}
 	}
 	if fresh {

@@ -380,7 +380,8 @@ func (t *timeline) timeTo(n int) (time.Duration, bool) {
 }
 
 // Refusal is a simulated platform's refusal of an invocation under its
-// scaling rules. It satisfies errors.Is(err, backends.ErrThrottled), and
+// scaling rules. It satisfies errors.Is(err, ErrInjected) and
+// errors.Is(err, backends.ErrThrottled), and
 // errors.As finds its *backends.ThrottleError (whose Reason carries the
 // platform's code and message, and whose RetryAfter is
 // Faults.ThrottleRetryAfter), so the executor waits and retries it as it
@@ -401,8 +402,11 @@ type Refusal struct {
 }
 
 func (r *Refusal) Error() string {
-	return fmt.Sprintf("simulated %s refused the invocation (%s, status %d): %v", r.Cloud, r.Rule, r.Status, &r.Throttle)
+	return fmt.Sprintf("chaos: invoke: simulated %s refused the invocation (%s, status %d): %v: %v", r.Cloud, r.Rule, r.Status, ErrInjected, &r.Throttle)
 }
+
+// Is makes errors.Is(err, ErrInjected) true.
+func (r *Refusal) Is(target error) bool { return target == ErrInjected }
 
 // Unwrap returns r's *backends.ThrottleError.
 func (r *Refusal) Unwrap() error { return &r.Throttle }
