@@ -364,8 +364,8 @@ type Stats struct {
 	// calls that skipped it, made from inside the cloud.
 	Uplinked int
 	Inside   int
-	// InFlight is the number of Invoke calls in flight now; PeakInFlight
-	// the most admitted at once (never more than Faults.Concurrency when
+	// InFlight is the number of Invoke calls in flight now (past the
+	// uplink); PeakInFlight the most admitted at once (never more than Faults.Concurrency when
 	// that is set).
 	InFlight     int
 	PeakInFlight int
