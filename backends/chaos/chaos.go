@@ -2,7 +2,10 @@
 // latency, so that a pipeline can be tested on a laptop against what cloud
 // function platforms do to it: throttling, invocations that fail before or
 // after their tasks ran, duplicate deliveries, workers that die mid-batch,
-// stragglers, invoke latency, cold starts, and a concurrency cap.
+// stragglers, invoke latency, cold starts, and a concurrency cap; and it
+// simulates how cloud platforms scale (Faults.Scaling: Lambda's and SCF's
+// rates of new environments, account caps and quotas, and their refusals)
+// and the driver's link to the cloud (Faults.Uplink).
 //
 //	b := chaos.Wrap(local.New(nil), chaos.Faults{
 //		Seed:       42,
@@ -24,30 +27,79 @@
 //
 // # Faults
 //
-// Each call to Invoke meets the faults in this order (the first three end
+// Each call to Invoke meets the faults in this order (steps 2 to 5 end
 // the call without reaching the wrapped backend):
 //
-//  1. The concurrency cap (Faults.Concurrency): a call arriving while that
+//  1. The uplink (Faults.Uplink), unless the call comes from inside the
+//     cloud: its payload travels to the platform.
+//  2. The concurrency cap (Faults.Concurrency): a call arriving while that
 //     many are in flight is refused with a *backends.ThrottleError.
-//  2. Throttle: refused with a *backends.ThrottleError.
-//  3. FailBefore: fails with an error wrapping Faults.FailBeforeErr; the
+//  3. Throttle: refused with a *backends.ThrottleError.
+//  4. FailBefore: fails with an error wrapping Faults.FailBeforeErr; the
 //     wrapped backend is not called.
-//  4. Latency, then a cold start if no warm simulated container is idle.
-//  5. The wrapped backend is called, twice when Duplicate strikes (both
+//  5. The platform's scaling rules (Faults.Scaling): the call takes a warm
+//     idle container or needs a new one, which the rules may refuse with a
+//     *Refusal.
+//  6. Latency, then a cold start if the container is new.
+//  7. The wrapped backend is called, twice when Duplicate strikes (both
 //     copies run; the first copy's reply is returned). Crash cancels the
 //     wrapped call's context part-way and the call fails with
 //     backends.ErrWorkerLost: some tasks of the batch ran, others did not.
-//  6. FailAfter: the wrapped backend ran the invocation; its reply is
+//  8. FailAfter: the wrapped backend ran the invocation; its reply is
 //     dropped and the call fails with an error wrapping Faults.FailAfterErr.
-//  7. Straggler: the reply is held back for (StragglerFactor-1) times the
+//  9. Straggler: the reply is held back for (StragglerFactor-1) times the
 //     wrapped call's duration.
 //
 // InvokeAsync (offered when the wrapped backend is a backends.AsyncBackend)
-// meets Throttle, FailBefore, Latency, Duplicate (the event is delivered
-// twice, the second time after up to DuplicateDelay) and FailAfter (the
-// event was accepted and will run, but the call reports a failure). Crashes,
-// stragglers, cold starts and the cap do not apply to it: once the platform
-// accepted an asynchronous invocation it runs out of the wrapper's sight.
+// meets the uplink, Throttle, FailBefore, Latency, Duplicate (the event is
+// delivered twice, the second time after up to DuplicateDelay) and
+// FailAfter (the event was accepted and will run, but the call reports a
+// failure). Crashes, stragglers, cold starts, the cap and the scaling rules
+// do not apply to it: once the platform accepted an asynchronous invocation
+// it runs out of the wrapper's sight (the platform queues events rather
+// than refusing them).
+//
+// # Scaling
+//
+// Faults.Scaling makes the wrapped backend one function of a simulated
+// platform that scales as the real one does. The function keeps execution
+// environments (containers): an Invoke reuses the most recently used idle
+// one, or needs a new one. New environments come from token buckets: the
+// function's own (Scaling.Burst at once, then Scaling.Refill per
+// Scaling.RefillEvery, refilled continuously) and, shared by the functions
+// of one Account, the account's (AccountLimits.Burst and its refill). The
+// Account also caps the invocations running at once across its functions
+// (AccountLimits.Concurrency) and their memory (AccountLimits.MemoryMB, each
+// counting its function's Scaling.MemoryMB). A call the rules refuse ends
+// with a *Refusal, the platform's answer: AWS Lambda's 429
+// TooManyRequestsException "Rate Exceeded.", SCF's 429 ResourceLimit (too
+// many new instances) or 432 ResourceLimitReached (over the quota). A
+// Refusal is a throttle (errors.Is(err, backends.ErrThrottled)), so the
+// executor waits and resends as it does for the real platform's.
+//
+// The presets follow the platforms' documented defaults: LambdaFunction
+// (1,000 new environments per 10 s per function, refilled continuously)
+// with LambdaAccount (1,000 running at once per account and region, raised
+// on request), and SCFFunction with SCFRegion (500 new instances per minute
+// and 128,000 MB running per region). With LambdaFunction, 10,000
+// invocations asked for at once are all running after 90 s at the soonest:
+// 1,000 at once, then 1,000 more every 10 s. Backend.TimeToRunning and
+// Account.TimeToRunning report when n were first running.
+//
+// Environments and Accounts are plain counters under a mutex, and delays
+// are timers of the Clock, so 10,000 invocations in flight cost little
+// beyond their callers' goroutines; with a fake Clock a test steps through
+// the ramp.
+//
+// # Uplink
+//
+// Faults.Uplink is the driver's network link to the cloud, shared by the
+// functions (and clouds) one driver calls: a call's payload waits for the
+// payloads sent before it, takes its size over the bandwidth, and reaches
+// the platform the link's latency later. Calls from inside the cloud skip
+// it: a context marked with InsideCloud says so, and the wrapper marks the
+// context it gives the wrapped backend, so a worker that invokes other
+// workers from its task's context (an invoker) does not pay the uplink.
 //
 // # Streaming
 //
@@ -79,16 +131,22 @@
 // job ID, so a payload hash would differ on every run; and a retry must be
 // able to draw a different fate from the attempt it replaces.
 //
-// The concurrency cap and the container pool depend on how many calls are
-// in flight and on time, and crash points without CrashWithin depend on
-// measured durations; with an injected Clock (Faults.Clock) and sequential
-// calls, those are reproducible too.
+// Calls refused by the scaling rules are numbered: they met Throttle and
+// FailBefore before the platform refused them. So with Faults.Scaling on a
+// real clock, which payload meets which fault also depends on timing.
+//
+// The concurrency cap, the container pool, the scaling rules and the
+// uplink depend on how many calls are in flight and on time, and crash
+// points without CrashWithin depend on measured durations; with an
+// injected Clock (Faults.Clock) and sequential calls, those are
+// reproducible too.
 //
 // # Errors
 //
 // Every injected error satisfies errors.Is(err, ErrInjected) and the
 // classification the executor acts on: errors.Is(err, backends.ErrThrottled)
-// with backends.RetryAfter(err) == Faults.ThrottleRetryAfter for throttles,
+// with backends.RetryAfter(err) == Faults.ThrottleRetryAfter for throttles
+// (a *Refusal of the scaling rules among them),
 // backends.ErrWorkerLost for crashes, and FailBeforeErr or FailAfterErr for
 // failures. Errors of the wrapped backend are returned as they are.
 package chaos
@@ -191,7 +249,8 @@ type Faults struct {
 	// container idle: the wrapper keeps a pool of containers, a call takes
 	// the most recently used idle one or starts a new one, paying
 	// ColdStart, and gives it back when it returns. Defaults to 0: no
-	// containers are simulated.
+	// cold start delay, and no containers are simulated unless Scaling is
+	// set.
 	ColdStart time.Duration
 	// IdleTimeout is how long an idle container stays warm. Defaults to
 	// DefaultIdleTimeout (10 minutes).
@@ -203,6 +262,20 @@ type Faults struct {
 	// calling the wrapped backend. Limits().Concurrency reports the cap.
 	// Defaults to 0: no cap beyond the wrapped backend's.
 	Concurrency int
+
+	// Scaling simulates a cloud platform's scaling rules for this
+	// function: how fast it may start new environments, the account's
+	// concurrency and memory quota it shares with other functions, and the
+	// refusals the platform sends (see Scaling, LambdaFunction and
+	// SCFFunction). New environments pay ColdStart. Defaults to the zero
+	// Scaling: none.
+	Scaling Scaling
+
+	// Uplink is the driver's link to the cloud: an Invoke or InvokeAsync
+	// made from the driver first sends its payload over it (latency plus
+	// bytes over bandwidth, one call after another); calls whose context
+	// is marked by InsideCloud skip it. Defaults to nil: no link cost.
+	Uplink *Uplink
 
 	// Clock measures durations and times every delay. Tests inject a fake
 	// one to check delays without waiting for them. Defaults to the system
@@ -242,7 +315,7 @@ func (f Faults) Validate() error {
 	if f.Concurrency < 0 {
 		return fmt.Errorf("chaos: Faults.Concurrency = %d is negative", f.Concurrency)
 	}
-	return nil
+	return f.Scaling.validate()
 }
 
 // Stats count what a chaos backend did since Wrap. Every count covers
@@ -268,14 +341,31 @@ type Stats struct {
 	Crashes int
 	// Stragglers counts replies held back.
 	Stragglers int
-	// ColdStarts counts simulated containers started, WarmStarts calls that
-	// reused an idle one, and Expired containers dropped after IdleTimeout.
-	// All stay 0 unless Faults.ColdStart is set.
+	// ColdStarts counts simulated containers (execution environments)
+	// started, WarmStarts calls that reused an idle one, and Expired
+	// containers dropped after IdleTimeout. All stay 0 unless
+	// Faults.ColdStart or Faults.Scaling is set.
 	ColdStarts int
 	WarmStarts int
 	Expired    int
-	// InFlight is the number of Invoke calls in flight now; PeakInFlight
-	// the most admitted at once (never more than Faults.Concurrency when
+	// RampThrottles, AccountRampThrottles, ConcurrencyThrottles and
+	// MemoryThrottles count the Invoke calls refused by Faults.Scaling,
+	// by rule: RuleRamp, RuleAccountRamp, RuleConcurrency, RuleMemory.
+	RampThrottles        int
+	AccountRampThrottles int
+	ConcurrencyThrottles int
+	MemoryThrottles      int
+	// Running is the number of Invoke calls holding a simulated container
+	// now (starting or running the wrapped call); PeakRunning the most at
+	// once. Both stay 0 unless Faults.ColdStart or Faults.Scaling is set.
+	Running     int
+	PeakRunning int
+	// Uplinked counts the calls that went over Faults.Uplink; Inside the
+	// calls that skipped it, made from inside the cloud.
+	Uplinked int
+	Inside   int
+	// InFlight is the number of Invoke calls in flight now (past the
+	// uplink); PeakInFlight the most admitted at once (never more than Faults.Concurrency when
 	// that is set).
 	InFlight     int
 	PeakInFlight int
@@ -325,6 +415,12 @@ type Backend interface {
 	backends.Backend
 	// Stats returns a snapshot of the counts of what was injected.
 	Stats() Stats
+	// TimeToRunning reports how long after the first Invoke reached the
+	// simulated platform n Invoke calls were first running at once
+	// (holding containers, see Stats.Running); ok is false if that never
+	// happened, n < 1, or neither Faults.ColdStart nor Faults.Scaling is
+	// set.
+	TimeToRunning(n int) (d time.Duration, ok bool)
 }
 
 // Wrap returns b with the faults f injected. The returned Backend owns b:
@@ -355,10 +451,26 @@ func Wrap(b backends.Backend, f Faults) Backend {
 	w := &wrapper{inner: b, f: f, done: make(chan struct{})}
 	w.random = f.Throttle > 0 || f.FailBefore > 0 || f.FailAfter > 0 || f.Crash > 0 ||
 		f.Duplicate > 0 || f.Straggler > 0 || f.LatencyJitter > 0
-	w.active = w.random || f.Latency > 0 || f.ColdStart > 0 || f.Concurrency > 0
+	w.pool = f.ColdStart > 0 || f.Scaling.Cloud != ""
+	w.active = w.random || f.Latency > 0 || w.pool || f.Concurrency > 0 || f.Uplink != nil
+	w.ramp = newBucket(f.Scaling.Burst, f.Scaling.Refill, f.Scaling.RefillEvery)
+	if f.Scaling.Cloud != "" {
+		for _, r := range []Rule{RuleRamp, RuleAccountRamp, RuleConcurrency, RuleMemory} {
+			w.refusals[ruleIndex(r)] = *f.Scaling.refusal(r, f.ThrottleRetryAfter)
+		}
+	}
 	w.limits = b.Limits()
-	if c := f.Concurrency; c > 0 && (w.limits.Concurrency <= 0 || w.limits.Concurrency > c) {
-		w.limits.Concurrency = c
+	lower := func(c int) {
+		if c > 0 && (w.limits.Concurrency <= 0 || w.limits.Concurrency > c) {
+			w.limits.Concurrency = c
+		}
+	}
+	lower(f.Concurrency)
+	if a := f.Scaling.Account; a != nil {
+		lower(a.l.Concurrency)
+		if a.l.MemoryMB > 0 {
+			lower(a.l.MemoryMB / f.Scaling.MemoryMB)
+		}
 	}
 	// One type per set of capabilities, so that a type assertion finds
 	// only what the wrapped backend offers; InvokeStream is never offered.
@@ -376,6 +488,7 @@ type wrapper struct {
 	limits backends.Limits
 	random bool // some decision needs the per-call random stream
 	active bool // anything at all is injected
+	pool   bool // containers are simulated (ColdStart or Scaling)
 
 	mu     sync.RWMutex
 	closed bool
@@ -387,13 +500,20 @@ type wrapper struct {
 	seq    atomic.Int64 // numbers the calls the cap admitted: call n draws from stream n
 	meanNs atomic.Int64 // moving average of successful wrapped Invoke durations
 
-	idleMu sync.Mutex
-	idle   []time.Time // idle-since of warm containers, oldest first
+	// idleMu guards the function's containers and scaling state.
+	idleMu   sync.Mutex
+	idle     []time.Time // idle-since of warm containers, oldest first
+	ramp     bucket      // the function's new containers (Scaling.Burst)
+	refusals [4]Refusal  // the platform's answer per rule, in ruleIndex order
+	running  int         // Invoke calls holding a container
+	tl       timeline
 
 	calls, innerCalls, throttles, capThrottles atomic.Int64
 	failedBefore, failedAfter, duplicates      atomic.Int64
 	crashes, stragglers, cold, warm, expired   atomic.Int64
 	inFlight, peak                             atomic.Int64
+	refused                                    [4]atomic.Int64 // by rule, in ruleIndex order
+	peakRunning, uplinked, inside              atomic.Int64
 }
 
 // asyncWrapper is the Backend for a wrapped AsyncBackend.
@@ -403,7 +523,8 @@ type asyncWrapper struct {
 }
 
 // Limits returns the wrapped backend's limits, with Concurrency lowered to
-// Faults.Concurrency when that is set and lower.
+// Faults.Concurrency, the Scaling account's Concurrency, and its MemoryMB
+// quota over the function's MemoryMB, when those are set and lower.
 func (w *wrapper) Limits() backends.Limits { return w.limits }
 
 // Stats returns a snapshot of the counts of what was injected.
@@ -416,7 +537,24 @@ func (w *wrapper) Stats() Stats {
 		Stragglers: int(w.stragglers.Load()), ColdStarts: int(w.cold.Load()),
 		WarmStarts: int(w.warm.Load()), Expired: int(w.expired.Load()),
 		InFlight: int(w.inFlight.Load()), PeakInFlight: int(w.peak.Load()),
+		RampThrottles: int(w.refused[0].Load()), AccountRampThrottles: int(w.refused[1].Load()),
+		ConcurrencyThrottles: int(w.refused[2].Load()), MemoryThrottles: int(w.refused[3].Load()),
+		Running: w.runningNow(), PeakRunning: int(w.peakRunning.Load()),
+		Uplinked: int(w.uplinked.Load()), Inside: int(w.inside.Load()),
 	}
+}
+
+func (w *wrapper) runningNow() int {
+	w.idleMu.Lock()
+	defer w.idleMu.Unlock()
+	return w.running
+}
+
+// TimeToRunning reports when n Invoke calls were first running at once.
+func (w *wrapper) TimeToRunning(n int) (time.Duration, bool) {
+	w.idleMu.Lock()
+	defer w.idleMu.Unlock()
+	return w.tl.timeTo(n)
 }
 
 // Close ends injected delays, waits for the calls in flight and the
@@ -517,9 +655,9 @@ func (w *wrapper) throttled(reason string) error {
 }
 
 // front injects what happens before a call reaches the platform, the same
-// for Invoke and InvokeAsync: a throttle, a failure before it ran (saying
-// what had not happened), and the invoke latency.
-func (w *wrapper) front(ctx context.Context, p plan, op, before string) error {
+// for Invoke and InvokeAsync: a throttle and a failure before it ran
+// (saying what had not happened).
+func (w *wrapper) front(p plan, op, before string) error {
 	if p.throttle {
 		w.throttles.Add(1)
 		return w.throttled("rate exceeded")
@@ -528,8 +666,30 @@ func (w *wrapper) front(ctx context.Context, p plan, op, before string) error {
 		w.failedBefore.Add(1)
 		return fmt.Errorf("chaos: %s: %s: %w: %w", op, before, ErrInjected, w.f.FailBeforeErr)
 	}
+	return nil
+}
+
+// latency waits the invoke latency of a call that reaches the platform.
+func (w *wrapper) latency(ctx context.Context, p plan, op string) error {
 	if err := w.sleep(ctx, w.f.Latency+frac(w.f.LatencyJitter, p.jitter)); err != nil {
 		return fmt.Errorf("chaos: %s: latency: %w", op, err)
+	}
+	return nil
+}
+
+// uplink sends a call's payload over Faults.Uplink unless the call comes
+// from inside the cloud.
+func (w *wrapper) uplink(ctx context.Context, n int, op string) error {
+	if w.f.Uplink == nil {
+		return nil
+	}
+	if IsInsideCloud(ctx) {
+		w.inside.Add(1)
+		return nil
+	}
+	w.uplinked.Add(1)
+	if err := w.sleep(ctx, w.f.Uplink.send(w.f.Clock.Now(), n)); err != nil {
+		return fmt.Errorf("chaos: %s: uplink: %w", op, err)
 	}
 	return nil
 }
@@ -542,6 +702,9 @@ func (w *wrapper) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	defer w.wg.Done()
 	w.calls.Add(1)
+	if err := w.uplink(ctx, len(payload), "invoke"); err != nil {
+		return nil, err
+	}
 	cur := w.inFlight.Add(1)
 	defer w.inFlight.Add(-1)
 	if c := w.f.Concurrency; c > 0 && cur > int64(c) {
@@ -556,28 +719,33 @@ func (w *wrapper) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	if !w.active {
 		w.innerCalls.Add(1)
-		return w.inner.Invoke(ctx, payload)
+		return w.inner.Invoke(InsideCloud(ctx), payload)
 	}
 	p := w.plan(n)
-	if err := w.front(ctx, p, "invoke", "failed before the tasks ran"); err != nil {
+	if err := w.front(p, "invoke", "failed before the tasks ran"); err != nil {
 		return nil, err
 	}
-	if w.f.ColdStart > 0 {
-		if !w.acquire() {
-			w.cold.Add(1)
-			if err := w.sleep(ctx, w.f.ColdStart); err != nil {
-				return nil, fmt.Errorf("chaos: invoke: cold start: %w", err)
-			}
-		} else {
-			w.warm.Add(1)
+	fresh := false
+	if w.pool {
+		var err error
+		if fresh, err = w.admit(); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.latency(ctx, p, "invoke"); err != nil {
+		w.leave(!fresh) // a new container never started
+		return nil, err
+	}
+	if fresh && w.f.ColdStart > 0 {
+		if err := w.sleep(ctx, w.f.ColdStart); err != nil {
+			w.leave(false)
+			return nil, fmt.Errorf("chaos: invoke: cold start: %w", err)
 		}
 	}
 	start := w.f.Clock.Now()
-	reply, crash, err := w.run(ctx, payload, p)
+	reply, crash, err := w.run(InsideCloud(ctx), payload, p)
 	took := w.f.Clock.Now().Sub(start)
-	if w.f.ColdStart > 0 && crash == "" {
-		w.release()
-	}
+	w.leave(crash == "") // a crashed worker's container dies with it
 	if err := ctx.Err(); err != nil && (crash != "" || p.failAfter) {
 		return nil, fmt.Errorf("chaos: invoke: %w", err) // ended by the caller first
 	}
@@ -658,9 +826,10 @@ func (w *wrapper) run(ctx context.Context, payload []byte, p plan) (reply []byte
 	return nil, fmt.Sprintf("%v into the invocation", at), nil
 }
 
-// acquire takes a warm idle container, dropping expired ones; it reports
-// false when none is left and a new one must start.
-func (w *wrapper) acquire() bool {
+// admit gives an Invoke a container: the most recently used warm idle one
+// (expired ones are dropped first) or a new one, as Faults.Scaling allows.
+// It reports whether the container is new, or returns the refusal.
+func (w *wrapper) admit() (fresh bool, err error) {
 	w.idleMu.Lock()
 	defer w.idleMu.Unlock()
 	now := w.f.Clock.Now()
@@ -672,18 +841,68 @@ func (w *wrapper) acquire() bool {
 		w.expired.Add(int64(i))
 		w.idle = append(w.idle[:0], w.idle[i:]...)
 	}
-	if len(w.idle) == 0 {
-		return false
+	fresh = len(w.idle) == 0
+	w.tl.saw(now)
+	if sc := w.f.Scaling; sc.Cloud != "" {
+		w.ramp.refresh(now)
+		var rule Rule
+		switch {
+		case sc.Account != nil:
+			rule = sc.Account.admit(now, fresh, sc.MemoryMB, &w.ramp)
+		case fresh && !w.ramp.has():
+			rule = RuleRamp
+		case fresh:
+			w.ramp.take()
+		}
+		if rule != "" {
+			w.refused[ruleIndex(rule)].Add(1)
+			r := w.refusals[ruleIndex(rule)] // made once by Wrap: a refusal costs one allocation
+			return false, &r
+		}
 	}
-	w.idle = w.idle[:len(w.idle)-1] // the most recently used
-	return true
+	if fresh {
+		w.cold.Add(1)
+	} else {
+		w.idle = w.idle[:len(w.idle)-1] // the most recently used
+		w.warm.Add(1)
+	}
+	w.running++
+	if int64(w.running) > w.peakRunning.Load() {
+		w.peakRunning.Store(int64(w.running)) // written under idleMu only
+	}
+	w.tl.reach(w.running, now)
+	return fresh, nil
 }
 
-// release returns a container to the idle pool.
-func (w *wrapper) release() {
+func ruleIndex(r Rule) int {
+	switch r {
+	case RuleRamp:
+		return 0
+	case RuleAccountRamp:
+		return 1
+	case RuleConcurrency:
+		return 2
+	}
+	return 3
+}
+
+// leave ends an admitted call's hold on its container, giving the container
+// back to the idle pool when keep (not when the worker crashed or the
+// container never started), and its share of the account. It does nothing
+// when containers are not simulated.
+func (w *wrapper) leave(keep bool) {
+	if !w.pool {
+		return
+	}
 	w.idleMu.Lock()
 	defer w.idleMu.Unlock()
-	w.idle = append(w.idle, w.f.Clock.Now())
+	w.running--
+	if keep {
+		w.idle = append(w.idle, w.f.Clock.Now())
+	}
+	if a := w.f.Scaling.Account; a != nil && w.f.Scaling.Cloud != "" {
+		a.leave(w.f.Scaling.MemoryMB)
+	}
 }
 
 // InvokeAsync calls the wrapped backend's InvokeAsync with Throttle,
@@ -694,13 +913,20 @@ func (w *asyncWrapper) InvokeAsync(ctx context.Context, payload []byte) error {
 	}
 	defer w.wg.Done()
 	w.calls.Add(1)
+	if err := w.uplink(ctx, len(payload), "invoke async"); err != nil {
+		return err
+	}
 	n := uint64(w.seq.Add(1) - 1)
+	ctx = InsideCloud(ctx) // what the platform runs is inside the cloud
 	if !w.active {
 		w.innerCalls.Add(1)
 		return w.async.InvokeAsync(ctx, payload)
 	}
 	p := w.plan(n)
-	if err := w.front(ctx, p, "invoke async", "failed before the event was accepted"); err != nil {
+	if err := w.front(p, "invoke async", "failed before the event was accepted"); err != nil {
+		return err
+	}
+	if err := w.latency(ctx, p, "invoke async"); err != nil {
 		return err
 	}
 	w.innerCalls.Add(1)

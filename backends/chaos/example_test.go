@@ -76,3 +76,34 @@ func Example_deterministic() {
 	// [after throttled ok before ok before throttled ok]
 	// [after throttled ok before ok before throttled ok]
 }
+
+// Two simulated Lambda functions, one job on each, share one account and
+// the driver's uplink: each may start at most 2 new environments (a
+// scaled-down ramp), the account runs at most 3 invocations at once, and
+// the platform's refusals are throttles the executor waits out.
+func Example_scaling() {
+	ctx := context.Background()
+	acct := chaos.NewAccount(chaos.AccountLimits{Concurrency: 3})
+	link := chaos.NewUplink(time.Millisecond, 10<<20) // 1 ms away, 10 MiB/s up
+	fn := chaos.Scaling{Cloud: chaos.AWSLambda, Burst: 2, Refill: 2, RefillEvery: time.Hour, Account: acct}
+	var sum int
+	for range 2 {
+		b := chaos.Wrap(local.New(nil), chaos.Faults{Scaling: fn, Uplink: link})
+		ex := fanout.NewExecutor(b, &fanout.Options{Concurrency: 4, Logger: slog.New(slog.DiscardHandler)})
+		out, err := fanout.Map(ctx, ex, cube, []int{1, 2, 3, 4, 5, 6})
+		if err != nil {
+			log.Fatal(err)
+		}
+		ex.Close()
+		for _, v := range out {
+			sum += v
+		}
+		st := b.Stats()
+		fmt.Println("environments within the ramp:", st.ColdStarts >= 1 && st.ColdStarts <= 2)
+	}
+	fmt.Println("sum:", sum, "peak running in the account at most 3:", acct.Stats().PeakRunning <= 3)
+	// Output:
+	// environments within the ramp: true
+	// environments within the ramp: true
+	// sum: 882 peak running in the account at most 3: true
+}

@@ -2,6 +2,7 @@ package chaos_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -220,5 +221,92 @@ func faultMix(t *testing.T, opts fanout.Options, native bool, straggle float64) 
 	// duplicate may be cancelled once the result is in.)
 	if !opts.Async && total <= n {
 		t.Errorf("%d completed runs for %d tasks; lost replies and duplicates should have re-run some", total, n)
+	}
+}
+
+// plusOne is a fast task for the burst test.
+var plusOne = fanout.Register("chaos_test.plusOne", func(_ context.Context, x int) (int, error) { return x + 1, nil })
+
+// refusalSignal passes calls to a chaos backend and signals the first
+// throttle it returns on throttled.
+type refusalSignal struct {
+	chaos.Backend
+	throttled chan struct{}
+}
+
+func (r *refusalSignal) Invoke(ctx context.Context, p []byte) ([]byte, error) {
+	reply, err := r.Backend.Invoke(ctx, p)
+	if errors.Is(err, backends.ErrThrottled) {
+		select {
+		case r.throttled <- struct{}{}:
+		default:
+		}
+	}
+	return reply, err
+}
+
+// TestFanoutRidesTheRamp runs a job on a simulated Lambda function that may
+// start only 8 environments (its ramp, with the fake clock frozen, gives no
+// more): the executor sends 32 invocations at once, the platform refuses
+// those that need a new environment, and the job finishes on the 8 warm
+// environments without a failed task, the refusals counted as throttles.
+func TestFanoutRidesTheRamp(t *testing.T) {
+	t.Parallel()
+	const burst, n = 8, 300
+	clk := newFakeClock()
+	cb := chaos.Wrap(local.New(&local.Options{Concurrency: 64}), chaos.Faults{
+		Clock:     clk,
+		ColdStart: time.Second, // held until the test moves the clock
+		Scaling:   chaos.Scaling{Cloud: chaos.AWSLambda, Burst: burst, Refill: burst, RefillEvery: time.Hour},
+	})
+	b := &refusalSignal{Backend: cb, throttled: make(chan struct{}, 1)}
+	ex := fanout.NewExecutor(b, &fanout.Options{Concurrency: 32, Logger: slog.New(slog.DiscardHandler)})
+	defer func() {
+		if err := ex.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	in := make([]int, n)
+	for i := range in {
+		in[i] = i
+	}
+	j, err := fanout.Start(ctx, ex, plusOne, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The burst of new environments start (their cold starts wait on the
+	// clock) and a further invocation is refused; then the clock moves on
+	// and the job runs on the warm environments.
+	for range burst {
+		if tm := clk.nextTimer(t); tm.d != time.Second {
+			t.Fatalf("a timer of %v, want the cold start", tm.d)
+		}
+	}
+	recv(t, b.throttled, "a refusal of the ramp")
+	clk.Advance(time.Second)
+	out, err := j.Wait(ctx)
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	for i, v := range out {
+		if v != i+1 {
+			t.Fatalf("out[%d] = %d, want %d", i, v, i+1)
+		}
+	}
+	cs, js := cb.Stats(), j.Stats()
+	t.Logf("chaos: %+v; job: %d invocations, %d throttles, %d retries, %v", cs, js.Invocations, js.Throttles, js.Retries, js.Elapsed)
+	if js.Succeeded != n || js.Failed != 0 {
+		t.Errorf("job: %d succeeded, %d failed; want %d, 0", js.Succeeded, js.Failed, n)
+	}
+	if cs.ColdStarts != burst || cs.PeakRunning != burst || cs.Running != 0 {
+		t.Errorf("chaos: %+v; want %d environments, %d running at peak, none at the end", cs, burst, burst)
+	}
+	if cs.RampThrottles == 0 || js.Throttles != cs.RampThrottles {
+		t.Errorf("the job counts %d throttles, the platform refused %d (want at least 1)", js.Throttles, cs.RampThrottles)
+	}
+	if js.Invocations != cs.Calls {
+		t.Errorf("the job counts %d invocations, the platform received %d", js.Invocations, cs.Calls)
 	}
 }
