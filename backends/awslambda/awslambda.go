@@ -211,12 +211,14 @@ func platform(arch string) string {
 
 // Backend invokes one Lambda function. It is safe for concurrent use.
 type Backend struct {
-	client    *lambda.Client
-	function  string
-	qualifier *string
-	region    string
-	limits    backends.Limits
-	transport *http.Transport // closed by Close when the Backend made it
+	client     *lambda.Client
+	function   string
+	qualifier  *string
+	region     string
+	limits     backends.Limits
+	transport  *http.Transport // closed by Close when the Backend made it
+	shardOf    string          // NAME when the function is shard NAME-i (NewShards)
+	shardCount int             // K, the number of shards of NAME
 
 	closing context.Context // cancelled by Close, with ErrClosed as cause
 	stop    context.CancelCauseFunc
@@ -750,8 +752,8 @@ func (b *Backend) invokeError(ctx context.Context, op string, err error) error {
 			if b.qualifier != nil {
 				also = ", publish the version or create the alias " + strconv.Quote(*b.qualifier)
 			}
-			return fmt.Errorf("awslambda: %s: function %q not found in region %s (%s): %w; deploy it with `gowren deploy lambda -name %s -region %s`%s, or check the function name, qualifier and region",
-				op, fn, b.regionName(), msg, ErrFunctionNotFound, b.function, b.regionName(), also)
+			return fmt.Errorf("awslambda: %s: function %q not found in region %s (%s): %w; %s%s, or check the function name, qualifier and region",
+				op, fn, b.regionName(), msg, ErrFunctionNotFound, b.deployHint(), also)
 		case classTooLarge:
 			return fmt.Errorf("awslambda: %s %q: Lambda refused the request as too large (%s: %s): %w",
 				op, fn, code, msg, backends.ErrPayloadTooLarge)

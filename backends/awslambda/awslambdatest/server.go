@@ -68,7 +68,8 @@
 //     this process instead (no Runtime API, no worker processes), for tests
 //     and benchmarks of the driver side at scale.
 //   - Control plane: CreateFunction, GetFunction, GetFunctionConfiguration,
-//     UpdateFunctionCode, UpdateFunctionConfiguration,
+//     DeleteFunction (the whole function), UpdateFunctionCode,
+//     UpdateFunctionConfiguration,
 //     PutFunctionEventInvokeConfig, PublishVersion and the alias calls above,
 //     with Pending / InProgress states that last Options.PendingPolls reads
 //     (so that SDK waiters really wait), ResourceConflictException for an
@@ -222,8 +223,11 @@ type EventResult struct {
 
 // Stats counts what the server has seen.
 type Stats struct {
-	// Invocations is the number of synchronous invocations run.
-	Invocations int
+	// Invocations is the number of synchronous invocations run, and
+	// FunctionInvocations the same by function name (several functions
+	// share the server's worker processes).
+	Invocations         int
+	FunctionInvocations map[string]int
 	// Events is the number of asynchronous invocations accepted, and
 	// EventRuns the number of their runs, retries included.
 	Events, EventRuns int
@@ -375,6 +379,7 @@ func (s *Server) Stats() Stats {
 	st := s.stats
 	st.Environments = append([]time.Time(nil), s.envs...)
 	st.Errors = maps.Clone(s.stats.Errors)
+	st.FunctionInvocations = maps.Clone(s.stats.FunctionInvocations)
 	return st
 }
 
@@ -594,6 +599,10 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.stats.Invocations++
+	if s.stats.FunctionInvocations == nil {
+		s.stats.FunctionInvocations = map[string]int{}
+	}
+	s.stats.FunctionInvocations[inv.fn]++
 	s.mu.Unlock()
 	s.enqueue(inv)
 	started := time.Now()
