@@ -101,6 +101,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda/messages"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 )
 
 // Payload limits of the Invoke API, as Lambda's.
@@ -181,7 +182,9 @@ type Options struct {
 	// Handler, when set, runs the invocations in this process instead of
 	// in worker processes, without the Runtime API: each on a goroutine of
 	// its own, with a context that carries the invocation's deadline and
-	// ends when the server closes. It may be an aws-lambda-go
+	// its lambdacontext.LambdaContext (request ID and the function ARN as
+	// invoked, as aws-lambda-go's runtime gives them), and ends when the
+	// server closes. It may be an aws-lambda-go
 	// lambda.Handler, such as awslambda.NewHandler(fanout.Handle). A
 	// returned error or a panic becomes a function error named after the
 	// error's type, as aws-lambda-go reports it. What the handler prints is
@@ -817,6 +820,7 @@ func (s *Server) enqueue(inv *invocation) {
 func (s *Server) runInProcess(inv *invocation) {
 	deadline := time.Now().Add(s.o.Timeout)
 	ctx, cancel := context.WithDeadline(s.ctx, deadline)
+	ctx = lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{AwsRequestID: inv.id, InvokedFunctionArn: inv.arn})
 	timedOut := func() {
 		secs := strconv.FormatFloat(s.o.Timeout.Seconds(), 'f', 2, 64)
 		inv.complete(result{errType: "Sandbox.Timedout",
