@@ -170,7 +170,11 @@ func deployLambda(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			fmt.Fprintf(stdout, "function %s: %s\n  %s, %s, %d MB, timeout %v, code %d bytes (sha256 %s)\n",
 				r.Function, what, r.FunctionARN, r.Arch, r.MemoryMB, r.Timeout, r.CodeSize, r.CodeSHA256)
 		}
-		fmt.Fprintf(stdout, "drive it with (and GOWREN_STORE=s3://BUCKET/PREFIX for payloads over 6 MB):\n")
+		what := "it"
+		if res.Shards != nil {
+			what = fmt.Sprintf("the %d shards", len(res.Shards))
+		}
+		fmt.Fprintf(stdout, "drive %s with (and GOWREN_STORE=s3://BUCKET/PREFIX for payloads over 6 MB):\n", what)
 	}
 	backend := res.BackendURL
 	if *endpoint != "" {
