@@ -27,6 +27,13 @@
 // deploy lambda` prints a URL with the deployed function's region, memory,
 // architecture and timeout.
 //
+// lambda://NAME?shards=K&... (OpenShards, NewShards) spreads each job over
+// K identical functions NAME-0 ... NAME-(K-1), which `gowren deploy lambda
+// -shards K` deploys from one build: Lambda adds at most 1,000 execution
+// environments every 10 seconds to each function, so K shards ramp up K
+// times faster. A Shards is a backends.Group; its concurrency= is the total
+// for all shards (see Shards).
+//
 // Invoke is a synchronous (RequestResponse) invocation; InvokeAsync, which
 // makes the Backend a backends.AsyncBackend, an asynchronous (Event) one that
 // returns once Lambda has queued it (HTTP 202). Lambda accepts only JSON
@@ -56,7 +63,8 @@
 // linux/arm64, zips it as bootstrap (deterministically, so an unchanged
 // program is not uploaded again), creates or updates the function on the
 // provided.al2023 runtime, waits until Lambda reports it ready, and sets its
-// asynchronous retries to 0. Package awslambdatest is a loopback Lambda for
+// asynchronous retries to 0. With DeployOptions.Shards it does so for each
+// shard, uploading only to the shards whose code differs. Package awslambdatest is a loopback Lambda for
 // tests.
 //
 // # Errors
@@ -86,7 +94,7 @@
 //     6 MB): backends.ErrPayloadTooLarge.
 //   - A function, version or alias that does not exist: ErrFunctionNotFound,
 //     naming function, qualifier and region, and saying to deploy with
-//     `gowren deploy lambda`. Credentials or permissions AWS refuses
+//     `gowren deploy lambda` (for a shard, with -shards K). Credentials or permissions AWS refuses
 //     (MissingAuthenticationTokenException, UnrecognizedClientException,
 //     InvalidSignatureException, IncompleteSignatureException,
 //     ExpiredTokenException, AccessDeniedException): ErrAuth, naming the
