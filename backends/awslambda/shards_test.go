@@ -3,6 +3,7 @@ package awslambda_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -251,3 +252,65 @@ func TestStaleShard(t *testing.T) {
 type handlerFunc func(ctx context.Context, event []byte) ([]byte, error)
 
 func (f handlerFunc) Invoke(ctx context.Context, event []byte) ([]byte, error) { return f(ctx, event) }
+
+// barriers holds the state of the barrier function's meetings, by key.
+var barriers sync.Map // string -> *meeting
+
+// meeting is a barrier: all is closed once need tasks have arrived.
+type meeting struct {
+	mu      sync.Mutex
+	arrived int
+	all     chan struct{}
+}
+
+// barrier returns once need tasks with the same key ("KEY/need") run at
+// once, in this process (the loopback Lambda's in-process handler), or
+// fails when its context ends first.
+var barrier = fanout.Register("awslambda_test.barrier", func(ctx context.Context, key string) (int, error) {
+	var need int
+	if _, err := fmt.Sscanf(key[strings.LastIndexByte(key, '/')+1:], "%d", &need); err != nil {
+		return 0, err
+	}
+	v, _ := barriers.LoadOrStore(key, &meeting{all: make(chan struct{})})
+	m := v.(*meeting)
+	m.mu.Lock()
+	m.arrived++
+	if m.arrived == need {
+		close(m.all)
+	}
+	m.mu.Unlock()
+	select {
+	case <-m.all:
+		return need, nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("barrier %s: %d of %d arrived: %w", key, m.arrived, need, ctx.Err())
+	}
+})
+
+// TestShardsRampApart runs three tasks that only finish when all three run
+// at once, over three shards on a loopback Lambda that lets each function
+// add one execution environment per hour: one function could run one of
+// them at a time, three shards run them side by side.
+func TestShardsRampApart(t *testing.T) {
+	srv := newFake(t, awslambdatest.Options{Function: "app-0", Concurrency: 100, Ramp: 1, RampWindow: time.Hour,
+		PendingPolls: -1, Timeout: time.Minute, Handler: awslambda.NewHandler(fanout.Handle)})
+	ctx := guard(t, 2*time.Minute)
+	c := newClient(t, srv.URL(), nil)
+	createFunctions(ctx, t, c, "app-1", "app-2")
+	s := awslambda.NewShards(c, "app", 3, &awslambda.Options{Concurrency: 3, Timeout: time.Minute})
+	ex := fanout.NewExecutor(sameHostShards{s}, &fanout.Options{Store: fileStore(t), BatchSize: 1, Logger: slog.New(slog.DiscardHandler)})
+	defer ex.Close()
+	key := t.Name() + "/3"
+	out, err := fanout.Map(ctx, ex, barrier, []string{key, key, key})
+	if err != nil {
+		t.Fatalf("Map: %v", err)
+	}
+	if out[0] != 3 || out[1] != 3 || out[2] != 3 {
+		t.Errorf("out = %v, want [3 3 3]", out)
+	}
+	st := srv.Stats()
+	if len(st.Environments) != 3 || len(st.FunctionInvocations) != 3 {
+		t.Errorf("%d environments, invocations by function %v; want one environment for each of the three shards",
+			len(st.Environments), st.FunctionInvocations)
+	}
+}

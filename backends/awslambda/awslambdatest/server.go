@@ -58,9 +58,11 @@
 //     ResourceNotFoundException for an unknown function, 409
 //     ResourceConflictException for a function still Pending.
 //   - Concurrency: an invocation takes one unit of concurrency from its
-//     admission until it ends. Execution environments are counted as Lambda
-//     counts them: one more is needed whenever more invocations are in flight
-//     than environments exist, and Options.Ramp limits how many may be added
+//     admission until it ends; Options.Concurrency is the account's limit,
+//     shared by every function. Execution environments are counted as Lambda
+//     counts them, for each function apart: a function needs one more
+//     whenever more of its invocations are in flight than it has
+//     environments, and Options.Ramp limits how many each function may add
 //     per Options.RampWindow (Lambda adds 1,000 every 10 seconds). The
 //     environments are logical: their invocations run on Options.Workers real
 //     worker processes, queueing for a free one.
@@ -136,10 +138,10 @@ type Options struct {
 	// ConcurrentInvocationLimitExceeded, and an asynchronous one waits in
 	// the event queue. Defaults to Workers.
 	Concurrency int
-	// Ramp is the most execution environments added per RampWindow; a
-	// synchronous invocation that needs one more beyond it gets 429 with
-	// reason FunctionInvocationRateLimitExceeded. Defaults to 0: no ramp
-	// limit.
+	// Ramp is the most execution environments each function adds per
+	// RampWindow (each function scales on its own); a synchronous
+	// invocation that needs one more beyond it gets 429 with reason
+	// FunctionInvocationRateLimitExceeded. Defaults to 0: no ramp limit.
 	Ramp int
 	// RampWindow is the window of Ramp. Defaults to 10s, Lambda's.
 	RampWindow time.Duration
@@ -238,7 +240,8 @@ type Stats struct {
 	Throttles int
 	// MaxInFlight is the most invocations in flight at once.
 	MaxInFlight int
-	// Environments holds the creation time of every execution environment.
+	// Environments holds the creation time of every execution environment,
+	// of every function, in order.
 	Environments []time.Time
 	// WorkersStarted is the number of worker processes started.
 	WorkersStarted int
@@ -275,7 +278,9 @@ type Server struct {
 	mu        sync.Mutex
 	closed    bool
 	inflight  int
-	envs      []time.Time // creation times
+	envs      []time.Time            // creation times, every function's
+	fnEnvs    map[string][]time.Time // creation times by function: each scales on its own
+	fnFlight  map[string]int         // invocations in flight by function
 	events    []*invocation
 	eventWake chan struct{} // signalled when events or capacity change
 	workers   map[*worker]struct{}
@@ -350,6 +355,8 @@ func New(opts *Options) (*Server, error) {
 		eventWake: make(chan struct{}, 1),
 		workers:   map[*worker]struct{}{},
 		functions: map[string]*function{},
+		fnEnvs:    map[string][]time.Time{},
+		fnFlight:  map[string]int{},
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.functions[o.Function] = s.newFunction(o.Function)
@@ -596,7 +603,7 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	if reason, ok := s.admit(); !ok {
+	if reason, ok := s.admit(inv.fn); !ok {
 		s.throttle(w, reason)
 		return
 	}
@@ -611,7 +618,7 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	started := time.Now()
 	select {
 	case res := <-inv.done:
-		s.release()
+		s.release(inv.fn)
 		h := w.Header()
 		h.Set("X-Amzn-RequestId", inv.id)
 		h.Set("X-Amz-Executed-Version", inv.version)
@@ -637,10 +644,10 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 			case <-inv.done:
 			case <-s.closing:
 			}
-			s.release()
+			s.release(inv.fn)
 		}()
 	case <-s.closing:
-		s.release()
+		s.release(inv.fn)
 		apiError(w, http.StatusServiceUnavailable, "ServiceException", "the server is closing")
 	}
 }
@@ -672,38 +679,45 @@ func (s *Server) throttle(w http.ResponseWriter, reason string) {
 	})
 }
 
-// admit takes one unit of concurrency for an invocation, adding an
-// environment when needed, or says why it cannot.
-func (s *Server) admit() (reason string, ok bool) {
+// admit takes one unit of concurrency for an invocation of function fn,
+// adding an environment of fn when needed, or says why it cannot. The
+// concurrency limit is the account's, shared by every function; the ramp
+// is each function's own, as Lambda scales each function on its own.
+func (s *Server) admit(fn string) (reason string, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inflight >= s.o.Concurrency {
 		return "ConcurrentInvocationLimitExceeded", false
 	}
-	if s.inflight >= len(s.envs) {
+	if s.fnFlight[fn] >= len(s.fnEnvs[fn]) {
 		now := time.Now()
-		if s.o.Ramp > 0 && s.recentEnvsLocked(now) >= s.o.Ramp {
+		if s.o.Ramp > 0 && recentEnvs(s.fnEnvs[fn], now, s.o.RampWindow) >= s.o.Ramp {
 			return "FunctionInvocationRateLimitExceeded", false
 		}
 		s.envs = append(s.envs, now)
+		s.fnEnvs[fn] = append(s.fnEnvs[fn], now)
 	}
 	s.inflight++
+	s.fnFlight[fn]++
 	s.stats.MaxInFlight = max(s.stats.MaxInFlight, s.inflight)
 	return "", true
 }
 
-func (s *Server) recentEnvsLocked(now time.Time) int {
+// recentEnvs counts the environments of envs created within window before
+// now.
+func recentEnvs(envs []time.Time, now time.Time, window time.Duration) int {
 	n := 0
-	for i := len(s.envs) - 1; i >= 0 && now.Sub(s.envs[i]) < s.o.RampWindow; i-- {
+	for i := len(envs) - 1; i >= 0 && now.Sub(envs[i]) < window; i-- {
 		n++
 	}
 	return n
 }
 
-// release returns an invocation's unit of concurrency.
-func (s *Server) release() {
+// release returns the unit of concurrency of an invocation of fn.
+func (s *Server) release(fn string) {
 	s.mu.Lock()
 	s.inflight--
+	s.fnFlight[fn]--
 	s.mu.Unlock()
 	s.wakeEvents()
 }
@@ -733,8 +747,9 @@ func (s *Server) dispatchEvents() {
 				s.mu.Unlock()
 				break
 			}
+			next := s.events[0].fn // only this loop takes events off the queue
 			s.mu.Unlock()
-			reason, ok := s.admit()
+			reason, ok := s.admit(next)
 			if !ok {
 				if reason == "FunctionInvocationRateLimitExceeded" {
 					// Look again when the ramp window has moved on.
@@ -783,7 +798,7 @@ func (s *Server) runEvent(inv *invocation, retries int) {
 				fn: inv.fn, version: inv.version, arn: inv.arn}
 			continue // keeps its unit of concurrency
 		}
-		s.release()
+		s.release(inv.fn)
 		if s.o.OnEvent != nil {
 			er := EventResult{RequestID: inv.id, Attempts: attempts, Payload: res.payload}
 			if res.errType != "" {
