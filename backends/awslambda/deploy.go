@@ -323,9 +323,7 @@ const shardDeploys = 8
 // time, and sums up their results. A shard that fails does not stop the
 // others; the error names every shard that failed.
 func deployShards(ctx context.Context, client *lambda.Client, o *DeployOptions, zipped []byte, sha string) (*DeployResult, error) {
-	log := o.Log
-	o.Log = &lockedWriter{w: log} // the shards' deployers write lines at once
-	defer func() { o.Log = log }()
+	o.Log = &lockedWriter{w: o.Log} // the shards' deployers write lines at once
 	shards := make([]*DeployResult, o.Shards)
 	errs := make([]error, o.Shards)
 	var g errgroup.Group

@@ -29,7 +29,9 @@ import (
 // Options.Concurrency is the total for all the shards, not per shard: the
 // group reports it as its Limits().Concurrency, and each shard may use all
 // of it, so that when some shards are dropped or throttled the others take
-// their share. It is safe for concurrent use.
+// their share. An executor's own Options.Concurrency, when set, replaces
+// the total, each shard still taking at most Options.Concurrency. It is
+// safe for concurrent use.
 type Shards struct {
 	name   string
 	shards []*Backend
