@@ -320,30 +320,35 @@ func Deploy(ctx context.Context, client *lambda.Client, opts *DeployOptions) (*D
 const shardDeploys = 8
 
 // deployShards deploys the build to each shard of o, shardDeploys at a
-// time, and sums up their results. A shard that fails does not stop the
-// others; the error names every shard that failed.
+// time, and sums up their results. The first shard that fails stops the
+// others (an error such as a missing role would repeat for each); the
+// shards deployed before it stay deployed.
 func deployShards(ctx context.Context, client *lambda.Client, o *DeployOptions, zipped []byte, sha string) (*DeployResult, error) {
 	o.Log = &lockedWriter{w: o.Log} // the shards' deployers write lines at once
 	shards := make([]*DeployResult, o.Shards)
-	errs := make([]error, o.Shards)
-	var g errgroup.Group
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(shardDeploys)
 	for i := range o.Shards {
 		so := *o
 		so.Name = ShardName(o.Name, i)
 		g.Go(func() error {
+			if gctx.Err() != nil {
+				return nil // another shard failed, or ctx ended
+			}
 			d := &deployer{client: client, o: &so, zip: zipped, sha: sha, prefix: so.Name + ": "}
-			res, err := d.run(ctx)
+			res, err := d.run(gctx)
 			if err != nil {
-				errs[i] = fmt.Errorf("awslambda: deploy shard %q (%d of %d): %w", so.Name, i, o.Shards, err)
+				return fmt.Errorf("awslambda: deploy shard %q of %d: %w", so.Name, o.Shards, err)
 			}
 			shards[i] = res
 			return nil
 		})
 	}
-	_ = g.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("%w\nthe other shards are deployed; run the deployment again to finish", err)
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("%w (the shards deployed before the failure stay deployed; run the deployment again to finish)", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("awslambda: deploy %d shards of %q: %w", o.Shards, o.Name, err)
 	}
 	first := shards[0]
 	res := &DeployResult{Function: o.Name, Region: first.Region, CodeSHA256: sha, CodeSize: len(zipped),

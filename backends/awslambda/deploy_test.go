@@ -239,9 +239,11 @@ func TestDeploy(t *testing.T) {
 	t.Log(log.String())
 }
 
-// TestDeployShards deploys three shards from one build, redeploys them
-// unchanged (nothing uploaded), and again after one shard's code was
-// changed out of band: only that shard gets the build again.
+// TestDeployShards deploys three shards from one build, then redeploys
+// them after one shard's code was changed out of band: only that shard gets
+// the build again, the unchanged ones get nothing. Without a role, the
+// first shard that cannot be created stops the deployment. (Each Deploy is
+// a build: the test keeps to three.)
 func TestDeployShards(t *testing.T) {
 	srv, err := awslambdatest.New(&awslambdatest.Options{Stderr: testWriter{t}})
 	if err != nil {
@@ -250,6 +252,16 @@ func TestDeployShards(t *testing.T) {
 	defer srv.Close()
 	c := newClient(t, srv.URL(), nil)
 	ctx := hangGuard(t) // each Deploy is a go build: see TestDeploy
+	_, err = awslambda.Deploy(ctx, c, &awslambda.DeployOptions{Package: "./testdata/app", Shards: 20})
+	if err == nil || strings.Count(err.Error(), "needs a role") != 1 || !strings.Contains(err.Error(), `deploy shard "app-`) {
+		t.Fatalf("without a role: %v; want one error naming a shard and asking for a role", err)
+	}
+	for _, c := range srv.Calls() {
+		if c.Op != "GetFunction" {
+			t.Errorf("without a role: call %s %s, want none but GetFunction", c.Op, c.Function)
+		}
+	}
+
 	deploy := func() (*awslambda.DeployResult, string, []awslambdatest.Call) {
 		t.Helper()
 		var log strings.Builder
@@ -296,14 +308,6 @@ func TestDeployShards(t *testing.T) {
 		}
 	}
 
-	res, log, calls = deploy()
-	if n := len(count(calls, "UpdateFunctionCode")) + len(count(calls, "CreateFunction")); n != 0 || res.Created || res.CodeUpdated {
-		t.Errorf("an unchanged redeploy created or uploaded (%+v):\n%s", res, log)
-	}
-	if n := strings.Count(log, "code unchanged: not uploading"); n != 3 {
-		t.Errorf("%d shards said their code is unchanged, want 3:\n%s", n, log)
-	}
-
 	// Someone uploads other code to app-1.
 	other, err := awslambda.Zip([]byte("another build"))
 	if err != nil {
@@ -319,6 +323,10 @@ func TestDeployShards(t *testing.T) {
 	}
 	if !res.Shards[1].CodeUpdated || res.Shards[0].CodeUpdated || res.Shards[2].CodeUpdated {
 		t.Errorf("shards' CodeUpdated %v %v %v, want only app-1's", res.Shards[0].CodeUpdated, res.Shards[1].CodeUpdated, res.Shards[2].CodeUpdated)
+	}
+	if len(count(calls, "CreateFunction")) != 0 || !strings.Contains(log, "app-0: code unchanged: not uploading") ||
+		!strings.Contains(log, "app-2: code unchanged: not uploading") || strings.Count(log, "building ") != 1 {
+		t.Errorf("the redeploy created a function, or did not say app-0 and app-2 are unchanged:\n%s", log)
 	}
 }
 
