@@ -383,11 +383,17 @@ func (j *jobCore) ran(inv *invocation) {
 
 // refused stops sending to member k, which refuses the job for good, with
 // err; the job stops with err when no member is left (at once when it has
-// one backend). The member's error is logged once.
+// one backend). The member's error is logged once, naming the member with
+// its String method when its backend has one (fmt.Stringer).
 func (j *jobCore) refused(k int, err error) {
 	m := &j.mem[k]
 	if m.dead != nil {
 		return
+	}
+	if name, ok := m.b.(fmt.Stringer); ok && len(j.mem) > 1 {
+		// Name the member (such as the Lambda function of a shard), since
+		// a worker's reply does not say where it ran.
+		err = fmt.Errorf("backend member %d, %s: %w", k, name.String(), err)
 	}
 	m.dead = err
 	j.memLive--

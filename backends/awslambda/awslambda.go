@@ -27,6 +27,13 @@
 // deploy lambda` prints a URL with the deployed function's region, memory,
 // architecture and timeout.
 //
+// lambda://NAME?shards=K&... (OpenShards, NewShards) spreads each job over
+// K identical functions NAME-0 ... NAME-(K-1), which `gowren deploy lambda
+// -shards K` deploys from one build: Lambda adds at most 1,000 execution
+// environments every 10 seconds to each function, so K shards ramp up K
+// times faster. A Shards is a backends.Group; its concurrency= is the total
+// for all shards (see Shards).
+//
 // Invoke is a synchronous (RequestResponse) invocation; InvokeAsync, which
 // makes the Backend a backends.AsyncBackend, an asynchronous (Event) one that
 // returns once Lambda has queued it (HTTP 202). Lambda accepts only JSON
@@ -56,7 +63,8 @@
 // linux/arm64, zips it as bootstrap (deterministically, so an unchanged
 // program is not uploaded again), creates or updates the function on the
 // provided.al2023 runtime, waits until Lambda reports it ready, and sets its
-// asynchronous retries to 0. Package awslambdatest is a loopback Lambda for
+// asynchronous retries to 0. With DeployOptions.Shards it does so for each
+// shard, uploading only to the shards whose code differs. Package awslambdatest is a loopback Lambda for
 // tests.
 //
 // # Errors
@@ -86,7 +94,7 @@
 //     6 MB): backends.ErrPayloadTooLarge.
 //   - A function, version or alias that does not exist: ErrFunctionNotFound,
 //     naming function, qualifier and region, and saying to deploy with
-//     `gowren deploy lambda`. Credentials or permissions AWS refuses
+//     `gowren deploy lambda` (for a shard, with -shards K). Credentials or permissions AWS refuses
 //     (MissingAuthenticationTokenException, UnrecognizedClientException,
 //     InvalidSignatureException, IncompleteSignatureException,
 //     ExpiredTokenException, AccessDeniedException): ErrAuth, naming the
@@ -211,12 +219,14 @@ func platform(arch string) string {
 
 // Backend invokes one Lambda function. It is safe for concurrent use.
 type Backend struct {
-	client    *lambda.Client
-	function  string
-	qualifier *string
-	region    string
-	limits    backends.Limits
-	transport *http.Transport // closed by Close when the Backend made it
+	client     *lambda.Client
+	function   string
+	qualifier  *string
+	region     string
+	limits     backends.Limits
+	transport  *http.Transport // closed by Close when the Backend made it
+	shardOf    string          // NAME when the function is shard NAME-i (NewShards)
+	shardCount int             // K, the number of shards of NAME
 
 	closing context.Context // cancelled by Close, with ErrClosed as cause
 	stop    context.CancelCauseFunc
@@ -750,8 +760,8 @@ func (b *Backend) invokeError(ctx context.Context, op string, err error) error {
 			if b.qualifier != nil {
 				also = ", publish the version or create the alias " + strconv.Quote(*b.qualifier)
 			}
-			return fmt.Errorf("awslambda: %s: function %q not found in region %s (%s): %w; deploy it with `gowren deploy lambda -name %s -region %s`%s, or check the function name, qualifier and region",
-				op, fn, b.regionName(), msg, ErrFunctionNotFound, b.function, b.regionName(), also)
+			return fmt.Errorf("awslambda: %s: function %q not found in region %s (%s): %w; %s%s, or check the function name, qualifier and region",
+				op, fn, b.regionName(), msg, ErrFunctionNotFound, b.deployHint(), also)
 		case classTooLarge:
 			return fmt.Errorf("awslambda: %s %q: Lambda refused the request as too large (%s: %s): %w",
 				op, fn, code, msg, backends.ErrPayloadTooLarge)

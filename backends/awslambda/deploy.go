@@ -16,11 +16,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gowren/gowren/backends/internal/gopkg"
 )
@@ -76,6 +78,14 @@ type DeployOptions struct {
 	// variable is left as it is, and where it is unset workers may open
 	// any s3:// store.
 	Stores string
+	// Shards, when 1 or more, deploys that many identical functions from
+	// one build: Name-0 ... Name-(Shards-1), for lambda://Name?shards=K
+	// (see Shards). Each is created or updated as a single function is,
+	// its code uploaded only when its hash differs from the build's, so a
+	// redeploy uploads to the shards whose code changed and to no other.
+	// At most MaxShards; Name with its longest suffix must fit Lambda's 64
+	// characters. Defaults to 0: one function, named Name.
+	Shards int
 	// Tags are extra build tags, added to lambda.norpc. Defaults to none.
 	Tags []string
 	// Log receives progress lines. Defaults to io.Discard.
@@ -112,8 +122,15 @@ type DeployResult struct {
 	// BackendURL is the URL to put in GOWREN_BACKEND to drive the function,
 	// with its region, memory, architecture and timeout as Lambda reports
 	// them after Deploy, such as
-	// lambda://app?region=us-east-1&memory=1024&arch=arm64&timeout=300s.
+	// lambda://app?region=us-east-1&memory=1024&arch=arm64&timeout=300s;
+	// with shards, lambda://app?region=us-east-1&shards=3&memory=...
 	BackendURL string
+	// Shards holds what Deploy did to each shard when DeployOptions.Shards
+	// is set, shard i at index i; nil otherwise. The result itself then
+	// describes them together: Function is their common name, FunctionARN
+	// is empty, Created, CodeUpdated and ConfigUpdated report that some
+	// shard was, and Arch, MemoryMB and Timeout are shard 0's.
+	Shards []*DeployResult
 }
 
 var nameChars = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
@@ -130,6 +147,12 @@ func (o *DeployOptions) validate() error {
 	}
 	if o.Name != "" && !functionName.MatchString(o.Name) {
 		return fmt.Errorf("function name %q: want 1 to 64 letters, digits, - or _", o.Name)
+	}
+	if o.Shards < 0 || o.Shards > MaxShards {
+		return fmt.Errorf("%d shards: want 1 to %d, or 0 for one function", o.Shards, MaxShards)
+	}
+	if o.Shards > 0 && len(o.Name)+len(shardSuffix(o.Shards-1)) > 64 {
+		return fmt.Errorf("function name %q is too long for %d shards: with the suffix %q it is over Lambda's 64 characters", o.Name, o.Shards, shardSuffix(o.Shards-1))
 	}
 	if o.MemoryMB != 0 && (o.MemoryMB < minMemoryMB || o.MemoryMB > maxMemoryMB) {
 		return fmt.Errorf("memory %d MB: want %d to %d", o.MemoryMB, minMemoryMB, maxMemoryMB)
@@ -240,7 +263,8 @@ func CodeSHA256(zipped []byte) string {
 // Deploy builds the main package of opts (Build) and creates the Lambda
 // function, or updates it: the code only when its hash differs from the
 // deployed one (or the architecture changes), the configuration only where
-// it differs. It waits until Lambda reports the function active and the
+// it differs. With opts.Shards it does so for each shard, from the one
+// build. It waits until Lambda reports the function active and the
 // update successful, then sets the function's asynchronous invocations to
 // be retried 0 times (the gowren executor owns retries). The client's
 // retries and region apply; nil opts is an error (Role is needed to create
@@ -268,18 +292,77 @@ func Deploy(ctx context.Context, client *lambda.Client, opts *DeployOptions) (*D
 	}
 	if o.Name == "" {
 		o.Name = strings.Trim(nameChars.ReplaceAllString(path.Base(importPath), "-"), "-")
-		if len(o.Name) > 64 {
+		if limit := 64 - len(shardSuffix(o.Shards-1)); o.Shards > 0 && len(o.Name) > limit {
+			o.Name = o.Name[:limit]
+		} else if len(o.Name) > 64 {
 			o.Name = o.Name[:64]
 		}
 		if o.Name == "" {
 			return nil, fmt.Errorf("awslambda: deploy %s: cannot name the function after the package; pass a name", importPath)
 		}
 	}
-	d := &deployer{client: client, o: &o, zip: zipped, sha: CodeSHA256(zipped)}
-	res, err := d.run(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("awslambda: deploy function %q: %w", o.Name, err)
+	sha := CodeSHA256(zipped)
+	fmt.Fprintf(o.Log, "code: %d bytes, sha256 %s\n", len(zipped), sha)
+	if o.Shards == 0 {
+		d := &deployer{client: client, o: &o, zip: zipped, sha: sha}
+		res, err := d.run(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("awslambda: deploy function %q: %w", o.Name, err)
+		}
+		return res, nil
 	}
+	return deployShards(ctx, client, &o, zipped, sha)
+}
+
+// shardDeploys is how many shards Deploy creates or updates at once:
+// Lambda's control plane allows a few calls per second per function, and
+// each deployment mostly waits for its function to become ready.
+const shardDeploys = 8
+
+// deployShards deploys the build to each shard of o, shardDeploys at a
+// time, and sums up their results. The first shard that fails stops the
+// others (an error such as a missing role would repeat for each); the
+// shards deployed before it stay deployed.
+func deployShards(ctx context.Context, client *lambda.Client, o *DeployOptions, zipped []byte, sha string) (*DeployResult, error) {
+	o.Log = &lockedWriter{w: o.Log} // the shards' deployers write lines at once
+	shards := make([]*DeployResult, o.Shards)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(shardDeploys)
+	for i := range o.Shards {
+		so := *o
+		so.Name = ShardName(o.Name, i)
+		g.Go(func() error {
+			if gctx.Err() != nil {
+				return nil // another shard failed, or ctx ended
+			}
+			d := &deployer{client: client, o: &so, zip: zipped, sha: sha, prefix: so.Name + ": "}
+			res, err := d.run(gctx)
+			if err != nil {
+				return fmt.Errorf("awslambda: deploy shard %q of %d: %w", so.Name, o.Shards, err)
+			}
+			shards[i] = res
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("%w (the shards deployed before the failure stay deployed; run the deployment again to finish)", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("awslambda: deploy %d shards of %q: %w", o.Shards, o.Name, err)
+	}
+	first := shards[0]
+	res := &DeployResult{Function: o.Name, Region: first.Region, CodeSHA256: sha, CodeSize: len(zipped),
+		Arch: first.Arch, MemoryMB: first.MemoryMB, Timeout: first.Timeout, Shards: shards}
+	for _, r := range shards {
+		res.Created = res.Created || r.Created
+		res.CodeUpdated = res.CodeUpdated || r.CodeUpdated
+		res.ConfigUpdated = res.ConfigUpdated || r.ConfigUpdated
+		if r.Arch != first.Arch || r.MemoryMB != first.MemoryMB || r.Timeout != first.Timeout {
+			fmt.Fprintf(o.Log, "%s: %s, %d MB, timeout %v, unlike %s (%s, %d MB, timeout %v): pass -arch, -memory and -timeout to make the shards alike\n",
+				r.Function, r.Arch, r.MemoryMB, r.Timeout, first.Function, first.Arch, first.MemoryMB, first.Timeout)
+		}
+	}
+	res.BackendURL = backendURL(res, o.Shards)
 	return res, nil
 }
 
@@ -288,12 +371,29 @@ type deployer struct {
 	o      *DeployOptions
 	zip    []byte
 	sha    string
+	prefix string // of its log lines: the shard's name and ": " when deploying shards
+}
+
+// lockedWriter serialises the writes of several goroutines to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// logf writes a progress line.
+func (d *deployer) logf(format string, a ...any) {
+	fmt.Fprintf(d.o.Log, d.prefix+format+"\n", a...)
 }
 
 func (d *deployer) run(ctx context.Context) (*DeployResult, error) {
 	o := d.o
 	res := &DeployResult{Function: o.Name, Region: d.client.Options().Region, CodeSHA256: d.sha, CodeSize: len(d.zip)}
-	fmt.Fprintf(o.Log, "code: %d bytes, sha256 %s\n", len(d.zip), d.sha)
 	got, err := d.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(o.Name)})
 	var nf *types.ResourceNotFoundException
 	var cfg *types.FunctionConfiguration
@@ -317,7 +417,7 @@ func (d *deployer) run(ctx context.Context) (*DeployResult, error) {
 			}
 		}
 		if cfg.LastUpdateStatus == types.LastUpdateStatusInProgress {
-			fmt.Fprintln(o.Log, "waiting for an update in progress")
+			d.logf("waiting for an update in progress")
 			if cfg, err = d.waitUpdated(ctx); err != nil {
 				return nil, err
 			}
@@ -342,17 +442,21 @@ func (d *deployer) run(ctx context.Context) (*DeployResult, error) {
 	}
 	res.MemoryMB = int(aws.ToInt32(cfg.MemorySize))
 	res.Timeout = time.Duration(aws.ToInt32(cfg.Timeout)) * time.Second
-	res.BackendURL = backendURL(res)
+	res.BackendURL = backendURL(res, 0)
 	return res, nil
 }
 
-// backendURL returns the lambda:// URL of a deployed function, with the
-// settings Lambda reported after the deployment: memory and architecture
-// for cost estimates, timeout for the executor's deadlines.
-func backendURL(res *DeployResult) string {
+// backendURL returns the lambda:// URL of a deployed function, or of its
+// shards when shards is not 0, with the settings Lambda reported after the
+// deployment: memory and architecture for cost estimates, timeout for the
+// executor's deadlines.
+func backendURL(res *DeployResult, shards int) string {
 	var params []string
 	if res.Region != "" {
 		params = append(params, "region="+res.Region)
+	}
+	if shards > 0 {
+		params = append(params, fmt.Sprintf("shards=%d", shards))
 	}
 	if res.MemoryMB >= minMemoryMB && res.MemoryMB <= maxMemoryMB {
 		params = append(params, fmt.Sprintf("memory=%d", res.MemoryMB))
@@ -385,7 +489,7 @@ func (d *deployer) create(ctx context.Context) (*types.FunctionConfiguration, er
 			env[k] = v
 		}
 	}
-	fmt.Fprintf(o.Log, "creating function %s (%s, %s, %d MB, %v)\n", o.Name, Runtime, o.Arch, mem, timeout)
+	d.logf("creating function %s (%s, %s, %d MB, %v)", o.Name, Runtime, o.Arch, mem, timeout)
 	in := &lambda.CreateFunctionInput{
 		FunctionName:  aws.String(o.Name),
 		Runtime:       Runtime,
@@ -414,10 +518,10 @@ func (d *deployer) updateCode(ctx context.Context, cfg *types.FunctionConfigurat
 		arch = cfg.Architectures[0]
 	}
 	if aws.ToString(cfg.CodeSha256) == d.sha && string(arch) == o.Arch {
-		fmt.Fprintln(o.Log, "code unchanged: not uploading")
+		d.logf("code unchanged: not uploading")
 		return cfg, false, nil
 	}
-	fmt.Fprintf(o.Log, "uploading code (%s)\n", o.Arch)
+	d.logf("uploading code (%s)", o.Arch)
 	if _, err := d.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{
 		FunctionName:  aws.String(o.Name),
 		ZipFile:       d.zip,
@@ -475,7 +579,7 @@ func (d *deployer) updateConfig(ctx context.Context, cfg *types.FunctionConfigur
 	if len(changes) == 0 {
 		return cfg, false, nil
 	}
-	fmt.Fprintf(o.Log, "updating configuration: %s\n", strings.Join(changes, "; "))
+	d.logf("updating configuration: %s", strings.Join(changes, "; "))
 	if _, err := d.client.UpdateFunctionConfiguration(ctx, in); err != nil {
 		return nil, false, fmt.Errorf("update function configuration: %w", err)
 	}
@@ -484,7 +588,7 @@ func (d *deployer) updateConfig(ctx context.Context, cfg *types.FunctionConfigur
 }
 
 func (d *deployer) waitActive(ctx context.Context) (*types.FunctionConfiguration, error) {
-	fmt.Fprintln(d.o.Log, "waiting for the function to become active")
+	d.logf("waiting for the function to become active")
 	w := lambda.NewFunctionActiveV2Waiter(d.client, func(wo *lambda.FunctionActiveV2WaiterOptions) {
 		wo.MinDelay = d.o.PollInterval
 		wo.MaxDelay = max(wo.MaxDelay, d.o.PollInterval)

@@ -3,6 +3,7 @@ package awslambda_test
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"debug/elf"
 	"io"
 	"slices"
@@ -236,4 +237,112 @@ func TestDeploy(t *testing.T) {
 		}
 	})
 	t.Log(log.String())
+}
+
+// TestDeployShards deploys three shards from one build, then redeploys
+// them after one shard's code was changed out of band: only that shard gets
+// the build again, the unchanged ones get nothing. Without a role, the
+// first shard that cannot be created stops the deployment. (Each Deploy is
+// a build: the test keeps to three.)
+func TestDeployShards(t *testing.T) {
+	srv, err := awslambdatest.New(&awslambdatest.Options{Stderr: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := newClient(t, srv.URL(), nil)
+	ctx := hangGuard(t) // each Deploy is a go build: see TestDeploy
+	_, err = awslambda.Deploy(ctx, c, &awslambda.DeployOptions{Package: "./testdata/app", Shards: 20})
+	if err == nil || strings.Count(err.Error(), "needs a role") != 1 || !strings.Contains(err.Error(), `deploy shard "app-`) {
+		t.Fatalf("without a role: %v; want one error naming a shard and asking for a role", err)
+	}
+	for _, c := range srv.Calls() {
+		if c.Op != "GetFunction" {
+			t.Errorf("without a role: call %s %s, want none but GetFunction", c.Op, c.Function)
+		}
+	}
+
+	deploy := func() (*awslambda.DeployResult, string, []awslambdatest.Call) {
+		t.Helper()
+		var log strings.Builder
+		from := len(srv.Calls())
+		res, err := awslambda.Deploy(ctx, c, &awslambda.DeployOptions{Package: "./testdata/app", Shards: 3,
+			Role: "arn:aws:iam::123456789012:role/gowren", PollInterval: 10 * time.Millisecond, Log: &log})
+		if err != nil {
+			t.Fatalf("Deploy: %v\n%s", err, log.String())
+		}
+		return res, log.String(), srv.Calls()[from:]
+	}
+	// count returns how many calls of op there were, by function.
+	count := func(calls []awslambdatest.Call, op string) map[string]int {
+		n := map[string]int{}
+		for _, c := range calls {
+			if c.Op == op {
+				n[c.Function]++
+			}
+		}
+		return n
+	}
+	shards := []string{"app-0", "app-1", "app-2"}
+
+	res, log, calls := deploy()
+	if n := strings.Count(log, "building "); n != 1 {
+		t.Errorf("%d builds, want 1:\n%s", n, log)
+	}
+	creates := count(calls, "CreateFunction")
+	for _, fn := range shards {
+		if creates[fn] != 1 || !strings.Contains(log, fn+": creating function "+fn) || !bytes.Equal(srv.Code(fn), srv.Code("app-0")) {
+			t.Errorf("%s: %d creates, want 1 with the same code as app-0:\n%s", fn, creates[fn], log)
+		}
+	}
+	if up := count(calls, "UpdateFunctionCode"); len(creates) != 3 || len(up) != 0 {
+		t.Errorf("creates %v, uploads %v; want the three shards created, nothing updated", creates, up)
+	}
+	wantURL := "lambda://app?region=us-east-1&shards=3&memory=1024&arch=arm64&timeout=300s"
+	if !res.Created || res.Function != "app" || res.BackendURL != wantURL || len(res.Shards) != 3 {
+		t.Fatalf("result %+v; want app created as three shards, URL %s", res, wantURL)
+	}
+	for i, r := range res.Shards {
+		if r.Function != shards[i] || !r.Created || r.CodeSHA256 != res.CodeSHA256 || !strings.HasSuffix(r.FunctionARN, ":function:"+shards[i]) {
+			t.Errorf("shard %d: %+v", i, r)
+		}
+	}
+
+	// Someone uploads other code to app-1.
+	other, err := awslambda.Zip([]byte("another build"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("app-1"), ZipFile: other}); err != nil {
+		t.Fatal(err)
+	}
+	res, log, calls = deploy()
+	if up := count(calls, "UpdateFunctionCode"); len(up) != 1 || up["app-1"] != 1 || !res.CodeUpdated ||
+		!bytes.Equal(srv.Code("app-1"), srv.Code("app-0")) {
+		t.Errorf("uploads %v (%+v); want one, to app-1, of the build app-0 has:\n%s", up, res, log)
+	}
+	if !res.Shards[1].CodeUpdated || res.Shards[0].CodeUpdated || res.Shards[2].CodeUpdated {
+		t.Errorf("shards' CodeUpdated %v %v %v, want only app-1's", res.Shards[0].CodeUpdated, res.Shards[1].CodeUpdated, res.Shards[2].CodeUpdated)
+	}
+	if len(count(calls, "CreateFunction")) != 0 || !strings.Contains(log, "app-0: code unchanged: not uploading") ||
+		!strings.Contains(log, "app-2: code unchanged: not uploading") || strings.Count(log, "building ") != 1 {
+		t.Errorf("the redeploy created a function, or did not say app-0 and app-2 are unchanged:\n%s", log)
+	}
+}
+
+func TestDeployShardsRefuses(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		opts awslambda.DeployOptions
+		want string
+	}{
+		{awslambda.DeployOptions{Package: "./testdata/app", Shards: -1}, "-1 shards: want 1 to 1000"},
+		{awslambda.DeployOptions{Package: "./testdata/app", Shards: 1001}, "1001 shards"},
+		{awslambda.DeployOptions{Package: "./testdata/app", Shards: 10, Name: strings.Repeat("n", 63)}, "too long for 10 shards"},
+	} {
+		_, err := awslambda.Deploy(ctx, newClient(t, "http://127.0.0.1:1", nil), &tc.opts)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Deploy(%+v) = %v, want an error containing %q", tc.opts, err, tc.want)
+		}
+	}
 }

@@ -20,7 +20,7 @@ import (
 
 func init() {
 	backends.Register("lambda", func(ctx context.Context, u *url.URL) (backends.Backend, error) {
-		return Open(ctx, u.String())
+		return openURL(ctx, u.String())
 	})
 }
 
@@ -69,6 +69,10 @@ var (
 	regionName   = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 )
 
+// MaxShards is the most functions a lambda://NAME?shards=K URL (and
+// `gowren deploy lambda -shards K`) spreads a job over.
+const MaxShards = 1000
+
 // Open returns a Backend for a URL of the form
 //
 //	lambda://FUNCTION?region=R&qualifier=Q&endpoint=URL&concurrency=N&timeout=D&parallel=N&memory=MB&arch=A
@@ -77,9 +81,79 @@ var (
 // ?qualifier=Q. It loads the default AWS configuration
 // (environment, shared files, SSO, instance role) for credentials and, when
 // the URL has no region, the region, and builds the client with
-// NewHTTPClient. It makes no call to Lambda; use Check for that. fanout.Open
-// and backends.Open call it for lambda:// URLs.
+// NewHTTPClient. It makes no call to Lambda; use Check for that. A URL
+// with shards=K names K functions: open it with OpenShards, or with
+// fanout.Open and backends.Open, which call Open or OpenShards for lambda://
+// URLs.
 func Open(ctx context.Context, rawURL string) (*Backend, error) {
+	p, err := parseURL(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if p.shards > 0 {
+		return nil, fmt.Errorf("awslambda: URL %q: shards=%d names %d functions, not one: open it with awslambda.OpenShards, backends.Open or fanout.Open", rawURL, p.shards, p.shards)
+	}
+	return p.open(), nil
+}
+
+// OpenShards returns the Shards of a URL of the form
+//
+//	lambda://NAME?shards=K&region=R&...
+//
+// with the parameters Open takes: the K functions NAME-0 ... NAME-(K-1) that
+// `gowren deploy lambda -name NAME -shards K` deploys, each invoked with
+// the URL's region, qualifier, timeout, parallelism, memory and
+// architecture. concurrency=N is the total for the shards together (see
+// Shards). Like Open it makes no call to Lambda; use Check for that.
+func OpenShards(ctx context.Context, rawURL string) (*Shards, error) {
+	p, err := parseURL(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if p.shards == 0 {
+		return nil, fmt.Errorf("awslambda: URL %q has no shards=K: open one function with awslambda.Open", rawURL)
+	}
+	return p.openShards(), nil
+}
+
+// openURL opens a lambda:// URL of one function or of shards.
+func openURL(ctx context.Context, rawURL string) (backends.Backend, error) {
+	p, err := parseURL(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if p.shards > 0 {
+		return p.openShards(), nil
+	}
+	return p.open(), nil
+}
+
+func (p *parsedURL) open() *Backend {
+	b := New(p.client, p.function, &p.opts)
+	b.transport = p.transport
+	return b
+}
+
+// openShards returns the Shards of p; they share one HTTP transport, sized
+// for the concurrency of them all, and each closes its idle connections.
+func (p *parsedURL) openShards() *Shards {
+	s := NewShards(p.client, p.function, p.shards, &p.opts)
+	for _, b := range s.shards {
+		b.transport = p.transport
+	}
+	return s
+}
+
+// parsedURL is a lambda:// URL taken apart, with its client.
+type parsedURL struct {
+	function  string
+	shards    int // 0: one function
+	opts      Options
+	client    *lambda.Client
+	transport *http.Transport
+}
+
+func parseURL(ctx context.Context, rawURL string) (*parsedURL, error) {
 	u, err := backends.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("awslambda: URL %q: %w", rawURL, err)
@@ -93,12 +167,19 @@ func Open(ctx context.Context, rawURL string) (*Backend, error) {
 	}
 	var opts Options
 	var region, endpoint string
+	shards := 0
 	for k, vs := range u.Query() {
 		v := vs[len(vs)-1]
 		bad := func(why string) error {
 			return fmt.Errorf("awslambda: URL %q: %s=%q: %s", rawURL, k, v, why)
 		}
 		switch k {
+		case "shards":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > MaxShards {
+				return nil, bad(fmt.Sprintf("not a number of functions from 1 to %d (the functions NAME-0 ... NAME-(K-1) that `gowren deploy lambda -shards K` deploys)", MaxShards))
+			}
+			shards = n
 		case "region":
 			if !regionName.MatchString(v) {
 				return nil, bad("not an AWS region name such as us-east-1")
@@ -148,8 +229,12 @@ func Open(ctx context.Context, rawURL string) (*Backend, error) {
 			}
 			opts.Arch = v
 		default:
-			return nil, fmt.Errorf("awslambda: URL %q: unknown parameter %q (known: region, qualifier, endpoint, concurrency, timeout, parallel, memory, arch)", rawURL, k)
+			return nil, fmt.Errorf("awslambda: URL %q: unknown parameter %q (known: region, qualifier, endpoint, concurrency, timeout, parallel, memory, arch, shards)", rawURL, k)
 		}
+	}
+	if shards > 0 && len(fn) > 64-len(shardSuffix(shards-1)) {
+		return nil, fmt.Errorf("awslambda: URL %q: function name %q is too long for %d shards: %s with its suffix %q is over Lambda's 64 characters",
+			rawURL, fn, shards, fn, shardSuffix(shards-1))
 	}
 	var loadOpts []func(*config.LoadOptions) error
 	if region != "" {
@@ -169,7 +254,5 @@ func Open(ctx context.Context, rawURL string) (*Backend, error) {
 			o.BaseEndpoint = aws.String(endpoint)
 		}
 	})
-	b := New(client, fn, &opts)
-	b.transport = tr
-	return b, nil
+	return &parsedURL{function: fn, shards: shards, opts: opts, client: client, transport: tr}, nil
 }

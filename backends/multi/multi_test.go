@@ -130,6 +130,34 @@ func TestRefusingMember(t *testing.T) {
 	}
 }
 
+// named is a refusing member that names itself, as a Lambda shard does.
+type named struct{ refusing }
+
+func (*named) String() string { return `lambda function "f-2"` }
+
+// The warning about a member that refuses names it when its backend has a
+// String method: a worker's reply does not say where it ran.
+func TestRefusingMemberNamed(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	bad := &named{refusing{err: errNotFound}}
+	ex := fanout.NewExecutor(multi.New(local.New(&local.Options{Concurrency: 2}), bad), &fanout.Options{BatchSize: 1, Logger: logger})
+	defer ex.Close()
+	in := inputs(50, 6000)
+	out, err := fanout.Map(context.Background(), ex, square, in)
+	if err != nil {
+		t.Fatalf("Map: %v", err)
+	}
+	check(t, in, out)
+	mu.Lock()
+	log := logs.String()
+	mu.Unlock()
+	if bad.calls.Load() == 0 || strings.Count(log, "refuses the job") != 1 || !strings.Contains(log, `backend member 1, lambda function \"f-2\"`) {
+		t.Errorf("after %d calls to the refusing member, the log %q lacks one warning naming it", bad.calls.Load(), log)
+	}
+}
+
 type lockedWriter struct {
 	mu *sync.Mutex
 	w  *strings.Builder

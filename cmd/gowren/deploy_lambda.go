@@ -34,6 +34,13 @@ and arch price the jobs' cost estimates). The program must call
 fanout.Init() first thing in main and import
 github.com/gowren/gowren/backends/awslambda.
 
+With -shards K it deploys K identical functions, NAME-0 ... NAME-(K-1),
+from the one build (each gets an upload only when its code differs), and
+prints a lambda://NAME?shards=K URL that spreads each job over them: Lambda
+adds at most 1,000 execution environments every 10 seconds to each function,
+so K shards ramp up K times faster. The account's concurrency limit still
+caps them together.
+
 Credentials and region come from the usual AWS configuration: AWS_PROFILE
 or -profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, SSO, AWS_REGION or
 -region. Creating a function needs -role. Before building, the function is
@@ -75,6 +82,7 @@ func deployLambda(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.DurationVar(&o.Timeout, "timeout", 0, fmt.Sprintf("the function's `timeout`, whole seconds up to 15m (default %v for a new function, else unchanged)", awslambda.DefaultFunctionTimeout))
 	fs.Var(env, "env", "set an environment variable of the function, `KEY=VALUE`; KEY= removes it (repeatable)")
 	fs.StringVar(&o.Stores, "stores", "", "the `stores` the workers may open, comma-separated: a scheme (s3) or store URLs, a URL allowing the stores under its path (default: unchanged; where never set, any s3:// store)")
+	fs.IntVar(&o.Shards, "shards", 0, fmt.Sprintf("deploy `K` identical functions NAME-0 ... NAME-(K-1), 1 to %d, for lambda://NAME?shards=K (default: one function, NAME)", awslambda.MaxShards))
 	tags := fs.String("tags", "", "extra build `tags`, comma-separated")
 	endpoint := fs.String("endpoint", "", "the Lambda API endpoint `URL` (default: AWS's for the region)")
 	fs.DurationVar(&o.PollInterval, "poll", time.Second, "the shortest `wait` between status checks while Lambda deploys")
@@ -103,6 +111,8 @@ func deployLambda(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return usage("-arch %q: want arm64 or x86_64", o.Arch)
 	case o.MemoryMB != 0 && (o.MemoryMB < 128 || o.MemoryMB > 10240):
 		return usage("-memory %d: want 128 to 10240 (MB)", o.MemoryMB)
+	case o.Shards < 0 || o.Shards > awslambda.MaxShards:
+		return usage("-shards %d: want 1 to %d functions (or leave it out for one)", o.Shards, awslambda.MaxShards)
 	case o.Timeout != 0 && (o.Timeout < time.Second || o.Timeout > 15*time.Minute || o.Timeout%time.Second != 0):
 		return usage("-timeout %v: want whole seconds from 1s to 15m", o.Timeout)
 	case *endpoint != "":
@@ -156,19 +166,29 @@ func deployLambda(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	if !*quiet {
-		what := "code unchanged"
-		switch {
-		case res.Created:
-			what = "created"
-		case res.CodeUpdated:
-			what = "code updated"
+		results := res.Shards
+		if results == nil {
+			results = []*awslambda.DeployResult{res}
 		}
-		if !res.Created && res.ConfigUpdated {
-			what += ", configuration updated"
+		for _, r := range results {
+			what := "code unchanged"
+			switch {
+			case r.Created:
+				what = "created"
+			case r.CodeUpdated:
+				what = "code updated"
+			}
+			if !r.Created && r.ConfigUpdated {
+				what += ", configuration updated"
+			}
+			fmt.Fprintf(stdout, "function %s: %s\n  %s, %s, %d MB, timeout %v, code %d bytes (sha256 %s)\n",
+				r.Function, what, r.FunctionARN, r.Arch, r.MemoryMB, r.Timeout, r.CodeSize, r.CodeSHA256)
 		}
-		fmt.Fprintf(stdout, "function %s: %s\n  %s, %s, %d MB, timeout %v, code %d bytes (sha256 %s)\n",
-			res.Function, what, res.FunctionARN, res.Arch, res.MemoryMB, res.Timeout, res.CodeSize, res.CodeSHA256)
-		fmt.Fprintf(stdout, "drive it with (and GOWREN_STORE=s3://BUCKET/PREFIX for payloads over 6 MB):\n")
+		what := "it"
+		if res.Shards != nil {
+			what = fmt.Sprintf("the %d shards", len(res.Shards))
+		}
+		fmt.Fprintf(stdout, "drive %s with (and GOWREN_STORE=s3://BUCKET/PREFIX for payloads over 6 MB):\n", what)
 	}
 	backend := res.BackendURL
 	if *endpoint != "" {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/backends/awslambda"
 	"github.com/gowren/gowren/backends/awslambda/awslambdatest"
 )
 
@@ -147,5 +149,54 @@ func TestDeployLambdaChecksCredentialsFirst(t *testing.T) {
 	}
 	if strings.Contains(errOut.String(), "building") || len(srv.Code("app")) != 0 {
 		t.Errorf("a build started (stderr %q) or code was uploaded", errOut.String())
+	}
+}
+
+// TestDeployLambdaShards deploys three shards with the CLI: one build, a
+// line per shard, and a GOWREN_BACKEND URL with shards=3 that opens them.
+func TestDeployLambdaShards(t *testing.T) {
+	awsEnv(t, "eu-central-1")
+	srv, err := awslambdatest.New(&awslambdatest.Options{Region: "eu-central-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := hangGuard(t) // a go build
+	var out, errOut bytes.Buffer
+	// x86_64, as TestDeployLambda, to share its build.
+	err = run(ctx, []string{"deploy", "lambda", "-endpoint", srv.URL(), "-poll", "10ms", "-arch", "x86_64", "-name", "sh",
+		"-shards", "3", "-role", "arn:aws:iam::123456789012:role/gowren", "../../backends/awslambda/testdata/app"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("deploy: %v\n%s", err, errOut.String())
+	}
+	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	if n := strings.Count(errOut.String(), "building "); n != 1 {
+		t.Errorf("%d builds, want 1:\n%s", n, errOut.String())
+	}
+	for _, fn := range []string{"sh-0", "sh-1", "sh-2"} {
+		if !strings.Contains(out.String(), "function "+fn+": created") || len(srv.Code(fn)) == 0 {
+			t.Errorf("no %s created:\n%s", fn, out.String())
+		}
+	}
+	backend := "lambda://sh?region=eu-central-1&shards=3&memory=1024&arch=x86_64&timeout=300s&endpoint=" + url.QueryEscape(srv.URL())
+	if !strings.Contains(out.String(), "drive the 3 shards with") || !strings.Contains(out.String(), "GOWREN_BACKEND="+backend+"\n") {
+		t.Fatalf("output lacks GOWREN_BACKEND=%s:\n%s", backend, out.String())
+	}
+	b, err := backends.Open(ctx, backend)
+	if err != nil {
+		t.Fatalf("open the printed URL: %v", err)
+	}
+	defer b.Close()
+	if err := b.(*awslambda.Shards).Check(ctx); err != nil {
+		t.Errorf("the deployed shards fail their check: %v", err)
+	}
+}
+
+func TestDeployLambdaShardsUsage(t *testing.T) {
+	awsEnv(t, "eu-central-1")
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"deploy", "lambda", "-shards", "1001", "."}, &out, &errOut)
+	if !errors.Is(err, errUsage) || !strings.Contains(errOut.String(), "-shards 1001: want 1 to 1000") {
+		t.Fatalf("err = %v, stderr %q; want a usage error naming -shards", err, errOut.String())
 	}
 }

@@ -153,6 +153,7 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /2015-03-31/functions", s.createFunction)
 	mux.HandleFunc("GET /2015-03-31/functions/{name}", s.getFunction)
 	mux.HandleFunc("GET /2015-03-31/functions/{name}/configuration", s.getFunction)
+	mux.HandleFunc("DELETE /2015-03-31/functions/{name}", s.deleteFunction)
 	mux.HandleFunc("PUT /2015-03-31/functions/{name}/code", s.updateCode)
 	mux.HandleFunc("PUT /2015-03-31/functions/{name}/configuration", s.updateConfiguration)
 	mux.HandleFunc("PUT /2019-09-25/functions/{name}/event-invoke-config", s.putEventInvokeConfig)
@@ -363,6 +364,33 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 		"Code":          map[string]any{"RepositoryType": "S3", "Location": s.URL() + "/code/" + t.fn.name},
 		"Tags":          map[string]string{},
 	})
+}
+
+// deleteFunction deletes a function with its versions and aliases (204).
+// Deleting one version (the Qualifier parameter) is not emulated: it gets
+// 400 InvalidParameterValueException.
+func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	_, _, status, ok := s.controlCall(w, r, "DeleteFunction", name)
+	if !ok {
+		return
+	}
+	if q := r.URL.Query().Get("Qualifier"); q != "" {
+		status(http.StatusBadRequest)
+		apiError(w, http.StatusBadRequest, "InvalidParameterValueException", "awslambdatest: deleting a version or alias ("+q+") is not emulated")
+		return
+	}
+	s.mu.Lock()
+	f := s.lookupLocked(w, "DeleteFunction", name, status)
+	if f == nil {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.functions, f.name)
+	s.mu.Unlock()
+	status(http.StatusNoContent)
+	w.Header().Set("X-Amzn-RequestId", requestID())
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // beginUpdate refuses an update while another is in progress, as Lambda

@@ -58,9 +58,11 @@
 //     ResourceNotFoundException for an unknown function, 409
 //     ResourceConflictException for a function still Pending.
 //   - Concurrency: an invocation takes one unit of concurrency from its
-//     admission until it ends. Execution environments are counted as Lambda
-//     counts them: one more is needed whenever more invocations are in flight
-//     than environments exist, and Options.Ramp limits how many may be added
+//     admission until it ends; Options.Concurrency is the account's limit,
+//     shared by every function. Execution environments are counted as Lambda
+//     counts them, for each function apart: a function needs one more
+//     whenever more of its invocations are in flight than it has
+//     environments, and Options.Ramp limits how many each function may add
 //     per Options.RampWindow (Lambda adds 1,000 every 10 seconds). The
 //     environments are logical: their invocations run on Options.Workers real
 //     worker processes, queueing for a free one.
@@ -68,7 +70,8 @@
 //     this process instead (no Runtime API, no worker processes), for tests
 //     and benchmarks of the driver side at scale.
 //   - Control plane: CreateFunction, GetFunction, GetFunctionConfiguration,
-//     UpdateFunctionCode, UpdateFunctionConfiguration,
+//     DeleteFunction (the whole function), UpdateFunctionCode,
+//     UpdateFunctionConfiguration,
 //     PutFunctionEventInvokeConfig, PublishVersion and the alias calls above,
 //     with Pending / InProgress states that last Options.PendingPolls reads
 //     (so that SDK waiters really wait), ResourceConflictException for an
@@ -100,6 +103,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda/messages"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 )
 
 // Payload limits of the Invoke API, as Lambda's.
@@ -134,10 +138,10 @@ type Options struct {
 	// ConcurrentInvocationLimitExceeded, and an asynchronous one waits in
 	// the event queue. Defaults to Workers.
 	Concurrency int
-	// Ramp is the most execution environments added per RampWindow; a
-	// synchronous invocation that needs one more beyond it gets 429 with
-	// reason FunctionInvocationRateLimitExceeded. Defaults to 0: no ramp
-	// limit.
+	// Ramp is the most execution environments each function adds per
+	// RampWindow (each function scales on its own); a synchronous
+	// invocation that needs one more beyond it gets 429 with reason
+	// FunctionInvocationRateLimitExceeded. Defaults to 0: no ramp limit.
 	Ramp int
 	// RampWindow is the window of Ramp. Defaults to 10s, Lambda's.
 	RampWindow time.Duration
@@ -180,7 +184,9 @@ type Options struct {
 	// Handler, when set, runs the invocations in this process instead of
 	// in worker processes, without the Runtime API: each on a goroutine of
 	// its own, with a context that carries the invocation's deadline and
-	// ends when the server closes. It may be an aws-lambda-go
+	// its lambdacontext.LambdaContext (request ID and the function ARN as
+	// invoked, as aws-lambda-go's runtime gives them), and ends when the
+	// server closes. It may be an aws-lambda-go
 	// lambda.Handler, such as awslambda.NewHandler(fanout.Handle). A
 	// returned error or a panic becomes a function error named after the
 	// error's type, as aws-lambda-go reports it. What the handler prints is
@@ -222,8 +228,11 @@ type EventResult struct {
 
 // Stats counts what the server has seen.
 type Stats struct {
-	// Invocations is the number of synchronous invocations run.
-	Invocations int
+	// Invocations is the number of synchronous invocations run, and
+	// FunctionInvocations the same by function name (several functions
+	// share the server's worker processes).
+	Invocations         int
+	FunctionInvocations map[string]int
 	// Events is the number of asynchronous invocations accepted, and
 	// EventRuns the number of their runs, retries included.
 	Events, EventRuns int
@@ -231,7 +240,8 @@ type Stats struct {
 	Throttles int
 	// MaxInFlight is the most invocations in flight at once.
 	MaxInFlight int
-	// Environments holds the creation time of every execution environment.
+	// Environments holds the creation time of every execution environment,
+	// of every function, in order.
 	Environments []time.Time
 	// WorkersStarted is the number of worker processes started.
 	WorkersStarted int
@@ -268,7 +278,9 @@ type Server struct {
 	mu        sync.Mutex
 	closed    bool
 	inflight  int
-	envs      []time.Time // creation times
+	envs      []time.Time            // creation times, every function's
+	fnEnvs    map[string][]time.Time // creation times by function: each scales on its own
+	fnFlight  map[string]int         // invocations in flight by function
 	events    []*invocation
 	eventWake chan struct{} // signalled when events or capacity change
 	workers   map[*worker]struct{}
@@ -343,6 +355,8 @@ func New(opts *Options) (*Server, error) {
 		eventWake: make(chan struct{}, 1),
 		workers:   map[*worker]struct{}{},
 		functions: map[string]*function{},
+		fnEnvs:    map[string][]time.Time{},
+		fnFlight:  map[string]int{},
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.functions[o.Function] = s.newFunction(o.Function)
@@ -375,6 +389,7 @@ func (s *Server) Stats() Stats {
 	st := s.stats
 	st.Environments = append([]time.Time(nil), s.envs...)
 	st.Errors = maps.Clone(s.stats.Errors)
+	st.FunctionInvocations = maps.Clone(s.stats.FunctionInvocations)
 	return st
 }
 
@@ -588,18 +603,22 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	if reason, ok := s.admit(); !ok {
+	if reason, ok := s.admit(inv.fn); !ok {
 		s.throttle(w, reason)
 		return
 	}
 	s.mu.Lock()
 	s.stats.Invocations++
+	if s.stats.FunctionInvocations == nil {
+		s.stats.FunctionInvocations = map[string]int{}
+	}
+	s.stats.FunctionInvocations[inv.fn]++
 	s.mu.Unlock()
 	s.enqueue(inv)
 	started := time.Now()
 	select {
 	case res := <-inv.done:
-		s.release()
+		s.release(inv.fn)
 		h := w.Header()
 		h.Set("X-Amzn-RequestId", inv.id)
 		h.Set("X-Amz-Executed-Version", inv.version)
@@ -625,10 +644,10 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 			case <-inv.done:
 			case <-s.closing:
 			}
-			s.release()
+			s.release(inv.fn)
 		}()
 	case <-s.closing:
-		s.release()
+		s.release(inv.fn)
 		apiError(w, http.StatusServiceUnavailable, "ServiceException", "the server is closing")
 	}
 }
@@ -660,38 +679,45 @@ func (s *Server) throttle(w http.ResponseWriter, reason string) {
 	})
 }
 
-// admit takes one unit of concurrency for an invocation, adding an
-// environment when needed, or says why it cannot.
-func (s *Server) admit() (reason string, ok bool) {
+// admit takes one unit of concurrency for an invocation of function fn,
+// adding an environment of fn when needed, or says why it cannot. The
+// concurrency limit is the account's, shared by every function; the ramp
+// is each function's own, as Lambda scales each function on its own.
+func (s *Server) admit(fn string) (reason string, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inflight >= s.o.Concurrency {
 		return "ConcurrentInvocationLimitExceeded", false
 	}
-	if s.inflight >= len(s.envs) {
+	if s.fnFlight[fn] >= len(s.fnEnvs[fn]) {
 		now := time.Now()
-		if s.o.Ramp > 0 && s.recentEnvsLocked(now) >= s.o.Ramp {
+		if s.o.Ramp > 0 && recentEnvs(s.fnEnvs[fn], now, s.o.RampWindow) >= s.o.Ramp {
 			return "FunctionInvocationRateLimitExceeded", false
 		}
 		s.envs = append(s.envs, now)
+		s.fnEnvs[fn] = append(s.fnEnvs[fn], now)
 	}
 	s.inflight++
+	s.fnFlight[fn]++
 	s.stats.MaxInFlight = max(s.stats.MaxInFlight, s.inflight)
 	return "", true
 }
 
-func (s *Server) recentEnvsLocked(now time.Time) int {
+// recentEnvs counts the environments of envs created within window before
+// now.
+func recentEnvs(envs []time.Time, now time.Time, window time.Duration) int {
 	n := 0
-	for i := len(s.envs) - 1; i >= 0 && now.Sub(s.envs[i]) < s.o.RampWindow; i-- {
+	for i := len(envs) - 1; i >= 0 && now.Sub(envs[i]) < window; i-- {
 		n++
 	}
 	return n
 }
 
-// release returns an invocation's unit of concurrency.
-func (s *Server) release() {
+// release returns the unit of concurrency of an invocation of fn.
+func (s *Server) release(fn string) {
 	s.mu.Lock()
 	s.inflight--
+	s.fnFlight[fn]--
 	s.mu.Unlock()
 	s.wakeEvents()
 }
@@ -721,8 +747,9 @@ func (s *Server) dispatchEvents() {
 				s.mu.Unlock()
 				break
 			}
+			next := s.events[0].fn // only this loop takes events off the queue
 			s.mu.Unlock()
-			reason, ok := s.admit()
+			reason, ok := s.admit(next)
 			if !ok {
 				if reason == "FunctionInvocationRateLimitExceeded" {
 					// Look again when the ramp window has moved on.
@@ -771,7 +798,7 @@ func (s *Server) runEvent(inv *invocation, retries int) {
 				fn: inv.fn, version: inv.version, arn: inv.arn}
 			continue // keeps its unit of concurrency
 		}
-		s.release()
+		s.release(inv.fn)
 		if s.o.OnEvent != nil {
 			er := EventResult{RequestID: inv.id, Attempts: attempts, Payload: res.payload}
 			if res.errType != "" {
@@ -808,6 +835,7 @@ func (s *Server) enqueue(inv *invocation) {
 func (s *Server) runInProcess(inv *invocation) {
 	deadline := time.Now().Add(s.o.Timeout)
 	ctx, cancel := context.WithDeadline(s.ctx, deadline)
+	ctx = lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{AwsRequestID: inv.id, InvokedFunctionArn: inv.arn})
 	timedOut := func() {
 		secs := strconv.FormatFloat(s.o.Timeout.Seconds(), 'f', 2, 64)
 		inv.complete(result{errType: "Sandbox.Timedout",

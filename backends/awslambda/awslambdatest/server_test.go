@@ -307,7 +307,8 @@ func TestThrottle(t *testing.T) {
 }
 
 func TestRamp(t *testing.T) {
-	s := newServer(t, awslambdatest.Options{Workers: 3, Concurrency: 10, Ramp: 2, RampWindow: time.Hour, Timeout: 2 * time.Second})
+	s := newServer(t, awslambdatest.Options{Workers: 3, Concurrency: 10, Ramp: 2, RampWindow: time.Hour, Timeout: 2 * time.Second,
+		PendingPolls: -1})
 	c := client(s, "AKID")
 	ctx := timeout(t, time.Minute)
 	h := newHolder(t, c)
@@ -317,6 +318,16 @@ func TestRamp(t *testing.T) {
 	var tm *types.TooManyRequestsException
 	if !errors.As(err, &tm) || tm.Reason != types.ThrottleReasonFunctionInvocationRateLimitExceeded {
 		t.Fatalf("a third environment within the window: %v, want TooManyRequestsException FunctionInvocationRateLimitExceeded", err)
+	}
+	// Another function scales on its own: its first environment is not
+	// counted against this one's ramp.
+	if _, err := c.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String("other"), Runtime: types.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Role: aws.String("arn:aws:iam::123456789012:role/r"),
+		Code: &types.FunctionCode{ZipFile: zipOf(t, "other")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("other"), Payload: []byte(`{"op":"echo"}`)}); err != nil {
+		t.Fatalf("another function within the window: %v, want it to add an environment of its own", err)
 	}
 	for range 2 {
 		<-h.errs
@@ -328,8 +339,9 @@ func TestRamp(t *testing.T) {
 		}
 	}
 	st := s.Stats()
-	if len(st.Environments) != 2 || st.MaxNewEnvironments(time.Hour) != 2 {
-		t.Errorf("%d environments, %d in the window; want 2", len(st.Environments), st.MaxNewEnvironments(time.Hour))
+	if len(st.Environments) != 3 || st.FunctionInvocations["function"] != 5 || st.FunctionInvocations["other"] != 1 {
+		t.Errorf("%d environments, invocations by function %v; want 3 (2 of function, 1 of other), 5 and 1",
+			len(st.Environments), st.FunctionInvocations)
 	}
 }
 
