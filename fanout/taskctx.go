@@ -6,10 +6,13 @@ import (
 	"io"
 	"iter"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/storage"
 )
 
@@ -133,6 +136,33 @@ func (b *logBuffer) add(r LogRecord) {
 	}
 	b.recs = append(b.recs, r)
 	b.bytes += n
+}
+
+// addOutput adds the lines of output the worker runtime captured for the
+// task, as records of level Info with the attribute stream=stdout or
+// stream=stderr (and tasks=3,4 for a line written while several tasks ran
+// in the process), in time order with the task's other records.
+func (b *logBuffer) addOutput(lines []backends.OutputLine) {
+	if len(lines) == 0 {
+		return
+	}
+	for _, l := range lines {
+		attrs := "stream=" + l.Stream
+		if len(l.Tasks) > 0 {
+			var s strings.Builder
+			for i, x := range l.Tasks {
+				if i > 0 {
+					s.WriteByte(',')
+				}
+				s.WriteString(strconv.Itoa(x))
+			}
+			attrs += " tasks=" + s.String()
+		}
+		b.add(LogRecord{Time: l.Time, Level: slog.LevelInfo, Message: l.Text, Attrs: attrs})
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	slices.SortStableFunc(b.recs, func(x, y LogRecord) int { return x.Time.Compare(y.Time) })
 }
 
 func (b *logBuffer) records() []LogRecord {
