@@ -5,6 +5,7 @@ package process
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -44,11 +45,12 @@ type capture struct {
 
 // stream is one of the captured fds.
 type stream struct {
-	name string // "stdout" or "stderr"
-	std  int    // 1 or 2
-	fd   int    // the pipe's read end
-	r    *os.File
-	fwd  *os.File // the process's original fd std, to the driver
+	name  string // "stdout" or "stderr"
+	std   int    // 1 or 2; 0 in tests, which capture pipes of their own
+	fd    int    // the pipe's read end, non-blocking
+	r     *os.File
+	fwd   io.Writer // the process's original fd std, to the driver
+	fwdFD int       // its fd
 
 	buf    []byte // read buffer
 	out    []byte // to forward
@@ -96,18 +98,23 @@ func startCapture() (*capture, error) {
 		if err != nil {
 			return nil, fmt.Errorf("capture %s: %w", s.name, err)
 		}
-		s.fwd = os.NewFile(uintptr(fwd), s.name)
+		s.fwd, s.fwdFD = os.NewFile(uintptr(fwd), s.name), fwd
 		wfd := captureFD + 2*i + 1
 		if err := unix.Dup2(wfd, s.std); err != nil {
 			return nil, fmt.Errorf("capture %s: %w", s.name, err)
 		}
 		_ = unix.Close(wfd)
 	}
+	c.start()
+	return c, nil
+}
+
+// start starts the readers of the streams.
+func (c *capture) start() {
 	for _, s := range c.streams {
 		c.readers.Add(1)
 		go c.read(s)
 	}
-	return c, nil
 }
 
 // read forwards what s receives until the capture closes.
@@ -287,7 +294,9 @@ func (c *capture) TaskStarted(index int) (ended func() []backends.OutputLine) {
 func (c *capture) close() {
 	c.mu.Lock()
 	for _, s := range c.streams {
-		_ = unix.Dup2(int(s.fwd.Fd()), s.std)
+		if s.std != 0 {
+			_ = unix.Dup2(s.fwdFD, s.std)
+		}
 	}
 	c.changeLocked(func() {})
 	c.closed = true
