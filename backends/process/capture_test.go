@@ -14,7 +14,7 @@ import (
 
 // newTestCapture returns a capture of two pipes of its own, the write ends
 // of its stdout and stderr, and what it forwards from each.
-func newTestCapture(t *testing.T) (c *capture, stdout, stderr *os.File, fwd [2]*bytes.Buffer) {
+func newTestCapture(t testing.TB) (c *capture, stdout, stderr *os.File, fwd [2]*bytes.Buffer) {
 	t.Helper()
 	c = &capture{}
 	var ws [2]*os.File
@@ -44,7 +44,7 @@ func newTestCapture(t *testing.T) (c *capture, stdout, stderr *os.File, fwd [2]*
 	return c, ws[0], ws[1], fwd
 }
 
-func write(t *testing.T, f *os.File, s string) {
+func write(t testing.TB, f *os.File, s string) {
 	t.Helper()
 	if _, err := f.WriteString(s); err != nil {
 		t.Fatal(err)
@@ -123,5 +123,17 @@ func TestCaptureLimits(t *testing.T) {
 	}
 	if n := strings.Count(fwd[0].String(), "\x00task 1\x00l\n"); n != maxTaskLines+5 {
 		t.Errorf("forwarded %d short lines, want %d", n, maxTaskLines+5)
+	}
+}
+
+// BenchmarkCaptureSilentTask measures what capture adds to a task that
+// prints nothing: its start and its end.
+func BenchmarkCaptureSilentTask(b *testing.B) {
+	c, _, _, _ := newTestCapture(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if lines := c.TaskStarted(7)(); lines != nil {
+			b.Fatal(lines)
+		}
 	}
 }

@@ -226,8 +226,9 @@ func (c *capture) forwardLocked(s *stream) {
 // changeLocked drains both pipes and ends unfinished lines, then applies
 // change to the running tasks.
 func (c *capture) changeLocked(change func()) {
-	for _, s := range c.streams {
-		if !c.closed {
+	waiting := c.waitingLocked()
+	for i, s := range c.streams {
+		if waiting[i] {
 			c.drainLocked(s)
 		}
 		if s.mid {
@@ -255,6 +256,32 @@ func (c *capture) changeLocked(change func()) {
 		}
 		c.tag = append(append([]byte("\x00tasks "), b...), 0)
 	}
+}
+
+// waitingLocked tells which pipes hold something to read, in one system
+// call: most tasks print nothing.
+func (c *capture) waitingLocked() (waiting [2]bool) {
+	if c.closed {
+		return waiting
+	}
+	var fds [2]unix.PollFd
+	for i, s := range c.streams {
+		fds[i] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN}
+	}
+	for {
+		_, err := unix.Poll(fds[:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return [2]bool{true, true} // reading will tell
+		}
+		break
+	}
+	for i := range fds {
+		waiting[i] = fds[i].Revents != 0
+	}
+	return waiting
 }
 
 // sync forwards what the pipes hold, so that the output of an invocation
