@@ -64,10 +64,11 @@ func Task(ctx context.Context) TaskInfo {
 }
 
 // Logger returns a logger for the running task. Its records are kept (up to
-// 256 records or 64 KiB per task; further ones are dropped and the drop is
-// recorded) and travel back to the driver with the task's result, where they
-// appear in Result.Logs and TaskError.Logs and, for failed tasks, in the
-// executor's logger. Outside a task it returns slog.Default().
+// 256 records or 64 KiB per task, lines the task printed included; further
+// ones are dropped and the drop is recorded) and travel back to the driver
+// with the task's result, where they appear in Result.Logs, TaskError.Logs
+// and TaskStats.Logs and, for failed tasks, in the executor's logger.
+// Outside a task it returns slog.Default().
 func Logger(ctx context.Context) *slog.Logger {
 	if ts := taskFrom(ctx); ts != nil {
 		return slog.New(&taskLogHandler{buf: &ts.logs})
@@ -94,7 +95,13 @@ func Store(ctx context.Context) storage.Store {
 	return st
 }
 
-// LogRecord is one record a task wrote through Logger.
+// LogRecord is one record a task wrote through Logger, or one line it
+// printed to standard output or standard error where the backend captures
+// them (process does; see backends.OutputCapture). A printed line is a
+// record of level Info whose Message is the line and whose Attrs say
+// "stream=stdout" or "stream=stderr"; a line written while several tasks
+// ran in the same worker process goes to each of them, with "tasks=3,4"
+// naming them all. A task's records, both kinds, are in time order.
 type LogRecord struct {
 	Time    time.Time  `json:"time"`
 	Level   slog.Level `json:"level"`
