@@ -28,11 +28,23 @@ type OutputLine struct {
 // that each line reaches the task that wrote it.
 type OutputCapture interface {
 	// TaskStarted notes that the task of a job with the given index starts
-	// running in this process, and returns the function to call when it
-	// ends, which returns the lines written meanwhile (nil when none). A
-	// line written while several tasks run goes to each of them. Both
-	// must be safe for concurrent use.
-	TaskStarted(index int) (ended func() []OutputLine)
+	// running in this process; the lines written until its End go to it. A
+	// line written while several tasks run goes to each of them. It must
+	// be safe for concurrent use.
+	TaskStarted(index int) TaskOutput
+}
+
+// TaskOutput is the captured output of one running task.
+type TaskOutput interface {
+	// Take returns the lines the task wrote since the last Take, having
+	// read all the process wrote until now (an unfinished line stays for
+	// later). Calling it before each of the task's log records keeps
+	// records and lines in the order they were written.
+	Take() []OutputLine
+	// End tells the capture that the task ended and returns the lines not
+	// taken yet, an unfinished one included. Neither Take nor End may be
+	// called after End.
+	End() []OutputLine
 }
 
 type outputCaptureKey struct{}
@@ -44,16 +56,20 @@ func WithOutputCapture(ctx context.Context, c OutputCapture) context.Context {
 }
 
 // TaskStarted tells the output capture of the invocation of ctx, if it has
-// one, that the task with the given index starts, and returns the function
-// that tells it the task ended and returns the task's output lines. Without
-// a capture it costs nothing: the returned function returns nil.
+// one, that the task with the given index starts, and returns the task's
+// output, whose End the caller must call when the task ends. Without a
+// capture it costs nothing: the TaskOutput returned has no lines.
 // fanout.Handle calls it around each task.
-func TaskStarted(ctx context.Context, index int) (ended func() []OutputLine) {
+func TaskStarted(ctx context.Context, index int) TaskOutput {
 	c, ok := ctx.Value(outputCaptureKey{}).(OutputCapture)
 	if !ok {
-		return noOutput
+		return noOutput{}
 	}
 	return c.TaskStarted(index)
 }
 
-func noOutput() []OutputLine { return nil }
+// noOutput is the TaskOutput of a task whose output is not captured.
+type noOutput struct{}
+
+func (noOutput) Take() []OutputLine { return nil }
+func (noOutput) End() []OutputLine  { return nil }

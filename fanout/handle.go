@@ -467,8 +467,8 @@ func (b *batchRun) runTask(ctx context.Context, t *wireTask) (res wireResult) {
 // process's output (backends.TaskStarted), the lines written while it ran
 // join its log records.
 func (b *batchRun) call(ctx context.Context, ts *taskState, input []byte) (out []byte, werr *wireError) {
-	ended := backends.TaskStarted(ctx, ts.task.Index)
-	defer func() { ts.logs.addOutput(ended()) }()
+	ts.logs.setOutput(backends.TaskStarted(ctx, ts.task.Index))
+	defer ts.logs.endOutput()
 	return b.fn.run(ctx, input)
 }
 

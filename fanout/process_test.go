@@ -179,8 +179,8 @@ var printer = fanout.Register("fanout_test.printer", func(ctx context.Context, s
 	return s, nil
 })
 
-// What a task prints joins its own log records, and no other task's, and
-// the lines on the driver's Stderr name it; a task that prints nothing
+// What a task prints joins its own log records, and no other task's, in
+// the order written, and the lines on the driver's Stderr name it; a task that prints nothing
 // gets no record.
 func TestProcessTaskOutputAttributed(t *testing.T) {
 	ex, log := newProcess(t, 1, &fanout.Options{BatchSize: 4})
@@ -199,10 +199,9 @@ func TestProcessTaskOutputAttributed(t *testing.T) {
 		for _, rec := range r.Logs {
 			got = append(got, rec.Message+" "+rec.Attrs)
 		}
-		slices.Sort(got)
-		var want []string
+		var want []string // in the order written
 		if s := in[r.Index]; s != "" {
-			want = []string{"err " + s + " stream=stderr", "logged " + s + " ", "out " + s + " stream=stdout"}
+			want = []string{"out " + s + " stream=stdout", "logged " + s + " ", "err " + s + " stream=stderr"}
 		}
 		if !slices.Equal(got, want) {
 			t.Errorf("task %d logs %q, want %q", r.Index, got, want)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"iter"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,7 +100,8 @@ func Store(ctx context.Context) storage.Store {
 // record of level Info whose Message is the line and whose Attrs say
 // "stream=stdout" or "stream=stderr"; a line written while several tasks
 // ran in the same worker process goes to each of them, with "tasks=3,4"
-// naming them all. A task's records, both kinds, are in time order.
+// naming them all. A task's records, both kinds, are in the order they were
+// written (a line's Time is when the worker read it, a moment later).
 type LogRecord struct {
 	Time    time.Time  `json:"time"`
 	Level   slog.Level `json:"level"`
@@ -128,14 +128,23 @@ const (
 // logBuffer keeps a task's records, bounded.
 type logBuffer struct {
 	mu      sync.Mutex
+	out     backends.TaskOutput // the task's captured output while it runs
 	recs    []LogRecord
 	bytes   int
 	dropped int
 }
 
+// add adds a record of Logger, after the lines printed before it.
 func (b *logBuffer) add(r LogRecord) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.out != nil {
+		b.addLinesLocked(b.out.Take())
+	}
+	b.addLocked(r)
+}
+
+func (b *logBuffer) addLocked(r LogRecord) {
 	n := len(r.Message) + len(r.Attrs) + 32
 	if len(b.recs) >= maxLogRecords || b.bytes+n > maxLogBytes {
 		b.dropped++
@@ -145,14 +154,29 @@ func (b *logBuffer) add(r LogRecord) {
 	b.bytes += n
 }
 
-// addOutput adds the lines of output the worker runtime captured for the
-// task, as records of level Info with the attribute stream=stdout or
-// stream=stderr (and tasks=3,4 for a line written while several tasks ran
-// in the process), in time order with the task's other records.
-func (b *logBuffer) addOutput(lines []backends.OutputLine) {
-	if len(lines) == 0 {
-		return
+// setOutput makes out, the task's captured output, join its records: each
+// record first takes the lines printed before it, so that lines and
+// records keep the order they were written in.
+func (b *logBuffer) setOutput(out backends.TaskOutput) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.out = out
+}
+
+// endOutput ends the task's captured output, adding the last lines.
+func (b *logBuffer) endOutput() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.out != nil {
+		b.addLinesLocked(b.out.End())
+		b.out = nil
 	}
+}
+
+// addLinesLocked adds lines the task printed, as records of level Info with
+// the attribute stream=stdout or stream=stderr (and tasks=3,4 for a line
+// written while several tasks ran in the process).
+func (b *logBuffer) addLinesLocked(lines []backends.OutputLine) {
 	for _, l := range lines {
 		attrs := "stream=" + l.Stream
 		if len(l.Tasks) > 0 {
@@ -165,11 +189,8 @@ func (b *logBuffer) addOutput(lines []backends.OutputLine) {
 			}
 			attrs += " tasks=" + s.String()
 		}
-		b.add(LogRecord{Time: l.Time, Level: slog.LevelInfo, Message: l.Text, Attrs: attrs})
+		b.addLocked(LogRecord{Time: l.Time, Level: slog.LevelInfo, Message: l.Text, Attrs: attrs})
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	slices.SortStableFunc(b.recs, func(x, y LogRecord) int { return x.Time.Compare(y.Time) })
 }
 
 func (b *logBuffer) records() []LogRecord {

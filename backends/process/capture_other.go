@@ -3,6 +3,7 @@
 package process
 
 import (
+	"context"
 	"errors"
 
 	"github.com/gowren/gowren/backends"
@@ -13,8 +14,8 @@ type capture struct{}
 
 func startCapture() (*capture, error) { return nil, errors.New("output capture is not supported") }
 
-func (c *capture) TaskStarted(int) func() []backends.OutputLine {
-	return func() []backends.OutputLine { return nil }
+func (c *capture) TaskStarted(index int) backends.TaskOutput {
+	return backends.TaskStarted(context.Background(), index) // no capture there
 }
 
 func (c *capture) sync() {}

@@ -76,11 +76,11 @@ func TestCaptureAttribution(t *testing.T) {
 	end4 := c.TaskStarted(4)
 	write(t, stderr, "both\n")
 	write(t, stdout, "part")
-	lines3 := end3()
+	lines3 := end3.End()
 	write(t, stdout, "four\n")
-	lines4 := end4()
+	lines4 := end4.End()
 	end5 := c.TaskStarted(5)
-	lines5 := end5()
+	lines5 := end5.End()
 	write(t, stdout, "after\n")
 	c.close()
 
@@ -101,6 +101,25 @@ func TestCaptureAttribution(t *testing.T) {
 	}
 }
 
+// Take returns the finished lines written so far, once; End the rest, an
+// unfinished line included.
+func TestCaptureTake(t *testing.T) {
+	c, stdout, stderr, _ := newTestCapture(t)
+	out := c.TaskStarted(1)
+	write(t, stdout, "a\npar")
+	write(t, stderr, "b\n")
+	if got, want := texts(out.Take()), []string{"stderr:b:", "stdout:a:"}; !slices.Equal(got, want) {
+		t.Errorf("first Take got %q, want %q", got, want)
+	}
+	if got := out.Take(); got != nil {
+		t.Errorf("second Take got %q, want nothing", texts(got))
+	}
+	write(t, stdout, "tial\nlast")
+	if got, want := texts(out.End()), []string{"stdout:last:", "stdout:partial:"}; !slices.Equal(got, want) {
+		t.Errorf("End got %q, want %q", got, want)
+	}
+}
+
 // A task's lines are bounded, and so is each line; the driver still gets
 // everything.
 func TestCaptureLimits(t *testing.T) {
@@ -110,7 +129,7 @@ func TestCaptureLimits(t *testing.T) {
 	for range maxTaskLines + 5 {
 		write(t, stdout, "l\n")
 	}
-	lines := end()
+	lines := end.End()
 	c.close()
 	if len(lines) != maxTaskLines+1 {
 		t.Fatalf("%d lines kept, want %d and a note", len(lines), maxTaskLines)
@@ -132,7 +151,7 @@ func BenchmarkCaptureSilentTask(b *testing.B) {
 	c, _, _, _ := newTestCapture(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		if lines := c.TaskStarted(7)(); lines != nil {
+		if lines := c.TaskStarted(7).End(); lines != nil {
 			b.Fatal(lines)
 		}
 	}

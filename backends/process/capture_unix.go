@@ -60,10 +60,13 @@ type stream struct {
 	cut    int    // bytes of it beyond maxRecordLine, not kept
 }
 
+// capturedTask is a running task's output; its fields are guarded by c.mu.
 type capturedTask struct {
+	c       *capture
 	index   int
-	lines   []backends.OutputLine
-	bytes   int
+	lines   []backends.OutputLine // not taken yet
+	count   int                   // lines kept so far, taken or not
+	bytes   int                   // and their size
 	dropped int
 }
 
@@ -298,21 +301,49 @@ func (c *capture) sync() {
 }
 
 // TaskStarted implements backends.OutputCapture.
-func (c *capture) TaskStarted(index int) (ended func() []backends.OutputLine) {
-	t := &capturedTask{index: index}
+func (c *capture) TaskStarted(index int) backends.TaskOutput {
+	t := &capturedTask{c: c, index: index}
 	c.mu.Lock()
 	c.changeLocked(func() { c.running = append(c.running, t) })
 	c.mu.Unlock()
-	return func() []backends.OutputLine {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.changeLocked(func() {
-			if i := slices.Index(c.running, t); i >= 0 {
-				c.running = slices.Delete(c.running, i, i+1)
-			}
-		})
-		return t.result()
+	return t
+}
+
+// Take implements backends.TaskOutput.
+func (t *capturedTask) Take() []backends.OutputLine {
+	c := t.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	waiting := c.waitingLocked()
+	for i, s := range c.streams {
+		if waiting[i] {
+			c.drainLocked(s)
+		}
 	}
+	lines := t.lines
+	t.lines = nil
+	return lines
+}
+
+// End implements backends.TaskOutput.
+func (t *capturedTask) End() []backends.OutputLine {
+	c := t.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.changeLocked(func() {
+		if i := slices.Index(c.running, t); i >= 0 {
+			c.running = slices.Delete(c.running, i, i+1)
+		}
+	})
+	if t.dropped > 0 {
+		t.lines = append(t.lines, backends.OutputLine{Time: time.Now(), Stream: "gowren",
+			Text: fmt.Sprintf("%d further output lines of this task were dropped (limit %d lines, %d bytes)",
+				t.dropped, maxTaskLines, maxTaskBytes)})
+		t.dropped = 0
+	}
+	lines := t.lines
+	t.lines = nil
+	return lines
 }
 
 // close puts the original fds 1 and 2 back, so that what the process still
@@ -336,20 +367,11 @@ func (c *capture) close() {
 
 func (t *capturedTask) add(l backends.OutputLine) {
 	n := len(l.Text) + 32
-	if len(t.lines) >= maxTaskLines || t.bytes+n > maxTaskBytes {
+	if t.count >= maxTaskLines || t.bytes+n > maxTaskBytes {
 		t.dropped++
 		return
 	}
 	t.lines = append(t.lines, l)
+	t.count++
 	t.bytes += n
-}
-
-func (t *capturedTask) result() []backends.OutputLine {
-	if t.dropped > 0 {
-		t.lines = append(t.lines, backends.OutputLine{Time: time.Now(), Stream: "gowren", Tasks: nil,
-			Text: fmt.Sprintf("%d further output lines of this task were dropped (limit %d lines, %d bytes)",
-				t.dropped, maxTaskLines, maxTaskBytes)})
-		t.dropped = 0
-	}
-	return t.lines
 }
