@@ -37,10 +37,13 @@ type capture struct {
 	mu      sync.Mutex
 	streams [2]*stream
 	running []*capturedTask // in order of start
-	tag     []byte          // at the start of each forwarded line; nil when no task runs
+	tag     []byte          // at the start of each forwarded line; empty when no task runs
 	shared  []int           // the running tasks' indexes, sorted, when more than one runs
 	closed  bool
-	readers sync.WaitGroup
+	// justEnded: the last change was the end of the only running task, in
+	// the current invocation (sync clears it).
+	justEnded bool
+	readers   sync.WaitGroup
 }
 
 // stream is one of the captured fds.
@@ -226,10 +229,13 @@ func (c *capture) forwardLocked(s *stream) {
 	}
 }
 
-// changeLocked drains both pipes and ends unfinished lines, then applies
-// change to the running tasks.
-func (c *capture) changeLocked(change func()) {
-	waiting := c.waitingLocked()
+// changeLocked drains both pipes, if drain is set, and ends unfinished
+// lines, then applies change to the running tasks.
+func (c *capture) changeLocked(drain bool, change func()) {
+	var waiting [2]bool
+	if drain {
+		waiting = c.waitingLocked()
+	}
 	for i, s := range c.streams {
 		if waiting[i] {
 			c.drainLocked(s)
@@ -240,24 +246,27 @@ func (c *capture) changeLocked(change func()) {
 		}
 	}
 	change()
-	c.tag, c.shared = nil, nil
+	// The tag is only ever copied out of, so its buffer is reused.
+	c.tag, c.shared = c.tag[:0], nil
 	switch len(c.running) {
 	case 0:
 	case 1:
-		c.tag = []byte("\x00task " + strconv.Itoa(c.running[0].index) + "\x00")
+		c.tag = append(c.tag, "\x00task "...)
+		c.tag = strconv.AppendInt(c.tag, int64(c.running[0].index), 10)
+		c.tag = append(c.tag, 0)
 	default:
 		for _, t := range c.running {
 			c.shared = append(c.shared, t.index)
 		}
 		slices.Sort(c.shared)
-		var b []byte
+		c.tag = append(c.tag, "\x00tasks "...)
 		for i, x := range c.shared {
 			if i > 0 {
-				b = append(b, ',')
+				c.tag = append(c.tag, ',')
 			}
-			b = strconv.AppendInt(b, int64(x), 10)
+			c.tag = strconv.AppendInt(c.tag, int64(x), 10)
 		}
-		c.tag = append(append([]byte("\x00tasks "), b...), 0)
+		c.tag = append(c.tag, 0)
 	}
 }
 
@@ -292,11 +301,12 @@ func (c *capture) waitingLocked() (waiting [2]bool) {
 func (c *capture) sync() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return
-	}
-	for _, s := range c.streams {
-		c.drainLocked(s)
+	c.justEnded = false // the next invocation may be long in coming
+	waiting := c.waitingLocked()
+	for i, s := range c.streams {
+		if waiting[i] {
+			c.drainLocked(s)
+		}
 	}
 }
 
@@ -304,7 +314,13 @@ func (c *capture) sync() {
 func (c *capture) TaskStarted(index int) backends.TaskOutput {
 	t := &capturedTask{c: c, index: index}
 	c.mu.Lock()
-	c.changeLocked(func() { c.running = append(c.running, t) })
+	// Right after a task ended alone in this invocation, the pipes were
+	// just drained: what they received since came from no task, and
+	// counts as this one's (see the package doc), which saves a system
+	// call per task of a batch.
+	drain := !c.justEnded || len(c.running) > 0
+	c.justEnded = false
+	c.changeLocked(drain, func() { c.running = append(c.running, t) })
 	c.mu.Unlock()
 	return t
 }
@@ -330,11 +346,12 @@ func (t *capturedTask) End() []backends.OutputLine {
 	c := t.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.changeLocked(func() {
+	c.changeLocked(true, func() {
 		if i := slices.Index(c.running, t); i >= 0 {
 			c.running = slices.Delete(c.running, i, i+1)
 		}
 	})
+	c.justEnded = len(c.running) == 0
 	if t.dropped > 0 {
 		t.lines = append(t.lines, backends.OutputLine{Time: time.Now(), Stream: "gowren",
 			Text: fmt.Sprintf("%d further output lines of this task were dropped (limit %d lines, %d bytes)",
@@ -356,7 +373,7 @@ func (c *capture) close() {
 			_ = unix.Dup2(s.fwdFD, s.std)
 		}
 	}
-	c.changeLocked(func() {})
+	c.changeLocked(true, func() {})
 	c.closed = true
 	c.mu.Unlock()
 	for _, s := range c.streams {

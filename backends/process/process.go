@@ -40,12 +40,16 @@
 // line goes to each of them, prefixed "[worker N tasks 3,4] " and recorded
 // with tasks=3,4. When a task starts or ends, a line still unfinished (no
 // newline yet) is ended there. Programs a task starts inherit the task's
-// stdout and stderr, so their lines count as the task's while it runs.
+// stdout and stderr, so their lines count as the task's while it runs. One
+// exception saves a system call per task: a line that something else (a
+// goroutine left running) writes between two tasks of a batch may count as
+// the next task's.
 //
 // How: the worker puts the write ends of two pipes from the driver in
 // place of its fds 1 and 2 and reads them itself, so it knows which tasks
-// run when it reads a line; a task's start and end first drain the pipes
-// (one poll(2) when nothing is waiting). It forwards each line to the
+// run when it reads a line; a task's end, and its start unless another
+// task of the batch just ended, first drain the pipes (one poll(2) when
+// nothing is waiting). It forwards each line to the
 // driver at once, and what a worker leaves in the pipes when it dies (a
 // task that calls os.Exit or log.Fatal, a Go crash report) is read by the
 // driver once the worker has exited, unattributed. Only a process that
