@@ -27,8 +27,9 @@ import (
 //
 // A change of the running tasks first drains both pipes, so every line
 // written before the change is attributed under the old set, and ends an
-// unfinished line there. A task that prints nothing costs two empty
-// non-blocking reads at its start and two at its end.
+// unfinished line there; a task's start skips the draining right after the
+// previous task of the batch ended. A task that prints nothing costs one
+// poll(2) that finds nothing, at its end.
 //
 // What is still in a pipe when the worker dies (a task that calls os.Exit
 // or log.Fatal, a Go crash) is read by the driver, which keeps the read
