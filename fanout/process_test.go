@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -169,8 +170,13 @@ func TestProcessTaskOutput(t *testing.T) {
 }
 
 // printer prints its input to stdout and stderr, and logs it; given "" it
-// does nothing.
+// does nothing; given "child" it starts a program that prints.
 var printer = fanout.Register("fanout_test.printer", func(ctx context.Context, s string) (string, error) {
+	if s == "child" {
+		cmd := exec.CommandContext(ctx, "sh", "-c", "echo child says hi")
+		cmd.Stdout = os.Stdout
+		return s, cmd.Run()
+	}
 	if s != "" {
 		fmt.Println("out " + s)
 		fanout.Logger(ctx).Info("logged " + s)
@@ -184,7 +190,7 @@ var printer = fanout.Register("fanout_test.printer", func(ctx context.Context, s
 // gets no record.
 func TestProcessTaskOutputAttributed(t *testing.T) {
 	ex, log := newProcess(t, 1, &fanout.Options{BatchSize: 4})
-	in := []string{"a", "", "b", ""}
+	in := []string{"a", "", "b", "", "child"}
 	j, err := fanout.Start(context.Background(), ex, printer, in)
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +206,9 @@ func TestProcessTaskOutputAttributed(t *testing.T) {
 			got = append(got, rec.Message+" "+rec.Attrs)
 		}
 		var want []string // in the order written
-		if s := in[r.Index]; s != "" {
+		if s := in[r.Index]; s == "child" {
+			want = []string{"child says hi stream=stdout"}
+		} else if s != "" {
 			want = []string{"out " + s + " stream=stdout", "logged " + s + " ", "err " + s + " stream=stderr"}
 		}
 		if !slices.Equal(got, want) {
@@ -212,7 +220,8 @@ func TestProcessTaskOutputAttributed(t *testing.T) {
 	}
 	ex.Close() // the workers' output is all copied once they are gone
 	text := log.String()
-	for _, want := range []string{"[worker 1 task 0] out a\n", "[worker 1 task 0] err a\n", "[worker 1 task 2] out b\n", "[worker 1 task 2] err b\n"} {
+	for _, want := range []string{"[worker 1 task 0] out a\n", "[worker 1 task 0] err a\n", "[worker 1 task 2] out b\n",
+		"[worker 1 task 2] err b\n", "[worker 1 task 4] child says hi\n"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("driver output lacks %q:\n%s", want, text)
 		}
