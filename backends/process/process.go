@@ -22,14 +22,22 @@
 // fds 3 and 4), never over stdout or stderr, so a task may print freely. A
 // worker whose driver dies sees its request pipe close and exits.
 //
+// Each worker leads a process group of its own, so a Ctrl-C on the terminal
+// reaches the driver only, which then stops its workers; killing a worker
+// kills what its tasks started too. A handler's context carries the deadline
+// of Invoke's ctx. Workers built with -race sleep a second when they exit
+// (the race detector's atexit_sleep_ms); tests can add
+// "GORACE=atexit_sleep_ms=0" to Options.Env to make Close faster.
+//
 // # Output
 //
 // Each line a worker writes to its stdout or stderr goes to Options.Stderr
 // prefixed with "[worker N task I] ", naming the task that was running in
 // the worker when the line was written, or "[worker N] " when none was (the
 // worker starting, a goroutine left behind by an earlier task). The line
-// also joins that task's log records (fanout.LogRecord, with the attribute
-// stream=stdout or stream=stderr), so it travels with the task's result, is
+// also joins that task's log records (a fanout.LogRecord with the
+// attribute stream=stdout or stream=stderr; fanout.Handle tells the worker
+// when each task starts and ends), so it travels with the task's result, is
 // saved in stats.json with fanout.Options.KeepData and is printed by
 // "gowren logs".
 //
@@ -58,13 +66,6 @@
 // task's printed lines are bounded like its log records: 256 lines or 64
 // KiB, each line kept up to 4 KiB (Options.Stderr gets them whole, cut
 // every 64 KiB).
-//
-// Each worker leads a process group of its own, so a Ctrl-C on the terminal
-// reaches the driver only, which then stops its workers; killing a worker
-// kills what its tasks started too. A handler's context carries the deadline
-// of Invoke's ctx. Workers built with -race sleep a second when they exit
-// (the race detector's atexit_sleep_ms); tests can add
-// "GORACE=atexit_sleep_ms=0" to Options.Env to make Close faster.
 //
 // # Streaming
 //
