@@ -4,6 +4,7 @@ package process
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"syscall"
@@ -16,3 +17,5 @@ func killGroup(pid int) {}
 func inheritedPipe(fd int, name string) (*os.File, error) {
 	return nil, fmt.Errorf("process workers are not supported on %s", runtime.GOOS)
 }
+
+func drainPipe(*os.File, io.Writer) {}
