@@ -122,8 +122,7 @@ type Result[Out any] struct {
 	Err error
 	// Stats describe the task's run.
 	Stats TaskStats
-	// Logs are the records the task wrote through Logger(ctx), and the
-	// lines it printed where the backend captures them (see LogRecord).
+	// Logs are the records the task wrote through Logger(ctx).
 	Logs []LogRecord
 }
 

@@ -175,13 +175,12 @@ func testHandler(ctx context.Context, payload []byte) []byte {
 		}
 		return []byte(strconv.FormatInt(d.UnixNano(), 10))
 	case "env":
-		return []byte(os.Getenv("GOWREN_PROCESS_WORKER") + "|" + os.Getenv("GOWREN_PROCESS_GRACE") + "|" +
-			os.Getenv("GOWREN_PROCESS_CAPTURE") + "|" + os.Getenv("PROCESS_TEST_EXTRA"))
-	case "cloexec": // fd:inherited for fds 3 to 8: are the protocol and capture pipes hidden from programs a task starts?
+		return []byte(os.Getenv("GOWREN_PROCESS_WORKER") + "|" + os.Getenv("GOWREN_PROCESS_GRACE") + "|" + os.Getenv("PROCESS_TEST_EXTRA"))
+	case "cloexec": // are the protocol pipes hidden from programs a task starts?
 		var out []string
-		for fd := 3; fd <= 8; fd++ {
+		for fd := 3; fd <= 4; fd++ {
 			flags, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0)
-			out = append(out, fmt.Sprintf("%d:%v", fd, errno == 0 && flags&syscall.FD_CLOEXEC == 0))
+			out = append(out, fmt.Sprintf("%d:%v:%v", fd, errno == 0, flags&syscall.FD_CLOEXEC != 0))
 		}
 		return []byte(strings.Join(out, " "))
 	case "parts": // send N parts, then reply

@@ -15,8 +15,6 @@ const (
 	tailLines = 10
 	// maxTailLine bounds each quoted line.
 	maxTailLine = 512
-	// maxTag bounds the tag of a forwarded line.
-	maxTag = 4 << 10
 )
 
 // output is Options.Stderr shared by all workers of a backend: one Write per
@@ -34,13 +32,10 @@ func (o *output) write(p []byte) {
 
 // lineWriter receives one stream (stdout or stderr) of one worker, as os/exec
 // copies it, and writes it to the backend's output line by line with a
-// prefix: "[worker N] ", or "[worker N task I] " and "[worker N tasks I,J] "
-// for a line the worker's capture tagged with the tasks that were running
-// when it was written. It keeps the stream's last lines when tail is
-// non-nil.
+// prefix. It keeps the stream's last lines when tail is non-nil.
 type lineWriter struct {
 	out    *output
-	worker string // "[worker N"
+	prefix string
 	tail   *tail
 
 	mu      sync.Mutex
@@ -84,41 +79,13 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 
 // emit moves the current line into the batch to write.
 func (l *lineWriter) emit() {
-	tasks, line := cutTag(l.partial)
-	l.batch = append(l.batch, l.worker...)
-	if tasks != nil {
-		l.batch = append(l.batch, ' ')
-		l.batch = append(l.batch, tasks...)
-	}
-	l.batch = append(l.batch, "] "...)
-	l.batch = append(l.batch, line...)
+	l.batch = append(l.batch, l.prefix...)
+	l.batch = append(l.batch, l.partial...)
 	l.batch = append(l.batch, '\n')
 	if l.tail != nil {
-		l.tail.add(line)
+		l.tail.add(l.partial)
 	}
 	l.partial = l.partial[:0]
-}
-
-// cutTag splits a line that the worker's capture forwarded into its tag's
-// text ("task 17" or "tasks 3,4") and the line itself. A line without a
-// well-formed tag is returned whole, with nil tasks.
-func cutTag(line []byte) (tasks, rest []byte) {
-	if len(line) < 2 || line[0] != 0 {
-		return nil, line
-	}
-	end := bytes.IndexByte(line[1:min(len(line), 1+maxTag)], 0)
-	if end < 0 {
-		return nil, line
-	}
-	tag := line[1 : 1+end]
-	list, ok := bytes.CutPrefix(tag, []byte("task "))
-	if !ok {
-		list, ok = bytes.CutPrefix(tag, []byte("tasks "))
-	}
-	if !ok || len(list) == 0 || len(bytes.Trim(list, "0123456789,")) > 0 {
-		return nil, line
-	}
-	return tag, line[2+end:]
 }
 
 // flush writes a last line that had no newline; the worker has exited.

@@ -178,13 +178,11 @@ func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
 func TestWorkerEnvironment(t *testing.T) {
 	t.Parallel()
 	b, _ := newBackend(t, process.Options{Workers: 1, Env: []string{"PROCESS_TEST_EXTRA=extra"}})
-	if got, want := invoke(t, b, "env"), "|||extra"; got != want {
+	if got, want := invoke(t, b, "env"), "||extra"; got != want {
 		t.Errorf("worker environment: got %q, want %q (Serve unsets its variables; Env reaches the worker)", got, want)
 	}
-	// Programs a task starts inherit none of the pipes but fds 1 and 2 (the
-	// capture pipes' write ends).
-	if got, want := invoke(t, b, "cloexec"), "3:false 4:false 5:false 6:false 7:false 8:false"; got != want {
-		t.Errorf("protocol and capture fds (fd:inherited): got %q, want %q", got, want)
+	if got, want := invoke(t, b, "cloexec"), "3:true:true 4:true:true"; got != want {
+		t.Errorf("protocol fds (fd:open:cloexec): got %q, want %q", got, want)
 	}
 	if pid, _ := strconv.Atoi(invoke(t, b, "pid")); pid == os.Getpid() || pid == 0 {
 		t.Errorf("worker pid %d: not a subprocess", pid)

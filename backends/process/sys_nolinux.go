@@ -4,10 +4,6 @@ package process
 
 import "os"
 
-const capturePipeSize = 0
-
 func growPipe(*os.File) {}
-
-func growPipeTo(*os.File, int) {}
 
 func nameProcess() {}

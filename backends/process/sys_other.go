@@ -4,7 +4,6 @@ package process
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"runtime"
 	"syscall"
@@ -17,5 +16,3 @@ func killGroup(pid int) {}
 func inheritedPipe(fd int, name string) (*os.File, error) {
 	return nil, fmt.Errorf("process workers are not supported on %s", runtime.GOOS)
 }
-
-func drainPipe(*os.File, io.Writer) {}

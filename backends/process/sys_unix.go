@@ -4,7 +4,6 @@ package process
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"syscall"
 )
@@ -41,31 +40,4 @@ func inheritedPipe(fd int, name string) (*os.File, error) {
 		return nil, fmt.Errorf("fd %d: %w", fd, err)
 	}
 	return os.NewFile(uintptr(fd), name), nil
-}
-
-// drainPipe copies to w what the read end r of a pipe holds, without
-// waiting for more: a program a task started may still hold its write end.
-func drainPipe(r *os.File, w io.Writer) {
-	c, err := r.SyscallConn()
-	if err != nil {
-		return
-	}
-	buf := make([]byte, 32<<10)
-	_ = c.Control(func(fd uintptr) {
-		if syscall.SetNonblock(int(fd), true) != nil {
-			return
-		}
-		for {
-			n, err := syscall.Read(int(fd), buf)
-			if n > 0 {
-				_, _ = w.Write(buf[:n])
-			}
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil || n <= 0 {
-				return
-			}
-		}
-	})
 }

@@ -59,9 +59,6 @@ type worker struct {
 
 	stdout, stderr *lineWriter
 	tail           tail // of stderr
-	// The read ends of the capture pipes of the worker's stdout and
-	// stderr: what the worker left in them is read once it has exited.
-	capOut, capErr *os.File
 
 	reqOnce, respOnce sync.Once
 
@@ -113,28 +110,8 @@ func (b *Backend) startLocked() (*worker, error) {
 		reqW.Close()
 		return nil, fmt.Errorf("process: start worker %d: %w", id, err)
 	}
-	// The capture pipes: the worker puts their write ends in place of its
-	// fds 1 and 2 and reads them itself (see capture).
-	var capFiles [4]*os.File // out read, out write, err read, err write
-	for i := 0; i < 4 && err == nil; i += 2 {
-		capFiles[i], capFiles[i+1], err = os.Pipe()
-	}
-	closeAll := func(fs ...*os.File) {
-		for _, f := range fs {
-			if f != nil {
-				f.Close()
-			}
-		}
-	}
-	if err != nil {
-		closeAll(reqR, reqW, respR, respW)
-		closeAll(capFiles[:]...)
-		return nil, fmt.Errorf("process: start worker %d: %w", id, err)
-	}
 	growPipe(reqW)
 	growPipe(respR)
-	growPipeTo(capFiles[0], capturePipeSize)
-	growPipeTo(capFiles[2], capturePipeSize)
 	w := &worker{
 		b:      b,
 		id:     id,
@@ -142,25 +119,25 @@ func (b *Backend) startLocked() (*worker, error) {
 		resp:   respR,
 		r:      bufio.NewReaderSize(respR, 64<<10),
 		exited: make(chan struct{}),
-		capOut: capFiles[0],
-		capErr: capFiles[2],
 	}
-	worker := "[worker " + strconv.Itoa(id)
-	w.stdout = &lineWriter{out: b.out, worker: worker}
-	w.stderr = &lineWriter{out: b.out, worker: worker, tail: &w.tail}
+	prefix := "[worker " + strconv.Itoa(id) + "] "
+	w.stdout = &lineWriter{out: b.out, prefix: prefix}
+	w.stderr = &lineWriter{out: b.out, prefix: prefix, tail: &w.tail}
 
 	cmd := b.newCmd()
 	cmd.Env = append(os.Environ(), b.env...)
-	cmd.Env = append(cmd.Env, envWorker+"="+strconv.Itoa(id), envGrace+"="+b.grace.String(), envCapture+"=1")
+	cmd.Env = append(cmd.Env, envWorker+"="+strconv.Itoa(id), envGrace+"="+b.grace.String())
 	cmd.Stdout = w.stdout
 	cmd.Stderr = w.stderr
-	cmd.ExtraFiles = []*os.File{reqR, respW, capFiles[0], capFiles[1], capFiles[2], capFiles[3]} // fds 3 to 8
+	cmd.ExtraFiles = []*os.File{reqR, respW} // fds 3 and 4
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.WaitDelay = waitDelay
 	err = cmd.Start()
-	closeAll(reqR, respW, capFiles[1], capFiles[3])
+	reqR.Close()
+	respW.Close()
 	if err != nil {
-		closeAll(reqW, respR, capFiles[0], capFiles[2])
+		reqW.Close()
+		respR.Close()
 		return nil, fmt.Errorf("process: start worker %d: %w", id, err)
 	}
 	w.cmd = cmd
@@ -174,13 +151,6 @@ func (b *Backend) startLocked() (*worker, error) {
 func (w *worker) reap() {
 	defer w.b.reapers.Done()
 	err := w.cmd.Wait()
-	// What the worker could not read and forward any more, such as the
-	// last words of a task that called os.Exit or of a crash, comes after
-	// what it forwarded.
-	drainPipe(w.capOut, w.stdout)
-	drainPipe(w.capErr, w.stderr)
-	w.capOut.Close()
-	w.capErr.Close()
 	w.stdout.flush()
 	w.stderr.flush()
 	w.state, w.waitErr = w.cmd.ProcessState, err
