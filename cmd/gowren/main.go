@@ -81,7 +81,7 @@ const usage = `usage: gowren [-store URL] <command> [arguments]
 commands:
   jobs                               list the jobs in the store
   status JOB                         show the objects of a job
-  logs JOB [TASK]                    print what a job's tasks logged and printed
+  logs JOB [TASK]                    print what a job's tasks logged (fanout.Logger)
   clean [-older-than D] [-force] [-all | JOB...]  delete job data (and, without JOB, shared values)
   plot [-o FILE] JOB | -stats FILE   draw a job's timeline and concurrency (PNG or SVG)
   deploy lambda|scf [flags] [PACKAGE]  build a main package and deploy it as a cloud function
