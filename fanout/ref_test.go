@@ -285,6 +285,10 @@ func TestPutCloseRace(t *testing.T) {
 		wg.Go(func() {
 			for k := 0; ; k++ {
 				var err error
+				// Set once Close has returned: a Put that starts after
+				// that must fail. (One that started before may succeed
+				// and return after it.)
+				afterClose := st.closed.Load()
 				if k%2 == 0 {
 					_, err = fanout.Put(ctx, ex, k%7) // the same values from every goroutine
 				} else {
@@ -296,7 +300,7 @@ func TestPutCloseRace(t *testing.T) {
 					}
 					return
 				}
-				if st.closed.Load() {
+				if afterClose {
 					t.Error("a Put after Close succeeded")
 					return
 				}
