@@ -362,8 +362,12 @@ func TestEngineAsyncExpiry(t *testing.T) {
 	if err != nil || out[0] != 3 {
 		t.Fatalf("Wait: %v, %v", out, err)
 	}
-	if st := j.Stats(); st.FailedInvocations != 1 || st.PerTask[0].Attempts != 2 {
-		t.Fatalf("failed invocations %d, attempts %d: want 1 and 2", st.FailedInvocations, st.PerTask[0].Attempts)
+	// At least the first copy expired and the task was sent again. (The
+	// second copy may expire too: the clock is advanced while its reply
+	// object is listed and read in real time.)
+	if st := j.Stats(); st.FailedInvocations < 1 || st.PerTask[0].Attempts < 2 || st.FailedInvocations > st.PerTask[0].Attempts {
+		t.Fatalf("failed invocations %d, attempts %d: want at least 1 and 2, and no more failures than attempts",
+			st.FailedInvocations, st.PerTask[0].Attempts)
 	}
 }
 
