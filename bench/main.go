@@ -69,10 +69,12 @@ const (
 var noop = fanout.Register("bench.noop", func(_ context.Context, x int) (int, error) { return x, nil })
 
 // scenarioNames lists the scenarios in the order they run.
-var scenarioNames = []string{"noop", "rss", "montecarlo", "storage", "cloud", "skew", "throttle", "cap", "speculation", "cut"}
+var scenarioNames = []string{"noop", "rss", "montecarlo", "storage", "cloud", "skew", "throttle", "cap", "speculation", "cut", "burst"}
 
 var scenarioGroups = map[string][]string{
-	"all":    scenarioNames,
+	// all leaves out burst, which takes about four minutes of 10,000
+	// sleeping tasks: run it by name.
+	"all":    scenarioNames[:len(scenarioNames)-1],
 	"core":   {"noop", "rss", "montecarlo"},
 	"engine": {"skew", "noop", "rss", "throttle", "cap", "cloud", "speculation", "cut"},
 }
@@ -109,7 +111,10 @@ func main() {
 	faultRuns := flag.Int("faultruns", 1, "with the cloud scenario, how many times to run the pair (a), (b) with speculation")
 	cuts := flag.Int("cuts", 3, "cut scenario: cancellation moments per backend and trigger")
 	seed := flag.Uint64("seed", 1, "seed of the skew, speculation and cut task lengths and positions, the throttle and cap faults, and the cut moments (the fault mix of (b) keeps its own)")
+	burstScale := flag.Float64("burstscale", 1, "burst scenario: scale every duration (task times, refill periods) by this factor; 1 is the issue's setting")
+	burstShards := flag.Int("shards", 10, "burst scenario: functions of burst-sharded")
 	list := flag.String("scenarios", "all", "comma-separated scenarios to run: "+strings.Join(scenarioNames, ", ")+", or the groups all, core, engine")
+	flag.StringVar(list, "scenario", "all", "the same as -scenarios")
 	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process")
 	flag.Parse()
 	if strings.HasPrefix(*mode, "rss-") {
@@ -160,6 +165,7 @@ func main() {
 		{"cap", func() { runCap(ctx, *seed) }},
 		{"speculation", func() { runSpeculation(ctx, max(*rounds, 5), *seed) }},
 		{"cut", func() { runCut(ctx, max(*cuts, 1), *seed) }},
+		{"burst", func() { runBurst(ctx, *burstScale, max(*burstShards, 1)) }},
 	} {
 		if run[sc.name] {
 			sc.run()
