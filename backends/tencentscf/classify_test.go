@@ -157,6 +157,9 @@ var statusTable = []struct {
 	{532, "retried", backends.ErrWorkerLost},
 }
 
+// CheckClass is checkClass for the package's external tests.
+var CheckClass = checkClass
+
 // checkClass checks that err, the error of an execution that ended with
 // status code, is of class and wraps is.
 func checkClass(t *testing.T, code int, class string, is, err error) {

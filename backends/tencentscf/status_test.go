@@ -104,43 +104,13 @@ func TestEveryStatusThroughTheServer(t *testing.T) {
 			b := newBackend(t, srv, testCred(), testRegion, name, nil)
 			defer b.Close()
 			_, err := b.Invoke(ctx, []byte("payload"))
-			checkStatus(t, tc.code, tc.class, tc.is, err)
+			tencentscf.CheckClass(t, tc.code, tc.class, tc.is, err)
 			var fe *tencentscf.FunctionError
 			if errors.As(err, &fe) && (fe.Log != "worker said goodbye" || fe.RequestID == "") {
 				t.Errorf("log %q, request %q: want the Result's Log and FunctionRequestId", fe.Log, fe.RequestID)
 			}
-			checkStatus(t, tc.code, tc.class, tc.is, b.InvokeAsync(ctx, []byte("payload")))
+			tencentscf.CheckClass(t, tc.code, tc.class, tc.is, b.InvokeAsync(ctx, []byte("payload")))
 		})
-	}
-}
-
-// checkStatus checks that err is of class and wraps is.
-func checkStatus(t *testing.T, code int, class string, is, err error) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("status %d: no error, want %s", code, class)
-	}
-	if is != nil && !errors.Is(err, is) {
-		t.Errorf("status %d: %v is not %v", code, err, is)
-	}
-	retryable, throttled := backends.Retryable(err), errors.Is(err, backends.ErrThrottled)
-	switch class {
-	case "fail fast", "too large":
-		if retryable {
-			t.Errorf("status %d: %v is retryable; want %s", code, err, class)
-		}
-	case "retried":
-		if !retryable || throttled {
-			t.Errorf("status %d: %v: retryable %v, throttled %v; want retried", code, err, retryable, throttled)
-		}
-	case "throttle":
-		if !throttled || !retryable {
-			t.Errorf("status %d: %v: want a throttle", code, err)
-		}
-	}
-	var fe *tencentscf.FunctionError
-	if !errors.As(err, &fe) || fe.StatusCode != code {
-		t.Errorf("status %d: %v does not carry a *FunctionError with the status", code, err)
 	}
 }
 
