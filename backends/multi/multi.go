@@ -74,7 +74,7 @@ func combine(bs []backends.Backend) backends.Limits {
 		l.MaxRequestBytes = minLimit(l.MaxRequestBytes, ml.MaxRequestBytes)
 		l.MaxResponseBytes = minLimit(l.MaxResponseBytes, ml.MaxResponseBytes)
 		l.MaxAsyncRequestBytes = minLimit(l.MaxAsyncRequestBytes, ml.MaxAsyncRequestBytes)
-		l.Timeout = minDuration(l.Timeout, ml.Timeout)
+		l.Timeout = minLimit(l.Timeout, ml.Timeout)
 		l.Parallel = max(1, min(max(l.Parallel, 1), max(ml.Parallel, 1)))
 		if l.Concurrency > 0 && ml.Concurrency > 0 {
 			l.Concurrency += ml.Concurrency
@@ -91,17 +91,7 @@ func combine(bs []backends.Backend) backends.Limits {
 }
 
 // minLimit is the smaller of two limits where 0 means none.
-func minLimit(a, b int) int {
-	switch {
-	case a == 0:
-		return b
-	case b == 0:
-		return a
-	}
-	return min(a, b)
-}
-
-func minDuration(a, b time.Duration) time.Duration {
+func minLimit[T int | time.Duration](a, b T) T {
 	switch {
 	case a == 0:
 		return b
