@@ -566,11 +566,10 @@ func (j *jobCore) dispatch(now int64) {
 		key = j.keys.Output
 	}
 	for {
-		k := j.pick(now)
+		k, limit := j.pick(now)
 		if k < 0 {
 			return
 		}
-		limit := j.limit(now)
 		size := j.sz.size(t.waiting(), limit)
 		inv := t.takeFor(k, size, budget, j.need, now, key)
 		if inv == nil {

@@ -51,11 +51,11 @@ func (j *jobCore) limit(now int64) int {
 }
 
 // pick returns the member with the most room in its window for one more
-// invocation, or -1 when none has any; then it sets rampWait to when the
-// first ramp opens more.
-func (j *jobCore) pick(now int64) int {
+// invocation, or -1 when none has any (then it sets rampWait to when the
+// first ramp opens more), and the job's window, as limit returns it.
+func (j *jobCore) pick(now int64) (member, window int) {
 	t := j.t
-	best, room := -1, 0
+	best, room, total := -1, 0, 0
 	var wait time.Duration
 	for k := range j.mem {
 		m := &j.mem[k]
@@ -63,6 +63,7 @@ func (j *jobCore) pick(now int64) int {
 			continue
 		}
 		limit, rampWait := m.win.limit(now)
+		total += limit
 		in := 0
 		if k < len(t.inMember) {
 			in = t.inMember[k]
@@ -75,9 +76,10 @@ func (j *jobCore) pick(now int64) int {
 			wait = rampWait
 		}
 	}
+	total = min(total, j.ex.opts.Concurrency)
 	if best < 0 || t.inflight >= j.ex.opts.Concurrency {
 		j.rampWait = wait
-		return -1
+		return -1, total
 	}
-	return best
+	return best, total
 }
