@@ -171,6 +171,20 @@ type JobError struct {
 // maxNamed bounds the task indices a JobError's message names.
 const maxNamed = 10
 
+// writeIndices writes the first maxNamed of n task indices, index(k) the
+// k-th, as "7, 19, 154" and then " and 4 more" for the rest.
+func writeIndices(b *strings.Builder, n int, index func(k int) int) {
+	for k := range min(n, maxNamed) {
+		if k > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Itoa(index(k)))
+	}
+	if n > maxNamed {
+		fmt.Fprintf(b, " and %d more", n-maxNamed)
+	}
+}
+
 func (e *JobError) Error() string {
 	var b strings.Builder
 	if e.Err != nil {
@@ -182,16 +196,7 @@ func (e *JobError) Error() string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%d of %d tasks failed: ", len(e.Failed), e.Tasks)
-	for k, te := range e.Failed {
-		if k == maxNamed {
-			fmt.Fprintf(&b, " and %d more", len(e.Failed)-maxNamed)
-			break
-		}
-		if k > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(strconv.Itoa(te.Index))
-	}
+	writeIndices(&b, len(e.Failed), func(k int) int { return e.Failed[k].Index })
 	if len(e.Failed) > 0 {
 		fmt.Fprintf(&b, "; first: %v", e.Failed[0])
 	}

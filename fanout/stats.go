@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -395,16 +394,7 @@ func (s *JobStats) Summary() string {
 	}
 	if len(failed) > 0 {
 		b.WriteString(" (")
-		for k, t := range failed {
-			if k == maxNamed {
-				fmt.Fprintf(&b, " and %d more", len(failed)-maxNamed)
-				break
-			}
-			if k > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(strconv.Itoa(t.Index))
-		}
+		writeIndices(&b, len(failed), func(k int) int { return failed[k].Index })
 		b.WriteString(")")
 	}
 	b.WriteString("\n")
