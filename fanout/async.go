@@ -344,7 +344,7 @@ func (j *jobCore) scanReplies(ctx context.Context) error {
 		}
 		j.seen[ev.key] = ev.size
 		if ev.ierr != nil {
-			if errors.Is(ev.ierr, ErrUnknownFunction) || errors.Is(ev.ierr, ErrStaleWorker) || errors.Is(ev.ierr, ErrMalformed) {
+			if failsEveryInvocation(ev.ierr) {
 				j.jobErr = fmt.Errorf("fanout: job %s (%s): %w", j.id, j.spec.fn.signature, ev.ierr)
 				return nil
 			}

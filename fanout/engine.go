@@ -336,7 +336,7 @@ func (j *jobCore) failed(inv *invocation, err error, at int64) {
 // unknown function, a stale worker or a malformed request would fail every
 // invocation the same way: the job stops with one error.
 func (j *jobCore) replyError(inv *invocation, ierr error, at int64) {
-	if errors.Is(ierr, ErrUnknownFunction) || errors.Is(ierr, ErrStaleWorker) || errors.Is(ierr, ErrMalformed) || errors.Is(ierr, ErrStoreRefused) {
+	if failsEveryInvocation(ierr) {
 		err := fmt.Errorf("fanout: job %s (%s): %w", j.id, j.spec.fn.signature, ierr)
 		if inv == nil || len(j.mem) == 1 {
 			j.abort(err)

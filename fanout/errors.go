@@ -337,6 +337,14 @@ func ReplyError(reply []byte) error {
 	return invocationError(r.Err)
 }
 
+// failsEveryInvocation reports whether a worker's invocation-level error
+// would fail every invocation of the job the same way: an unknown function,
+// a stale worker, a malformed request, a refused store. (A store refused
+// never reaches an asynchronous job's replies: the worker writes nothing.)
+func failsEveryInvocation(err error) bool {
+	return errors.Is(err, ErrUnknownFunction) || errors.Is(err, ErrStaleWorker) || errors.Is(err, ErrMalformed) || errors.Is(err, ErrStoreRefused)
+}
+
 // invocationError classifies an invocation-level wireError.
 func invocationError(we *wireError) error {
 	if we == nil {

@@ -475,7 +475,7 @@ func (ex *Executor) checkWorker(ctx context.Context, fn *funcInfo, c *counters) 
 	}
 	if err := invocationError(r.Err); err != nil {
 		c.failedInvocations++
-		if errors.Is(err, ErrUnknownFunction) || errors.Is(err, ErrStaleWorker) || errors.Is(err, ErrMalformed) || errors.Is(err, ErrStoreRefused) {
+		if failsEveryInvocation(err) {
 			return err
 		}
 		return nil
