@@ -13,9 +13,11 @@ type clock interface {
 // clockTimer is a resettable one-shot timer of a clock.
 type clockTimer interface {
 	C() <-chan time.Time
-	// Reset makes the timer fire once d from now (replacing any earlier
-	// setting); Stop disarms it. Neither leaves a stale value in C.
-	Reset(d time.Duration)
+	// Set makes the timer fire once the clock reaches at (replacing any
+	// earlier setting); Stop disarms it. Neither leaves a stale value in
+	// C. The deadline is absolute so that it does not drift with the time
+	// between the caller's reading of the clock and the call.
+	Set(at time.Time)
 	Stop()
 }
 
@@ -34,5 +36,5 @@ type sysTimer struct{ t *time.Timer }
 func (s sysTimer) C() <-chan time.Time { return s.t.C }
 
 // Reset and Stop rely on Go 1.23's timers: no stale value remains in C.
-func (s sysTimer) Reset(d time.Duration) { s.t.Reset(d) }
-func (s sysTimer) Stop()                 { s.t.Stop() }
+func (s sysTimer) Set(at time.Time) { s.t.Reset(time.Until(at)) }
+func (s sysTimer) Stop()            { s.t.Stop() }

@@ -125,7 +125,7 @@ func (j *jobCore) run() {
 			break
 		}
 		if wait := j.nextWake(now); wait < time.Hour {
-			timer.Reset(wait)
+			timer.Set(time.Unix(0, now).Add(wait))
 		} else {
 			timer.Stop()
 		}
