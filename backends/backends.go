@@ -136,6 +136,31 @@ func SendPart(ctx context.Context, data []byte) error {
 
 var errNoStream = errors.New("backends: the invocation does not stream parts")
 
+// invokerKey carries, in a handler's context, the backend its worker may
+// invoke other workers through.
+type invokerKey struct{ b Backend }
+
+// WithInvoker returns ctx carrying b: the backend through which the handler
+// of the invocation of ctx invokes other workers of its own platform, as an
+// invoker of an invoker tree starts its children (fanout.Options.Tree).
+//
+// A worker runtime whose workers can invoke (Limits.Nested) sets it on each
+// invocation's context only when InvokerOf(ctx) is nil: a wrapper around
+// the backend (chaos) sets itself first, so that children go through the
+// outermost backend and its rules apply to them too. WithInvoker(ctx, nil)
+// clears it; a driver clears it on the contexts of the calls it makes, so a
+// job started from inside a task never reaches the task's own platform by
+// mistake.
+func WithInvoker(ctx context.Context, b Backend) context.Context {
+	return context.WithValue(ctx, invokerKey{}, invokerKey{b})
+}
+
+// InvokerOf returns the backend WithInvoker set on ctx, nil if none.
+func InvokerOf(ctx context.Context) Backend {
+	k, _ := ctx.Value(invokerKey{}).(invokerKey)
+	return k.b
+}
+
 // Limits describes a backend. Zero fields mean "no limit" or "no".
 type Limits struct {
 	// MaxRequestBytes is the largest payload Invoke accepts.
@@ -166,6 +191,11 @@ type Limits struct {
 	// SameHost reports that workers run on the driver's machine, so they
 	// share its file system (and a file:// store).
 	SameHost bool
+	// Nested reports that the backend's workers can invoke the backend
+	// themselves, from inside the platform: its worker runtime gives each
+	// invocation's context a Backend for that (see InvokerOf). An
+	// executor's invoker tree (fanout.Options.Tree) needs it.
+	Nested bool
 }
 
 // Platforms with a price list in the executor (see Limits.Platform).

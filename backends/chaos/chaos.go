@@ -475,15 +475,31 @@ func Wrap(b backends.Backend, f Faults) Backend {
 	// One type per set of capabilities, so that a type assertion finds
 	// only what the wrapped backend offers; InvokeStream is never offered.
 	if ab, ok := b.(backends.AsyncBackend); ok {
-		return &asyncWrapper{wrapper: w, async: ab}
+		aw := &asyncWrapper{wrapper: w, async: ab}
+		w.self = aw
+		return aw
 	}
+	w.self = w
 	return w
+}
+
+// cloud returns the context the wrapped backend gets: inside the cloud, and
+// with this wrapper as the backend a worker invokes its children through
+// (unless a wrapper further out set one), so the simulated platform's rules
+// apply to the calls an invoker makes as to the driver's.
+func (w *wrapper) cloud(ctx context.Context) context.Context {
+	ctx = InsideCloud(ctx)
+	if backends.InvokerOf(ctx) == nil {
+		ctx = backends.WithInvoker(ctx, w.self)
+	}
+	return ctx
 }
 
 // wrapper is the Backend for a wrapped backend without InvokeAsync, and the
 // core of asyncWrapper.
 type wrapper struct {
 	inner  backends.Backend
+	self   backends.Backend // what Wrap returned: the wrapper as its callers see it
 	f      Faults
 	limits backends.Limits
 	random bool // some decision needs the per-call random stream
@@ -719,7 +735,7 @@ func (w *wrapper) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	if !w.active {
 		w.innerCalls.Add(1)
-		return w.inner.Invoke(InsideCloud(ctx), payload)
+		return w.inner.Invoke(w.cloud(ctx), payload)
 	}
 	p := w.plan(n)
 	if err := w.front(p, "invoke", "failed before the tasks ran"); err != nil {
@@ -743,7 +759,7 @@ func (w *wrapper) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 		}
 	}
 	start := w.f.Clock.Now()
-	reply, crash, err := w.run(InsideCloud(ctx), payload, p)
+	reply, crash, err := w.run(w.cloud(ctx), payload, p)
 	took := w.f.Clock.Now().Sub(start)
 	w.leave(crash == "") // a crashed worker's container dies with it
 	if err := ctx.Err(); err != nil && (crash != "" || p.failAfter) {
@@ -917,7 +933,7 @@ func (w *asyncWrapper) InvokeAsync(ctx context.Context, payload []byte) error {
 		return err
 	}
 	n := uint64(w.seq.Add(1) - 1)
-	ctx = InsideCloud(ctx) // what the platform runs is inside the cloud
+	ctx = w.cloud(ctx) // what the platform runs is inside the cloud
 	if !w.active {
 		w.innerCalls.Add(1)
 		return w.async.InvokeAsync(ctx, payload)

@@ -101,6 +101,7 @@ func New(opts *Options) *Backend {
 			Parallel:         1,
 			InProcess:        true,
 			SameHost:         true,
+			Nested:           true,
 		},
 	}
 }
@@ -125,7 +126,8 @@ func parseURL(u *url.URL) (*Options, error) {
 	return o, nil
 }
 
-// Limits reports the configured limits; InProcess and SameHost are true.
+// Limits reports the configured limits; InProcess, SameHost and Nested
+// are true.
 func (b *Backend) Limits() backends.Limits { return b.limits }
 
 // Invoke runs the handler on payload in the calling goroutine once a
@@ -173,6 +175,10 @@ func (b *Backend) invoke(ctx context.Context, payload []byte, part func([]byte))
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("local: invoke: %w", err)
+	}
+	if backends.InvokerOf(ctx) == nil {
+		// The handler's children (an invoker tree) come back here.
+		ctx = backends.WithInvoker(ctx, b)
 	}
 	select {
 	case b.sem <- struct{}{}:

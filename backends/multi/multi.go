@@ -86,6 +86,7 @@ func combine(bs []backends.Backend) backends.Limits {
 		}
 		l.InProcess = l.InProcess && ml.InProcess
 		l.SameHost = l.SameHost && ml.SameHost
+		l.Nested = l.Nested || ml.Nested // the executor uses a tree on the members that can
 	}
 	return l
 }
