@@ -36,7 +36,12 @@ func cpuTime() time.Duration {
 
 // burstJob runs tasks of taskTime on b and reports its line.
 func burstJob(ctx context.Context, name string, b backends.Backend, tasks int, taskTime time.Duration, concurrency int, acct []*chaos.Account) {
-	ex := fanout.NewExecutor(b, &fanout.Options{Concurrency: concurrency, BatchSize: 1, Retries: -1,
+	burstTreeJob(ctx, name, b, tasks, taskTime, concurrency, 0, acct)
+}
+
+// burstTreeJob is burstJob with an invoker tree of fan-out tree (0: none).
+func burstTreeJob(ctx context.Context, name string, b backends.Backend, tasks int, taskTime time.Duration, concurrency, tree int, acct []*chaos.Account) {
+	ex := fanout.NewExecutor(b, &fanout.Options{Concurrency: concurrency, BatchSize: 1, Retries: -1, Tree: tree,
 		Logger: slog.New(slog.DiscardHandler)})
 	defer ex.Close()
 	ms := make([]int, tasks)
@@ -61,14 +66,16 @@ func burstJob(ctx context.Context, name string, b backends.Backend, tasks int, t
 	}
 	allRunning := last.Sub(run.stats.Submitted)
 	st := run.stats
-	fmt.Printf("| %s | %d x %v at concurrency %d | %.2f s | %.2f s | %.3f | %.1f s | %d throttles, %d invocations, %.1f us CPU per task |\n",
+	fromDriver := st.Invocations - st.ViaTree + st.Invokers
+	fmt.Printf("| %s | %d x %v at concurrency %d | %.2f s | %.2f s | %.3f | %.1f s | %d throttles, %d invocations (%d from the driver), %.1f us CPU per task |\n",
 		name, tasks, taskTime, concurrency, run.makespan.Seconds(), ideal.Seconds(), ratio, allRunning.Seconds(),
-		st.Throttles, st.Invocations, float64(cpu.Microseconds())/float64(tasks))
+		st.Throttles, st.Invocations, fromDriver, float64(cpu.Microseconds())/float64(tasks))
 	kv := []any{"makespan_s", run.makespan, "makespan_ratio", ratio}
 	if name != "burst-multicloud" {
 		kv = append(kv, "seconds_to_all_running", allRunning)
 	}
 	kv = append(kv, "tasks", tasks, "ideal_s", ideal, "throttles", st.Throttles, "invocations", st.Invocations,
+		"invocations_from_driver", fromDriver, "driver_bytes_sent", st.BytesSent,
 		"cpu_us_per_task", float64(cpu.Microseconds())/float64(tasks))
 	for k, a := range acct {
 		if d, ok := a.TimeToRunning(min(tasks, concurrency)); ok {
@@ -107,6 +114,24 @@ func runBurst(ctx context.Context, scale float64, shards int) {
 			chaos.Faults{Scaling: scaled(chaos.LambdaFunction(acct)), Latency: burstLatency})
 	}
 	burstJob(ctx, "burst-sharded", multi.New(members...), tasks, dur(10*time.Second), tasks, []*chaos.Account{acct})
+
+	// The sharded job from a laptop: every call from the driver crosses an
+	// uplink of 80 ms round trip and 20 Mbit/s, first sending every
+	// invocation itself, then through invokers of fan-out 100, whose
+	// children start inside the cloud.
+	for _, tree := range []int{0, 100} {
+		acct = chaos.NewAccount(chaos.AccountLimits{Concurrency: tasks})
+		up := chaos.NewUplink(40*time.Millisecond, 20_000_000/8)
+		for k := range members {
+			members[k] = chaos.Wrap(local.New(&local.Options{Concurrency: tasks / shards}),
+				chaos.Faults{Scaling: scaled(chaos.LambdaFunction(acct)), Latency: burstLatency, Uplink: up})
+		}
+		name := "burst-sharded-uplink"
+		if tree > 0 {
+			name = "burst-sharded-tree-uplink"
+		}
+		burstTreeJob(ctx, name, multi.New(members...), tasks, dur(10*time.Second), tasks, tree, []*chaos.Account{acct})
+	}
 
 	// One job across clouds: a Lambda function (account cap 1,000), an
 	// SCF function of 512 MB (250 at once in a region of 128,000 MB, 500

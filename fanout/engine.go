@@ -30,6 +30,7 @@ const (
 	evAcked                  // async on a backend without it: the reply is in the store
 	evRead                   // a reply object was read
 	evListed                 // the reply prefix was listed
+	evKids                   // an invoker answered for its children, or failed
 )
 
 // event is what an I/O goroutine posts to the dispatcher. terminal marks the
@@ -53,6 +54,11 @@ type event struct {
 	storeReads, storeLists    int
 	workerReads, workerWrites int
 
+	// An invoker's children (evKids), with their outcomes: a nil error
+	// for a child started.
+	kids    []*invocation
+	kidErrs []error
+
 	// Async.
 	key  string
 	size int64
@@ -62,6 +68,7 @@ type event struct {
 // counters are the job's counts, owned by the dispatcher.
 type counters struct {
 	throttles, invocations, failedInvocations, coldStarts int
+	invokers, viaTree                                     int
 	peakInFlight                                          int
 	bytesSent, bytesReceived                              int64
 	storeReads, storeWrites, storeLists                   int
@@ -228,6 +235,9 @@ func (j *jobCore) handle(ev event) {
 	case evListed:
 		j.listing = false
 		j.listed(ev)
+	case evKids:
+		j.wrote = true
+		j.kidsStarted(ev)
 	}
 	j.drain(ev.at)
 }
@@ -350,6 +360,10 @@ func (j *jobCore) replyError(inv *invocation, ierr error, at int64) {
 		return
 	}
 	if inv != nil {
+		if errors.Is(ierr, errKid) {
+			j.failed(inv, ierr, at) // classified by the invoker: a throttle, a loss or a refusal
+			return
+		}
 		j.failed(inv, fmt.Errorf("%w: %w", backends.ErrWorkerLost, ierr), at)
 	}
 }
@@ -504,7 +518,7 @@ func (j *jobCore) fire(now int64) {
 			j.releaseHeld() // the slot a throttle held goes to the retry
 		}
 	}
-	if j.spec.async && !j.t.stopping {
+	if j.spec.viaStore && !j.t.stopping {
 		for inv := range j.t.live {
 			if inv.accepted && inv.deadline <= now {
 				j.counters.failedInvocations++
@@ -515,7 +529,7 @@ func (j *jobCore) fire(now int64) {
 			}
 		}
 	}
-	if j.spec.async && j.shouldList(now) {
+	if j.spec.viaStore && j.shouldList(now) {
 		j.startList(now)
 	}
 	if j.ex.opts.Speculation && !j.t.stopping && now >= j.specNext {
@@ -534,7 +548,7 @@ func (j *jobCore) nextWake(now int64) time.Duration {
 	if len(j.delays) > 0 {
 		at(j.delays[0].at)
 	}
-	if j.spec.async && !j.t.stopping {
+	if j.spec.viaStore && !j.t.stopping {
 		for inv := range j.t.live {
 			if inv.accepted {
 				at(inv.deadline)
@@ -562,8 +576,11 @@ func (j *jobCore) dispatch(now int64) {
 	}
 	budget := j.requestBudget()
 	var key func(int, int) string
-	if j.spec.async {
+	if j.spec.viaStore {
 		key = j.keys.Output
+	}
+	if j.tree > 0 {
+		defer j.sendRounds()
 	}
 	for {
 		k, limit := j.pick(now)
@@ -580,10 +597,14 @@ func (j *jobCore) dispatch(now int64) {
 		j.counters.peakInFlight = max(j.counters.peakInFlight, t.inflight)
 		j.lastBatch = len(inv.tasks)
 		j.dirty = true
-		ctx, cancel := context.WithCancel(j.ctx)
-		inv.cancel = cancel
-		j.busy++
-		j.senders.do(func() { j.send(ctx, inv) })
+		if m := &j.mem[k]; m.nested {
+			m.round = append(m.round, inv) // sent below, through invokers
+		} else {
+			ctx, cancel := context.WithCancel(j.ctx)
+			inv.cancel = cancel
+			j.busy++
+			j.senders.do(func() { j.send(ctx, inv) })
+		}
 		if j.ex.opts.Speculation && !inv.backup && limit-t.inflight > t.waiting() {
 			// The tail, with slots to spare: a task sent again after a
 			// failure gets a backup at once, so that one more failure
@@ -639,7 +660,7 @@ func (j *jobCore) over(now int64) bool {
 // beginStop starts the end of a job cut off before every task settled: by
 // Cancel, its context, Close, or an abort.
 func (j *jobCore) beginStop() {
-	if j.spec.async && !j.t.finished() {
+	if j.spec.viaStore && !j.t.finished() {
 		j.sweep = true
 	}
 	j.t.stop()

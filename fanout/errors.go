@@ -342,8 +342,13 @@ func ReplyError(reply []byte) error {
 // a stale worker, a malformed request, a refused store. (A store refused
 // never reaches an asynchronous job's replies: the worker writes nothing.)
 func failsEveryInvocation(err error) bool {
-	return errors.Is(err, ErrUnknownFunction) || errors.Is(err, ErrStaleWorker) || errors.Is(err, ErrMalformed) || errors.Is(err, ErrStoreRefused)
+	return errors.Is(err, ErrUnknownFunction) || errors.Is(err, ErrStaleWorker) || errors.Is(err, ErrMalformed) ||
+		errors.Is(err, ErrStoreRefused) || errors.Is(err, errNoInvoker)
 }
+
+// errNoInvoker: an invoker's worker cannot invoke its children. Every
+// invoker of the job would answer the same.
+var errNoInvoker = errors.New("fanout: Options.Tree: an invoker cannot invoke")
 
 // invocationError classifies an invocation-level wireError.
 func invocationError(we *wireError) error {
@@ -359,6 +364,10 @@ func invocationError(we *wireError) error {
 		return fmt.Errorf("%w: %s", ErrMalformed, we.Message)
 	case codeStoreRefused:
 		return fmt.Errorf("%w: %s", ErrStoreRefused, we.Message)
+	case codeNoInvoker:
+		return fmt.Errorf("%w: %s", errNoInvoker, we.Message)
+	case codeChild:
+		return kidError(we)
 	default:
 		return fmt.Errorf("fanout: worker failed the invocation (%s): %s", we.Code, we.Message)
 	}

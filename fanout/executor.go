@@ -156,6 +156,20 @@ type Options struct {
 	// object stays: `gowren clean -older-than 24h` or a lifecycle rule on
 	// the store's jobs/ prefix removes such leftovers.
 	Async bool
+	// Tree is the fan-out of an invoker tree: when a job has many
+	// invocations to send at once, the driver sends a few invoker
+	// invocations instead, each naming up to Tree of them, and the
+	// invokers start them from inside the platform (an invoker with more
+	// than Tree starts sub-invokers, each with a share). The driver's own
+	// calls then grow with the job only as its Tree-th root, past the
+	// laptop's uplink. Children reply through the store, as in async mode
+	// (so a tree needs a store every worker reaches), and their inputs
+	// travel there too. A backend whose workers can invoke it is needed
+	// (backends.Limits.Nested: local, process, Lambda, SCF; each deployed
+	// so that its functions may invoke themselves, see the README); Start
+	// fails otherwise. Defaults to 0: off. 1 is refused: an invoker starts
+	// at least two children.
+	Tree int
 	// Ramp limits how fast a job's invocations in flight grow. Defaults to
 	// no limit beyond Concurrency.
 	Ramp Ramp

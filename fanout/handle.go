@@ -95,6 +95,9 @@ func (r *Registry) handle(ctx context.Context, payload []byte, policy *storePoli
 		}
 	}
 	stores := &storeResolver{url: req.Store, ctx: ctx}
+	if len(req.Kids) > 0 {
+		return r.fanOut(ctx, req, cold, stores)
+	}
 	b := &batchRun{fn: fn, req: req, cold: cold, stores: stores,
 		stream: len(req.Tasks) > 1 && req.Flags&flagAsync == 0 && backends.CanSendParts(ctx)}
 	results := b.run(ctx)

@@ -59,7 +59,7 @@ func (j *jobCore) send(ctx context.Context, inv *invocation) {
 		ctx = context.WithValue(ctx, driverStoreKey{}, ex.store)
 	}
 	timeout := j.invokeTimeout(len(inv.tasks))
-	if j.spec.async {
+	if j.spec.viaStore {
 		j.sendAsync(ctx, inv, buf.Bytes(), timeout)
 		return
 	}

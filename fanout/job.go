@@ -55,6 +55,7 @@ type jobSpec struct {
 	accept   func(i int, out []byte, slack *int64) (func(), error) // decodes output i (see decodeBounded), returns what stores it; nil with flagOutputsToStore
 	keepData bool
 	async    bool
+	viaStore bool // replies come through the store: async, or an invoker tree
 }
 
 // jobCore runs one job. Its dispatcher goroutine (run, in engine.go) owns
@@ -76,12 +77,15 @@ type jobCore struct {
 
 	// Inputs. Input i travels inline as inline[offs[i]:offs[i+1]] when that
 	// is not empty, else by reference to refs[i] in the store. In async
-	// mode every input is in the store too, for Attach.
+	// mode every input is in the store too, for Attach, and with a tree,
+	// for the invokers' children.
 	inline  []byte
 	offs    []int64
 	refs    []inputRef
 	chunks  []string // keys of the aggregated input objects
 	started time.Time
+	tree    int            // fan-out of the invoker tree; 0: none
+	chunkNo map[string]int // with a tree: the position of each chunk key in chunks
 
 	// Owned by the dispatcher.
 	t            *table
@@ -149,6 +153,15 @@ func (ex *Executor) newJob(id string, spec jobSpec) *jobCore {
 	}
 	j.mem = newMembers(ex, started.UnixNano())
 	j.memLive = len(j.mem)
+	if ex.opts.Tree >= 2 && ex.store != nil {
+		for k := range j.mem {
+			if j.mem[k].limits.Nested {
+				j.mem[k].nested = true
+				j.tree = ex.opts.Tree
+			}
+		}
+	}
+	j.spec.viaStore = spec.async || j.tree > 0
 	j.ioCtx, j.ioCancel = context.WithCancel(context.Background())
 	j.driver = layout.NewID(started)
 	var seed [8]byte
@@ -158,7 +171,7 @@ func (ex *Executor) newJob(id string, spec jobSpec) *jobCore {
 	if spec.flags&flagOutputsToStore != 0 {
 		j.t.outRefs = make([]wireRange, spec.n)
 	}
-	if spec.async {
+	if j.spec.viaStore {
 		j.seen = map[string]int64{}
 	}
 	j.dirty = true
@@ -178,6 +191,9 @@ func (ex *Executor) start(ctx context.Context, spec jobSpec) (*jobCore, error) {
 	}
 	if spec.async && ex.store == nil {
 		return nil, fmt.Errorf("fanout: start %q: %w: async mode keeps replies and the job manifest in a store; set Options.Store or GOWREN_STORE", spec.fn.name, ErrNoStore)
+	}
+	if err := ex.checkTree(); err != nil {
+		return nil, fmt.Errorf("fanout: start %q: %w", spec.fn.name, err)
 	}
 	if spec.async {
 		if _, ok := ex.backend.(backends.AsyncBackend); !ok && !ex.limits.SameHost {
@@ -238,7 +254,7 @@ func (j *jobCore) launch(ctx context.Context) error {
 func (j *jobCore) requestBudget() int64 {
 	ex := j.ex
 	limit := ex.limits.MaxRequestBytes
-	if j.spec.async && ex.limits.MaxAsyncRequestBytes > 0 {
+	if j.spec.viaStore && ex.limits.MaxAsyncRequestBytes > 0 {
 		limit = ex.limits.MaxAsyncRequestBytes
 	}
 	if limit <= 0 {
@@ -319,7 +335,7 @@ func (j *jobCore) encodeInputs(ctx context.Context) error {
 		}
 		// Without a store, a big input that fits a request alone travels
 		// inline.
-		toStore := ex.store != nil && (big || j.spec.async)
+		toStore := ex.store != nil && (big || j.spec.viaStore)
 		if !toStore {
 			j.offs[i+1] = int64(buf.Len())
 			continue

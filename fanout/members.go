@@ -15,8 +15,10 @@ type member struct {
 	b      backends.Backend
 	limits backends.Limits
 	win    window
-	held   int   // window slots its throttled sends hold
-	dead   error // refused for good (bad credentials, no such function): sent nothing more
+	held   int           // window slots its throttled sends hold
+	dead   error         // refused for good (bad credentials, no such function): sent nothing more
+	nested bool          // its workers start the children of an invoker tree (Options.Tree)
+	round  []*invocation // with a tree: the invocations of this dispatch round, not sent yet
 }
 
 // newMembers returns the members of the executor's backend.

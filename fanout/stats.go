@@ -44,7 +44,13 @@ type JobStats struct {
 	Throttles         int `json:"throttles"`
 	Invocations       int `json:"invocations"`
 	FailedInvocations int `json:"failed_invocations"`
-	ColdStarts        int `json:"cold_starts"`
+	// With an invoker tree (Options.Tree): Invokers counts the invoker
+	// invocations the driver sent, ViaTree the invocations of Invocations
+	// that invokers started instead of the driver. The driver itself made
+	// Invocations - ViaTree + Invokers calls.
+	Invokers   int `json:"invokers,omitempty"`
+	ViaTree    int `json:"via_tree,omitempty"`
+	ColdStarts int `json:"cold_starts"`
 	// PeakInFlight is the most invocations in flight at once; Window the
 	// current limit (Concurrency, lowered by throttling, raised again as
 	// invocations succeed).
@@ -247,7 +253,7 @@ func (c *jobCore) stats() JobStats {
 		Succeeded: t.done, Failed: t.failed - t.stopped, Cancelled: t.stopped,
 		Retries: t.retries, Backups: t.backupsSent, Throttles: k.throttles,
 		PeakInFlight: k.peakInFlight, StoreLists: k.storeLists + int(c.cleanupLists.Load()),
-		Invocations: k.invocations, FailedInvocations: k.failedInvocations,
+		Invocations: k.invocations, FailedInvocations: k.failedInvocations, Invokers: k.invokers, ViaTree: k.viaTree,
 		ColdStarts: k.coldStarts, BatchSize: c.lastBatch,
 		BytesSent: k.bytesSent, BytesReceived: k.bytesReceived,
 		StoreReads: k.storeReads, StoreWrites: k.storeWrites + int(c.leaseWrites.Load()),

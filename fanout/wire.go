@@ -57,6 +57,29 @@ type wireRequest struct {
 	Flags       uint64
 	Tasks       []wireTask
 	ReplyKey    string // with flagAsync: where the reply goes
+	// An invoker's request (Options.Tree) has no tasks but children to
+	// start: each an invocation of the same envelope with flagAsync, whose
+	// inputs are ranges of the job's chunks. Fanout is how many calls an
+	// invoker makes at most (more children: it starts sub-invokers), and
+	// Patience how long it retries a child the platform throttles.
+	Kids     []wireKid
+	Chunks   []string
+	Fanout   int
+	Patience time.Duration
+}
+
+// wireKid is a child invocation in an invoker's request.
+type wireKid struct {
+	ReplyKey string
+	Kind     int // of every task's input
+	Tasks    []wireKidTask
+}
+
+// wireKidTask is a task of a child: its input is Len bytes at Off in the
+// chunk object Chunks[Chunk].
+type wireKidTask struct {
+	Index, Attempt, Try, Chunk int
+	Off, Len                   int64
 }
 
 type wireTask struct {
@@ -87,6 +110,10 @@ type wireReply struct {
 	// outputs and the reply itself (fields 7 and 8, absent before them).
 	StoreReads  int
 	StoreWrites int
+	// Kids is an invoker's answer: for each child of its request, in
+	// order, nil when the child was started (its reply goes to the
+	// store), else why not (field 9).
+	Kids []*wireError
 }
 
 type wireResult struct {
@@ -122,6 +149,13 @@ const (
 	// codeStoreRefused: the job's store is not in the worker's allow-list.
 	codeStoreRefused = "store-refused"
 	codeInternal     = "internal"
+	// codeNoInvoker: an invoker's worker has no backend to invoke its
+	// children through (backends.InvokerOf).
+	codeNoInvoker = "no-invoker"
+	// codeChild: an invoker could not start a child. Type says how it
+	// failed: "throttled", "lost" (it may have run) or "refused" (the
+	// platform refuses the call itself).
+	codeChild = "child"
 )
 
 type wireError struct {
@@ -153,7 +187,7 @@ func encodeRequest(buf *bytes.Buffer, r *wireRequest) error {
 	e := getEncoder(buf)
 	defer putEncoder(e)
 	w := wireWriter{e: e}
-	w.arrayLen(12)
+	w.arrayLen(16)
 	w.int(wireVersion)
 	w.str(r.Job)
 	w.str(r.Func)
@@ -178,6 +212,29 @@ func encodeRequest(buf *bytes.Buffer, r *wireRequest) error {
 		w.int(int64(t.Try))
 	}
 	w.str(r.ReplyKey)
+	w.arrayLen(len(r.Kids))
+	for i := range r.Kids {
+		k := &r.Kids[i]
+		w.arrayLen(3)
+		w.str(k.ReplyKey)
+		w.int(int64(k.Kind))
+		w.arrayLen(len(k.Tasks))
+		for _, t := range k.Tasks {
+			w.arrayLen(6)
+			w.int(int64(t.Index))
+			w.int(int64(t.Attempt))
+			w.int(int64(t.Try))
+			w.int(int64(t.Chunk))
+			w.int(t.Off)
+			w.int(t.Len)
+		}
+	}
+	w.arrayLen(len(r.Chunks))
+	for _, c := range r.Chunks {
+		w.str(c)
+	}
+	w.int(int64(r.Fanout))
+	w.int(int64(r.Patience))
 	return w.err
 }
 
@@ -243,8 +300,89 @@ func decodeRequest(b []byte) (*wireRequest, error) {
 	if n > 11 {
 		r.ReplyKey = d.str()
 	}
-	d.skipN(n - 12)
+	if n > 15 {
+		if err := decodeKids(d, r); err != nil {
+			return nil, err
+		}
+	}
+	d.skipN(n - 16)
 	return r, d.err
+}
+
+// decodeKids decodes an invoker's children, its chunk list, fan-out and
+// patience, checking every count and every chunk number.
+func decodeKids(d *wireReader, r *wireRequest) error {
+	nk := d.arrayLen()
+	if d.err != nil {
+		return d.err
+	}
+	if nk > maxTasksPerRequest {
+		return fmt.Errorf("%d children in one request, limit %d", nk, maxTasksPerRequest)
+	}
+	if nk > 0 {
+		r.Kids = make([]wireKid, nk)
+	}
+	tasks := 0
+	for i := range r.Kids {
+		k := &r.Kids[i]
+		fn := d.arrayLen()
+		if d.err == nil && fn < 3 {
+			return fmt.Errorf("child %d has %d fields, want 3", i, fn)
+		}
+		k.ReplyKey = d.str()
+		k.Kind = int(d.int())
+		nt := d.arrayLen()
+		if d.err != nil {
+			return d.err
+		}
+		if tasks += nt; tasks > maxTasksPerRequest {
+			return fmt.Errorf("over %d tasks in one invoker's children", maxTasksPerRequest)
+		}
+		k.Tasks = make([]wireKidTask, nt)
+		for x := range k.Tasks {
+			tn := d.arrayLen()
+			if d.err == nil && tn < 6 {
+				return fmt.Errorf("child %d, task %d has %d fields, want 6", i, x, tn)
+			}
+			t := &k.Tasks[x]
+			t.Index, t.Attempt, t.Try, t.Chunk = int(d.int()), int(d.int()), int(d.int()), int(d.int())
+			t.Off, t.Len = d.int(), d.int()
+			d.skipN(tn - 6)
+			if d.err != nil {
+				return d.err
+			}
+			if t.Index < 0 || t.Attempt < 0 || t.Try < 0 || t.Chunk < 0 || t.Off < 0 || t.Len < 0 {
+				return fmt.Errorf("child %d, task %d: a negative number", i, x)
+			}
+		}
+		d.skipN(fn - 3)
+	}
+	nc := d.arrayLen()
+	if d.err != nil {
+		return d.err
+	}
+	if nc > 0 {
+		r.Chunks = make([]string, nc) // checkMsgpack bounds nc by the payload
+	}
+	for i := range r.Chunks {
+		r.Chunks[i] = d.str()
+	}
+	r.Fanout = int(d.int())
+	r.Patience = time.Duration(d.int())
+	if d.err != nil {
+		return d.err
+	}
+	for i := range r.Kids {
+		for _, t := range r.Kids[i].Tasks {
+			if t.Chunk >= len(r.Chunks) {
+				return fmt.Errorf("child %d names chunk %d of %d", i, t.Chunk, len(r.Chunks))
+			}
+		}
+	}
+	if len(r.Kids) > 0 && (r.Fanout < 2 || len(r.Tasks) > 0) {
+		return fmt.Errorf("an invoker's request with fan-out %d and %d tasks of its own", r.Fanout, len(r.Tasks))
+	}
+	return nil
 }
 
 type versionError struct{ got int }
@@ -257,7 +395,7 @@ func encodeReply(buf *bytes.Buffer, r *wireReply) error {
 	e := getEncoder(buf)
 	defer putEncoder(e)
 	w := wireWriter{e: e}
-	w.arrayLen(8)
+	w.arrayLen(9)
 	w.int(wireVersion)
 	w.errv(r.Err)
 	w.str(r.Worker)
@@ -286,6 +424,10 @@ func encodeReply(buf *bytes.Buffer, r *wireReply) error {
 	}
 	w.int(int64(r.StoreReads))
 	w.int(int64(r.StoreWrites))
+	w.arrayLen(len(r.Kids))
+	for _, k := range r.Kids {
+		w.errv(k)
+	}
 	return w.err
 }
 
@@ -363,7 +505,22 @@ func decodeReply(b []byte) (*wireReply, error) {
 	if n >= 8 {
 		r.StoreReads = int(d.int())
 		r.StoreWrites = int(d.int())
-		d.skipN(n - 8)
+		if n >= 9 {
+			nk := d.arrayLen()
+			if d.err != nil {
+				return nil, d.err
+			}
+			if nk > maxTasksPerRequest {
+				return nil, fmt.Errorf("%d children in one reply, limit %d", nk, maxTasksPerRequest)
+			}
+			if nk > 0 {
+				r.Kids = make([]*wireError, nk)
+			}
+			for k := range r.Kids {
+				r.Kids[k] = d.errv()
+			}
+			d.skipN(n - 9)
+		}
 	} else {
 		d.skipN(n - 6)
 	}

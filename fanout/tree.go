@@ -1,0 +1,434 @@
+package fanout
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/gowren/gowren/backends"
+)
+
+// The invoker tree (Options.Tree). When a dispatch round has several
+// invocations for a member whose workers can invoke (Limits.Nested), the
+// driver does not send them itself: it sends a few invoker invocations,
+// each naming up to Fanout of them as children (more: an invoker starts
+// sub-invokers, each with a share of them), and the invokers start the
+// children from inside the platform. Every child replies through the store,
+// as in async mode, whether or not the job is asynchronous; an invoker
+// answers with one outcome per child: started, or why not. The children's
+// inputs are ranges of the job's chunk objects, so an invoker's request
+// carries a few numbers per task, not the inputs.
+//
+// What an invoker cannot start goes back to the dispatcher as the failure
+// of that child (throttled, lost or refused) and is sent again like any
+// failed invocation; an invoker that dies mid-way fails all of its
+// children, and the ones it had started may run twice: their tasks still
+// settle once.
+
+// treePatience is how long an invoker retries a child the platform
+// throttles before it reports it throttled, when the request does not say.
+const treePatience = 30 * time.Second
+
+// treeBackoffMax bounds an invoker's wait between two tries of a throttled
+// child.
+const treeBackoffMax = 2 * time.Second
+
+// fanOut serves an invoker's request: it starts the children, directly when
+// there are at most Fanout of them, else through sub-invokers, and answers
+// with their outcomes.
+func (r *Registry) fanOut(ctx context.Context, req *wireRequest, cold bool, stores *storeResolver) []byte {
+	b := backends.InvokerOf(ctx)
+	if b == nil {
+		return errorReply(&wireError{Code: codeNoInvoker, Message: "this worker has no backend to invoke its children through " +
+			"(its runtime sets none: backends.InvokerOf); Options.Tree needs a backend whose workers can invoke it (Limits.Nested), " +
+			"deployed so that they may (see the README, \"Invoker tree\")"})
+	}
+	out := &wireReply{Worker: workerID, Cold: cold, Kids: make([]*wireError, len(req.Kids))}
+	var wg sync.WaitGroup
+	if len(req.Kids) <= req.Fanout {
+		for k := range req.Kids {
+			wg.Go(func() { out.Kids[k] = startChild(ctx, b, req, &req.Kids[k], stores) })
+		}
+	} else {
+		for _, g := range treeGroups(len(req.Kids), req.Fanout) {
+			wg.Go(func() { startInvoker(ctx, b, req, g, out.Kids[g[0]:g[1]]) })
+		}
+	}
+	wg.Wait()
+	var buf bytes.Buffer
+	if err := encodeReply(&buf, out); err != nil {
+		return errorReply(&wireError{Code: codeInternal, Message: fmt.Sprintf("encode an invoker's reply: %v", err)})
+	}
+	return buf.Bytes()
+}
+
+// treeGroups splits n children into the groups of one level of the tree:
+// at most fanout groups of near-equal size, each a [lo, hi) range, as few as
+// leave each group at most fanout children when that is possible.
+func treeGroups(n, fanout int) [][2]int {
+	g := min(fanout, (n+fanout-1)/fanout)
+	g = max(g, 1)
+	groups := make([][2]int, g)
+	lo := 0
+	for k := range groups {
+		hi := lo + (n-lo)/(g-k)
+		groups[k] = [2]int{lo, hi}
+		lo = hi
+	}
+	return groups
+}
+
+// startInvoker starts the children kids[g[0]:g[1]] of req through a
+// sub-invoker, and fills outs with their outcomes.
+func startInvoker(ctx context.Context, b backends.Backend, req *wireRequest, g [2]int, outs []*wireError) {
+	sub := *req
+	sub.Kids = req.Kids[g[0]:g[1]]
+	fail := func(we *wireError) {
+		for k := range outs {
+			outs[k] = we
+		}
+	}
+	var buf bytes.Buffer
+	if err := encodeRequest(&buf, &sub); err != nil {
+		fail(&wireError{Code: codeChild, Type: "refused", Message: fmt.Sprintf("encode a sub-invoker's request: %v", err)})
+		return
+	}
+	reply, err := invokeRetrying(ctx, req.Patience, func() ([]byte, error) { return b.Invoke(ctx, buf.Bytes()) })
+	if err != nil {
+		fail(childError(fmt.Errorf("sub-invoker of %d children: %w", len(outs), err)))
+		return
+	}
+	r, err := decodeReply(reply)
+	switch {
+	case err != nil:
+		fail(childError(fmt.Errorf("sub-invoker of %d children: %w: undecodable reply: %v", len(outs), backends.ErrTransport, err)))
+	case r.Err != nil:
+		fail(r.Err) // the driver classifies it as it would the invoker's own
+	case len(r.Kids) != len(outs):
+		fail(childError(fmt.Errorf("sub-invoker answered for %d children of %d: %w", len(r.Kids), len(outs), backends.ErrTransport)))
+	default:
+		copy(outs, r.Kids)
+	}
+}
+
+// startChild starts one child of req. On a backend that invokes
+// asynchronously it returns once the platform took the call. On one that
+// does not, the call runs on a goroutine of its own, past the invoker's
+// return, as the platform would run an accepted event: what that call
+// cannot start is written as the child's reply, for the driver to find.
+func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *wireKid, stores *storeResolver) *wireError {
+	child := *req
+	child.Kids, child.Chunks, child.Fanout = nil, nil, 0
+	child.Flags |= flagAsync
+	child.ReplyKey, child.ReplyLimit = kid.ReplyKey, 0
+	child.Tasks = make([]wireTask, len(kid.Tasks))
+	for x, t := range kid.Tasks {
+		child.Tasks[x] = wireTask{Index: t.Index, Attempt: t.Attempt, Try: t.Try, Kind: kid.Kind,
+			Key: req.Chunks[t.Chunk], Off: t.Off, Len: t.Len}
+	}
+	var buf bytes.Buffer
+	if err := encodeRequest(&buf, &child); err != nil {
+		return &wireError{Code: codeChild, Type: "refused", Message: fmt.Sprintf("encode a child's request: %v", err)}
+	}
+	payload := buf.Bytes()
+	if ab, ok := b.(backends.AsyncBackend); ok {
+		_, err := invokeRetrying(ctx, req.Patience, func() ([]byte, error) { return nil, ab.InvokeAsync(ctx, payload) })
+		if err != nil {
+			return childError(err)
+		}
+		return nil
+	}
+	// The call outlives the invoker's invocation: it takes its own
+	// context, bounded as the driver bounds a batch's call. The store
+	// that takes its reply if it cannot start is opened now, while the
+	// invoker's context lives.
+	st, serr := stores.get()
+	cctx := context.WithoutCancel(ctx)
+	go func() {
+		var cancel context.CancelFunc = func() {}
+		if d := childTimeout(&child); d > 0 {
+			cctx, cancel = context.WithTimeout(cctx, d+req.Patience)
+		}
+		defer cancel()
+		reply, err := invokeRetrying(cctx, req.Patience, func() ([]byte, error) { return b.Invoke(cctx, payload) })
+		var we *wireError
+		if err != nil {
+			we = childError(err)
+		} else if r, derr := decodeReply(reply); derr != nil {
+			we = childError(fmt.Errorf("%w: undecodable reply: %v", backends.ErrTransport, derr))
+		} else if r.Err != nil {
+			we = r.Err // the child's worker refused it: its reply says why
+		}
+		if we == nil || serr != nil {
+			return // the child wrote its reply, or the driver's deadline for it finds it
+		}
+		_ = putReply(cctx, st, kid.ReplyKey, &wireReply{Err: we, Worker: workerID})
+	}()
+	return nil
+}
+
+// childTimeout is how long a child's call may take, as the driver bounds
+// a batch: its tasks' timeouts one after another per runner, plus slack;
+// 0 for no limit.
+func childTimeout(r *wireRequest) time.Duration {
+	if r.TaskTimeout <= 0 {
+		return 0
+	}
+	runners := max(1, r.Parallel)
+	rounds := (len(r.Tasks) + runners - 1) / runners
+	return time.Duration(rounds)*(r.TaskTimeout+abandonGrace) + invokeSlack
+}
+
+// invokeRetrying makes a call, trying again while the platform throttles
+// it, for up to patience: with backoff and jitter, and after at least the
+// wait the platform asked for.
+func invokeRetrying(ctx context.Context, patience time.Duration, call func() ([]byte, error)) ([]byte, error) {
+	if patience <= 0 {
+		patience = treePatience
+	}
+	give := time.Now().Add(patience)
+	wait := backoffBase
+	for {
+		reply, err := call()
+		if err == nil || !errors.Is(err, backends.ErrThrottled) {
+			return reply, err
+		}
+		d := max(backends.RetryAfter(err), wait/2+rand.N(wait/2+1))
+		if time.Now().Add(d).After(give) {
+			return nil, err
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+		wait = min(2*wait, treeBackoffMax)
+	}
+}
+
+// childError is the outcome of a child that could not be started, as the
+// driver reads it back (see kidError).
+func childError(err error) *wireError {
+	we := &wireError{Code: codeChild, Type: "lost", Message: err.Error(), Retryable: true}
+	switch {
+	case errors.Is(err, backends.ErrThrottled):
+		we.Type = "throttled"
+	case !backends.Retryable(err):
+		we.Type, we.Retryable = "refused", false
+	}
+	return we
+}
+
+// errKid marks the failure of a child an invoker could not start.
+var errKid = errors.New("an invoker could not start it")
+
+// kidError is the error of a child's failed start, classified as the
+// invoker saw it: a throttle (sent again after a backoff), a refusal for
+// good (the platform refuses the call itself: the job or member stops), or
+// a call that may have run (retried).
+func kidError(we *wireError) error {
+	switch we.Type {
+	case "throttled":
+		return fmt.Errorf("%w: %w", errKid, &backends.ThrottleError{Reason: we.Message})
+	case "refused":
+		return fmt.Errorf("%w: %s", errKid, we.Message)
+	default:
+		return fmt.Errorf("%w: %w: %s", backends.ErrWorkerLost, errKid, we.Message)
+	}
+}
+
+// checkTree reports what keeps Options.Tree from working with the
+// executor's backend and store.
+func (ex *Executor) checkTree() error {
+	t := ex.opts.Tree
+	switch {
+	case t == 0:
+		return nil
+	case t < 2:
+		return fmt.Errorf("Options.Tree %d: an invoker starts at least 2 children (0 turns the tree off)", t)
+	case ex.store == nil:
+		return fmt.Errorf("%w: Options.Tree: the children of an invoker tree reply through a store; set Options.Store or GOWREN_STORE", ErrNoStore)
+	}
+	nested := ex.limits.Nested
+	if g, ok := ex.backend.(backends.Group); ok {
+		for _, m := range g.Members() {
+			nested = nested || m.Limits().Nested
+		}
+	}
+	if !nested {
+		return fmt.Errorf("Options.Tree %d: the backend's workers cannot invoke it (%T reports no backends.Limits.Nested); "+
+			"use one whose workers can (local, process, lambda, scf) or set Tree to 0", t, ex.backend)
+	}
+	return nil
+}
+
+// treeTaskBytes bounds the encoded size of a child's task in an invoker's
+// request; treeKidBytes a child's own fields, beside its reply key.
+const (
+	treeTaskBytes = 6 * 9
+	treeKidBytes  = 16
+)
+
+// sendRounds sends the invocations dispatch collected for members with a
+// tree: one alone directly, more through invokers of at most Tree
+// children each (fewer, larger groups nest: see treeGroups), and more
+// invokers where a group's request would not fit the member's payload
+// limit.
+func (j *jobCore) sendRounds() {
+	if j.chunkNo == nil {
+		j.chunkNo = make(map[string]int, len(j.chunks))
+		for k, c := range j.chunks {
+			j.chunkNo[c] = k
+		}
+	}
+	for k := range j.mem {
+		m := &j.mem[k]
+		invs := m.round
+		m.round = nil
+		switch len(invs) {
+		case 0:
+			continue
+		case 1:
+			inv := invs[0]
+			ctx, cancel := context.WithCancel(j.ctx)
+			inv.cancel = cancel
+			j.busy++
+			j.senders.do(func() { j.send(ctx, inv) })
+			continue
+		}
+		limit := int64(m.limits.MaxRequestBytes) / 2
+		for _, g := range treeGroups(len(invs), j.tree) {
+			j.sendInvokers(k, invs[g[0]:g[1]], limit)
+		}
+	}
+}
+
+// sendInvokers sends invs through one invoker, or through several when one
+// request would pass limit bytes (0: no limit).
+func (j *jobCore) sendInvokers(k int, invs []*invocation, limit int64) {
+	size := int64(len(j.spec.fn.name) + len(j.spec.fn.digest) + len(j.prefix) + envelopeSlack)
+	for _, c := range j.chunks {
+		size += int64(len(c)) + 2
+	}
+	for _, inv := range invs {
+		size += treeKidBytes + int64(len(inv.key)) + treeTaskBytes*int64(len(inv.tasks))
+	}
+	if limit > 0 && size > limit && len(invs) > 1 {
+		h := len(invs) / 2
+		j.sendInvokers(k, invs[:h], limit)
+		j.sendInvokers(k, invs[h:], limit)
+		return
+	}
+	j.counters.invokers++
+	j.counters.viaTree += len(invs)
+	j.busy++
+	ctx := j.ctx
+	j.senders.do(func() { j.sendTree(ctx, k, invs) })
+}
+
+// sendTree makes one invoker invocation on member k for invs and posts
+// the children's outcomes.
+func (j *jobCore) sendTree(ctx context.Context, k int, invs []*invocation) {
+	ex := j.ex
+	req := &wireRequest{
+		Job: j.id, Func: j.spec.fn.name, Digest: j.spec.fn.digest, Prefix: j.prefix, Store: ex.store.URL(),
+		TaskTimeout: ex.opts.TaskTimeout, Parallel: ex.limits.Parallel, Flags: j.spec.flags | flagAsync,
+		Kids: make([]wireKid, len(invs)), Chunks: j.chunks, Fanout: j.tree, Patience: treePatience,
+	}
+	ev := event{kind: evKids, terminal: true, kids: invs, kidErrs: make([]error, len(invs))}
+	failAll := func(err error) {
+		for x := range ev.kidErrs {
+			ev.kidErrs[x] = err
+		}
+		ev.at = j.now()
+		j.post(ev)
+	}
+	for x, inv := range invs {
+		kid := wireKid{ReplyKey: inv.key, Kind: j.spec.kind, Tasks: make([]wireKidTask, len(inv.tasks))}
+		for y, i := range inv.tasks {
+			ref := j.refs[i]
+			kid.Tasks[y] = wireKidTask{Index: i, Attempt: int(inv.attempts[y]), Try: inv.tries[y],
+				Chunk: j.chunkNo[ref.key], Off: ref.off, Len: ref.len}
+		}
+		req.Kids[x] = kid
+	}
+	var buf bytes.Buffer
+	if err := encodeRequest(&buf, req); err != nil {
+		failAll(fmt.Errorf("%w: an invoker's request: %v", errEncode, err))
+		return
+	}
+	ev.bytesSent = int64(buf.Len())
+	ctx = backends.WithInvoker(ctx, nil) // the invoker's own worker sets its own
+	if ex.limits.InProcess {
+		ctx = context.WithValue(ctx, driverStoreKey{}, ex.store)
+	}
+	// An invoker waits for its platform to take each child, retrying
+	// throttles for up to its patience, at every level of the tree.
+	depth := 1
+	for c := len(invs); c > j.tree; c = (c + j.tree - 1) / j.tree {
+		depth++
+	}
+	timeout := time.Duration(depth) * (treePatience + invokeSlack)
+	callCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	reply, err := j.mem[k].b.Invoke(callCtx, buf.Bytes())
+	ev.bytesReceived = int64(len(reply))
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: no reply within %v: %w", backends.ErrWorkerLost, timeout, err)
+		}
+		failAll(fmt.Errorf("invoker of %d invocations: %w", len(invs), err))
+		return
+	}
+	r, err := decodeReply(reply)
+	switch {
+	case err != nil:
+		failAll(fmt.Errorf("invoker of %d invocations: %w: undecodable reply: %v", len(invs), backends.ErrTransport, err))
+	case r.Err != nil:
+		ev.ierr = invocationError(r.Err)
+		ev.ri = replyInfo{worker: r.Worker, cold: r.Cold}
+		ev.at = j.now()
+		j.post(ev)
+	case len(r.Kids) != len(invs):
+		failAll(fmt.Errorf("invoker answered for %d of %d invocations: %w", len(r.Kids), len(invs), backends.ErrTransport))
+	default:
+		for x, we := range r.Kids {
+			if we != nil {
+				ev.kidErrs[x] = invocationError(we)
+			}
+		}
+		ev.ri = replyInfo{worker: r.Worker, cold: r.Cold}
+		ev.at = j.now()
+		j.post(ev)
+	}
+}
+
+// kidsStarted applies an invoker's answer: a child started is accepted, as
+// an async invocation is, and waits for its reply in the store; one that
+// was not fails as its invoker classified it.
+func (j *jobCore) kidsStarted(ev event) {
+	if ev.ri.cold {
+		j.counters.coldStarts++
+	}
+	for x, inv := range ev.kids {
+		switch err := ev.kidErrs[x]; {
+		case ev.ierr != nil:
+			j.replyError(inv, ev.ierr, ev.at)
+		case err == nil:
+			if !inv.ended && !inv.accepted {
+				j.ran(inv)
+				j.t.accept(inv, ev.at+int64(j.asyncDeadline(len(inv.tasks))))
+			}
+		case errors.Is(err, errKid):
+			j.failed(inv, err, ev.at) // classified by its invoker
+		default:
+			j.replyError(inv, err, ev.at) // a sub-invoker's worker failed its request
+		}
+	}
+}

@@ -1,0 +1,290 @@
+package fanout
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/backends/chaos"
+	"github.com/gowren/gowren/backends/local"
+	"github.com/gowren/gowren/storage/memstore"
+)
+
+var treeSquare = Register("fanout.tree_test.square", func(ctx context.Context, x int) (int, error) { return x * x, nil })
+
+func treeInputs(n int) []int {
+	in := make([]int, n)
+	for i := range in {
+		in[i] = i
+	}
+	return in
+}
+
+func checkSquares(t *testing.T, out []int, n int) {
+	t.Helper()
+	if len(out) != n {
+		t.Fatalf("%d results for %d inputs", len(out), n)
+	}
+	for i, v := range out {
+		if v != i*i {
+			t.Fatalf("result %d is %d, want %d", i, v, i*i)
+		}
+	}
+}
+
+// driverCalls is how many calls the driver itself made.
+func driverCalls(st JobStats) int { return st.Invocations - st.ViaTree + st.Invokers }
+
+func TestTreeLocal(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprintf("async=%v", async), func(t *testing.T) {
+			st := memstore.New(nil)
+			defer st.Close()
+			ex := NewExecutor(local.New(&local.Options{Concurrency: 64}),
+				&Options{Store: st, Tree: 4, BatchSize: 1, Async: async, Logger: slog.New(slog.DiscardHandler)})
+			defer ex.Close()
+			const n = 300
+			j, err := Start(context.Background(), ex, treeSquare, treeInputs(n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := j.Wait(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSquares(t, out, n)
+			s := j.Stats()
+			// The first round fills the window of 64 through the tree: 4
+			// invokers of 16, each starting 4 sub-invokers of 4.
+			if s.Invokers < 4 || s.ViaTree < 64 {
+				t.Fatalf("invokers %d, via the tree %d: want at least 4 and 64", s.Invokers, s.ViaTree)
+			}
+			if s.Invocations != n || driverCalls(s) >= n {
+				t.Fatalf("%d invocations, %d of them made by the driver: want %d, fewer", s.Invocations, driverCalls(s), n)
+			}
+		})
+	}
+}
+
+// Under chaos, children go through the wrapper (its rules apply to them)
+// and skip the driver's uplink.
+func TestTreeChaosInside(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	up := chaos.NewUplink(0, 0)
+	cb := chaos.Wrap(local.New(&local.Options{Concurrency: 100}), chaos.Faults{Seed: 1, Uplink: up, Throttle: 0.2})
+	ex := NewExecutor(cb, &Options{Store: st, Tree: 10, BatchSize: 1, Concurrency: 100, Logger: slog.New(slog.DiscardHandler)})
+	defer ex.Close()
+	const n = 200
+	out, err := Map(context.Background(), ex, treeSquare, treeInputs(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSquares(t, out, n)
+	s := cb.Stats()
+	if s.Inside == 0 || s.Uplinked >= s.Calls {
+		t.Fatalf("calls %d, over the uplink %d, from inside %d: want the children inside", s.Calls, s.Uplinked, s.Inside)
+	}
+}
+
+func TestTreeRefused(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	for _, tc := range []struct {
+		name string
+		b    backends.Backend
+		tree int
+		want string
+	}{
+		{"fan-out of one", local.New(nil), 1, "an invoker starts at least 2 children"},
+		{"negative", local.New(nil), -3, "an invoker starts at least 2 children"},
+		{"workers cannot invoke", notNested{local.New(nil)}, 8, "the backend's workers cannot invoke it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ex := NewExecutor(tc.b, &Options{Store: st, Tree: tc.tree, Logger: slog.New(slog.DiscardHandler)})
+			defer ex.Close()
+			_, err := Start(context.Background(), ex, treeSquare, []int{1, 2, 3})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Start: %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+type notNested struct{ *local.Backend }
+
+func (b notNested) Limits() backends.Limits {
+	l := b.Backend.Limits()
+	l.Nested = false
+	return l
+}
+
+// A backend that says its workers can invoke, but whose runtime gives them
+// nothing to invoke with: the job stops with one clear error.
+func TestTreeNoInvokerInWorker(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	ex := NewExecutor(bare{}, &Options{Store: st, Tree: 2, BatchSize: 1, Concurrency: 8, Logger: slog.New(slog.DiscardHandler)})
+	defer ex.Close()
+	_, err := Map(context.Background(), ex, treeSquare, treeInputs(20))
+	if err == nil || !strings.Contains(err.Error(), "no backend to invoke its children through") {
+		t.Fatalf("Map: %v, want the invoker's error", err)
+	}
+}
+
+// bare runs the handler in the caller's goroutine and sets no invoker.
+type bare struct{}
+
+func (bare) Invoke(ctx context.Context, p []byte) ([]byte, error) { return Handle(ctx, p), nil }
+func (bare) Close() error                                         { return nil }
+func (bare) Limits() backends.Limits {
+	return backends.Limits{Concurrency: 8, InProcess: true, SameHost: true, Nested: true}
+}
+
+// The first invoker starts two of its children and dies: its answer never
+// comes. Every child of it is sent again, and each task settles once with
+// its result.
+func TestTreeInvokerDies(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	d := &dying{inner: local.New(&local.Options{Concurrency: 32})}
+	ex := NewExecutor(d, &Options{Store: st, Tree: 8, BatchSize: 1, Concurrency: 32, Logger: slog.New(slog.DiscardHandler)})
+	defer ex.Close()
+	const n = 100
+	j, err := Start(context.Background(), ex, treeSquare, treeInputs(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Wait(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSquares(t, out, n)
+	if d.died.Load() != 1 || d.started.Load() != 2 {
+		t.Fatalf("%d invokers died, having started %d children: want 1 and 2", d.died.Load(), d.started.Load())
+	}
+	s := j.Stats()
+	// The window of 32 goes out as 4 invokers of 8 children.
+	if s.FailedInvocations < 8 || s.Retries < 8 {
+		t.Fatalf("failed invocations %d, retries %d: want the dead invoker's 8 children failed and sent again", s.FailedInvocations, s.Retries)
+	}
+	if s.Succeeded != n {
+		t.Fatalf("%d succeeded, want %d", s.Succeeded, n)
+	}
+}
+
+// dying is a local backend whose first invoker call (from the driver)
+// lets its worker start two children, then loses the worker.
+type dying struct {
+	inner   *local.Backend
+	died    atomic.Int32
+	started atomic.Int32
+}
+
+func (d *dying) Limits() backends.Limits { return d.inner.Limits() }
+func (d *dying) Close() error            { return d.inner.Close() }
+
+func (d *dying) Invoke(ctx context.Context, p []byte) ([]byte, error) {
+	req, err := decodeRequest(p)
+	if err != nil || len(req.Kids) == 0 || backends.InvokerOf(ctx) != nil || !d.died.CompareAndSwap(0, 1) {
+		return d.inner.Invoke(ctx, p)
+	}
+	var left atomic.Int32
+	left.Store(2)
+	ctx = backends.WithInvoker(ctx, childGate{d: d, left: &left})
+	d.inner.Invoke(ctx, p) // the reply is lost with the worker
+	return nil, fmt.Errorf("invoker killed: %w", backends.ErrWorkerLost)
+}
+
+// childGate starts children while left lasts; the worker is gone after.
+type childGate struct {
+	d    *dying
+	left *atomic.Int32
+}
+
+func (g childGate) Invoke(ctx context.Context, p []byte) ([]byte, error) {
+	if req, err := decodeRequest(p); err == nil && len(req.Kids) > 0 {
+		return g.d.inner.Invoke(ctx, p) // a sub-invoker: it goes through this gate too
+	}
+	if g.left.Add(-1) < 0 {
+		return nil, fmt.Errorf("the invoker's process is gone: %w", backends.ErrWorkerLost)
+	}
+	g.d.started.Add(1)
+	return g.d.inner.Invoke(ctx, p)
+}
+func (g childGate) Limits() backends.Limits { return g.d.inner.Limits() }
+func (g childGate) Close() error            { return nil }
+
+func TestInvokerRequestRoundTrip(t *testing.T) {
+	req := &wireRequest{Job: "j", Func: "f", Digest: "d", Store: "mem://x", Prefix: "jobs/j/", Flags: flagAsync,
+		Kids: []wireKid{
+			{ReplyKey: "jobs/j/out/0.0", Kind: inputValue, Tasks: []wireKidTask{{Index: 0, Chunk: 1, Off: 3, Len: 4}, {Index: 5, Attempt: 2, Try: 1, Chunk: 0, Off: 0, Len: 9}}},
+			{ReplyKey: "jobs/j/out/9.1", Tasks: []wireKidTask{{Index: 9, Attempt: 1}}},
+		},
+		Chunks: []string{"jobs/j/in/0", "jobs/j/in/1"}, Fanout: 7, Patience: 3 * time.Second}
+	var buf bytes.Buffer
+	if err := encodeRequest(&buf, req); err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeRequest(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Kids, req.Kids) || !reflect.DeepEqual(got.Chunks, req.Chunks) || got.Fanout != 7 || got.Patience != 3*time.Second {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, req)
+	}
+	// A child naming a chunk the request does not list is refused.
+	req.Kids[1].Tasks[0].Chunk = 2
+	buf.Reset()
+	if err := encodeRequest(&buf, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeRequest(buf.Bytes()); err == nil || !strings.Contains(err.Error(), "names chunk 2 of 2") {
+		t.Fatalf("decode: %v, want the bad chunk named", err)
+	}
+	// As is a fan-out under 2.
+	req.Kids[1].Tasks[0].Chunk, req.Fanout = 0, 1
+	buf.Reset()
+	_ = encodeRequest(&buf, req)
+	if _, err := decodeRequest(buf.Bytes()); err == nil || !strings.Contains(err.Error(), "fan-out 1") {
+		t.Fatalf("decode: %v, want the fan-out refused", err)
+	}
+	// An invoker's reply carries one outcome per child.
+	reply := &wireReply{Worker: "w", Kids: []*wireError{nil, {Code: codeChild, Type: "throttled", Message: "429", Retryable: true}}}
+	buf.Reset()
+	if err := encodeReply(&buf, reply); err != nil {
+		t.Fatal(err)
+	}
+	r, err := decodeReply(buf.Bytes())
+	if err != nil || len(r.Kids) != 2 || r.Kids[0] != nil || r.Kids[1].Type != "throttled" {
+		t.Fatalf("reply round trip: %+v, %v", r, err)
+	}
+	if err := invocationError(r.Kids[1]); !errors.Is(err, backends.ErrThrottled) || !errors.Is(err, errKid) {
+		t.Fatalf("a throttled child reads back as %v, want a throttle of an invoker's child", err)
+	}
+}
+
+func TestTreeGroups(t *testing.T) {
+	for _, tc := range []struct {
+		n, fanout int
+		want      [][2]int
+	}{
+		{2, 4, [][2]int{{0, 2}}},
+		{4, 4, [][2]int{{0, 4}}},
+		{5, 4, [][2]int{{0, 2}, {2, 5}}},
+		{16, 4, [][2]int{{0, 4}, {4, 8}, {8, 12}, {12, 16}}},
+		{100, 4, [][2]int{{0, 25}, {25, 50}, {50, 75}, {75, 100}}}, // nests: each group has over 4
+	} {
+		if got := treeGroups(tc.n, tc.fanout); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("treeGroups(%d, %d) = %v, want %v", tc.n, tc.fanout, got, tc.want)
+		}
+	}
+}
