@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gowren/gowren/backends"
+	"github.com/gowren/gowren/internal/layout"
 )
 
 // The invoker tree (Options.Tree). When a dispatch round has several
@@ -116,15 +117,17 @@ func startInvoker(ctx context.Context, b backends.Backend, req *wireRequest, g [
 }
 
 // startChild starts one child of req. On a backend that invokes
-// asynchronously it returns once the platform took the call. On one that
-// does not, the call runs on a goroutine of its own, past the invoker's
-// return, as the platform would run an accepted event: what that call
-// cannot start is written as the child's reply, for the driver to find.
+// asynchronously it returns once the platform took the call; on a cloud
+// backend that does not (SCF: its asynchronous action is limited to 100
+// calls a second), once the child has run. On this machine's backends the
+// call runs on a goroutine of its own, past the invoker's return, as the
+// platform would run an accepted event: what that call cannot start is
+// written as the child's reply, for the driver to find.
 func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *wireKid, stores *storeResolver) *wireError {
 	child := *req
 	child.Kids, child.Chunks, child.Fanout = nil, nil, 0
 	child.Flags |= flagAsync
-	child.ReplyKey, child.ReplyLimit = kid.ReplyKey, 0
+	child.ReplyKey, child.ReplyLimit = kid.replyKey(req.Prefix), 0
 	child.Tasks = make([]wireTask, len(kid.Tasks))
 	for x, t := range kid.Tasks {
 		child.Tasks[x] = wireTask{Index: t.Index, Attempt: t.Attempt, Try: t.Try, Kind: kid.Kind,
@@ -142,10 +145,26 @@ func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *
 		}
 		return nil
 	}
-	// The call outlives the invoker's invocation: it takes its own
-	// context, bounded as the driver bounds a batch's call. The store
-	// that takes its reply if it cannot start is opened now, while the
-	// invoker's context lives.
+	if !b.Limits().SameHost {
+		// A cloud platform freezes or ends a worker once its invocation
+		// returned: a call still out then may never leave. The invoker
+		// waits for the child, whose reply goes to the store.
+		reply, err := invokeRetrying(ctx, req.Patience, func() ([]byte, error) { return b.Invoke(ctx, payload) })
+		if err != nil {
+			return childError(err)
+		}
+		if r, derr := decodeReply(reply); derr != nil {
+			return childError(fmt.Errorf("%w: undecodable reply: %v", backends.ErrTransport, derr))
+		} else if r.Err != nil {
+			return r.Err
+		}
+		return nil
+	}
+	// On this machine (local, process) the worker goes on after its
+	// invocation: the call outlives it, as the platform runs an accepted
+	// event, and takes its own context, bounded as the driver bounds a
+	// batch's call. The store that takes its reply if it cannot start is
+	// opened now, while the invoker's context lives.
 	st, serr := stores.get()
 	cctx := context.WithoutCancel(ctx)
 	go func() {
@@ -166,7 +185,7 @@ func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *
 		if we == nil || serr != nil {
 			return // the child wrote its reply, or the driver's deadline for it finds it
 		}
-		_ = putReply(cctx, st, kid.ReplyKey, &wireReply{Err: we, Worker: workerID})
+		_ = putReply(cctx, st, child.ReplyKey, &wireReply{Err: we, Worker: workerID})
 	}()
 	return nil
 }
@@ -241,6 +260,16 @@ func kidError(we *wireError) error {
 	default:
 		return fmt.Errorf("%w: %w: %s", backends.ErrWorkerLost, errKid, we.Message)
 	}
+}
+
+// replyKey is where the child's reply goes: ReplyKey, or when that is
+// empty (the driver leaves it out, saving most of a child's bytes), the key
+// of its first task's output, as the driver names every async reply.
+func (k *wireKid) replyKey(prefix string) string {
+	if k.ReplyKey != "" || len(k.Tasks) == 0 {
+		return k.ReplyKey
+	}
+	return layout.Job(prefix).Output(k.Tasks[0].Index, k.Tasks[0].Attempt)
 }
 
 // checkTree reports what keeps Options.Tree from working with the
@@ -350,7 +379,10 @@ func (j *jobCore) sendTree(ctx context.Context, k int, invs []*invocation) {
 		j.post(ev)
 	}
 	for x, inv := range invs {
-		kid := wireKid{ReplyKey: inv.key, Kind: j.spec.kind, Tasks: make([]wireKidTask, len(inv.tasks))}
+		kid := wireKid{Kind: j.spec.kind, Tasks: make([]wireKidTask, len(inv.tasks))}
+		if inv.key != j.keys.Output(inv.tasks[0], int(inv.attempts[0])) {
+			kid.ReplyKey = inv.key // not the key the invoker derives
+		}
 		for y, i := range inv.tasks {
 			ref := j.refs[i]
 			kid.Tasks[y] = wireKidTask{Index: i, Attempt: int(inv.attempts[y]), Try: inv.tries[y],
@@ -375,9 +407,25 @@ func (j *jobCore) sendTree(ctx context.Context, k int, invs []*invocation) {
 		depth++
 	}
 	timeout := time.Duration(depth) * (treePatience + invokeSlack)
-	callCtx, cancel := context.WithTimeout(ctx, timeout)
+	b := j.mem[k].b
+	if _, async := b.(backends.AsyncBackend); !async && !j.mem[k].limits.SameHost {
+		// Its invokers wait for their children (see startChild).
+		most := 0
+		for _, inv := range invs {
+			most = max(most, len(inv.tasks))
+		}
+		if d := j.invokeTimeout(most); d > 0 {
+			timeout += d
+		} else {
+			timeout = 0
+		}
+	}
+	callCtx, cancel := ctx, context.CancelFunc(func() {})
+	if timeout > 0 {
+		callCtx, cancel = context.WithTimeout(ctx, timeout)
+	}
 	defer cancel()
-	reply, err := j.mem[k].b.Invoke(callCtx, buf.Bytes())
+	reply, err := b.Invoke(callCtx, buf.Bytes())
 	ev.bytesReceived = int64(len(reply))
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -287,4 +288,85 @@ func TestTreeGroups(t *testing.T) {
 			t.Errorf("treeGroups(%d, %d) = %v, want %v", tc.n, tc.fanout, got, tc.want)
 		}
 	}
+}
+
+// On a cloud backend without asynchronous calls (SCF's children), an
+// invoker waits for its children: none outlives its invocation.
+func TestTreeCloudInvokersWait(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	c := &cloudish{inner: local.New(&local.Options{Concurrency: 64})}
+	ex := NewExecutor(c, &Options{Store: st, Tree: 4, BatchSize: 1, Concurrency: 32, Logger: slog.New(slog.DiscardHandler)})
+	defer ex.Close()
+	const n = 80
+	j, err := Start(context.Background(), ex, treeSquare, treeInputs(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Wait(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSquares(t, out, n)
+	if s := j.Stats(); s.ViaTree < 32 {
+		t.Fatalf("%d invocations via the tree, want the first window's 32", s.ViaTree)
+	}
+	if c.outlived.Load() != 0 {
+		t.Fatalf("%d children still running after their invoker returned", c.outlived.Load())
+	}
+}
+
+// cloudish is a local backend that says its workers are elsewhere, and is
+// its workers' invoker. It counts the children that run, or start, after
+// their invoker's call returned.
+type cloudish struct {
+	inner    *local.Backend
+	outlived atomic.Int32
+}
+
+// invokerCall is one invoker call's children, as its context carries them.
+type invokerCall struct {
+	mu       sync.Mutex
+	running  int
+	returned bool
+}
+
+type kidsKey struct{}
+
+func (c *cloudish) Limits() backends.Limits {
+	l := c.inner.Limits()
+	l.SameHost = false
+	return l
+}
+func (c *cloudish) Close() error { return c.inner.Close() }
+
+func (c *cloudish) Invoke(ctx context.Context, p []byte) ([]byte, error) {
+	req, err := decodeRequest(p)
+	invoker := err == nil && len(req.Kids) > 0
+	if backends.InvokerOf(ctx) == nil {
+		ctx = backends.WithInvoker(ctx, c)
+	}
+	if ic, ok := ctx.Value(kidsKey{}).(*invokerCall); ok && !invoker {
+		ic.mu.Lock()
+		if ic.returned {
+			c.outlived.Add(1)
+		}
+		ic.running++
+		ic.mu.Unlock()
+		defer func() {
+			ic.mu.Lock()
+			ic.running--
+			ic.mu.Unlock()
+		}()
+	}
+	if !invoker {
+		return c.inner.Invoke(ctx, p)
+	}
+	ic := &invokerCall{}
+	reply, err := c.inner.Invoke(context.WithValue(ctx, kidsKey{}, ic), p)
+	ic.mu.Lock()
+	ic.returned = true
+	c.outlived.Add(int32(ic.running))
+	ic.mu.Unlock()
+	return reply, err
 }

@@ -335,6 +335,9 @@ func decodeKids(d *wireReader, r *wireRequest) error {
 		if d.err != nil {
 			return d.err
 		}
+		if nt == 0 {
+			return fmt.Errorf("child %d has no task", i)
+		}
 		if tasks += nt; tasks > maxTasksPerRequest {
 			return fmt.Errorf("over %d tasks in one invoker's children", maxTasksPerRequest)
 		}
