@@ -27,8 +27,15 @@ const (
 	EnvSecretID     = "TENCENTCLOUD_SECRET_ID"
 	EnvSecretKey    = "TENCENTCLOUD_SECRET_KEY"
 	EnvSessionToken = "TENCENTCLOUD_SESSION_TOKEN"
-	// EnvRegion is the region used when a URL or flag names none.
+	// EnvRegion is the region used when a URL or flag names none. SCF
+	// sets it in a function's process to the function's region.
 	EnvRegion = "TENCENTCLOUD_REGION"
+	// EnvEndpoint, in a worker's environment, is the Cloud API endpoint
+	// through which the worker invokes its children (an invoker tree,
+	// fanout.Options.Tree), written as NewClient takes it: host[:port]
+	// or http(s)://host:port. Unset, it is the public endpoint
+	// scf.tencentcloudapi.com. Tests point it at a loopback server.
+	EnvEndpoint = "GOWREN_SCF_ENDPOINT"
 )
 
 // clientTimeout bounds one API request: SCF's longest function timeout

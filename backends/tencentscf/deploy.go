@@ -8,6 +8,7 @@ import (
 	"debug/elf"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -128,6 +129,29 @@ type DeployResult struct {
 	// deployment.
 	MemoryMB int
 	Timeout  time.Duration
+	// Role is the function's execution role after the deployment, "" for
+	// none.
+	Role string
+}
+
+// InvokerStatement returns the statement of a CAM policy (JSON) that lets
+// the function's execution role invoke the function: its workers need it
+// to start their children, as the invokers of an invoker tree
+// (fanout.Options.Tree) do. Workers invoke children synchronously only
+// (InvokeFunction), so the statement allows nothing else. UIN stands for
+// the account's ID, which Deploy does not learn. Deploy manages no roles:
+// add the statement to a policy attached to the role.
+func (r *DeployResult) InvokerStatement() string {
+	ns := r.Namespace
+	if ns == "" {
+		ns = defaultNamespace
+	}
+	b, _ := json.Marshal(struct {
+		Effect   string   `json:"effect"`
+		Action   []string `json:"action"`
+		Resource []string `json:"resource"`
+	}{"allow", []string{"scf:InvokeFunction"}, []string{fmt.Sprintf("qcs::scf:%s:uin/UIN:namespace/%s/function/%s", r.Region, ns, r.Function)}})
+	return string(b)
 }
 
 // URL is the GOWREN_BACKEND URL for the function, with its timeout and
@@ -216,7 +240,7 @@ func Deploy(ctx context.Context, client *common.Client, opts *DeployOptions) (*D
 	if err != nil {
 		return nil, err
 	}
-	res.MemoryMB, res.Timeout = info.MemorySize, time.Duration(info.Timeout)*time.Second
+	res.MemoryMB, res.Timeout, res.Role = info.MemorySize, time.Duration(info.Timeout)*time.Second, info.Role
 	d.logf("function %s is active: %d MB, timeout %v", o.Function, res.MemoryMB, res.Timeout)
 	return res, nil
 }

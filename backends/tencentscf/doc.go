@@ -77,7 +77,31 @@
 // timed out (fanout.ErrTaskTimeout) in a reply that reaches the driver
 // before SCF's own deadline, rather than lost with the invocation.
 // The runtime library copies each request's Environment into the process
-// environment; gowren does not rely on it.
+// environment; gowren reads only the role's keys from it (below).
+//
+// # Invoker trees
+//
+// A worker invokes children of its own function itself when an executor
+// runs a job as an invoker tree (fanout.Options.Tree; Limits reports
+// Nested). The runtime sets, on each invocation's context, a Backend for
+// the function's own name, namespace, version and region, as SCF gives
+// them in the process environment (SCF_FUNCTIONNAME, SCF_NAMESPACE,
+// SCF_FUNCTIONVERSION, TENCENTCLOUD_REGION), signed with the temporary
+// keys of the function's execution role (TENCENTCLOUD_SECRETID,
+// TENCENTCLOUD_SECRETKEY, TENCENTCLOUD_SESSIONTOKEN), which it takes again
+// at every invocation, as SCF may renew them. It reaches the Cloud API at
+// EnvEndpoint (GOWREN_SCF_ENDPOINT), by default scf.tencentcloudapi.com.
+// The Backend is made once per process; without a role, tasks find none.
+// The role's CAM policy must allow scf:InvokeFunction on the function
+// (DeployResult.InvokerStatement gives the statement; gowren deploy scf
+// prints it).
+//
+// That Backend invokes synchronously only (InvokeFunction) and is not a
+// backends.AsyncBackend, so an invoker waits for its children: SCF's
+// asynchronous Invoke is limited to 100 calls a second per region, for all
+// invokers and the driver together, which per-process token buckets
+// cannot keep to, while InvokeFunction allows 10,000 a second. The
+// function's timeout must therefore cover an invoker's children.
 //
 // # Errors
 //

@@ -39,7 +39,7 @@ func detect() bool {
 // process. The library exits the process itself on a listen error.
 func serve(h backends.Handler) error {
 	shareRoleCredentials()
-	cloudfunction.StartHandler(handler(h))
+	cloudfunction.StartHandler(&handler{h: h, children: newChildren(os.Getenv, os.Stderr)})
 	return errors.New("scf-go-lib returned from StartHandler")
 }
 
@@ -58,23 +58,37 @@ func serve(h backends.Handler) error {
 // A payload that is not a gowren envelope (an event sent from the SCF
 // console, say) fails the invocation with an error saying so; everything
 // else, including malformed envelopes and panicking tasks, is an error reply
-// made by the handler. handler ignores the Environment that scf-go-lib
-// copies into the process environment on every request.
-type handler backends.Handler
+// made by the handler.
+//
+// Each invocation's context carries, unless a wrapper set one first, the
+// Backend through which its tasks invoke children of an invoker tree
+// (backends.InvokerOf): this function, through the Cloud API, signed with
+// the execution role's keys (see children). Of the Environment that
+// scf-go-lib copies into the process environment on every request, only
+// the role's keys are read, which SCF may renew there.
+type handler struct {
+	h        backends.Handler
+	children *children
+}
 
 // Invoke implements cloudfunction.Handler.
-func (h handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+func (h *handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	raw, err := backends.DecodeJSON(payload)
 	if err != nil {
 		return nil, fmt.Errorf("gowren worker: not a gowren invocation (is this function invoked by gowren's tencentscf backend?): %w", err)
 	}
 	ctx, cancel := sanitizeDeadline(ctx)
 	defer cancel()
+	if backends.InvokerOf(ctx) == nil {
+		if b := h.children.backend(); b != nil {
+			ctx = backends.WithInvoker(ctx, b)
+		}
+	}
 	// SCF ends a call still running at its deadline with status 433 and
 	// discards the reply: keep time to send it.
 	ctx, cancelReserve := backends.WithReplyReserve(ctx)
 	defer cancelReserve()
-	return backends.EncodeJSON(h(ctx, raw)), nil
+	return backends.EncodeJSON(h.h(ctx, raw)), nil
 }
 
 // saneDeadline is the earliest deadline taken at face value. scf-go-lib
@@ -105,13 +119,13 @@ func sanitizeDeadline(ctx context.Context) (context.Context, context.CancelFunc)
 // once, when the worker starts; SCF recycles instances well within their
 // lifetime.
 func shareRoleCredentials() {
-	id, key := os.Getenv("TENCENTCLOUD_SECRETID"), os.Getenv("TENCENTCLOUD_SECRETKEY")
+	id, key := os.Getenv(envRoleSecretID), os.Getenv(envRoleSecretKey)
 	if id == "" || key == "" || os.Getenv("AWS_ACCESS_KEY_ID") != "" {
 		return
 	}
 	os.Setenv("AWS_ACCESS_KEY_ID", id)
 	os.Setenv("AWS_SECRET_ACCESS_KEY", key)
-	if tok := os.Getenv("TENCENTCLOUD_SESSIONTOKEN"); tok != "" {
+	if tok := os.Getenv(envRoleToken); tok != "" {
 		os.Setenv("AWS_SESSION_TOKEN", tok)
 	}
 }

@@ -48,6 +48,13 @@ type rpcWorker struct {
 
 func startWorker(t *testing.T) *rpcWorker {
 	t.Helper()
+	return startWorkerEnv(t)
+}
+
+// startWorkerEnv is startWorker with env ("KEY=value") added to the
+// process's environment.
+func startWorkerEnv(t *testing.T, env ...string) *rpcWorker {
+	t.Helper()
 	bin := workerBinary(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,7 +63,7 @@ func startWorker(t *testing.T) *rpcWorker {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	w := &rpcWorker{cmd: exec.Command(bin), exited: make(chan struct{}), out: &syncBuffer{}}
-	w.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "_LAMBDA_SERVER_PORT=" + strconv.Itoa(port), "SCF_RUNTIME=Go1"}
+	w.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "_LAMBDA_SERVER_PORT=" + strconv.Itoa(port), "SCF_RUNTIME=Go1"}, env...)
 	out := io.MultiWriter(tWriter{t}, w.out)
 	w.cmd.Stdout, w.cmd.Stderr = out, out
 	if err := w.cmd.Start(); err != nil {
@@ -94,9 +101,22 @@ func startWorker(t *testing.T) *rpcWorker {
 // invoke calls Function.Invoke as the SCF runtime does, with scf-go-lib's
 // own message types.
 func (w *rpcWorker) invoke(payload []byte, deadline time.Time) (*messages.InvokeResponse, error) {
+	return w.invokeEnv(payload, deadline, nil)
+}
+
+// invokeEnv is invoke with env as the request's Environment, which
+// scf-go-lib copies into the process environment.
+func (w *rpcWorker) invokeEnv(payload []byte, deadline time.Time, env map[string]string) (*messages.InvokeResponse, error) {
 	req := &messages.InvokeRequest{
 		Payload: payload, RequestId: "req-1", FunctionName: "conformance", Namespace: "default",
 		TimeLimitInMs: 3000, MemoryLimitInMb: 128,
+	}
+	if env != nil {
+		b, err := json.Marshal(env)
+		if err != nil {
+			return nil, err
+		}
+		req.Environment = string(b)
 	}
 	if !deadline.IsZero() {
 		req.Deadline = messages.InvokeRequest_Timestamp{Seconds: deadline.Unix(), Nanos: int64(deadline.Nanosecond())}
@@ -128,6 +148,7 @@ type rpcBackend struct {
 	w            *rpcWorker
 	window       time.Duration
 	zeroDeadline bool
+	env          map[string]string // the requests' Environment
 
 	mu       sync.Mutex
 	deadline time.Time // of the last request
@@ -144,7 +165,7 @@ func (b *rpcBackend) Invoke(ctx context.Context, payload []byte) ([]byte, error)
 	b.mu.Lock()
 	b.deadline = d
 	b.mu.Unlock()
-	resp, err := b.w.invoke(backends.EncodeJSON(payload), d)
+	resp, err := b.w.invokeEnv(backends.EncodeJSON(payload), d, b.env)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", backends.ErrWorkerLost, err)
 	}
@@ -252,6 +273,14 @@ func TestWorkerRuntime(t *testing.T) {
 		d := time.UnixMilli(got[0])
 		if d.Before(before.Add(2600*time.Millisecond)) || d.After(time.Now().Add(2750*time.Millisecond)) {
 			t.Errorf("task deadline %v, want about 2.7s (TimeLimitInMs less a tenth) after %v", d, before)
+		}
+	})
+	t.Run("NoInvoker", func(t *testing.T) {
+		// Without the role's keys in its environment (a function with no
+		// execution role), a task has no backend to invoke children.
+		got, err := fanout.Map(ctx, ex, testfuncs.Children, [][]int{{1}})
+		if err != nil || got[0].Invoker != "" || got[0].Doubled != nil {
+			t.Fatalf("Children = %+v, %v; want no invoker", got, err)
 		}
 	})
 	t.Run("NotGowren", func(t *testing.T) {

@@ -141,6 +141,7 @@ func New(client *common.Client, function string, opts *Options) *Backend {
 			Parallel:             o.Parallel,
 			MemoryMB:             max(o.MemoryMB, 0),
 			Platform:             backends.PlatformSCF,
+			Nested:               true,
 		},
 		syncRate:  newLimiter(o.SyncRate, burst(o.SyncRate)),
 		asyncRate: newLimiter(o.AsyncRate, burst(o.AsyncRate)),
@@ -156,7 +157,11 @@ func burst(rate float64) int { return max(1, int(rate/10)) }
 // Limits reports SCF's payload limits less the JSON wrapping, the
 // configured concurrency, timeout, parallelism and memory, and
 // backends.PlatformSCF as the platform, so that cost estimates use SCF's
-// prices. Workers run on other machines.
+// prices. Workers run on other machines. Nested is true: a worker whose
+// function runs as an execution role invokes its function's children
+// itself (see the package's Worker runtime section); in a function
+// without a role, or a role whose policy lacks scf:InvokeFunction on the
+// function, a task finds no backends.InvokerOf or its calls are refused.
 func (b *Backend) Limits() backends.Limits { return b.limits }
 
 func (b *Backend) site(op string) site {

@@ -34,7 +34,10 @@ the settings given as flags: the others keep their current values.
 
 Credentials come from TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY
 (and TENCENTCLOUD_SESSION_TOKEN for temporary credentials). -role also needs
-cam:PassRole on the role. Before building, the function is read once, so
+cam:PassRole on the role. Workers invoke the function themselves (the
+invokers of an invoker tree, fanout.Options.Tree) with the keys of the
+-role's execution role; deploy prints the CAM policy statement the role
+needs for that, which it does not attach itself. Before building, the function is read once, so
 that refused credentials or a missing permission fail at once.
 
 flags:
@@ -140,6 +143,14 @@ func deploySCF(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintf(stdout, "# inputs and outputs over 6 MB, and async jobs, go through a COS bucket in the same region\n")
 	fmt.Fprintf(stdout, "# (workers use the keys of the -role's execution role, or deploy with -env AWS_ACCESS_KEY_ID=... -env AWS_SECRET_ACCESS_KEY=...):\n")
 	fmt.Fprintf(stdout, "# export GOWREN_STORE='s3://BUCKET-APPID/gowren?region=%s&endpoint=https://cos.%s.myqcloud.com'\n", res.Region, res.Region)
+	// Invoker trees: workers invoke the function with the role's keys.
+	// Deploy manages no CAM policies, so say what the role needs.
+	if res.Role == "" {
+		fmt.Fprintf(stdout, "# invoker trees (fanout.Options.Tree) need an execution role: redeploy with -role ROLE, a role whose CAM policy has\n")
+	} else {
+		fmt.Fprintf(stdout, "# invoker trees (fanout.Options.Tree): workers invoke the function with the keys of role %s, whose CAM policy needs\n", res.Role)
+	}
+	fmt.Fprintf(stdout, "# (UIN: your account ID) %s\n", res.InvokerStatement())
 	return nil
 }
 

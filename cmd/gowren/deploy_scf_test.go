@@ -85,6 +85,12 @@ func TestDeploySCF(t *testing.T) {
 	if !strings.Contains(out.String(), "created SCF function cli-worker in ap-guangzhou") {
 		t.Errorf("stdout does not report the creation:\n%s", out.String())
 	}
+	// No -role: the hint says invoker trees need one, and what its policy
+	// must allow.
+	if !strings.Contains(out.String(), "need an execution role: redeploy with -role ROLE") ||
+		!strings.Contains(out.String(), `{"effect":"allow","action":["scf:InvokeFunction"],"resource":["qcs::scf:ap-guangzhou:uin/UIN:namespace/default/function/cli-worker"]}`) {
+		t.Errorf("stdout does not give the invoker trees' CAM statement:\n%s", out.String())
+	}
 	m := regexp.MustCompile(`export GOWREN_BACKEND='([^']+)'`).FindStringSubmatch(out.String())
 	if m == nil {
 		t.Fatalf("stdout has no GOWREN_BACKEND line:\n%s", out.String())
@@ -124,10 +130,11 @@ func TestDeploySCF(t *testing.T) {
 		}
 	}
 	// -stores adds the workers' store allow-list to the environment,
-	// keeping the other variables.
+	// keeping the other variables; -role sets the execution role, whose
+	// keys the workers of an invoker tree use.
 	out.Reset()
 	errOut.Reset()
-	err = run(ctx, []string{"deploy", "scf", "-function", "cli-worker", "-endpoint", srv.URL(), "-stores", "s3://bkt-1250000000/gowren",
+	err = run(ctx, []string{"deploy", "scf", "-function", "cli-worker", "-endpoint", srv.URL(), "-stores", "s3://bkt-1250000000/gowren", "-role", "gowren-worker",
 		"github.com/gowren/gowren/backends/tencentscf/internal/testworker"}, &out, &errOut)
 	if err != nil {
 		t.Fatalf("deploy with -stores: %v\nstderr:\n%s", err, errOut.String())
@@ -135,6 +142,9 @@ func TestDeploySCF(t *testing.T) {
 	info, _ = srv.Function("ap-guangzhou", "default", "cli-worker")
 	if info.Env["A"] != "1" || info.Env["B"] != "two=2" || info.Env["GOWREN_WORKER_STORES"] != "s3://bkt-1250000000/gowren" {
 		t.Errorf("environment after -stores: %v", info.Env)
+	}
+	if info.Role != "gowren-worker" || !strings.Contains(out.String(), "with the keys of role gowren-worker, whose CAM policy needs") {
+		t.Errorf("role %q; stdout does not say what the role needs for invoker trees:\n%s", info.Role, out.String())
 	}
 	if !strings.Contains(out.String(), "256 MB, timeout 45s") || !strings.Contains(out.String(), "memory=256") || !strings.Contains(out.String(), "timeout=45s") {
 		t.Errorf("stdout does not report the function's own settings:\n%s", out.String())

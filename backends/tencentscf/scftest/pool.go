@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/rpc"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -496,7 +498,7 @@ func (s *Server) start(f *function) (*instance, error) {
 	s.workers++
 	s.stats.ColdStarts++
 	name := fmt.Sprintf("%s#%d", f.key.name, s.workers)
-	command, version, env := f.command, f.version, f.env
+	command, version, env, role := f.command, f.version, f.env, f.role
 	timeout, mem := f.timeout, f.memoryMB
 	s.wg.Add(2) // the reader and the reaper, started below
 	s.mu.Unlock()
@@ -521,6 +523,7 @@ func (s *Server) start(f *function) (*instance, error) {
 		// deployed function's default allows s3:// stores only.
 		"GOWREN_WORKER_STORES=s3,file",
 	}
+	cmd.Env = append(cmd.Env, s.roleEnv(role)...)
 	for _, k := range sortedKeys(env) {
 		cmd.Env = append(cmd.Env, k+"="+env[k])
 	}
@@ -589,6 +592,23 @@ func (s *Server) start(f *function) (*instance, error) {
 	}
 	f.instances[in] = true
 	return in, nil
+}
+
+// roleEnv returns the environment through which SCF hands a function the
+// temporary keys of its execution role: those of the Credential whose Role
+// is role (the first SecretId in order when several are), none when no
+// Credential has it or role is "".
+func (s *Server) roleEnv(role string) []string {
+	if role == "" {
+		return nil
+	}
+	ids := slices.Sorted(maps.Keys(s.opts.Credentials))
+	for _, id := range ids {
+		if c := s.opts.Credentials[id]; c.Role == role {
+			return []string{"TENCENTCLOUD_SECRETID=" + id, "TENCENTCLOUD_SECRETKEY=" + c.Key, "TENCENTCLOUD_SESSIONTOKEN=" + c.Token}
+		}
+	}
+	return nil
 }
 
 // prefixWriter writes each line with a prefix; writes are serialized.

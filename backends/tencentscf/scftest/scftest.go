@@ -51,6 +51,16 @@
 // 446 (the process did not listen in time) and 500 (the server is closing).
 // Options.Fail imposes any other.
 //
+// # Execution roles
+//
+// A function that runs as a role (Function.Role, or Role in CreateFunction
+// and UpdateFunctionConfiguration) gets, in its worker processes'
+// environment, the keys of the Credential whose Role it is, in
+// TENCENTCLOUD_SECRETID, TENCENTCLOUD_SECRETKEY and
+// TENCENTCLOUD_SESSIONTOKEN, as SCF gives a function its role's temporary
+// keys; calls signed with them must carry the token, as every call must
+// carry its credential's token (X-TC-Token).
+//
 // # Fault injection
 //
 // Options.Intercept sees every authenticated API call and may answer it
@@ -102,6 +112,12 @@ type Credential struct {
 	// signature verified, as the API refuses valid credentials without
 	// the permission.
 	Deny []string
+	// Role, when set, makes these the temporary keys of that execution
+	// role: the worker processes of a function that runs as Role get the
+	// SecretId, Key and Token in TENCENTCLOUD_SECRETID,
+	// TENCENTCLOUD_SECRETKEY and TENCENTCLOUD_SESSIONTOKEN, as SCF hands a
+	// function its role's keys. Defaults to none.
+	Role string
 }
 
 // Options configure a Server. The zero value, like a nil *Options, means
@@ -213,6 +229,9 @@ type Function struct {
 	Timeout time.Duration
 	// Env holds the function's environment variables.
 	Env map[string]string
+	// Role is the execution role the function runs as; its workers get
+	// the keys of the Credential with that Role. Defaults to none.
+	Role string
 }
 
 // Call is one API call as the server saw it.
@@ -399,7 +418,7 @@ func (s *Server) AddFunction(f Function) error {
 	s.namespaces[f.Region][f.Namespace] = true
 	s.funcs[k] = &function{
 		key: k, status: statusActive, command: slices.Clone(f.Command), runtime: "Go1", handler: f.Command[0],
-		memoryMB: f.MemoryMB, timeout: f.Timeout, env: maps.Clone(f.Env), version: 1, instances: map[*instance]bool{},
+		memoryMB: f.MemoryMB, timeout: f.Timeout, env: maps.Clone(f.Env), role: f.Role, version: 1, instances: map[*instance]bool{},
 		modTime: time.Now(),
 	}
 	return nil

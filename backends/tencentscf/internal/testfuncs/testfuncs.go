@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/fanout"
 )
 
@@ -43,4 +44,38 @@ var (
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		return ms, nil
 	})
+	// Double doubles its input; Children runs it as children.
+	Double = fanout.Register("tencentscf.test.double", func(_ context.Context, x int) (int, error) {
+		return 2 * x, nil
+	})
+	// Children reports the backend its invocation's context offers for
+	// invoking children (backends.InvokerOf) and, when there is one, runs
+	// Double on its input through it, with an executor of its own.
+	Children = fanout.Register("tencentscf.test.children", func(ctx context.Context, xs []int) (ChildReport, error) {
+		inv := backends.InvokerOf(ctx)
+		if inv == nil {
+			return ChildReport{PID: os.Getpid()}, nil
+		}
+		_, async := inv.(backends.AsyncBackend)
+		r := ChildReport{Invoker: fmt.Sprintf("%p", inv), PID: os.Getpid(), Async: async, Nested: inv.Limits().Nested}
+		ex := fanout.NewExecutor(inv, &fanout.Options{Retries: -1})
+		defer ex.Close()
+		var err error
+		r.Doubled, err = fanout.Map(ctx, ex, Double, xs)
+		return r, err
+	})
 )
+
+// ChildReport is what Children saw.
+type ChildReport struct {
+	// Invoker identifies the backend InvokerOf returned ("" for none):
+	// the same in one process means the same backend.
+	Invoker string
+	// PID is the worker process's.
+	PID int
+	// Async and Nested report whether the backend is an
+	// backends.AsyncBackend and what its Limits say.
+	Async, Nested bool
+	// Doubled holds the children's results.
+	Doubled []int
+}
