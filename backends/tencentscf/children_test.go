@@ -11,6 +11,7 @@ import (
 	"github.com/gowren/gowren/backends/tencentscf/internal/testfuncs"
 	"github.com/gowren/gowren/backends/tencentscf/scftest"
 	"github.com/gowren/gowren/fanout"
+	"github.com/gowren/gowren/storage/filestore"
 )
 
 // Temporary keys of the execution role the tests' functions run as.
@@ -103,6 +104,46 @@ func TestChildren(t *testing.T) {
 			t.Errorf("the children returned %v, want [2 4 6]", r.Doubled)
 		}
 		checkChildCalls(t, childCalls(srv, roleID), region, namespace, "tree")
+	})
+	t.Run("Tree", func(t *testing.T) {
+		// A job with an invoker tree: the driver sends invokers, whose
+		// children run through the role's keys and reply through the store.
+		st, err := filestore.New(t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		before := len(childCalls(srv, roleID))
+		// sameHost: the loopback's workers share this machine's files.
+		b := sameHost{newBackend(t, srv, testCred(), region, "tree", &tencentscf.Options{Namespace: namespace, Timeout: childTimer})}
+		ex := fanout.NewExecutor(b, &fanout.Options{Store: st, Tree: 3, BatchSize: 1, Concurrency: 12, Retries: -1})
+		defer ex.Close()
+		in := make([]int, 24)
+		for i := range in {
+			in[i] = i
+		}
+		j, err := fanout.Start(ctx, ex, testfuncs.Double, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := j.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range out {
+			if v != 2*i {
+				t.Fatalf("result %d is %d, want %d", i, v, 2*i)
+			}
+		}
+		s := j.Stats()
+		if s.Invokers < 1 || s.ViaTree < 12 {
+			t.Fatalf("invokers %d, invocations via the tree %d: want the first window of 12 through invokers", s.Invokers, s.ViaTree)
+		}
+		calls := childCalls(srv, roleID)[before:]
+		if len(calls) < s.ViaTree {
+			t.Fatalf("%d calls signed with the role's keys for %d invocations via the tree", len(calls), s.ViaTree)
+		}
+		checkChildCalls(t, calls, region, namespace, "tree")
 	})
 	t.Run("NoRole", func(t *testing.T) {
 		before := len(childCalls(srv, roleID))
