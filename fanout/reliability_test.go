@@ -269,13 +269,20 @@ func TestAttachErrors(t *testing.T) {
 }
 
 // A driver killed in the middle of an async job loses nothing: a second
-// driver attaches and finishes it.
+// driver attaches and finishes it. With an invoker tree too, on local
+// workers that die with the driver: the second driver sends what they had
+// not finished through invokers of its own.
 func TestAttachAfterDriverKilled(t *testing.T) {
+	t.Run("process", func(t *testing.T) { testAttachAfterDriverKilled(t, 0) })
+	t.Run("local-tree", func(t *testing.T) { testAttachAfterDriverKilled(t, 4) })
+}
+
+func testAttachAfterDriverKilled(t *testing.T, tree int) {
 	dir := t.TempDir()
 	tasks := 40
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "FANOUT_TEST_DRIVER_STORE="+dir, "FANOUT_TEST_DRIVER_TASKS="+strconv.Itoa(tasks),
-		"GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")
+		"FANOUT_TEST_DRIVER_TREE="+strconv.Itoa(tree), "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -320,7 +327,12 @@ func TestAttachAfterDriverKilled(t *testing.T) {
 	if prog.Succeeded < 5 || prog.Succeeded >= tasks {
 		t.Fatalf("progress after the kill: %+v; want some but not all results", prog)
 	}
-	ex, _ := newProcess(t, 2, &fanout.Options{Async: true, Store: st})
+	var ex *fanout.Executor
+	if tree > 0 {
+		ex = newLocal(t, &local.Options{Concurrency: 8}, &fanout.Options{Async: true, Store: st, Tree: tree, BatchSize: 1})
+	} else {
+		ex, _ = newProcess(t, 2, &fanout.Options{Async: true, Store: st})
+	}
 	j, err := fanout.Attach(context.Background(), ex, napAsync, jobID)
 	if err != nil {
 		t.Fatal(err)
@@ -337,8 +349,12 @@ func TestAttachAfterDriverKilled(t *testing.T) {
 			t.Errorf("index %d yielded %d times", i, n)
 		}
 	}
-	if s := j.Stats(); s.Invocations >= tasks {
+	s := j.Stats()
+	if s.Invocations >= tasks {
 		t.Errorf("%d invocations after attaching to a job with %d results already in the store: finished tasks were sent again", s.Invocations, prog.Succeeded)
+	}
+	if tree > 0 && (s.Invokers == 0 || s.ViaTree < 2) {
+		t.Errorf("invokers %d, via the tree %d: the attaching driver sent nothing through invokers", s.Invokers, s.ViaTree)
 	}
 }
 
@@ -352,8 +368,12 @@ func childDriver(dir string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	b := process.New(&process.Options{Workers: 2, Env: []string{"GORACE=atexit_sleep_ms=0"}})
-	ex := fanout.NewExecutor(b, &fanout.Options{Async: true, Store: st, BatchSize: 1, Logger: quietLogs})
+	tree, _ := strconv.Atoi(os.Getenv("FANOUT_TEST_DRIVER_TREE"))
+	var b backends.Backend = process.New(&process.Options{Workers: 2, Env: []string{"GORACE=atexit_sleep_ms=0"}})
+	if tree > 0 {
+		b = local.New(&local.Options{Concurrency: 2})
+	}
+	ex := fanout.NewExecutor(b, &fanout.Options{Async: true, Store: st, BatchSize: 1, Tree: tree, Logger: quietLogs})
 	in := make([]int, tasks)
 	for i := range in {
 		in[i] = 20 + i%3
