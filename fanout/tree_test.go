@@ -151,8 +151,8 @@ func (bare) Limits() backends.Limits {
 }
 
 // The first invoker starts two of its children and dies: its answer never
-// comes. Every child of it is sent again, and each task settles once with
-// its result.
+// comes. Its children are sent again, and each task settles once with its
+// result.
 func TestTreeInvokerDies(t *testing.T) {
 	st := memstore.New(nil)
 	defer st.Close()
@@ -173,9 +173,11 @@ func TestTreeInvokerDies(t *testing.T) {
 		t.Fatalf("%d invokers died, having started %d children: want 1 and 2", d.died.Load(), d.started.Load())
 	}
 	s := j.Stats()
-	// The window of 32 goes out as 4 invokers of 8 children.
-	if s.FailedInvocations < 8 || s.Retries < 8 {
-		t.Fatalf("failed invocations %d, retries %d: want the dead invoker's 8 children failed and sent again", s.FailedInvocations, s.Retries)
+	// The window of 32 goes out as 4 invokers of 8 children. The six the
+	// dead one never started fail and go again (the two it started too,
+	// unless their results came first).
+	if s.FailedInvocations < 6 || s.Retries < 6 {
+		t.Fatalf("failed invocations %d, retries %d: want the dead invoker's 6 unstarted children failed and sent again", s.FailedInvocations, s.Retries)
 	}
 	if s.Succeeded != n {
 		t.Fatalf("%d succeeded, want %d", s.Succeeded, n)
