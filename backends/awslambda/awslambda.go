@@ -249,6 +249,28 @@ var (
 // invocations in flight; the SDK's default one keeps only 10 idle
 // connections per host. A nil opts gives the defaults.
 func New(client *lambda.Client, function string, opts *Options) *Backend {
+	o := withDefaults(opts)
+	co := client.Options()
+	b := &Backend{
+		client: lambda.New(co, func(o *lambda.Options) {
+			o.Retryer = aws.NopRetryer{}
+			o.RetryMaxAttempts = 0
+			o.APIOptions = append(o.APIOptions, captureRuntimeError(function))
+		}),
+		function: function,
+		region:   co.Region,
+		limits:   limitsOf(o),
+	}
+	if o.Qualifier != "" {
+		b.qualifier = aws.String(o.Qualifier)
+	}
+	b.closing, b.stop = context.WithCancelCause(context.Background())
+	return b
+}
+
+// withDefaults returns *opts (the zero Options when nil) with the defaults
+// of its unset fields.
+func withDefaults(opts *Options) Options {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -262,31 +284,25 @@ func New(client *lambda.Client, function string, opts *Options) *Backend {
 	if o.Parallel <= 0 {
 		o.Parallel = 1
 	}
-	co := client.Options()
-	b := &Backend{
-		client: lambda.New(co, func(o *lambda.Options) {
-			o.Retryer = aws.NopRetryer{}
-			o.RetryMaxAttempts = 0
-			o.APIOptions = append(o.APIOptions, captureRuntimeError(function))
-		}),
-		function: function,
-		region:   co.Region,
-		limits: backends.Limits{
-			MaxRequestBytes:      backends.MaxRawForJSON(MaxSyncPayload),
-			MaxResponseBytes:     backends.MaxRawForJSON(MaxSyncPayload),
-			MaxAsyncRequestBytes: backends.MaxRawForJSON(MaxAsyncPayload),
-			Concurrency:          o.Concurrency,
-			Timeout:              o.Timeout,
-			Parallel:             o.Parallel,
-			MemoryMB:             max(o.MemoryMB, 0),
-			Platform:             platform(o.Arch),
-		},
+	return o
+}
+
+// limitsOf returns the Limits of a Backend with the options o (defaults
+// applied).
+func limitsOf(o Options) backends.Limits {
+	return backends.Limits{
+		MaxRequestBytes:      backends.MaxRawForJSON(MaxSyncPayload),
+		MaxResponseBytes:     backends.MaxRawForJSON(MaxSyncPayload),
+		MaxAsyncRequestBytes: backends.MaxRawForJSON(MaxAsyncPayload),
+		Concurrency:          o.Concurrency,
+		Timeout:              o.Timeout,
+		Parallel:             o.Parallel,
+		MemoryMB:             max(o.MemoryMB, 0),
+		Platform:             platform(o.Arch),
+		// The worker runtime gives each handler a backend of its own
+		// function (see NewHandler).
+		Nested: true,
 	}
-	if o.Qualifier != "" {
-		b.qualifier = aws.String(o.Qualifier)
-	}
-	b.closing, b.stop = context.WithCancelCause(context.Background())
-	return b
 }
 
 // Function returns the function's name, with ":qualifier" when there is one.
@@ -301,7 +317,7 @@ func (b *Backend) Function() string {
 // fits them), the configured concurrency, timeout and parallelism, and the
 // function's memory and platform (Options.MemoryMB and Options.Arch), which
 // price cost estimates. Workers run neither in this process nor on this
-// host.
+// host; they can invoke their own function (Nested: see NewHandler).
 func (b *Backend) Limits() backends.Limits { return b.limits }
 
 // Close cancels the invocations in flight (they return errors wrapping
