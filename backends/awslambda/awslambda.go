@@ -57,6 +57,25 @@
 // NewHandler is that handler, for programs and tests that run it themselves
 // (awslambdatest runs it in process).
 //
+// # Invoker trees
+//
+// A worker can invoke its own function: each invocation's context carries
+// (backends.InvokerOf) a backend of the function the worker runs in, so the
+// invoker of an invoker tree (fanout.Options.Tree) starts its children from
+// inside Lambda, and Limits reports Nested. The worker's Lambda client is
+// made at the first child's invocation, once per process, from the
+// environment Lambda gives the function: AWS_LAMBDA_FUNCTION_NAME and
+// AWS_LAMBDA_FUNCTION_VERSION (children run the version the worker runs),
+// AWS_REGION, the credentials of the function's role, and the endpoint of
+// AWS_ENDPOINT_URL_LAMBDA or AWS_ENDPOINT_URL when set. A shard NAME-i
+// knows it is one from EnvShards (GOWREN_SHARDS=K, which Deploy sets on
+// each shard) and sends its children to the K shards in turn, starting at a
+// random one. The role needs lambda:InvokeFunction on the function, or on
+// NAME-* for shards: DeployResult.InvokePolicy is that policy. When the
+// environment lacks what invoking needs, the worker says so on stderr and
+// gives no invoker, so that an invoker tree fails with an error saying the
+// backend cannot invoke.
+//
 // # Deploying
 //
 // Deploy (and `gowren deploy lambda`) builds a main package for

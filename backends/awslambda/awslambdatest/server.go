@@ -80,6 +80,12 @@
 //     is kept (Code) but not run: every function, version and alias runs
 //     Options.Command on the same worker processes, whose environment names
 //     Options.Function and $LATEST.
+//   - Worker environment: Lambda's variables, the role's credentials
+//     (RoleAccessKeyID with Options.SecretAccessKey and RoleSessionToken),
+//     and AWS_ENDPOINT_URL_LAMBDA set to URL(), so that a worker's own SDK
+//     client (an invoker tree's invoker) invokes the server's functions,
+//     signed as a function's role would sign. Stats.KeyInvocations counts
+//     invocations by the signing key, telling a worker's from a driver's.
 package awslambdatest
 
 import (
