@@ -57,6 +57,25 @@
 // NewHandler is that handler, for programs and tests that run it themselves
 // (awslambdatest runs it in process).
 //
+// # Invoker trees
+//
+// A worker can invoke its own function: each invocation's context carries
+// (backends.InvokerOf) a backend of the function the worker runs in, so the
+// invoker of an invoker tree (fanout.Options.Tree) starts its children from
+// inside Lambda, and Limits reports Nested. The worker's Lambda client is
+// made at the first child's invocation, once per process, from the
+// environment Lambda gives the function: AWS_LAMBDA_FUNCTION_NAME and
+// AWS_LAMBDA_FUNCTION_VERSION (children run the version the worker runs),
+// AWS_REGION, the credentials of the function's role, and the endpoint of
+// AWS_ENDPOINT_URL_LAMBDA or AWS_ENDPOINT_URL when set. A shard NAME-i
+// knows it is one from EnvShards (GOWREN_SHARDS=K, which Deploy sets on
+// each shard) and sends its children to the K shards in turn, starting at a
+// random one. The role needs lambda:InvokeFunction on the function, or on
+// NAME-* for shards: DeployResult.InvokePolicy is that policy. When the
+// environment lacks what invoking needs, the worker says so on stderr and
+// gives no invoker, so that an invoker tree fails with an error saying the
+// backend cannot invoke.
+//
 // # Deploying
 //
 // Deploy (and `gowren deploy lambda`) builds a main package for
@@ -249,6 +268,28 @@ var (
 // invocations in flight; the SDK's default one keeps only 10 idle
 // connections per host. A nil opts gives the defaults.
 func New(client *lambda.Client, function string, opts *Options) *Backend {
+	o := withDefaults(opts)
+	co := client.Options()
+	b := &Backend{
+		client: lambda.New(co, func(o *lambda.Options) {
+			o.Retryer = aws.NopRetryer{}
+			o.RetryMaxAttempts = 0
+			o.APIOptions = append(o.APIOptions, captureRuntimeError(function))
+		}),
+		function: function,
+		region:   co.Region,
+		limits:   limitsOf(o),
+	}
+	if o.Qualifier != "" {
+		b.qualifier = aws.String(o.Qualifier)
+	}
+	b.closing, b.stop = context.WithCancelCause(context.Background())
+	return b
+}
+
+// withDefaults returns *opts (the zero Options when nil) with the defaults
+// of its unset fields.
+func withDefaults(opts *Options) Options {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -262,31 +303,25 @@ func New(client *lambda.Client, function string, opts *Options) *Backend {
 	if o.Parallel <= 0 {
 		o.Parallel = 1
 	}
-	co := client.Options()
-	b := &Backend{
-		client: lambda.New(co, func(o *lambda.Options) {
-			o.Retryer = aws.NopRetryer{}
-			o.RetryMaxAttempts = 0
-			o.APIOptions = append(o.APIOptions, captureRuntimeError(function))
-		}),
-		function: function,
-		region:   co.Region,
-		limits: backends.Limits{
-			MaxRequestBytes:      backends.MaxRawForJSON(MaxSyncPayload),
-			MaxResponseBytes:     backends.MaxRawForJSON(MaxSyncPayload),
-			MaxAsyncRequestBytes: backends.MaxRawForJSON(MaxAsyncPayload),
-			Concurrency:          o.Concurrency,
-			Timeout:              o.Timeout,
-			Parallel:             o.Parallel,
-			MemoryMB:             max(o.MemoryMB, 0),
-			Platform:             platform(o.Arch),
-		},
+	return o
+}
+
+// limitsOf returns the Limits of a Backend with the options o (defaults
+// applied).
+func limitsOf(o Options) backends.Limits {
+	return backends.Limits{
+		MaxRequestBytes:      backends.MaxRawForJSON(MaxSyncPayload),
+		MaxResponseBytes:     backends.MaxRawForJSON(MaxSyncPayload),
+		MaxAsyncRequestBytes: backends.MaxRawForJSON(MaxAsyncPayload),
+		Concurrency:          o.Concurrency,
+		Timeout:              o.Timeout,
+		Parallel:             o.Parallel,
+		MemoryMB:             max(o.MemoryMB, 0),
+		Platform:             platform(o.Arch),
+		// The worker runtime gives each handler a backend of its own
+		// function (see NewHandler).
+		Nested: true,
 	}
-	if o.Qualifier != "" {
-		b.qualifier = aws.String(o.Qualifier)
-	}
-	b.closing, b.stop = context.WithCancelCause(context.Background())
-	return b
 }
 
 // Function returns the function's name, with ":qualifier" when there is one.
@@ -301,7 +336,7 @@ func (b *Backend) Function() string {
 // fits them), the configured concurrency, timeout and parallelism, and the
 // function's memory and platform (Options.MemoryMB and Options.Arch), which
 // price cost estimates. Workers run neither in this process nor on this
-// host.
+// host; they can invoke their own function (Nested: see NewHandler).
 func (b *Backend) Limits() backends.Limits { return b.limits }
 
 // Close cancels the invocations in flight (they return errors wrapping

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -69,7 +71,8 @@ type DeployOptions struct {
 	Timeout time.Duration
 	// Env sets environment variables of the function; on update they are
 	// merged into the current ones, and an empty value removes a variable.
-	// Defaults to none.
+	// Deploy itself sets EnvShards (to Shards, or removes it when Shards is
+	// 0). Defaults to none.
 	Env map[string]string
 	// Stores, when not empty, is the allow-list of stores the function's
 	// workers may open, written into its environment as
@@ -125,6 +128,18 @@ type DeployResult struct {
 	// lambda://app?region=us-east-1&memory=1024&arch=arm64&timeout=300s;
 	// with shards, lambda://app?region=us-east-1&shards=3&memory=...
 	BackendURL string
+	// Role is the ARN of the function's execution role, as Lambda reports
+	// it after Deploy (shard 0's for shards).
+	Role string
+	// InvokePolicy is an IAM policy document (JSON) allowing
+	// lambda:InvokeFunction on the function (and its versions and aliases),
+	// or on every shard NAME-*: what the function's role needs for its
+	// workers to invoke their children in an invoker tree
+	// (fanout.Options.Tree). Deploy does not change the role, which the
+	// caller passed (DeployOptions.Role) or the function already had; add
+	// the policy to it, e.g. with `aws iam put-role-policy`. Empty when
+	// Lambda reported no function ARN.
+	InvokePolicy string
 	// Shards holds what Deploy did to each shard when DeployOptions.Shards
 	// is set, shard i at index i; nil otherwise. The result itself then
 	// describes them together: Function is their common name, FunctionARN
@@ -282,6 +297,16 @@ func Deploy(ctx context.Context, client *lambda.Client, opts *DeployOptions) (*D
 		}
 		o.Env[envWorkerStores] = o.Stores
 	}
+	if o.Env == nil {
+		o.Env = map[string]string{}
+	}
+	// The workers of a shard invoke their children on all the shards
+	// (see NewHandler); a function deployed alone loses a shard count it
+	// may have had.
+	o.Env[EnvShards] = ""
+	if o.Shards > 0 {
+		o.Env[EnvShards] = strconv.Itoa(o.Shards)
+	}
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("awslambda: deploy: %w", err)
 	}
@@ -362,6 +387,8 @@ func deployShards(ctx context.Context, client *lambda.Client, o *DeployOptions, 
 				r.Function, r.Arch, r.MemoryMB, r.Timeout, first.Function, first.Arch, first.MemoryMB, first.Timeout)
 		}
 	}
+	res.Role = first.Role
+	res.InvokePolicy = invokePolicy(first.FunctionARN, o.Name, o.Shards)
 	res.BackendURL = backendURL(res, o.Shards)
 	return res, nil
 }
@@ -442,8 +469,37 @@ func (d *deployer) run(ctx context.Context) (*DeployResult, error) {
 	}
 	res.MemoryMB = int(aws.ToInt32(cfg.MemorySize))
 	res.Timeout = time.Duration(aws.ToInt32(cfg.Timeout)) * time.Second
+	res.Role = aws.ToString(cfg.Role)
+	res.InvokePolicy = invokePolicy(res.FunctionARN, o.Name, 0)
 	res.BackendURL = backendURL(res, 0)
 	return res, nil
+}
+
+// invokePolicy returns the IAM policy document that allows invoking the
+// function name (with its versions and aliases) or, when shards is not 0,
+// its shards name-0 ... name-(shards-1) (as name-*), in the region and
+// account of arn, the ARN of the function or of a shard. It returns "" when
+// arn is not a Lambda function's ARN.
+func invokePolicy(arn, name string, shards int) string {
+	prefix, _, ok := strings.Cut(arn, ":function:")
+	if !ok || !strings.HasPrefix(prefix, "arn:") {
+		return ""
+	}
+	prefix += ":function:"
+	resources := []string{prefix + name, prefix + name + ":*"}
+	if shards > 0 {
+		resources = []string{prefix + name + "-*"}
+	}
+	type statement struct {
+		Sid, Effect, Action string
+		Resource            []string
+	}
+	doc := struct {
+		Version   string
+		Statement []statement
+	}{"2012-10-17", []statement{{"GowrenInvokerTree", "Allow", "lambda:InvokeFunction", resources}}}
+	b, _ := json.Marshal(doc)
+	return string(b)
 }
 
 // backendURL returns the lambda:// URL of a deployed function, or of its

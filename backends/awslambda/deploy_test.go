@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
+	"encoding/json"
 	"io"
 	"slices"
 	"strings"
@@ -162,6 +163,11 @@ func TestDeploy(t *testing.T) {
 		if env, _ := create["Environment"].(map[string]any); env == nil || env["Variables"].(map[string]any)["GOWREN_X"] != "1" {
 			t.Errorf("CreateFunction environment %v", create["Environment"])
 		}
+		arn := "arn:aws:lambda:us-east-1:123456789012:function:app"
+		if res.Role != role || res.InvokePolicy != `{"Version":"2012-10-17","Statement":[{"Sid":"GowrenInvokerTree","Effect":"Allow",`+
+			`"Action":"lambda:InvokeFunction","Resource":["`+arn+`","`+arn+`:*"]}]}` {
+			t.Errorf("role %q, invoke policy %s; want %s and lambda:InvokeFunction on %s and its qualifiers", res.Role, res.InvokePolicy, role, arn)
+		}
 		if put := srv.Calls()[from+4].Params; put["MaximumRetryAttempts"] != float64(0) {
 			t.Errorf("PutFunctionEventInvokeConfig %v, want MaximumRetryAttempts 0", put)
 		}
@@ -307,6 +313,31 @@ func TestDeployShards(t *testing.T) {
 			t.Errorf("shard %d: %+v", i, r)
 		}
 	}
+	// Each shard's workers learn that their children go to the three.
+	shardsEnv := func(fn string) (string, bool) {
+		cfg, _ := srv.Config(fn)
+		env, _ := cfg["Environment"].(map[string]any)
+		vars, _ := env["Variables"].(map[string]string)
+		v, ok := vars[awslambda.EnvShards]
+		return v, ok
+	}
+	for _, fn := range shards {
+		if v, _ := shardsEnv(fn); v != "3" {
+			t.Errorf("%s: %s=%q, want 3", fn, awslambda.EnvShards, v)
+		}
+	}
+	var policy struct {
+		Statement []struct {
+			Effect, Action string
+			Resource       []string
+		}
+	}
+	if err := json.Unmarshal([]byte(res.InvokePolicy), &policy); err != nil || len(policy.Statement) != 1 ||
+		policy.Statement[0].Action != "lambda:InvokeFunction" || policy.Statement[0].Effect != "Allow" ||
+		!slices.Equal(policy.Statement[0].Resource, []string{"arn:aws:lambda:us-east-1:123456789012:function:app-*"}) ||
+		res.Role != "arn:aws:iam::123456789012:role/gowren" {
+		t.Errorf("invoke policy %s (%v), role %q; want lambda:InvokeFunction on function:app-* for the shards' role", res.InvokePolicy, err, res.Role)
+	}
 
 	// Someone uploads other code to app-1.
 	other, err := awslambda.Zip([]byte("another build"))
@@ -327,6 +358,19 @@ func TestDeployShards(t *testing.T) {
 	if len(count(calls, "CreateFunction")) != 0 || !strings.Contains(log, "app-0: code unchanged: not uploading") ||
 		!strings.Contains(log, "app-2: code unchanged: not uploading") || strings.Count(log, "building ") != 1 {
 		t.Errorf("the redeploy created a function, or did not say app-0 and app-2 are unchanged:\n%s", log)
+	}
+
+	// A shard deployed as a function of its own is no shard any more.
+	var alone strings.Builder
+	if _, err := awslambda.Deploy(ctx, c, &awslambda.DeployOptions{Package: "./testdata/app", Name: "app-2",
+		PollInterval: 10 * time.Millisecond, Log: &alone}); err != nil {
+		t.Fatalf("Deploy app-2 alone: %v\n%s", err, alone.String())
+	}
+	if v, ok := shardsEnv("app-2"); ok {
+		t.Errorf("app-2 deployed alone keeps %s=%q", awslambda.EnvShards, v)
+	}
+	if v, _ := shardsEnv("app-1"); v != "3" {
+		t.Errorf("app-1: %s=%q after app-2 was deployed alone, want 3", awslambda.EnvShards, v)
 	}
 }
 

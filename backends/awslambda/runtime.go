@@ -3,6 +3,7 @@ package awslambda
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -47,14 +48,38 @@ func serve(h backends.Handler) error {
 // serves tests in process (awslambdatest.Options.Handler) and programs that
 // run aws-lambda-go's loop themselves rather than through fanout.Init. It is
 // safe for concurrent use when h is.
-func NewHandler(h backends.Handler) lambda.Handler { return handler{h} }
+//
+// In a Lambda function (AWS_LAMBDA_FUNCTION_NAME set), the context h gets
+// carries the backend through which it invokes the function's own workers,
+// as the invoker of an invoker tree (fanout.Options.Tree) starts its
+// children: backends.InvokerOf(ctx), unless a wrapper set one first. It
+// invokes the function itself, at the version the worker runs; on a shard
+// NAME-i of a function deployed with `gowren deploy lambda -shards K`
+// (EnvShards set to K), the K shards in turn. Its Lambda client is made at
+// its first invocation, once per handler (the runtime makes one handler per
+// process), with the credentials of the function's role, its region, and
+// the Lambda endpoint of AWS_ENDPOINT_URL_LAMBDA or AWS_ENDPOINT_URL when
+// set. NewHandler reads the environment once; when it lacks what invoking
+// needs (the region, the role's credentials, a valid EnvShards), it says
+// what on stderr (the function's log) and InvokerOf stays nil, so that an
+// invoker tree fails with an error saying the backend cannot invoke.
+func NewHandler(h backends.Handler) lambda.Handler {
+	inv, err := workerInvoker(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gowren worker:", err)
+	}
+	return &handler{h: h, invoker: inv}
+}
 
 // handler is the byte-level aws-lambda-go handler: it unwraps the JSON
 // event, runs the gowren Handler and wraps its reply.
-type handler struct{ h backends.Handler }
+type handler struct {
+	h       backends.Handler
+	invoker backends.Backend // nil when the worker cannot invoke its function
+}
 
 // Invoke implements lambda.Handler.
-func (w handler) Invoke(ctx context.Context, event []byte) ([]byte, error) {
+func (w *handler) Invoke(ctx context.Context, event []byte) ([]byte, error) {
 	payload, err := backends.DecodeJSON(event)
 	if err != nil {
 		// A value of this type is reported as is, with our error type.
@@ -65,5 +90,8 @@ func (w handler) Invoke(ctx context.Context, event []byte) ([]byte, error) {
 	}
 	ctx, cancel := backends.WithReplyReserve(ctx)
 	defer cancel()
+	if w.invoker != nil && backends.InvokerOf(ctx) == nil {
+		ctx = backends.WithInvoker(ctx, w.invoker)
+	}
 	return backends.EncodeJSON(w.h(ctx, payload)), nil
 }

@@ -41,6 +41,13 @@ adds at most 1,000 execution environments every 10 seconds to each function,
 so K shards ramp up K times faster. The account's concurrency limit still
 caps them together.
 
+Each shard's environment gets GOWREN_SHARDS=K (a function deployed alone
+loses it), so that workers of an invoker tree (fanout.Options.Tree), which
+invoke the function themselves, spread their children over the K shards.
+gowren does not change the function's IAM role: it prints the
+"aws iam put-role-policy" command that allows the role lambda:InvokeFunction
+on the function (or on NAME-*), which invoker trees need.
+
 Credentials and region come from the usual AWS configuration: AWS_PROFILE
 or -profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, SSO, AWS_REGION or
 -region. Creating a function needs -role. Before building, the function is
@@ -188,6 +195,11 @@ func deployLambda(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if res.Shards != nil {
 			what = fmt.Sprintf("the %d shards", len(res.Shards))
 		}
+		if res.InvokePolicy != "" {
+			fmt.Fprintf(stdout, "for invoker trees (fanout.Options.Tree) the workers invoke %s themselves: allow the role once with\n", what)
+			fmt.Fprintf(stdout, "  aws iam put-role-policy --role-name %s --policy-name gowren-invoke-%s --policy-document '%s'\n",
+				roleName(res.Role), res.Function, res.InvokePolicy)
+		}
 		fmt.Fprintf(stdout, "drive %s with (and GOWREN_STORE=s3://BUCKET/PREFIX for payloads over 6 MB):\n", what)
 	}
 	backend := res.BackendURL
@@ -196,4 +208,14 @@ func deployLambda(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprintf(stdout, "GOWREN_BACKEND=%s\n", backend)
 	return nil
+}
+
+// roleName returns the name of the IAM role of an ARN
+// (arn:aws:iam::ACCOUNT:role/PATH/NAME), or ROLE when it has none.
+func roleName(arn string) string {
+	_, rest, ok := strings.Cut(arn, ":role/")
+	if !ok || rest == "" {
+		return "ROLE"
+	}
+	return rest[strings.LastIndexByte(rest, '/')+1:]
 }

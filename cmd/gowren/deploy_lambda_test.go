@@ -102,7 +102,10 @@ func TestDeployLambda(t *testing.T) {
 	// The URL names the function's memory and architecture, which price
 	// the jobs' cost estimates.
 	wantURL := "GOWREN_BACKEND=lambda://cli?region=eu-central-1&memory=2048&arch=x86_64&timeout=300s&endpoint=" + url.QueryEscape(srv.URL())
-	for _, want := range []string{"function cli: created", "x86_64, 2048 MB", wantURL} {
+	policy := `'{"Version":"2012-10-17","Statement":[{"Sid":"GowrenInvokerTree","Effect":"Allow","Action":"lambda:InvokeFunction",` +
+		`"Resource":["arn:aws:lambda:eu-central-1:123456789012:function:cli","arn:aws:lambda:eu-central-1:123456789012:function:cli:*"]}]}'`
+	for _, want := range []string{"function cli: created", "x86_64, 2048 MB", wantURL,
+		"aws iam put-role-policy --role-name gowren --policy-name gowren-invoke-cli --policy-document " + policy} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output %q lacks %q", out, want)
 		}
@@ -177,6 +180,9 @@ func TestDeployLambdaShards(t *testing.T) {
 		if !strings.Contains(out.String(), "function "+fn+": created") || len(srv.Code(fn)) == 0 {
 			t.Errorf("no %s created:\n%s", fn, out.String())
 		}
+	}
+	if want := `--role-name gowren --policy-name gowren-invoke-sh --policy-document '{"Version":"2012-10-17","Statement":[{"Sid":"GowrenInvokerTree","Effect":"Allow","Action":"lambda:InvokeFunction","Resource":["arn:aws:lambda:eu-central-1:123456789012:function:sh-*"]}]}'`; !strings.Contains(out.String(), want) {
+		t.Errorf("output lacks the role policy for the shards %s:\n%s", want, out.String())
 	}
 	backend := "lambda://sh?region=eu-central-1&shards=3&memory=1024&arch=x86_64&timeout=300s&endpoint=" + url.QueryEscape(srv.URL())
 	if !strings.Contains(out.String(), "drive the 3 shards with") || !strings.Contains(out.String(), "GOWREN_BACKEND="+backend+"\n") {

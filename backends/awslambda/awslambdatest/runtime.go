@@ -115,6 +115,13 @@ func (w *worker) start() error {
 		// A worker here reaches this machine's directories too; a
 		// deployed function's default allows s3:// stores only.
 		"GOWREN_WORKER_STORES=s3,file",
+		// The credentials of the function's role, as Lambda gives them,
+		// valid for this server; and its endpoint, so that the SDK
+		// clients a worker makes (to invoke functions) reach it.
+		"AWS_ACCESS_KEY_ID="+s.roleKey(),
+		"AWS_SECRET_ACCESS_KEY="+s.o.SecretAccessKey,
+		"AWS_SESSION_TOKEN="+RoleSessionToken,
+		"AWS_ENDPOINT_URL_LAMBDA="+s.URL(),
 	)
 	cmd.Env = append(cmd.Env, s.o.Env...)
 	pr, pw, err := os.Pipe()

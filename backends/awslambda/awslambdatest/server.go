@@ -80,6 +80,12 @@
 //     is kept (Code) but not run: every function, version and alias runs
 //     Options.Command on the same worker processes, whose environment names
 //     Options.Function and $LATEST.
+//   - Worker environment: Lambda's variables, the role's credentials
+//     (RoleAccessKeyID with Options.SecretAccessKey and RoleSessionToken),
+//     and AWS_ENDPOINT_URL_LAMBDA set to URL(), so that a worker's own SDK
+//     client (an invoker tree's invoker) invokes the server's functions,
+//     signed as a function's role would sign. Stats.KeyInvocations counts
+//     invocations by the signing key, telling a worker's from a driver's.
 package awslambdatest
 
 import (
@@ -122,8 +128,12 @@ type Options struct {
 	Command []string
 	// Env holds extra "KEY=value" entries for the workers' environment,
 	// which is otherwise this process's plus the variables Lambda sets
-	// (AWS_LAMBDA_RUNTIME_API, AWS_LAMBDA_FUNCTION_NAME, _HANDLER, ...).
-	// Defaults to none.
+	// (AWS_LAMBDA_RUNTIME_API, AWS_LAMBDA_FUNCTION_NAME, _HANDLER,
+	// AWS_REGION, the role's credentials AWS_ACCESS_KEY_ID,
+	// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN: see RoleAccessKeyID)
+	// and AWS_ENDPOINT_URL_LAMBDA, the server's URL, so that a worker's SDK
+	// client invokes this server's functions. An entry here replaces one of
+	// those. Defaults to none.
 	Env []string
 	// Dir is the workers' working directory (Lambda's /var/task). Defaults
 	// to this process's.
@@ -236,6 +246,11 @@ type Stats struct {
 	// Events is the number of asynchronous invocations accepted, and
 	// EventRuns the number of their runs, retries included.
 	Events, EventRuns int
+	// KeyInvocations counts the invocations accepted (synchronous ones
+	// admitted, asynchronous ones queued) by the access key that signed
+	// them: the tests' drivers use theirs, workers the role's
+	// (RoleAccessKeyID unless Options.AccessKeyID is set).
+	KeyInvocations map[string]int
 	// Throttles is the number of 429 answers.
 	Throttles int
 	// MaxInFlight is the most invocations in flight at once.
@@ -390,6 +405,7 @@ func (s *Server) Stats() Stats {
 	st.Environments = append([]time.Time(nil), s.envs...)
 	st.Errors = maps.Clone(s.stats.Errors)
 	st.FunctionInvocations = maps.Clone(s.stats.FunctionInvocations)
+	st.KeyInvocations = maps.Clone(s.stats.KeyInvocations)
 	return st
 }
 
@@ -457,6 +473,15 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)
 	})
+}
+
+// countKeyLocked counts an accepted invocation under the access key that
+// signed r (authenticate checked the signature).
+func (s *Server) countKeyLocked(r *http.Request) {
+	if s.stats.KeyInvocations == nil {
+		s.stats.KeyInvocations = map[string]int{}
+	}
+	s.stats.KeyInvocations[accessKeyOf(r)]++
 }
 
 // errorRecorder notes the error code of an answer.
@@ -597,6 +622,7 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.events = append(s.events, inv)
 		s.stats.Events++
+		s.countKeyLocked(r)
 		s.mu.Unlock()
 		s.wakeEvents()
 		w.Header().Set("X-Amzn-RequestId", inv.id)
@@ -613,6 +639,7 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		s.stats.FunctionInvocations = map[string]int{}
 	}
 	s.stats.FunctionInvocations[inv.fn]++
+	s.countKeyLocked(r)
 	s.mu.Unlock()
 	s.enqueue(inv)
 	started := time.Now()

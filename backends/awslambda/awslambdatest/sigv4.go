@@ -18,6 +18,25 @@ import (
 // the tests of this module sign their requests with.
 const DefaultSecretAccessKey = "secret"
 
+// The credentials of the functions' role that worker processes find in
+// their environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+// AWS_SESSION_TOKEN), as Lambda gives a function the temporary credentials
+// of its execution role: RoleAccessKeyID (Options.AccessKeyID when set)
+// with Options.SecretAccessKey, and RoleSessionToken. The server accepts
+// them, so a worker can invoke functions of the server.
+const (
+	RoleAccessKeyID  = "ASIAAWSLAMBDATESTROLE"
+	RoleSessionToken = "awslambdatest-role-session"
+)
+
+// roleKey returns the access key ID of the workers' role credentials.
+func (s *Server) roleKey() string {
+	if s.o.AccessKeyID != "" {
+		return s.o.AccessKeyID
+	}
+	return RoleAccessKeyID
+}
+
 // maxSkew is how far a request's X-Amz-Date may be from the server's clock,
 // as AWS allows for signed requests.
 const maxSkew = 5 * time.Minute
@@ -116,6 +135,17 @@ func (s *Server) verify(r *http.Request, body []byte, now time.Time) *authError 
 			canonical + "'\n\nThe String-to-Sign should have been\n'" + toSign + "'\n"}
 	}
 	return nil
+}
+
+// accessKeyOf returns the access key ID of r's Authorization header, ""
+// when it has none.
+func accessKeyOf(r *http.Request) string {
+	_, cred, ok := strings.Cut(r.Header.Get("Authorization"), "Credential=")
+	if !ok {
+		return ""
+	}
+	key, _, _ := strings.Cut(cred, "/")
+	return key
 }
 
 func firstWord(s string) string {

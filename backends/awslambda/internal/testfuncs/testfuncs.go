@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/fanout"
 )
 
@@ -86,6 +87,61 @@ var (
 		return DigestOf(b), nil
 	})
 )
+
+// Children is the input of InvokeChildren.
+type Children struct {
+	// N is the number of children to invoke.
+	N int
+	// Async sends each child with InvokeAsync and a payload that is not a
+	// gowren request (the child's worker answers it with an error reply,
+	// which Lambda discards); otherwise the children run Noop on 0 ... N-1
+	// in a job of an executor on the invoker, one task per invocation.
+	Async bool
+}
+
+// ChildrenReport is what InvokeChildren returns.
+type ChildrenReport struct {
+	// Invoker is the invoker's description (fmt.Sprint); empty when the
+	// task's context has none.
+	Invoker string
+	// Nested is the invoker's Limits().Nested.
+	Nested bool
+	// Results are the children's results of a synchronous run.
+	Results []int
+}
+
+// InvokeChildren invokes children through the backend the worker runtime
+// put in the task's context (backends.InvokerOf), as the invoker of an
+// invoker tree does, and reports it. Without one it reports an empty
+// Invoker and invokes nothing.
+var InvokeChildren = fanout.Register("awslambdatest.children", func(ctx context.Context, c Children) (ChildrenReport, error) {
+	inv := backends.InvokerOf(ctx)
+	if inv == nil {
+		return ChildrenReport{}, nil
+	}
+	r := ChildrenReport{Invoker: fmt.Sprint(inv), Nested: inv.Limits().Nested}
+	if c.Async {
+		ab, ok := inv.(backends.AsyncBackend)
+		if !ok {
+			return r, fmt.Errorf("the invoker %s has no InvokeAsync", inv)
+		}
+		for i := range c.N {
+			if err := ab.InvokeAsync(ctx, []byte("not a gowren request")); err != nil {
+				return r, fmt.Errorf("child %d: %w", i, err)
+			}
+		}
+		return r, nil
+	}
+	ex := fanout.NewExecutor(inv, &fanout.Options{Concurrency: 1, BatchSize: 1})
+	defer ex.Close()
+	in := make([]int, c.N)
+	for i := range in {
+		in[i] = i
+	}
+	out, err := fanout.Map(ctx, ex, Noop, in)
+	r.Results = out
+	return r, err
+})
 
 // DigestOf is what Digest returns for b.
 func DigestOf(b []byte) string {
