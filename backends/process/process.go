@@ -142,7 +142,12 @@ type Backend struct {
 	started int // workers started so far; names the next one
 
 	reapers   sync.WaitGroup // one goroutine per worker process
+	calls     sync.WaitGroup // one goroutine per reverse call in flight
 	closeOnce sync.Once
+
+	// closeCtx ends when Close is called; so do the reverse calls.
+	closeCtx    context.Context
+	cancelCalls context.CancelFunc
 }
 
 var _ backends.StreamBackend = (*Backend)(nil)
@@ -182,6 +187,7 @@ func New(opts *Options) *Backend {
 		b.grace = defaultCancelGrace
 	}
 	b.slots = make(chan struct{}, b.workers)
+	b.closeCtx, b.cancelCalls = context.WithCancel(context.Background())
 	return b
 }
 
@@ -202,6 +208,7 @@ func (b *Backend) Limits() backends.Limits {
 		Concurrency:      b.workers,
 		Parallel:         1,
 		SameHost:         true,
+		Nested:           true,
 	}
 }
 
@@ -394,6 +401,7 @@ func (b *Backend) Close() error {
 			all = append(all, w)
 		}
 		b.mu.Unlock()
+		b.cancelCalls()
 		for _, w := range all {
 			w.closeRequests()
 		}
@@ -412,6 +420,7 @@ func (b *Backend) Close() error {
 			w.kill("still running CancelGrace after Close")
 		}
 		b.reapers.Wait()
+		b.calls.Wait()
 		for _, w := range idle {
 			w.dispose() // all exited: this only closes files
 		}

@@ -41,6 +41,8 @@ func (e *notDeliveredError) Is(target error) bool { return target == errNotDeliv
 
 // worker is the driver's handle on one worker process. It is owned by one
 // goroutine at a time: the Invoke using it, or the pool while it is idle.
+// The goroutines serving the reverse calls of its invocation write their
+// answers to req too: every write to req is made under wmu.
 type worker struct {
 	b    *Backend
 	id   int
@@ -51,7 +53,8 @@ type worker struct {
 	r    *bufio.Reader // on resp
 
 	// Owner's state.
-	seq  uint64
+	seq      uint64
+	lastCall uint64 // the id of the last reverse call read
 	wbuf []byte
 	pbuf []byte // parts up to maxKeptPart bytes are read into it
 	rhdr [headerSize]byte
@@ -61,6 +64,11 @@ type worker struct {
 	tail           tail // of stderr
 
 	reqOnce, respOnce sync.Once
+
+	wmu sync.Mutex // held for each frame written to req
+	// broken: an answer to a reverse call was cut short, so the request
+	// stream is no longer framed; the worker was killed. Guarded by wmu.
+	broken bool
 
 	exited  chan struct{} // closed once the process is reaped
 	state   *os.ProcessState
@@ -126,7 +134,8 @@ func (b *Backend) startLocked() (*worker, error) {
 
 	cmd := b.newCmd()
 	cmd.Env = append(os.Environ(), b.env...)
-	cmd.Env = append(cmd.Env, envWorker+"="+strconv.Itoa(id), envGrace+"="+b.grace.String())
+	cmd.Env = append(cmd.Env, envWorker+"="+strconv.Itoa(id), envGrace+"="+b.grace.String(),
+		fmt.Sprintf("%s=%d,%d,%d", envLimits, b.maxRequest, b.maxResponse, b.workers))
 	cmd.Stdout = w.stdout
 	cmd.Stderr = w.stderr
 	cmd.ExtraFiles = []*os.File{reqR, respW} // fds 3 and 4
@@ -217,12 +226,20 @@ func (w *worker) handshake(ctx context.Context, timeout time.Duration) error {
 type exchange struct {
 	w     *worker
 	id    uint64
+	ctx   context.Context // the invocation's: its reverse calls inherit it
 	fired chan struct{} // closed once ctx's AfterFunc has set past deadlines
 	// cancelled: ctx is done and the I/O deadlines are the grace period's.
 	cancelled bool
 	// cancelDue: a cancel frame is to be sent once the invoke frame is.
 	cancelDue bool
 	sent      bool // the invoke frame is sent
+
+	// ended: the invocation is over, so answers to its reverse calls are
+	// not sent. Guarded by w.wmu.
+	ended bool
+
+	mu    sync.Mutex
+	calls map[uint64]context.CancelFunc // reverse calls in flight; nil once ended
 }
 
 // maxKeptPart bounds the part buffer a worker keeps between invocations; a
@@ -237,7 +254,7 @@ const maxKeptPart = 1 << 20
 // period, invoke returns that reply with ctx's error.
 func (w *worker) invoke(ctx context.Context, payload []byte, part func([]byte)) (reply []byte, keep bool, err error) {
 	w.seq++
-	x := &exchange{w: w, id: w.seq}
+	x := &exchange{w: w, id: w.seq, ctx: ctx, calls: make(map[uint64]context.CancelFunc)}
 	if ctx.Done() != nil {
 		x.fired = make(chan struct{})
 		fired := x.fired
@@ -256,6 +273,11 @@ func (w *worker) invoke(ctx context.Context, payload []byte, part func([]byte)) 
 			}
 		}()
 	}
+	defer func() {
+		if x.end() {
+			keep = false
+		}
+	}()
 
 	// Send the invoke frame, and a cancel frame if ctx ended meanwhile.
 	n := headerSize + invokePrefixSize
@@ -282,10 +304,12 @@ func (w *worker) invoke(ctx context.Context, payload []byte, part func([]byte)) 
 	if small {
 		copy(buf[headerSize+invokePrefixSize:], payload)
 	}
+	w.wmu.Lock()
 	err = x.write(buf)
 	if err == nil && !small {
 		err = x.write(payload)
 	}
+	w.wmu.Unlock()
 	if err != nil {
 		if errors.Is(err, errGraceExpired) {
 			return nil, false, x.graceExpired(ctx)
@@ -297,7 +321,8 @@ func (w *worker) invoke(ctx context.Context, payload []byte, part func([]byte)) 
 		return nil, false, x.readFailed(ctx, err)
 	}
 
-	// Read the parts, if any, then the frame that ends the invocation.
+	// Read the parts and reverse calls, if any, then the frame that ends
+	// the invocation.
 	var h header
 	for {
 		if err := x.readFull(w.rhdr[:]); err != nil {
@@ -305,20 +330,36 @@ func (w *worker) invoke(ctx context.Context, payload []byte, part func([]byte)) 
 		}
 		h, err = parseHeader(w.rhdr[:])
 		if err == nil {
-			err = checkReply(h, x.id, w.b.maxResponse, part != nil)
+			err = checkReply(h, x.id, w.b.maxResponse, w.b.maxRequest, part != nil)
+		}
+		if err == nil && h.typ == frameCall && h.id <= w.lastCall {
+			err = fmt.Errorf("bad frame: call %d after call %d", h.id, w.lastCall)
 		}
 		if err != nil {
 			w.kill("it sent a bad frame")
 			return nil, false, w.lost("sent a bad frame: "+err.Error(), "")
 		}
-		if h.typ != framePart {
-			break
+		switch h.typ {
+		case framePart:
+			p := w.partBuf(int(h.size))
+			if err := x.readFull(p); err != nil {
+				return nil, false, x.readFailed(ctx, err)
+			}
+			part(p)
+			continue
+		case frameCall:
+			w.lastCall = h.id
+			body := make([]byte, h.size)
+			if err := x.readFull(body); err != nil {
+				return nil, false, x.readFailed(ctx, err)
+			}
+			x.startCall(h.id, body)
+			continue
+		case frameCallCancel:
+			x.cancelCall(h.id)
+			continue
 		}
-		p := w.partBuf(int(h.size))
-		if err := x.readFull(p); err != nil {
-			return nil, false, x.readFailed(ctx, err)
-		}
-		part(p)
+		break
 	}
 	body := make([]byte, h.size)
 	if err := x.readFull(body); err != nil {
@@ -393,6 +434,8 @@ func (x *exchange) sendCancel() error {
 	}
 	x.cancelDue = false
 	putHeader(x.w.chdr[:], header{typ: frameCancel, id: x.id})
+	x.w.wmu.Lock()
+	defer x.w.wmu.Unlock()
 	return x.write(x.w.chdr[:])
 }
 
