@@ -18,12 +18,12 @@ import (
 // written as soon as it is known, whatever the owner is doing.
 
 // startCall serves the reverse call id, whose call frame's body is body, in
-// a goroutine the backend waits for on Close. The call's context is the
+// a goroutine the backend waits for on Close. The call's context is ctx, the
 // invocation's, with the deadline the worker sent; it ends when the
-// invocation ends, when the worker cancels the call, and on Close. A call
-// read after Close is not served: the worker fails it when it sees its
-// request stream end.
-func (x *exchange) startCall(id uint64, body []byte) {
+// invocation ends (which Close makes happen, as it stops the worker) and
+// when the worker cancels the call. A call read after Close is not served:
+// the worker fails it when it sees its request stream end.
+func (x *exchange) startCall(ctx context.Context, id uint64, body []byte) {
 	b := x.w.b
 	b.mu.Lock()
 	if b.closed {
@@ -33,10 +33,10 @@ func (x *exchange) startCall(id uint64, body []byte) {
 	b.calls.Add(1)
 	b.mu.Unlock()
 
-	ctx, cancel := context.WithCancel(x.ctx)
+	cctx, cancel := context.WithCancel(ctx)
 	if d := int64(binary.BigEndian.Uint64(body[:callPrefixSize])); d != 0 {
 		var cancelDeadline context.CancelFunc
-		ctx, cancelDeadline = context.WithDeadline(ctx, time.Unix(0, d))
+		cctx, cancelDeadline = context.WithDeadline(cctx, time.Unix(0, d))
 		cancelCtx := cancel
 		cancel = func() { cancelDeadline(); cancelCtx() }
 	}
@@ -47,9 +47,7 @@ func (x *exchange) startCall(id uint64, body []byte) {
 	go func() {
 		defer b.calls.Done()
 		defer cancel()
-		stop := context.AfterFunc(b.closeCtx, cancel)
-		defer stop()
-		reply, err := b.serveCall(ctx, x.ctx, payload)
+		reply, err := b.serveCall(cctx, ctx, payload)
 		x.mu.Lock()
 		delete(x.calls, id)
 		x.mu.Unlock()

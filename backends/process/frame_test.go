@@ -190,8 +190,8 @@ func FuzzCallFail(f *testing.F) {
 func TestCallAfterClose(t *testing.T) {
 	b := New(nil)
 	b.Close()
-	x := &exchange{w: &worker{b: b}, ctx: context.Background(), calls: make(map[uint64]context.CancelFunc)}
-	x.startCall(1, make([]byte, callPrefixSize))
+	x := &exchange{w: &worker{b: b}, calls: make(map[uint64]context.CancelFunc)}
+	x.startCall(context.Background(), 1, make([]byte, callPrefixSize))
 	if len(x.calls) != 0 {
 		t.Errorf("a call read after Close was started")
 	}

@@ -40,6 +40,32 @@
 // handler a part sender; under Invoke, backends.CanSendParts is false in
 // the worker. A part, like a reply, is at most MaxResponseBytes.
 //
+// # Invoker trees
+//
+// Workers can invoke the backend themselves (Limits.Nested), as the
+// invokers of an invoker tree do (fanout.Options.Tree): a worker cannot
+// start processes of its own, so the handler's context carries a small
+// backends.Backend (backends.InvokerOf) whose Invoke is a reverse call. The
+// worker sends the payload to the driver over its pipe, the driver runs it
+// like any Invoke, on its pool or through the backend that the invoking
+// call's context names with backends.WithInvoker (a wrapper such as chaos),
+// and sends the reply back. Reverse calls run concurrently, as many as the
+// handler makes; each waits for a free worker like any invocation, and the
+// invoker's worker keeps its own meanwhile: with Options.Workers invokers all
+// waiting for children, none runs until their contexts end. The invoker
+// reports the pool's Limits and is not a StreamBackend or AsyncBackend; its
+// Close does nothing.
+//
+// A reverse call carries its context's deadline. When that context ends,
+// the driver cancels the call (its worker gets a cancel, as under Invoke) and
+// the invoker returns at once. Calls still out when their invocation ends
+// (it returned, failed, was cancelled, or its worker died) are cancelled, and
+// a call made after the handler returned fails with an error wrapping
+// backends.ErrClosed. The driver's errors keep their kind in the worker:
+// errors.Is finds backends.ErrThrottled (with its RetryAfter),
+// ErrWorkerLost, ErrTransport, ErrPayloadTooLarge, ErrClosed and the
+// context's errors in the error the invoker returns.
+//
 // # Errors
 //
 // Invoke wraps backends.ErrWorkerLost when a worker dies during an
@@ -144,10 +170,6 @@ type Backend struct {
 	reapers   sync.WaitGroup // one goroutine per worker process
 	calls     sync.WaitGroup // one goroutine per reverse call in flight
 	closeOnce sync.Once
-
-	// closeCtx ends when Close is called; so do the reverse calls.
-	closeCtx    context.Context
-	cancelCalls context.CancelFunc
 }
 
 var _ backends.StreamBackend = (*Backend)(nil)
@@ -187,7 +209,6 @@ func New(opts *Options) *Backend {
 		b.grace = defaultCancelGrace
 	}
 	b.slots = make(chan struct{}, b.workers)
-	b.closeCtx, b.cancelCalls = context.WithCancel(context.Background())
 	return b
 }
 
@@ -199,8 +220,9 @@ func limit(n int) int {
 }
 
 // Limits reports the configured worker count and payload limits. Workers run
-// on this host but not in this process, and run one batch's tasks one after
-// another.
+// on this host but not in this process, run one batch's tasks one after
+// another, and can invoke the backend (Nested; see Invoker trees in the
+// package doc).
 func (b *Backend) Limits() backends.Limits {
 	return backends.Limits{
 		MaxRequestBytes:  b.maxRequest,
@@ -401,7 +423,6 @@ func (b *Backend) Close() error {
 			all = append(all, w)
 		}
 		b.mu.Unlock()
-		b.cancelCalls()
 		for _, w := range all {
 			w.closeRequests()
 		}

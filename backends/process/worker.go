@@ -55,10 +55,10 @@ type worker struct {
 	// Owner's state.
 	seq      uint64
 	lastCall uint64 // the id of the last reverse call read
-	wbuf []byte
-	pbuf []byte // parts up to maxKeptPart bytes are read into it
-	rhdr [headerSize]byte
-	chdr [headerSize]byte
+	wbuf     []byte
+	pbuf     []byte // parts up to maxKeptPart bytes are read into it
+	rhdr     [headerSize]byte
+	chdr     [headerSize]byte
 
 	stdout, stderr *lineWriter
 	tail           tail // of stderr
@@ -226,7 +226,6 @@ func (w *worker) handshake(ctx context.Context, timeout time.Duration) error {
 type exchange struct {
 	w     *worker
 	id    uint64
-	ctx   context.Context // the invocation's: its reverse calls inherit it
 	fired chan struct{} // closed once ctx's AfterFunc has set past deadlines
 	// cancelled: ctx is done and the I/O deadlines are the grace period's.
 	cancelled bool
@@ -254,7 +253,7 @@ const maxKeptPart = 1 << 20
 // period, invoke returns that reply with ctx's error.
 func (w *worker) invoke(ctx context.Context, payload []byte, part func([]byte)) (reply []byte, keep bool, err error) {
 	w.seq++
-	x := &exchange{w: w, id: w.seq, ctx: ctx, calls: make(map[uint64]context.CancelFunc)}
+	x := &exchange{w: w, id: w.seq, calls: make(map[uint64]context.CancelFunc)}
 	if ctx.Done() != nil {
 		x.fired = make(chan struct{})
 		fired := x.fired
@@ -353,7 +352,7 @@ func (w *worker) invoke(ctx context.Context, payload []byte, part func([]byte)) 
 			if err := x.readFull(body); err != nil {
 				return nil, false, x.readFailed(ctx, err)
 			}
-			x.startCall(h.id, body)
+			x.startCall(ctx, h.id, body)
 			continue
 		case frameCallCancel:
 			x.cancelCall(h.id)
