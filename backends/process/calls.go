@@ -12,19 +12,25 @@ import (
 // The driver's side of reverse calls: a worker's handler invokes the backend
 // (backends.InvokerOf in the worker), the worker sends a call frame, and the
 // driver runs the payload as an invocation of its own, in a goroutine of its
-// own, then writes the answer back. The invocation's owner goroutine only
-// reads the call and starts that goroutine, so it keeps reading the worker's
-// frames (parts, more calls, the reply) while calls run, and an answer is
-// written as soon as it is known, whatever the owner is doing.
+// own, then writes the answer back. The worker's reader only reads the call
+// and starts that goroutine, so it keeps reading the worker's frames (parts,
+// more calls, replies) while calls run, and an answer is written as soon as
+// it is known, whatever the worker's owner is doing. A call belongs to the
+// worker, not to the invocation during which it came: a handler may start
+// children and return, as an invoker does on this machine, and the worker
+// may be idle or serving another invocation when a call comes or its answer
+// leaves.
 
 // startCall serves the reverse call id, whose call frame's body is body, in
-// a goroutine the backend waits for on Close. The call's context is ctx, the
-// invocation's, with the deadline the worker sent; it ends when the
-// invocation ends (which Close makes happen, as it stops the worker) and
-// when the worker cancels the call. A call read after Close is not served:
-// the worker fails it when it sees its request stream end.
-func (x *exchange) startCall(ctx context.Context, id uint64, body []byte) {
-	b := x.w.b
+// a goroutine the backend waits for on Close. The call's context has the
+// values of values, the context of the worker's current or last invocation
+// (so that a wrapper's marks and backends.InvokerOf reach it), and the
+// deadline the worker sent; it ends when the worker cancels the call and
+// when the worker is gone (which Close makes happen). A call read after
+// Close is not served: the worker fails it when it sees its request stream
+// end.
+func (w *worker) startCall(values context.Context, id uint64, body []byte) {
+	b := w.b
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -33,34 +39,37 @@ func (x *exchange) startCall(ctx context.Context, id uint64, body []byte) {
 	b.calls.Add(1)
 	b.mu.Unlock()
 
-	cctx, cancel := context.WithCancel(ctx)
+	if values == nil {
+		values = context.Background()
+	}
+	ctx, cancel := context.WithCancel(values)
 	if d := int64(binary.BigEndian.Uint64(body[:callPrefixSize])); d != 0 {
 		var cancelDeadline context.CancelFunc
-		cctx, cancelDeadline = context.WithDeadline(cctx, time.Unix(0, d))
+		ctx, cancelDeadline = context.WithDeadline(ctx, time.Unix(0, d))
 		cancelCtx := cancel
 		cancel = func() { cancelDeadline(); cancelCtx() }
 	}
-	x.mu.Lock()
-	x.calls[id] = cancel
-	x.mu.Unlock()
+	w.callMu.Lock()
+	w.calls[id] = cancel // the reader is running: calls is not nil
+	w.callMu.Unlock()
 	payload := body[callPrefixSize:]
 	go func() {
 		defer b.calls.Done()
 		defer cancel()
-		reply, err := b.serveCall(cctx, ctx, payload)
-		x.mu.Lock()
-		delete(x.calls, id)
-		x.mu.Unlock()
-		x.answer(id, reply, err)
+		reply, err := b.serveCall(ctx, values, payload)
+		w.callMu.Lock()
+		delete(w.calls, id)
+		w.callMu.Unlock()
+		w.answer(id, reply, err)
 	}()
 }
 
-// serveCall runs a reverse call's payload. It goes through the backend the
-// invocation's context names (backends.InvokerOf: a wrapper such as chaos
-// sets itself there, so that its rules apply to the calls workers make as to
-// the driver's own), else through b.
-func (b *Backend) serveCall(ctx, invocation context.Context, payload []byte) ([]byte, error) {
-	via := backends.InvokerOf(invocation)
+// serveCall runs a reverse call's payload. It goes through the backend that
+// values names (backends.InvokerOf: a wrapper such as chaos sets itself on
+// the context of the calls it passes on, so that its rules apply to the
+// calls workers make as to the driver's own), else through b.
+func (b *Backend) serveCall(ctx, values context.Context, payload []byte) ([]byte, error) {
+	via := backends.InvokerOf(values)
 	if via == nil {
 		via = b
 	}
@@ -73,25 +82,21 @@ func (b *Backend) serveCall(ctx, invocation context.Context, payload []byte) ([]
 }
 
 // cancelCall cancels the reverse call id, if it is still in flight.
-func (x *exchange) cancelCall(id uint64) {
-	x.mu.Lock()
-	cancel := x.calls[id]
-	delete(x.calls, id)
-	x.mu.Unlock()
+func (w *worker) cancelCall(id uint64) {
+	w.callMu.Lock()
+	cancel := w.calls[id]
+	delete(w.calls, id)
+	w.callMu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
 }
 
 // answer writes the answer to the reverse call id: a result frame with
-// reply, or a callfail frame with err. Once the invocation has ended it
-// writes nothing: the worker no longer waits for it. An answer the pipe
-// refuses whole is dropped: the worker is dying, or the invocation's ctx
-// ended (its write deadline is past), in which case the worker's handler is
-// being cancelled and no longer waits either. One cut short leaves the
-// request stream unframed, so the worker is killed.
-func (x *exchange) answer(id uint64, reply []byte, err error) {
-	w := x.w
+// reply, or a callfail frame with err. A write fails only when the worker is
+// gone; one cut short leaves the request stream unframed, so the worker is
+// killed and not reused (see broken).
+func (w *worker) answer(id uint64, reply []byte, err error) {
 	t, body := frameResult, reply
 	if err != nil {
 		t, body = frameCallFail, encodeCallFail(err)
@@ -104,7 +109,7 @@ func (x *exchange) answer(id uint64, reply []byte, err error) {
 	}
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
-	if x.ended || w.broken {
+	if w.broken {
 		return
 	}
 	var n int
@@ -119,23 +124,4 @@ func (x *exchange) answer(id uint64, reply []byte, err error) {
 			return
 		}
 	}
-}
-
-// end marks the invocation over: answers to its reverse calls are no longer
-// sent, and the calls still in flight are cancelled. It reports whether the
-// worker's request stream broke meanwhile, so that it is not reused.
-func (x *exchange) end() (broken bool) {
-	w := x.w
-	w.wmu.Lock()
-	x.ended = true
-	broken = w.broken
-	w.wmu.Unlock()
-	x.mu.Lock()
-	calls := x.calls
-	x.calls = nil
-	x.mu.Unlock()
-	for _, cancel := range calls {
-		cancel()
-	}
-	return broken
 }

@@ -45,13 +45,14 @@ import (
 //	                          uint32 (callErr...), retry after int64 (ns,
 //	                          for a throttle), then the error's text
 //
-// An invocation's frames from the worker are any number of parts, calls and
-// callcancels, then one of reply, toolarge or failed, which ends it: the
-// worker sends no call after it, and the driver cancels the calls still out.
-// The driver answers each call with one result or callfail, unless the
-// invocation ends first; a worker ignores the answer to a call it no longer
-// waits for. Both sides check a body length against their limits before
-// allocating it.
+// An invocation's frames from the worker are any number of parts, then one
+// of reply, toolarge or failed, which ends it. Calls and callcancels may come
+// at any time, during an invocation or between two: a call belongs to the
+// worker process, not to the invocation whose handler made it, which may
+// have returned since. The driver answers each call with one result or
+// callfail, unless the worker is gone; a worker ignores the answer to a call
+// it no longer waits for. Both sides check a body length against their
+// limits before allocating it.
 //
 // Version 2 added the part frame and the invoke frame's options; version 3
 // the reverse calls.

@@ -190,9 +190,9 @@ func FuzzCallFail(f *testing.F) {
 func TestCallAfterClose(t *testing.T) {
 	b := New(nil)
 	b.Close()
-	x := &exchange{w: &worker{b: b}, calls: make(map[uint64]context.CancelFunc)}
-	x.startCall(context.Background(), 1, make([]byte, callPrefixSize))
-	if len(x.calls) != 0 {
+	w := &worker{b: b, calls: make(map[uint64]context.CancelFunc)}
+	w.startCall(context.Background(), 1, make([]byte, callPrefixSize))
+	if len(w.calls) != 0 {
 		t.Errorf("a call read after Close was started")
 	}
 }

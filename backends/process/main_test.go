@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -306,30 +305,26 @@ func testHandler(ctx context.Context, payload []byte) []byte {
 		cancelled, _ := r.ReadString('\n')
 		return fmt.Appendf(nil, "child %s started, %s, child %s saw cancel",
 			strings.TrimSpace(started), answer, strings.TrimSpace(cancelled))
-	case "call-after": // a goroutine invokes "echo" until that fails; reply after its first answer
-		first := make(chan struct{})
-		calledAfter.Store(true)
-		callsAfter.Go(func() {
-			for i := 0; ; i++ {
-				_, err := backends.InvokerOf(ctx).Invoke(context.Background(), []byte("echo:x"))
-				if i == 0 {
-					close(first)
-				}
-				if err != nil {
-					callAfterErr = err
-					return
-				}
+	case "call-later": // "call-later:IN:OUT": return; later, once a line comes on IN, invoke "echo:late" and write what came back to OUT
+		in, out, _ := strings.Cut(string(arg), ":")
+		go func() {
+			f, err := os.OpenFile(in, os.O_RDWR, 0)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "test worker:", err)
+				return
 			}
-		})
-		<-first
-		return []byte("reply")
-	case "call-after-result": // how call-after's goroutine's last call failed; in another worker, wait for cancellation
-		if !calledAfter.Load() {
-			<-ctx.Done()
-			return []byte("not the worker of call-after")
-		}
-		callsAfter.Wait()
-		return describe(nil, callAfterErr)
+			defer f.Close()
+			_, _ = bufio.NewReader(f).ReadString('\n')
+			reply, err := backends.InvokerOf(ctx).Invoke(context.Background(), []byte("echo:late"))
+			o, err2 := os.OpenFile(out, os.O_WRONLY, 0)
+			if err2 != nil {
+				fmt.Fprintln(os.Stderr, "test worker:", err2)
+				return
+			}
+			defer o.Close()
+			fmt.Fprintf(o, "%s\n", describe(reply, err))
+		}()
+		return []byte("returned")
 	case "invoker": // what the invoker is
 		inv := backends.InvokerOf(ctx)
 		_, async := inv.(backends.AsyncBackend)
@@ -348,13 +343,6 @@ func testHandler(ctx context.Context, payload []byte) []byte {
 var (
 	partsAfter   sync.WaitGroup
 	partAfterErr error
-)
-
-// What call-after's goroutine saw, for call-after-result.
-var (
-	calledAfter  atomic.Bool
-	callsAfter   sync.WaitGroup
-	callAfterErr error
 )
 
 // describe tells a test what a reverse call returned: "reply R", or "error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -175,23 +176,29 @@ func TestNestedCancel(t *testing.T) {
 
 func TestNestedCallAfterReturn(t *testing.T) {
 	t.Parallel()
-	b, _ := newBackend(t, process.Options{Workers: 2})
-	if got := invoke(t, b, "call-after"); got != "reply" {
-		t.Fatalf("call-after: %q", got)
+	// One worker: the call its goroutine makes once its handler returned
+	// comes while it is idle, and runs on that same worker.
+	b, _ := newBackend(t, process.Options{Workers: 1})
+	in := filepath.Join(t.TempDir(), "in")
+	if err := syscall.Mkfifo(in, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	// Only call-after's worker answers call-after-result; the other
-	// holds until cancelled, so one of the two lands there.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	res := make(chan result, 2)
-	for range 2 {
-		go func() { res <- <-goInvoke(ctx, b, "call-after-result") }()
+	out := newFIFO(t)
+	if got := invoke(t, b, "call-later:"+in+":"+out.path); got != "returned" {
+		t.Fatalf("call-later: %q", got)
 	}
-	r := <-res
-	cancel()
-	<-res
-	if r.err != nil || !strings.Contains(r.reply, "already returned") || !strings.HasSuffix(r.reply, "[closed]") {
-		t.Errorf("call-after-result: %+v, want a call after the handler returned to fail with ErrClosed", r)
+	f, err := os.OpenFile(in, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("go\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = out.f.SetReadDeadline(time.Now().Add(time.Minute)) // a broken test fails instead of hanging
+	line, err := out.r.ReadString('\n')
+	if err != nil || line != "reply late\n" {
+		t.Errorf("a call after the handler returned: %q, %v, want %q", line, err, "reply late")
 	}
 }
 

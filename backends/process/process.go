@@ -58,13 +58,16 @@
 //
 // A reverse call carries its context's deadline. When that context ends,
 // the driver cancels the call (its worker gets a cancel, as under Invoke) and
-// the invoker returns at once. Calls still out when their invocation ends
-// (it returned, failed, was cancelled, or its worker died) are cancelled, and
-// a call made after the handler returned fails with an error wrapping
-// backends.ErrClosed. The driver's errors keep their kind in the worker:
-// errors.Is finds backends.ErrThrottled (with its RetryAfter),
-// ErrWorkerLost, ErrTransport, ErrPayloadTooLarge, ErrClosed and the
-// context's errors in the error the invoker returns.
+// the invoker returns at once. A call belongs to the worker process, not to
+// the invocation: a handler may start children in goroutines and return, as
+// an invoker does on this machine, and their calls go on, while the worker
+// is idle or serves its next invocation. The calls of a worker that dies are
+// cancelled; when the driver stops a worker (Close), the calls it still
+// waits for fail with an error wrapping backends.ErrClosed. The driver's
+// errors keep their kind in the worker: errors.Is finds
+// backends.ErrThrottled (with its RetryAfter), ErrWorkerLost, ErrTransport,
+// ErrPayloadTooLarge, ErrClosed and the context's errors in the error the
+// invoker returns.
 //
 // # Errors
 //
@@ -168,6 +171,7 @@ type Backend struct {
 	started int // workers started so far; names the next one
 
 	reapers   sync.WaitGroup // one goroutine per worker process
+	readers   sync.WaitGroup // one goroutine per worker that said hello
 	calls     sync.WaitGroup // one goroutine per reverse call in flight
 	closeOnce sync.Once
 }
@@ -365,7 +369,7 @@ func (b *Backend) acquire(ctx context.Context) (*worker, error) {
 		w := b.idle[len(b.idle)-1]
 		b.idle[len(b.idle)-1] = nil
 		b.idle = b.idle[:len(b.idle)-1]
-		if w.hasExited() {
+		if w.hasExited() || w.isGone() {
 			dead = append(dead, w) // died while idle; nothing was lost
 			continue
 		}
@@ -391,13 +395,15 @@ func (b *Backend) acquire(ctx context.Context) (*worker, error) {
 		}
 		return nil, err
 	}
+	w.startReader()
 	return w, nil
 }
 
-// release makes w idle again, or stops it if the backend is closed.
+// release makes w idle again, or stops it if the backend is closed or the
+// worker is no longer usable.
 func (b *Backend) release(w *worker) {
 	b.mu.Lock()
-	if !b.closed {
+	if !b.closed && !w.isBroken() {
 		b.idle = append(b.idle, w)
 		b.mu.Unlock()
 		return
@@ -441,7 +447,8 @@ func (b *Backend) Close() error {
 			w.kill("still running CancelGrace after Close")
 		}
 		b.reapers.Wait()
-		b.calls.Wait()
+		b.readers.Wait() // the processes are gone: the readers see the end of their pipes
+		b.calls.Wait()   // which cancelled the calls
 		for _, w := range idle {
 			w.dispose() // all exited: this only closes files
 		}

@@ -77,6 +77,7 @@ func serve(h backends.Handler) error {
 		w:      bufio.NewWriterSize(rep, 64<<10),
 		calls:  make(map[uint64]*call),
 	}
+	s.invoker = &invoker{s: s}
 	return s.run()
 }
 
@@ -102,10 +103,11 @@ func parseLimits(v string) backends.Limits {
 // fd 3 and never writes; everything written to fd 4 is written under wmu.
 // Lock order: wmu before mu.
 type server struct {
-	h      backends.Handler
-	grace  time.Duration
-	limits backends.Limits // the pool's, as the driver told
-	r      *bufio.Reader
+	h       backends.Handler
+	invoker *invoker // what InvokerOf returns in the handlers
+	grace   time.Duration
+	limits  backends.Limits // the pool's, as the driver told
+	r       *bufio.Reader
 
 	mu    sync.Mutex
 	cur   *invocation      // the running invocation, nil when idle
@@ -236,7 +238,7 @@ func (s *server) start(id uint64, body []byte) error {
 		ctx = backends.WithPartSender(ctx, func(part []byte) error { return s.sendPart(inv, part) })
 	}
 	if backends.InvokerOf(ctx) == nil {
-		ctx = backends.WithInvoker(ctx, &invoker{s: s, inv: inv})
+		ctx = backends.WithInvoker(ctx, s.invoker)
 	}
 	if deadline != 0 {
 		ctx, inv.cancel = context.WithDeadline(ctx, time.Unix(0, deadline))
@@ -261,12 +263,9 @@ func (s *server) handle(ctx context.Context, inv *invocation, payload []byte) {
 	defer close(inv.done)
 	reply, failure := s.call(ctx, payload)
 	s.wmu.Lock()
-	inv.ended = true // a part or call sent from now on is refused
+	inv.ended = true // a part sent from now on is refused
 	s.wmu.Unlock()
 	inv.cancel()
-	// A call a goroutine of the handler still waits for will not be
-	// answered: the driver cancels them when it reads the reply.
-	s.failCalls(fmt.Errorf("%w (%w)", errEnded, backends.ErrClosed))
 	// Idle again before the reply leaves: the driver may send the next
 	// invocation as soon as it has read it.
 	s.mu.Lock()
@@ -380,20 +379,19 @@ func (s *server) failCalls(err error) {
 
 // invoker is the Backend a handler invokes children through
 // (backends.InvokerOf): each Invoke is a reverse call, which the driver runs
-// on its pool as it runs its own invocations.
-type invoker struct {
-	s   *server
-	inv *invocation
-}
+// on its pool as it runs its own invocations. A call may outlive the
+// invocation whose handler made it, as the worker process does.
+type invoker struct{ s *server }
 
 var _ backends.Backend = (*invoker)(nil)
 
 // Invoke sends payload to the driver as a reverse call and waits for its
-// answer. When ctx ends first, the driver is told to cancel the call and
-// Invoke returns ctx's error at once. It fails once the invocation's
-// handler has returned, or when the driver stops the worker, with an error
-// wrapping backends.ErrClosed; the driver's errors keep their kind
-// (errors.Is finds backends.ErrThrottled, ErrWorkerLost and the like).
+// answer; it is safe for concurrent use, also after the handler returned.
+// When ctx ends first, the driver is told to cancel the call and Invoke
+// returns ctx's error at once. When the driver stops the worker, Invoke
+// fails with an error wrapping backends.ErrClosed; the driver's errors keep
+// their kind (errors.Is finds backends.ErrThrottled, ErrWorkerLost and the
+// like).
 func (x *invoker) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	s := x.s
 	if err := ctx.Err(); err != nil {
@@ -409,10 +407,6 @@ func (x *invoker) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	c := &call{done: make(chan struct{})}
 	s.wmu.Lock()
-	if x.inv.ended {
-		s.wmu.Unlock()
-		return nil, fmt.Errorf("process: invoke through the driver: %w (%w)", errEnded, backends.ErrClosed)
-	}
 	if s.stopped {
 		s.wmu.Unlock()
 		return nil, fmt.Errorf("process: invoke through the driver: %w (%w)", errStopped, backends.ErrClosed)
@@ -434,16 +428,12 @@ func (x *invoker) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	case <-ctx.Done():
 	}
 	if !s.forget(c) {
-		// Answered meanwhile (or failed by the end of the invocation).
+		// Answered meanwhile, or failed as the driver stopped the worker.
 		<-c.done
 		return c.reply, c.err
 	}
-	s.wmu.Lock()
-	if !x.inv.ended {
-		// An error means the driver is gone; the call ends with it.
-		_ = s.writeLocked(frameCallCancel, 0, c.id)
-	}
-	s.wmu.Unlock()
+	// An error means the driver is gone: the call ends with it.
+	_ = s.send(frameCallCancel, 0, c.id, nil)
 	return nil, fmt.Errorf("process: invoke through the driver: %w", ctx.Err())
 }
 
