@@ -40,6 +40,35 @@
 // handler a part sender; under Invoke, backends.CanSendParts is false in
 // the worker. A part, like a reply, is at most MaxResponseBytes.
 //
+// # Invoker trees
+//
+// Workers can invoke the backend themselves (Limits.Nested), as the
+// invokers of an invoker tree do (fanout.Options.Tree): a worker cannot
+// start processes of its own, so the handler's context carries a small
+// backends.Backend (backends.InvokerOf) whose Invoke is a reverse call. The
+// worker sends the payload to the driver over its pipe, the driver runs it
+// like any Invoke, on its pool or through the backend that the invoking
+// call's context names with backends.WithInvoker (a wrapper such as chaos),
+// and sends the reply back. Reverse calls run concurrently, as many as the
+// handler makes; each waits for a free worker like any invocation, and the
+// invoker's worker keeps its own meanwhile: with Options.Workers invokers all
+// waiting for children, none runs until their contexts end. The invoker
+// reports the pool's Limits and is not a StreamBackend or AsyncBackend; its
+// Close does nothing.
+//
+// A reverse call carries its context's deadline. When that context ends,
+// the driver cancels the call (its worker gets a cancel, as under Invoke) and
+// the invoker returns at once. A call belongs to the worker process, not to
+// the invocation: a handler may start children in goroutines and return, as
+// an invoker does on this machine, and their calls go on, while the worker
+// is idle or serves its next invocation. The calls of a worker that dies are
+// cancelled; when the driver stops a worker (Close), the calls it still
+// waits for fail with an error wrapping backends.ErrClosed. The driver's
+// errors keep their kind in the worker: errors.Is finds
+// backends.ErrThrottled (with its RetryAfter), ErrWorkerLost, ErrTransport,
+// ErrPayloadTooLarge, ErrClosed and the context's errors in the error the
+// invoker returns.
+//
 // # Errors
 //
 // Invoke wraps backends.ErrWorkerLost when a worker dies during an
@@ -142,6 +171,8 @@ type Backend struct {
 	started int // workers started so far; names the next one
 
 	reapers   sync.WaitGroup // one goroutine per worker process
+	readers   sync.WaitGroup // one goroutine per worker that said hello
+	calls     sync.WaitGroup // one goroutine per reverse call in flight
 	closeOnce sync.Once
 }
 
@@ -193,8 +224,9 @@ func limit(n int) int {
 }
 
 // Limits reports the configured worker count and payload limits. Workers run
-// on this host but not in this process, and run one batch's tasks one after
-// another.
+// on this host but not in this process, run one batch's tasks one after
+// another, and can invoke the backend (Nested; see Invoker trees in the
+// package doc).
 func (b *Backend) Limits() backends.Limits {
 	return backends.Limits{
 		MaxRequestBytes:  b.maxRequest,
@@ -202,6 +234,7 @@ func (b *Backend) Limits() backends.Limits {
 		Concurrency:      b.workers,
 		Parallel:         1,
 		SameHost:         true,
+		Nested:           true,
 	}
 }
 
@@ -336,7 +369,7 @@ func (b *Backend) acquire(ctx context.Context) (*worker, error) {
 		w := b.idle[len(b.idle)-1]
 		b.idle[len(b.idle)-1] = nil
 		b.idle = b.idle[:len(b.idle)-1]
-		if w.hasExited() {
+		if w.hasExited() || w.isGone() {
 			dead = append(dead, w) // died while idle; nothing was lost
 			continue
 		}
@@ -362,13 +395,15 @@ func (b *Backend) acquire(ctx context.Context) (*worker, error) {
 		}
 		return nil, err
 	}
+	w.startReader()
 	return w, nil
 }
 
-// release makes w idle again, or stops it if the backend is closed.
+// release makes w idle again, or stops it if the backend is closed or the
+// worker is no longer usable.
 func (b *Backend) release(w *worker) {
 	b.mu.Lock()
-	if !b.closed {
+	if !b.closed && !w.isBroken() {
 		b.idle = append(b.idle, w)
 		b.mu.Unlock()
 		return
@@ -412,6 +447,8 @@ func (b *Backend) Close() error {
 			w.kill("still running CancelGrace after Close")
 		}
 		b.reapers.Wait()
+		b.readers.Wait() // the processes are gone: the readers see the end of their pipes
+		b.calls.Wait()   // which cancelled the calls
 		for _, w := range idle {
 			w.dispose() // all exited: this only closes files
 		}

@@ -158,9 +158,9 @@ func TestLimits(t *testing.T) {
 		opts *process.Options
 		want backends.Limits
 	}{
-		{"defaults", nil, backends.Limits{MaxRequestBytes: 6 << 20, MaxResponseBytes: 6 << 20, Concurrency: runtimeProcs(), Parallel: 1, SameHost: true}},
-		{"set", &process.Options{Workers: 3, MaxRequestBytes: 10, MaxResponseBytes: 20}, backends.Limits{MaxRequestBytes: 10, MaxResponseBytes: 20, Concurrency: 3, Parallel: 1, SameHost: true}},
-		{"clamped", &process.Options{MaxRequestBytes: 2 << 30, MaxResponseBytes: -1}, backends.Limits{MaxRequestBytes: 1 << 30, MaxResponseBytes: 6 << 20, Concurrency: runtimeProcs(), Parallel: 1, SameHost: true}},
+		{"defaults", nil, backends.Limits{MaxRequestBytes: 6 << 20, MaxResponseBytes: 6 << 20, Concurrency: runtimeProcs(), Parallel: 1, SameHost: true, Nested: true}},
+		{"set", &process.Options{Workers: 3, MaxRequestBytes: 10, MaxResponseBytes: 20}, backends.Limits{MaxRequestBytes: 10, MaxResponseBytes: 20, Concurrency: 3, Parallel: 1, SameHost: true, Nested: true}},
+		{"clamped", &process.Options{MaxRequestBytes: 2 << 30, MaxResponseBytes: -1}, backends.Limits{MaxRequestBytes: 1 << 30, MaxResponseBytes: 6 << 20, Concurrency: runtimeProcs(), Parallel: 1, SameHost: true, Nested: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,7 +178,7 @@ func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
 func TestWorkerEnvironment(t *testing.T) {
 	t.Parallel()
 	b, _ := newBackend(t, process.Options{Workers: 1, Env: []string{"PROCESS_TEST_EXTRA=extra"}})
-	if got, want := invoke(t, b, "env"), "||extra"; got != want {
+	if got, want := invoke(t, b, "env"), "|||extra"; got != want {
 		t.Errorf("worker environment: got %q, want %q (Serve unsets its variables; Env reaches the worker)", got, want)
 	}
 	if got, want := invoke(t, b, "cloexec"), "3:true:true 4:true:true"; got != want {
