@@ -14,6 +14,7 @@ import (
 	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/process"
 	"github.com/gowren/gowren/fanout"
+	"github.com/gowren/gowren/storage/filestore"
 )
 
 // Ways for a task to take its worker process down with it.
@@ -217,4 +218,43 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// An invoker tree on process://: invokers' children go through the driver's
+// pool, and reply through the job's temporary store.
+func TestProcessTree(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprintf("async=%v", async), func(t *testing.T) {
+			o := &fanout.Options{Tree: 3, BatchSize: 1, Concurrency: 12, Async: async}
+			if async {
+				st, err := filestore.New(t.TempDir(), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				o.Store = st
+			}
+			ex, _ := newProcess(t, 3, o)
+			in := make([]int, 60)
+			for i := range in {
+				in[i] = i
+			}
+			j, err := fanout.Start(context.Background(), ex, double, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := j.Wait(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range out {
+				if v != 2*i {
+					t.Fatalf("result %d is %d, want %d", i, v, 2*i)
+				}
+			}
+			if s := j.Stats(); s.Invokers < 1 || s.ViaTree < 12 {
+				t.Fatalf("invokers %d, via the tree %d: want the first window of 12 through invokers", s.Invokers, s.ViaTree)
+			}
+		})
+	}
 }
