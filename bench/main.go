@@ -46,6 +46,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -116,7 +117,20 @@ func main() {
 	list := flag.String("scenarios", "all", "comma-separated scenarios to run: "+strings.Join(scenarioNames, ", ")+", or the groups all, core, engine")
 	flag.StringVar(list, "scenario", "all", "the same as -scenarios")
 	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if strings.HasPrefix(*mode, "rss-") {
 		rssChild(strings.TrimPrefix(*mode, "rss-"))
 		return

@@ -534,7 +534,7 @@ func (j *jobCore) kidsStarted(ev event) {
 		case err == nil:
 			if !inv.ended && !inv.accepted {
 				j.ran(inv)
-				j.t.accept(inv, ev.at+int64(j.asyncDeadline(len(inv.tasks))))
+				j.accept(inv, ev.at+int64(j.asyncDeadline(len(inv.tasks))))
 			}
 		case errors.Is(err, errKid):
 			j.failed(inv, err, ev.at) // classified by its invoker
