@@ -24,10 +24,16 @@ const (
 	// envGrace holds Options.CancelGrace: how long a worker whose driver
 	// went away waits for a running invocation before it exits.
 	envGrace = "GOWREN_PROCESS_GRACE"
+	// envCapture, set, says that the driver passed the capture pipes: the
+	// read and write ends of the stdout pipe at fds captureFD and
+	// captureFD+1, those of the stderr pipe at captureFD+2 and +3, and the
+	// state page at captureFD+4 (Linux only, see capture).
+	envCapture = "GOWREN_PROCESS_CAPTURE"
 
 	// Child file descriptors of the two pipes (cmd.ExtraFiles).
 	requestFD = 3
 	replyFD   = 4
+	captureFD = 5
 )
 
 func init() {
@@ -50,8 +56,10 @@ func serve(h backends.Handler) error {
 	if err != nil || grace < 0 {
 		grace = defaultCancelGrace
 	}
+	captured := os.Getenv(envCapture) != ""
 	os.Unsetenv(envWorker)
 	os.Unsetenv(envGrace)
+	os.Unsetenv(envCapture)
 	nameProcess()
 	req, err := inheritedPipe(requestFD, "gowren-requests")
 	var rep *os.File
@@ -67,13 +75,20 @@ func serve(h backends.Handler) error {
 		r:     bufio.NewReaderSize(req, 64<<10),
 		w:     bufio.NewWriterSize(rep, 64<<10),
 	}
+	if captured {
+		if s.capture, err = startCapture(); err != nil {
+			return fmt.Errorf("process: serve worker %s: %w", name, err)
+		}
+		defer s.capture.close()
+	}
 	return s.run()
 }
 
 type server struct {
-	h     backends.Handler
-	grace time.Duration
-	r     *bufio.Reader
+	h       backends.Handler
+	grace   time.Duration
+	r       *bufio.Reader
+	capture *capture // nil: the driver did not ask for capture
 
 	mu  sync.Mutex
 	cur *invocation // the running invocation, nil when idle
@@ -165,6 +180,9 @@ func (s *server) start(id uint64, body []byte) error {
 	}
 	payload := body[invokePrefixSize:]
 	ctx := context.Background()
+	if s.capture != nil {
+		ctx = backends.WithOutputCapture(ctx, s.capture)
+	}
 	if options&optStream != 0 {
 		ctx = backends.WithPartSender(ctx, func(part []byte) error { return s.sendPart(inv, part) })
 	}
@@ -190,6 +208,9 @@ func (s *server) start(id uint64, body []byte) error {
 func (s *server) handle(ctx context.Context, inv *invocation, payload []byte) {
 	defer close(inv.done)
 	reply, failure := s.call(ctx, payload)
+	if s.capture != nil {
+		s.capture.sync()
+	}
 	s.wmu.Lock()
 	inv.ended = true // a part sent from now on is refused
 	s.wmu.Unlock()
