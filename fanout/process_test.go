@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"os"
 	"os/exec"
 	"slices"
@@ -23,6 +24,8 @@ var die = fanout.Register("fanout_test.die", func(ctx context.Context, how strin
 	switch how {
 	case "exit":
 		os.Exit(3)
+	case "fatal":
+		log.Fatalf("task %d gives up", fanout.Task(ctx).Index)
 	case "kill":
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		<-ctx.Done()
@@ -126,6 +129,26 @@ func TestProcessWorkerDeath(t *testing.T) {
 				t.Fatalf("after the deaths: %q, %v", more, err)
 			}
 		})
+	}
+}
+
+// The last words of a task that takes its worker down (log.Fatal) reach the
+// driver's stderr, named after the task, and the task's error.
+func TestProcessLastWords(t *testing.T) {
+	ex, log := newProcess(t, 1, &fanout.Options{BatchSize: 1, Retries: -1})
+	_, err := fanout.Map(context.Background(), ex, die, []string{"a", "fatal", "b"})
+	var te *fanout.TaskError
+	if !errors.As(err, &te) || te.Index != 1 || !strings.Contains(err.Error(), "task 1 gives up") {
+		t.Fatalf("err = %v, want task 1's error quoting its last words", err)
+	}
+	ex.Close() // the workers' output is all copied once they are gone
+	text := log.String()
+	found := false
+	for line := range strings.Lines(text) {
+		found = found || strings.HasPrefix(line, "[worker 1 task 1] ") && strings.HasSuffix(line, " task 1 gives up\n")
+	}
+	if !found {
+		t.Errorf("driver's stderr lacks the last words of task 1, named after it:\n%s", text)
 	}
 }
 
