@@ -149,6 +149,16 @@ func testHandler(ctx context.Context, payload []byte) []byte {
 			lines = append(lines, fmt.Sprintf("%s:%s:%v", l.Stream, l.Text, l.Tasks))
 		}
 		return fmt.Appendf(reply, "|%s", strings.Join(lines, ";"))
+	case "overlap": // overlap:TEXT: tasks 3 and 4 run at once while TEXT is printed; reply what task 4 got
+		out3 := backends.TaskStarted(ctx, 3)
+		out4 := backends.TaskStarted(ctx, 4)
+		fmt.Println(string(arg))
+		out3.End()
+		var lines []string
+		for _, l := range out4.End() {
+			lines = append(lines, fmt.Sprintf("%s:%s:%v", l.Stream, l.Text, l.Tasks))
+		}
+		return []byte(strings.Join(lines, ";"))
 	case "fatal":
 		log.Fatalf("test worker: fatal %s", arg)
 	case "flood-exit": // N numbered lines on stdout and stderr each, then exit at once

@@ -416,8 +416,8 @@ func TestWorkerLastWords(t *testing.T) {
 }
 
 // What a task prints is attributed to it, in the driver's output and in
-// the lines the worker gives the task; what is printed outside tasks names
-// the worker only.
+// the lines the worker gives the task; what is printed while two tasks run
+// goes to both; what is printed outside tasks names the worker only.
 func TestTaskOutput(t *testing.T) {
 	t.Parallel()
 	b, out := newBackend(t, process.Options{Workers: 1})
@@ -430,16 +430,20 @@ func TestTaskOutput(t *testing.T) {
 	if got := invoke(t, b, "print:outside"); got != "printed" {
 		t.Errorf("print replied %q", got)
 	}
+	if got, want := invoke(t, b, "overlap:shared"), "stdout:shared:[3 4]"; got != want {
+		t.Errorf("overlapping task 4 got %q, want %q", got, want)
+	}
 	b.Close()
 	text := out.String()
 	for _, want := range []string{"[worker 1 task 3] hello (stdout)\n", "[worker 1 task 3] hello (stderr)\n",
+		"[worker 1 tasks 3,4] shared\n",
 		"[worker 1] outside (stdout)\n", "[worker 1] outside (stderr)\n"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
 	}
-	if strings.Contains(text, "task 4") {
-		t.Errorf("output names task 4, which printed nothing:\n%s", text)
+	if strings.Contains(text, "task 4]") {
+		t.Errorf("output names task 4 alone, which printed nothing alone:\n%s", text)
 	}
 }
 
