@@ -200,7 +200,7 @@ func TestCallAfterClose(t *testing.T) {
 func TestLineWriter(t *testing.T) {
 	var out bytes.Buffer
 	var tl tail
-	w := &lineWriter{out: &output{w: &out}, prefix: "[w] ", tail: &tl}
+	w := &lineWriter{out: &output{w: &out}, worker: "[w", tail: &tl}
 	for _, s := range []string{"a", "b\nc", "\n\n", strings.Repeat("z", maxLine+3), "\nend"} {
 		w.Write([]byte(s))
 	}
@@ -208,6 +208,26 @@ func TestLineWriter(t *testing.T) {
 	want := "[w] ab\n[w] c\n[w] \n[w] " + strings.Repeat("z", maxLine) + "\n[w] zzz\n[w] end\n"
 	if out.String() != want {
 		t.Errorf("output:\n%.200q\nwant:\n%.200q", out.String(), want)
+	}
+}
+
+// Lines the worker's capture tagged name their tasks; anything else that
+// starts with a NUL is shown as it came.
+func TestLineWriterTags(t *testing.T) {
+	var out bytes.Buffer
+	var tl tail
+	w := &lineWriter{out: &output{w: &out}, worker: "[worker 2", tail: &tl}
+	for _, s := range []string{"\x00task 17\x00hel", "lo\n\x00tasks 3,4\x00both\n", "\x00bogus\x00x\n",
+		"\x00task \x00empty\n", "\x00task 1", "\n\x00task 5\x00\n", "plain\n"} {
+		w.Write([]byte(s))
+	}
+	want := "[worker 2 task 17] hello\n[worker 2 tasks 3,4] both\n[worker 2] \x00bogus\x00x\n" +
+		"[worker 2] \x00task \x00empty\n[worker 2] \x00task 1\n[worker 2 task 5] \n[worker 2] plain\n"
+	if out.String() != want {
+		t.Errorf("output:\n%q\nwant:\n%q", out.String(), want)
+	}
+	if got := tl.String(); !strings.Contains(got, "\thello\n") || strings.Contains(got, "task 17") {
+		t.Errorf("tail keeps the lines without their tags:\n%s", got)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -139,10 +140,43 @@ func testHandler(ctx context.Context, payload []byte) []byte {
 		n, _ := strconv.Atoi(string(arg))
 		os.Stdout.Write(append(bytes.Repeat([]byte("y"), n), '\n'))
 		return []byte("printed")
+	case "task": // task:I:COMMAND: run COMMAND as task I; reply its reply, then "|" and its captured lines
+		i, rest, _ := bytes.Cut(arg, []byte(":"))
+		index, _ := strconv.Atoi(string(i))
+		out := backends.TaskStarted(ctx, index)
+		reply := testHandler(ctx, rest)
+		var lines []string
+		for _, l := range out.End() {
+			lines = append(lines, fmt.Sprintf("%s:%s:%v", l.Stream, l.Text, l.Tasks))
+		}
+		return fmt.Appendf(reply, "|%s", strings.Join(lines, ";"))
+	case "overlap": // overlap:TEXT: tasks 3 and 4 run at once while TEXT is printed; reply what task 4 got
+		out3 := backends.TaskStarted(ctx, 3)
+		out4 := backends.TaskStarted(ctx, 4)
+		fmt.Println(string(arg))
+		out3.End()
+		var lines []string
+		for _, l := range out4.End() {
+			lines = append(lines, fmt.Sprintf("%s:%s:%v", l.Stream, l.Text, l.Tasks))
+		}
+		return []byte(strings.Join(lines, ";"))
+	case "fatal":
+		log.Fatalf("test worker: fatal %s", arg)
+	case "flood-exit": // N numbered lines on stdout and stderr each, then exit at once
+		n, _ := strconv.Atoi(string(arg))
+		for i := range n {
+			fmt.Printf("out %d\n", i)
+			fmt.Fprintf(os.Stderr, "err %d\n", i)
+		}
+		os.Exit(4)
 	case "exit":
 		code, _ := strconv.Atoi(string(arg))
 		fmt.Fprintf(os.Stderr, "test worker: exiting with %d\n", code)
 		os.Exit(code)
+	case "last-kill": // a line on stderr, then SIGKILL
+		fmt.Fprintf(os.Stderr, "test worker: %s\n", arg)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
 	case "kill":
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
@@ -177,12 +211,12 @@ func testHandler(ctx context.Context, payload []byte) []byte {
 		return []byte(strconv.FormatInt(d.UnixNano(), 10))
 	case "env":
 		return []byte(os.Getenv("GOWREN_PROCESS_WORKER") + "|" + os.Getenv("GOWREN_PROCESS_GRACE") + "|" +
-			os.Getenv("GOWREN_PROCESS_LIMITS") + "|" + os.Getenv("PROCESS_TEST_EXTRA"))
-	case "cloexec": // are the protocol pipes hidden from programs a task starts?
+			os.Getenv("GOWREN_PROCESS_LIMITS") + "|" + os.Getenv("GOWREN_PROCESS_CAPTURE") + "|" + os.Getenv("PROCESS_TEST_EXTRA"))
+	case "cloexec": // fd:inherited for fds 3 to 9: are the protocol and capture files hidden from programs a task starts?
 		var out []string
-		for fd := 3; fd <= 4; fd++ {
+		for fd := 3; fd <= 9; fd++ {
 			flags, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0)
-			out = append(out, fmt.Sprintf("%d:%v:%v", fd, errno == 0, flags&syscall.FD_CLOEXEC != 0))
+			out = append(out, fmt.Sprintf("%d:%v", fd, errno == 0 && flags&syscall.FD_CLOEXEC == 0))
 		}
 		return []byte(strings.Join(out, " "))
 	case "parts": // send N parts, then reply

@@ -19,10 +19,8 @@
 // GOWREN_PROCESS_WORKER set, so main must call fanout.Init before anything
 // else: in a worker, Init serves invocations and never returns. Driver and
 // worker exchange length-prefixed frames over two extra pipes (the worker's
-// fds 3 and 4), never over stdout or stderr, so a task may print freely: each
-// line of a worker's stdout and stderr goes to Options.Stderr prefixed with
-// "[worker N] ". A worker whose driver dies sees its request pipe close and
-// exits.
+// fds 3 and 4), never over stdout or stderr, so a task may print freely. A
+// worker whose driver dies sees its request pipe close and exits.
 //
 // Each worker leads a process group of its own, so a Ctrl-C on the terminal
 // reaches the driver only, which then stops its workers; killing a worker
@@ -30,6 +28,47 @@
 // of Invoke's ctx. Workers built with -race sleep a second when they exit
 // (the race detector's atexit_sleep_ms); tests can add
 // "GORACE=atexit_sleep_ms=0" to Options.Env to make Close faster.
+//
+// # Output
+//
+// On Linux, each line a worker writes to its stdout or stderr goes to Options.Stderr
+// prefixed with "[worker N task I] ", naming the task that was running in
+// the worker when the line was written, or "[worker N] " when none was (the
+// worker starting, a goroutine left behind by an earlier task). The line
+// also joins that task's log records (a fanout.LogRecord with the
+// attribute stream=stdout or stream=stderr; fanout.Handle tells the worker
+// when each task starts and ends), so it travels with the task's result, is
+// saved in stats.json with fanout.Options.KeepData and is printed by
+// "gowren logs".
+//
+// Attribution rule: a line belongs to the tasks running in the worker
+// process while it was written. A worker runs one batch's tasks one after
+// another, so that is one task, exactly; should several run at once (a task
+// abandoned for overrunning its timeout still running beside the next), the
+// line goes to each of them, prefixed "[worker N tasks 3,4] " and recorded
+// with tasks=3,4. When a task starts or ends, a line still unfinished (no
+// newline yet) is ended there. Programs a task starts inherit the task's
+// stdout and stderr, so their lines count as the task's while it runs. One
+// exception saves a system call per task: a line that something else (a
+// goroutine left running) writes between two tasks of a batch may count as
+// the next task's.
+//
+// How: the worker puts the write ends of two pipes from the driver in
+// place of its fds 1 and 2 and reads them itself, so it knows which tasks
+// run when it reads a line; a task's end, and its start unless another
+// task of the batch just ended, first drain the pipes (one poll(2) when
+// nothing is waiting). The worker peeks at what a pipe holds (tee(2)),
+// forwards it to the driver and only then takes it out of the pipe, and the
+// driver reads what a worker left in the pipes once it has exited: what a
+// task printed right before os.Exit, log.Fatal, a crash or a SIGKILL still
+// reaches Options.Stderr and the error's last lines, named after the task
+// that was running (a chunk forwarded just before the end may appear
+// twice). A task's printed lines are bounded like its log records: 256
+// lines or 64 KiB, each line kept up to 4 KiB (Options.Stderr gets them
+// whole, cut every 64 KiB).
+//
+// Elsewhere than on Linux, the driver reads the workers' stdout and stderr
+// itself: lines are prefixed "[worker N] " and do not join the tasks' logs.
 //
 // # Streaming
 //
@@ -129,9 +168,10 @@ type Options struct {
 	// Defaults to none.
 	Env []string
 	// Stderr receives the workers' stdout and stderr, line by line, each
-	// line prefixed with "[worker N] " and lines longer than 64 KiB cut.
-	// Writes are serialized and their errors ignored; a Writer that blocks
-	// stalls the workers that print. Defaults to os.Stderr.
+	// line prefixed with "[worker N task I] " (see Output) or "[worker N] "
+	// and lines longer than 64 KiB cut. Writes are serialized and their
+	// errors ignored; a Writer that blocks stalls the workers that print.
+	// Defaults to os.Stderr.
 	Stderr io.Writer
 	// StartTimeout is how long a new worker may take from its start until
 	// it is ready to serve. Defaults to 10s.

@@ -29,10 +29,16 @@ const (
 	// envLimits holds the pool's limits, which a handler's invoker
 	// reports: "MaxRequestBytes,MaxResponseBytes,Workers".
 	envLimits = "GOWREN_PROCESS_LIMITS"
+	// envCapture, set, says that the driver passed the capture pipes: the
+	// read and write ends of the stdout pipe at fds captureFD and
+	// captureFD+1, those of the stderr pipe at captureFD+2 and +3, and the
+	// state page at captureFD+4 (Linux only, see capture).
+	envCapture = "GOWREN_PROCESS_CAPTURE"
 
 	// Child file descriptors of the two pipes (cmd.ExtraFiles).
 	requestFD = 3
 	replyFD   = 4
+	captureFD = 5
 )
 
 func init() {
@@ -57,9 +63,11 @@ func serve(h backends.Handler) error {
 		grace = defaultCancelGrace
 	}
 	limits := parseLimits(os.Getenv(envLimits))
+	captured := os.Getenv(envCapture) != ""
 	os.Unsetenv(envWorker)
 	os.Unsetenv(envGrace)
 	os.Unsetenv(envLimits)
+	os.Unsetenv(envCapture)
 	nameProcess()
 	req, err := inheritedPipe(requestFD, "gowren-requests")
 	var rep *os.File
@@ -78,6 +86,12 @@ func serve(h backends.Handler) error {
 		calls:  make(map[uint64]*call),
 	}
 	s.invoker = &invoker{s: s}
+	if captured {
+		if s.capture, err = startCapture(); err != nil {
+			return fmt.Errorf("process: serve worker %s: %w", name, err)
+		}
+		defer s.capture.close()
+	}
 	return s.run()
 }
 
@@ -108,6 +122,7 @@ type server struct {
 	grace   time.Duration
 	limits  backends.Limits // the pool's, as the driver told
 	r       *bufio.Reader
+	capture *capture // nil: the driver did not ask for capture
 
 	mu    sync.Mutex
 	cur   *invocation      // the running invocation, nil when idle
@@ -234,6 +249,9 @@ func (s *server) start(id uint64, body []byte) error {
 	}
 	payload := body[invokePrefixSize:]
 	ctx := context.Background()
+	if s.capture != nil {
+		ctx = backends.WithOutputCapture(ctx, s.capture)
+	}
 	if options&optStream != 0 {
 		ctx = backends.WithPartSender(ctx, func(part []byte) error { return s.sendPart(inv, part) })
 	}
@@ -262,6 +280,9 @@ func (s *server) start(id uint64, body []byte) error {
 func (s *server) handle(ctx context.Context, inv *invocation, payload []byte) {
 	defer close(inv.done)
 	reply, failure := s.call(ctx, payload)
+	if s.capture != nil {
+		s.capture.sync()
+	}
 	s.wmu.Lock()
 	inv.ended = true // a part sent from now on is refused
 	s.wmu.Unlock()

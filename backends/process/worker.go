@@ -74,6 +74,9 @@ type worker struct {
 
 	stdout, stderr *lineWriter
 	tail           tail // of stderr
+	// The driver's ends of the worker's output capture: what the worker
+	// left in its pipes is read once it has exited. nil without capture.
+	capture *captureEnds
 
 	reqOnce, respOnce sync.Once
 
@@ -130,37 +133,53 @@ func (b *Backend) startLocked() (*worker, error) {
 		reqW.Close()
 		return nil, fmt.Errorf("process: start worker %d: %w", id, err)
 	}
+	// The capture pipes and state page (see capture), where the system
+	// has them.
+	capEnds, capFiles, err := newCapture()
+	if err != nil {
+		closeFiles(reqR, reqW, respR, respW)
+		return nil, fmt.Errorf("process: start worker %d: %w", id, err)
+	}
 	growPipe(reqW)
 	growPipe(respR)
 	w := &worker{
-		b:      b,
-		id:     id,
-		req:    reqW,
-		resp:   respR,
-		r:      bufio.NewReaderSize(respR, 64<<10),
-		exited: make(chan struct{}),
-		gone:   make(chan struct{}),
-		calls:  make(map[uint64]context.CancelFunc),
+		b:       b,
+		id:      id,
+		req:     reqW,
+		resp:    respR,
+		r:       bufio.NewReaderSize(respR, 64<<10),
+		exited:  make(chan struct{}),
+		gone:    make(chan struct{}),
+		calls:   make(map[uint64]context.CancelFunc),
+		capture: capEnds,
 	}
-	prefix := "[worker " + strconv.Itoa(id) + "] "
-	w.stdout = &lineWriter{out: b.out, prefix: prefix}
-	w.stderr = &lineWriter{out: b.out, prefix: prefix, tail: &w.tail}
+	worker := "[worker " + strconv.Itoa(id)
+	w.stdout = &lineWriter{out: b.out, worker: worker}
+	w.stderr = &lineWriter{out: b.out, worker: worker, tail: &w.tail}
 
 	cmd := b.newCmd()
 	cmd.Env = append(os.Environ(), b.env...)
 	cmd.Env = append(cmd.Env, envWorker+"="+strconv.Itoa(id), envGrace+"="+b.grace.String(),
 		fmt.Sprintf("%s=%d,%d,%d", envLimits, b.maxRequest, b.maxResponse, b.workers))
+	if capEnds != nil {
+		cmd.Env = append(cmd.Env, envCapture+"=1")
+	}
 	cmd.Stdout = w.stdout
 	cmd.Stderr = w.stderr
-	cmd.ExtraFiles = []*os.File{reqR, respW} // fds 3 and 4
+	cmd.ExtraFiles = append([]*os.File{reqR, respW}, capFiles...) // fds 3 and 4, then the capture's from 5
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.WaitDelay = waitDelay
 	err = cmd.Start()
-	reqR.Close()
-	respW.Close()
+	closeFiles(reqR, respW)
+	if capEnds != nil {
+		// The driver keeps the read ends and the state page.
+		closeFiles(capFiles[1], capFiles[3])
+	}
 	if err != nil {
-		reqW.Close()
-		respR.Close()
+		closeFiles(reqW, respR)
+		if capEnds != nil {
+			capEnds.close()
+		}
 		return nil, fmt.Errorf("process: start worker %d: %w", id, err)
 	}
 	w.cmd = cmd
@@ -174,6 +193,12 @@ func (b *Backend) startLocked() (*worker, error) {
 func (w *worker) reap() {
 	defer w.b.reapers.Done()
 	err := w.cmd.Wait()
+	// What the worker could not forward any more, such as the last words
+	// of a task that called os.Exit or of a crash, comes after what it
+	// forwarded.
+	if w.capture != nil {
+		w.capture.drain(w.stdout, w.stderr)
+	}
 	w.stdout.flush()
 	w.stderr.flush()
 	w.state, w.waitErr = w.cmd.ProcessState, err
