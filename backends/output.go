@@ -55,6 +55,13 @@ func WithOutputCapture(ctx context.Context, c OutputCapture) context.Context {
 	return context.WithValue(ctx, outputCaptureKey{}, c)
 }
 
+// OutputCaptureOf returns the output capture of the invocation of ctx, nil
+// when its runtime captures nothing.
+func OutputCaptureOf(ctx context.Context) OutputCapture {
+	c, _ := ctx.Value(outputCaptureKey{}).(OutputCapture)
+	return c
+}
+
 // TaskStarted tells the output capture of the invocation of ctx, if it has
 // one, that the task with the given index starts, and returns the task's
 // output, whose End the caller must call when the task ends. Without a

@@ -98,7 +98,7 @@ func (r *Registry) handle(ctx context.Context, payload []byte, policy *storePoli
 	if len(req.Kids) > 0 {
 		return r.fanOut(ctx, req, cold, stores)
 	}
-	b := &batchRun{fn: fn, req: req, cold: cold, stores: stores,
+	b := &batchRun{fn: fn, req: req, cold: cold, stores: stores, capture: backends.OutputCaptureOf(ctx),
 		stream: len(req.Tasks) > 1 && req.Flags&flagAsync == 0 && backends.CanSendParts(ctx)}
 	results := b.run(ctx)
 	out := &wireReply{Worker: workerID, Cold: cold, Results: results}
@@ -159,11 +159,12 @@ const (
 )
 
 type batchRun struct {
-	cold   bool
-	fn     *funcInfo
-	req    *wireRequest
-	stores *storeResolver
-	stream bool // send results ahead of the reply (backends.SendPart)
+	cold    bool
+	fn      *funcInfo
+	req     *wireRequest
+	stores  *storeResolver
+	stream  bool                   // send results ahead of the reply (backends.SendPart)
+	capture backends.OutputCapture // the runtime's capture of the process's output; nil: none
 }
 
 type taskDoneMsg struct {
@@ -470,7 +471,10 @@ func (b *batchRun) runTask(ctx context.Context, t *wireTask) (res wireResult) {
 // process's output (backends.TaskStarted), the lines written while it ran
 // join its log records.
 func (b *batchRun) call(ctx context.Context, ts *taskState, input []byte) (out []byte, werr *wireError) {
-	ts.logs.setOutput(backends.TaskStarted(ctx, ts.task.Index))
+	if b.capture == nil {
+		return b.fn.run(ctx, input)
+	}
+	ts.logs.setOutput(b.capture.TaskStarted(ts.task.Index))
 	defer ts.logs.endOutput()
 	return b.fn.run(ctx, input)
 }
