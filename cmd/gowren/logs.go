@@ -26,7 +26,11 @@ func showLogs(ctx context.Context, st storage.Store, id string, task int, w io.W
 		if task >= 0 && i != task || task < 0 && len(ts.Logs) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "task %d (%s, %d attempts", ts.Index, ts.Outcome, ts.Attempts)
+		attempts := "attempts"
+		if ts.Attempts == 1 {
+			attempts = "attempt"
+		}
+		fmt.Fprintf(w, "task %d (%s, %d %s", ts.Index, ts.Outcome, ts.Attempts, attempts)
 		if ts.Worker != "" {
 			fmt.Fprintf(w, ", worker %s", ts.Worker)
 		}

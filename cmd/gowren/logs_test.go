@@ -74,7 +74,7 @@ func TestLogsPrinted(t *testing.T) {
 	i := strings.Index(text, "INFO printed 1 stream=stdout\n")
 	j := strings.Index(text, "INFO logged x=1\n")
 	k := strings.Index(text, "INFO complained 1 stream=stderr\n")
-	if !strings.HasPrefix(text, "task 1 (ok, 1 attempts") || i < 0 || j < i || k < j {
+	if !strings.HasPrefix(text, "task 1 (ok, 1 attempt,") || i < 0 || j < i || k < j {
 		t.Errorf("logs of task 1 lack its printed lines and record, in order:\n%s", text)
 	}
 	if strings.Contains(text, "printed 0") || strings.Contains(text, "printed 2") {

@@ -350,7 +350,7 @@ func TestLogs(t *testing.T) {
 		}
 	}
 	out, err = logs(job.ID(), "3")
-	if err != nil || !strings.HasPrefix(out, "task 3 (failed, 1 attempts") || !strings.Contains(out, "WARN giving up") || strings.Contains(out, "x=1") {
+	if err != nil || !strings.HasPrefix(out, "task 3 (failed, 1 attempt,") || !strings.Contains(out, "WARN giving up") || strings.Contains(out, "x=1") {
 		t.Errorf("logs of task 3: %v\n%s", err, out)
 	}
 	if _, err := logs(job.ID(), "4"); err == nil || !strings.Contains(err.Error(), "no task 4") {
