@@ -29,6 +29,12 @@
 //	speculation  backups sent for 4,000 tasks of 20-50 ms without faults
 //	cut          jobs cancelled (Cancel, deadline) part-way: how many
 //	             finished tasks' results the job returned
+//	burst        10,000 sleeping tasks on simulated clouds that ramp as
+//	             Lambda and SCF do (burst-single, burst-sharded,
+//	             burst-multicloud), then burst-tree-wan: the same over real
+//	             sockets on a WAN-shaped path between two network
+//	             namespaces (needs root; see wan.go), once per -wantrees
+//	wan          burst-tree-wan alone
 //
 // core is noop, rss and montecarlo; engine is the scenarios of issue
 // [engine]: skew, noop, rss, throttle, cap, cloud, speculation and cut.
@@ -38,6 +44,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -69,12 +76,12 @@ const (
 var noop = fanout.Register("bench.noop", func(_ context.Context, x int) (int, error) { return x, nil })
 
 // scenarioNames lists the scenarios in the order they run.
-var scenarioNames = []string{"noop", "rss", "montecarlo", "storage", "cloud", "skew", "throttle", "cap", "speculation", "cut", "burst"}
+var scenarioNames = []string{"noop", "rss", "montecarlo", "storage", "cloud", "skew", "throttle", "cap", "speculation", "cut", "burst", "wan"}
 
 var scenarioGroups = map[string][]string{
-	// all leaves out burst, which takes about four minutes of 10,000
-	// sleeping tasks: run it by name.
-	"all":    scenarioNames[:len(scenarioNames)-1],
+	// all leaves out burst, which takes about five minutes of 10,000
+	// sleeping tasks, and wan, its last part: run them by name.
+	"all":    scenarioNames[:len(scenarioNames)-2],
 	"core":   {"noop", "rss", "montecarlo"},
 	"engine": {"skew", "noop", "rss", "throttle", "cap", "cloud", "speculation", "cut"},
 }
@@ -115,8 +122,29 @@ func main() {
 	burstShards := flag.Int("shards", 10, "burst scenario: functions of burst-sharded")
 	list := flag.String("scenarios", "all", "comma-separated scenarios to run: "+strings.Join(scenarioNames, ", ")+", or the groups all, core, engine")
 	flag.StringVar(list, "scenario", "all", "the same as -scenarios")
-	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process")
+	wanTrees := flag.String("wantrees", "0,100", "burst scenario, burst-tree-wan: the invoker tree fan-outs to run, comma-separated (0: the driver sends every task)")
+	wanTask := flag.Duration("wantask", 10*time.Second, "burst scenario, burst-tree-wan: how long each task sleeps")
+	wanAsync := flag.Bool("wanasync", false, "burst scenario, burst-tree-wan: send asynchronous invocations")
+	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process; wan-cloud and wan-driver are the two sides of burst-tree-wan")
+	wanConfig := flag.String("wanconf", "", "internal: the configuration of -mode wan-cloud and wan-driver, as JSON")
 	flag.Parse()
+	if side, ok := strings.CutPrefix(*mode, "wan-"); ok {
+		var conf wanConf
+		if err := json.Unmarshal([]byte(*wanConfig), &conf); err != nil {
+			log.Fatalf("-wanconf: %v", err)
+		}
+		switch side {
+		case "cloud":
+			wanCloud(conf)
+		case "driver":
+			wanDriver(conf)
+		case "proxy":
+			wanProxy(conf)
+		default:
+			log.Fatalf("unknown -mode %q: want rss-local, rss-process, wan-cloud, wan-driver or wan-proxy", *mode)
+		}
+		return
+	}
 	if strings.HasPrefix(*mode, "rss-") {
 		rssChild(strings.TrimPrefix(*mode, "rss-"))
 		return
@@ -132,6 +160,10 @@ func main() {
 		delete(run, "storage")
 	}
 	*rounds = max(*rounds, 1)
+	trees, err := parseTrees(*wanTrees)
+	if err != nil {
+		log.Fatal(err)
+	}
 	ctx := context.Background()
 	fmt.Printf("gowren bench: %s, GOMAXPROCS %d, %s%s\n", runtime.Version(), runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339), loadAverage())
 	defer func() { fmt.Printf("\nend: %s%s\n", time.Now().UTC().Format(time.RFC3339), loadAverage()) }()
@@ -165,7 +197,16 @@ func main() {
 		{"cap", func() { runCap(ctx, *seed) }},
 		{"speculation", func() { runSpeculation(ctx, max(*rounds, 5), *seed) }},
 		{"cut", func() { runCut(ctx, max(*cuts, 1), *seed) }},
-		{"burst", func() { runBurst(ctx, *burstScale, max(*burstShards, 1)) }},
+		{"burst", func() {
+			runBurst(ctx, *burstScale, max(*burstShards, 1))
+			flushResults()
+			runWAN(ctx, 10_000, *wanTask, trees, *wanAsync)
+		}},
+		{"wan", func() {
+			if !run["burst"] {
+				runWAN(ctx, 10_000, *wanTask, trees, *wanAsync)
+			}
+		}},
 	} {
 		if run[sc.name] {
 			sc.run()
