@@ -123,6 +123,7 @@ func main() {
 	list := flag.String("scenarios", "all", "comma-separated scenarios to run: "+strings.Join(scenarioNames, ", ")+", or the groups all, core, engine")
 	flag.StringVar(list, "scenario", "all", "the same as -scenarios")
 	wanTrees := flag.String("wantrees", "0,100", "burst scenario, burst-tree-wan: the invoker tree fan-outs to run, comma-separated (0: the driver sends every task)")
+	wanTasks := flag.Int("wantasks", 10_000, "burst scenario, burst-tree-wan: the job's tasks (10,000 is the issue's setting)")
 	wanTask := flag.Duration("wantask", 10*time.Second, "burst scenario, burst-tree-wan: how long each task sleeps")
 	wanAsync := flag.Bool("wanasync", false, "burst scenario, burst-tree-wan: send asynchronous invocations")
 	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process; wan-cloud and wan-driver are the two sides of burst-tree-wan")
@@ -200,11 +201,11 @@ func main() {
 		{"burst", func() {
 			runBurst(ctx, *burstScale, max(*burstShards, 1))
 			flushResults()
-			runWAN(ctx, 10_000, *wanTask, trees, *wanAsync)
+			runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync)
 		}},
 		{"wan", func() {
 			if !run["burst"] {
-				runWAN(ctx, 10_000, *wanTask, trees, *wanAsync)
+				runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync)
 			}
 		}},
 	} {

@@ -9,13 +9,17 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -80,17 +84,28 @@ type wanOutcome struct {
 	// clock reading in the cloud: both sides share the machine's clock);
 	// FirstEnd is until the first task ended: when AllRunning is less, all
 	// the tasks ran at once.
-	AllRunning  time.Duration `json:"all_running"`
+	AllRunning time.Duration `json:"all_running"`
+	// FirstStart and HalfRunning are until the first task started and
+	// until half of them had.
+	FirstStart  time.Duration `json:"first_start"`
+	HalfRunning time.Duration `json:"half_running"`
 	FirstEnd    time.Duration `json:"first_end"`
 	Makespan    time.Duration `json:"makespan"`
-	Invocations int           `json:"invocations"`
-	Throttles   int           `json:"throttles"`
-	Retries     int           `json:"retries"`
+	// Start is when the driver started the job, in Unix nanoseconds.
+	Start int64 `json:"start"`
+	// Invocations counts the Invoke requests the driver sent (retries
+	// and throttled ones included), JobInvocations JobStats.Invocations.
+	Invocations    int `json:"invocations"`
+	JobInvocations int `json:"job_invocations"`
+	Throttles      int `json:"throttles"`
+	Retries        int `json:"retries"`
 	// JobBytes is JobStats.BytesSent (invocation payloads); WireBytes the
 	// bytes the driver's network device sent during the job, headers
 	// included.
-	JobBytes  int64 `json:"job_bytes"`
-	WireBytes int64 `json:"wire_bytes"`
+	JobBytes int64 `json:"job_bytes"`
+	// StoreRequests counts the driver's store requests (JobStats).
+	StoreRequests int   `json:"store_requests"`
+	WireBytes     int64 `json:"wire_bytes"`
 }
 
 // wanCloudStats is what the cloud reports when it stops.
@@ -101,6 +116,9 @@ type wanCloudStats struct {
 	MaxInFlight int   `json:"max_in_flight"`
 	ProxyUp     int64 `json:"proxy_up"`
 	ProxyDown   int64 `json:"proxy_down"`
+	// Entries are when the first, the median and the last invocation
+	// reached the handler, in Unix nanoseconds.
+	Entries [3]int64 `json:"entries"`
 }
 
 // wanSleep sleeps for its input in milliseconds and returns when it
@@ -157,17 +175,18 @@ func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int,
 			}
 			continue
 		}
+		since := func(ns int64) float64 { return time.Duration(ns - o.Start).Seconds() }
 		mode := "synchronous"
 		if async {
 			mode = "asynchronous"
 		}
-		fmt.Printf("| burst-tree-wan | %d x %v, tree %d, %s | %.2f s | %d | %d (payloads %d) | first task ended after %.2f s; makespan %.2f s; %d throttles, %d retries; the cloud ran %d invocations and %d events, at most %d at once |\n",
+		fmt.Printf("| burst-tree-wan | %d x %v, tree %d, %s | %.2f s | %d | %d (payloads %d) | first task started after %.2f s, half after %.2f s; first ended after %.2f s; invocations reached the cloud's handler after %.2f s (first), %.2f s (half), %.2f s (last); makespan %.2f s; %d throttles, %d retries, %d store requests from the driver; the cloud ran %d invocations and %d events, at most %d at once |\n",
 			tasks, taskTime, tree, mode, o.AllRunning.Seconds(), o.Invocations, o.WireBytes, o.JobBytes,
-			o.FirstEnd.Seconds(), o.Makespan.Seconds(), o.Throttles, o.Retries, cs.Invocations, cs.Events, cs.MaxInFlight)
+			o.FirstStart.Seconds(), o.HalfRunning.Seconds(), o.FirstEnd.Seconds(), since(cs.Entries[0]), since(cs.Entries[1]), since(cs.Entries[2]), o.Makespan.Seconds(), o.Throttles, o.Retries, o.StoreRequests, cs.Invocations, cs.Events, cs.MaxInFlight)
 		result("burst-tree-wan", "seconds_to_all_running", o.AllRunning, "invocations_from_driver", o.Invocations,
 			"driver_bytes_sent", o.WireBytes, "tree", tree, "async", async, "tasks", tasks, "task_s", taskTime,
-			"all_at_once", o.AllRunning < o.FirstEnd, "payload_bytes", o.JobBytes, "makespan_s", o.Makespan,
-			"cloud_invocations", cs.Invocations+cs.Events, "target_s", 3, "target_invocations", 200)
+			"all_at_once", o.AllRunning < o.FirstEnd, "first_start_s", o.FirstStart, "half_running_s", o.HalfRunning, "payload_bytes", o.JobBytes, "driver_store_requests", o.StoreRequests, "makespan_s", o.Makespan,
+			"job_invocations", o.JobInvocations, "cloud_invocations", cs.Invocations+cs.Events, "target_s", 3, "target_invocations", 200)
 	}
 }
 
@@ -412,13 +431,31 @@ func raiseFileLimit(n uint64) {
 }
 
 // wanClient returns a Lambda client of the loopback server at endpoint.
-func wanClient(endpoint string, conns int, timeout time.Duration) *lambda.Client {
+// When invokes is not nil, it counts the Invoke calls the client sends.
+func wanClient(endpoint string, conns int, timeout time.Duration, invokes *atomic.Int64) *lambda.Client {
+	hc := awslambda.NewHTTPClient(conns, timeout)
+	if invokes != nil {
+		hc.Transport = countInvokes{hc.Transport, invokes}
+	}
 	return lambda.New(lambda.Options{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(endpoint),
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDWAN", awslambdatest.DefaultSecretAccessKey, ""),
-		HTTPClient:   awslambda.NewHTTPClient(conns, timeout),
+		HTTPClient:   hc,
 	})
+}
+
+// countInvokes counts the Invoke requests (POST .../invocations) it sends.
+type countInvokes struct {
+	http.RoundTripper
+	n *atomic.Int64
+}
+
+func (c countInvokes) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/invocations") {
+		c.n.Add(1)
+	}
+	return c.RoundTripper.RoundTrip(r)
 }
 
 // nested is an awslambda backend that says its workers can invoke it, as
@@ -440,7 +477,12 @@ const wanTimeout = 2 * time.Minute
 func wanCloud(conf wanConf) {
 	raiseFileLimit(1 << 20)
 	var inner backends.Backend // set before the server is reachable
+	var entriesMu sync.Mutex
+	var entries []int64 // when each invocation reached the handler, Unix ns
 	h := awslambda.NewHandler(func(ctx context.Context, payload []byte) []byte {
+		entriesMu.Lock()
+		entries = append(entries, time.Now().UnixNano())
+		entriesMu.Unlock()
 		if backends.InvokerOf(ctx) == nil {
 			ctx = backends.WithInvoker(ctx, inner)
 		}
@@ -452,7 +494,7 @@ func wanCloud(conf wanConf) {
 		log.Fatal(err)
 	}
 	defer srv.Close()
-	inner = awslambda.New(wanClient(srv.URL(), conf.Concurrency, wanTimeout), wanFunction,
+	inner = awslambda.New(wanClient(srv.URL(), conf.Concurrency, wanTimeout, nil), wanFunction,
 		&awslambda.Options{Concurrency: conf.Concurrency, Timeout: wanTimeout})
 	// The store, on loopback; the driver reaches it through a proxy on
 	// the same port of the cloud's veth address, by the name wanStoreHost
@@ -503,6 +545,12 @@ func wanCloud(conf wanConf) {
 	io.Copy(io.Discard, os.Stdin)
 	st := srv.Stats()
 	cs := wanCloudStats{Invocations: st.Invocations, Events: st.Events, Throttles: st.Throttles, MaxInFlight: st.MaxInFlight}
+	entriesMu.Lock()
+	if len(entries) > 0 {
+		slices.Sort(entries)
+		cs.Entries = [3]int64{entries[0], entries[len(entries)/2], entries[len(entries)-1]}
+	}
+	entriesMu.Unlock()
 	for _, p := range proxies {
 		p.stdin.Close()
 		line, err := p.line("WAN-PROXY-STATS ")
@@ -571,7 +619,8 @@ func wanDriver(conf wanConf) {
 
 func wanJob(conf wanConf) (wanOutcome, error) {
 	var o wanOutcome
-	client := wanClient(conf.Lambda, conf.Tasks, wanTimeout)
+	var invokes atomic.Int64
+	client := wanClient(conf.Lambda, conf.Tasks, wanTimeout, &invokes)
 	b := awslambda.New(client, wanFunction, &awslambda.Options{Concurrency: conf.Tasks, Timeout: wanTimeout})
 	defer b.Close()
 	if err := s3test.SetEnv(); err != nil { // the store's credentials
@@ -612,7 +661,9 @@ func wanJob(conf wanConf) (wanOutcome, error) {
 	}
 	o.WireBytes = tx1 - tx0
 	var last, first time.Time
+	starts := make([]time.Duration, len(out))
 	for i, ns := range out {
+		starts[i] = time.Unix(0, ns).Sub(start)
 		t := time.Unix(0, ns)
 		if ns == 0 {
 			return o, fmt.Errorf("task %d reported no start", i)
@@ -625,7 +676,12 @@ func wanJob(conf wanConf) (wanOutcome, error) {
 		}
 	}
 	o.AllRunning, o.FirstEnd = last.Sub(start), first.Sub(start)
-	o.Invocations, o.Throttles, o.Retries, o.JobBytes = st.Invocations, st.Throttles, st.Retries, st.BytesSent
+	o.Start = start.UnixNano()
+	slices.Sort(starts)
+	o.FirstStart, o.HalfRunning = starts[0], starts[len(starts)/2]
+	o.Invocations, o.JobInvocations = int(invokes.Load()), st.Invocations
+	o.Throttles, o.Retries, o.JobBytes = st.Throttles, st.Retries, st.BytesSent
+	o.StoreRequests = st.StoreReads + st.StoreWrites + st.StoreLists + st.StoreDeletes
 	return o, nil
 }
 
