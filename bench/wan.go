@@ -91,6 +91,8 @@ type wanOutcome struct {
 	HalfRunning time.Duration `json:"half_running"`
 	FirstEnd    time.Duration `json:"first_end"`
 	Makespan    time.Duration `json:"makespan"`
+	// CPU is the driver's CPU time for the job.
+	CPU time.Duration `json:"cpu"`
 	// Start is when the driver started the job, in Unix nanoseconds.
 	Start int64 `json:"start"`
 	// Invocations counts the Invoke requests the driver sent (retries
@@ -116,6 +118,10 @@ type wanCloudStats struct {
 	MaxInFlight int   `json:"max_in_flight"`
 	ProxyUp     int64 `json:"proxy_up"`
 	ProxyDown   int64 `json:"proxy_down"`
+	// CPU is the cloud process's CPU time (server, handlers, invokers)
+	// during the job, StoreCPU versitygw's.
+	CPU      time.Duration `json:"cpu"`
+	StoreCPU time.Duration `json:"store_cpu"`
 	// Entries are when the first, the median and the last invocation
 	// reached the handler, in Unix nanoseconds.
 	Entries [3]int64 `json:"entries"`
@@ -176,16 +182,19 @@ func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int,
 			continue
 		}
 		since := func(ns int64) float64 { return time.Duration(ns - o.Start).Seconds() }
+		perTask := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(tasks) }
 		mode := "synchronous"
 		if async {
 			mode = "asynchronous"
 		}
-		fmt.Printf("| burst-tree-wan | %d x %v, tree %d, %s | %.2f s | %d | %d (payloads %d) | first task started after %.2f s, half after %.2f s; first ended after %.2f s; invocations reached the cloud's handler after %.2f s (first), %.2f s (half), %.2f s (last); makespan %.2f s; %d throttles, %d retries, %d store requests from the driver; the cloud ran %d invocations and %d events, at most %d at once |\n",
+		fmt.Printf("| burst-tree-wan | %d x %v, tree %d, %s | %.2f s | %d | %d (payloads %d) | first task started after %.2f s, half after %.2f s; first ended after %.2f s; invocations reached the cloud's handler after %.2f s (first), %.2f s (half), %.2f s (last); makespan %.2f s; CPU per task: driver %.0f us, cloud %.0f us, store %.0f us; %d throttles, %d retries, %d store requests from the driver; the cloud ran %d invocations and %d events, at most %d at once |\n",
 			tasks, taskTime, tree, mode, o.AllRunning.Seconds(), o.Invocations, o.WireBytes, o.JobBytes,
-			o.FirstStart.Seconds(), o.HalfRunning.Seconds(), o.FirstEnd.Seconds(), since(cs.Entries[0]), since(cs.Entries[1]), since(cs.Entries[2]), o.Makespan.Seconds(), o.Throttles, o.Retries, o.StoreRequests, cs.Invocations, cs.Events, cs.MaxInFlight)
+			o.FirstStart.Seconds(), o.HalfRunning.Seconds(), o.FirstEnd.Seconds(), since(cs.Entries[0]), since(cs.Entries[1]), since(cs.Entries[2]), o.Makespan.Seconds(),
+			perTask(o.CPU), perTask(cs.CPU), perTask(cs.StoreCPU), o.Throttles, o.Retries, o.StoreRequests, cs.Invocations, cs.Events, cs.MaxInFlight)
 		result("burst-tree-wan", "seconds_to_all_running", o.AllRunning, "invocations_from_driver", o.Invocations,
 			"driver_bytes_sent", o.WireBytes, "tree", tree, "async", async, "tasks", tasks, "task_s", taskTime,
 			"all_at_once", o.AllRunning < o.FirstEnd, "first_start_s", o.FirstStart, "half_running_s", o.HalfRunning, "payload_bytes", o.JobBytes, "driver_store_requests", o.StoreRequests, "makespan_s", o.Makespan,
+			"driver_cpu_us_per_task", perTask(o.CPU), "cloud_cpu_us_per_task", perTask(cs.CPU), "store_cpu_us_per_task", perTask(cs.StoreCPU),
 			"job_invocations", o.JobInvocations, "cloud_invocations", cs.Invocations+cs.Events, "target_s", 3, "target_invocations", 200)
 	}
 }
@@ -430,10 +439,14 @@ func raiseFileLimit(n uint64) {
 	}
 }
 
-// wanClient returns a Lambda client of the loopback server at endpoint.
+// wanClient returns a Lambda client of the loopback server at endpoint,
+// with at most conns connections.
 // When invokes is not nil, it counts the Invoke calls the client sends.
 func wanClient(endpoint string, conns int, timeout time.Duration, invokes *atomic.Int64) *lambda.Client {
 	hc := awslambda.NewHTTPClient(conns, timeout)
+	if tr, ok := hc.Transport.(*http.Transport); ok {
+		tr.MaxConnsPerHost = conns
+	}
 	if invokes != nil {
 		hc.Transport = countInvokes{hc.Transport, invokes}
 	}
@@ -494,7 +507,10 @@ func wanCloud(conf wanConf) {
 		log.Fatal(err)
 	}
 	defer srv.Close()
-	inner = awslambda.New(wanClient(srv.URL(), conf.Concurrency, wanTimeout, nil), wanFunction,
+	// Children are started by invokers over at most wanInnerConns
+	// connections: the server's end of each is a file of this process
+	// too.
+	inner = awslambda.New(wanClient(srv.URL(), wanInnerConns, wanTimeout, nil), wanFunction,
 		&awslambda.Options{Concurrency: conf.Concurrency, Timeout: wanTimeout})
 	// The store, on loopback; the driver reaches it through a proxy on
 	// the same port of the cloud's veth address, by the name wanStoreHost
@@ -542,9 +558,11 @@ func wanCloud(conf wanConf) {
 		}
 	}()
 	fmt.Printf("WAN-READY http://%s %s\n", conf.Listen, storeURL)
+	cpu0, store0 := cpuTime(), childCPU("versitygw")
 	io.Copy(io.Discard, os.Stdin)
 	st := srv.Stats()
-	cs := wanCloudStats{Invocations: st.Invocations, Events: st.Events, Throttles: st.Throttles, MaxInFlight: st.MaxInFlight}
+	cs := wanCloudStats{Invocations: st.Invocations, Events: st.Events, Throttles: st.Throttles, MaxInFlight: st.MaxInFlight,
+		CPU: cpuTime() - cpu0, StoreCPU: childCPU("versitygw") - store0}
 	entriesMu.Lock()
 	if len(entries) > 0 {
 		slices.Sort(entries)
@@ -567,6 +585,42 @@ func wanCloud(conf wanConf) {
 	b, _ := json.Marshal(cs)
 	fmt.Printf("WAN-STATS %s\n", b)
 }
+
+// childCPU returns the CPU time of this process's children named comm,
+// from /proc.
+func childCPU(comm string) time.Duration {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	self := strconv.Itoa(os.Getpid())
+	var total time.Duration
+	for _, d := range dirs {
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ... utime stime: fields 14 and 15.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || !strings.HasSuffix(string(b[:i]), "("+comm) {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 || f[1] != self {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(ut+st) * time.Second / clockTicks
+	}
+	return total
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on Linux.
+const clockTicks = 100
+
+// wanInnerConns bounds the connections of the cloud's own Lambda client.
+const wanInnerConns = 2000
 
 // wanProxies is how many processes share the proxy's port (SO_REUSEPORT):
 // each holds two sockets per connection, and without CAP_SYS_RESOURCE a
@@ -649,9 +703,9 @@ func wanJob(conf wanConf) (wanOutcome, error) {
 	if err != nil {
 		return o, err
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	out, err := fanout.Map(ctx, ex, wanSleep, ms)
-	o.Makespan = time.Since(start)
+	o.Makespan, o.CPU = time.Since(start), cpuTime()-cpu0
 	tx1, txErr := txBytes(conf.Device)
 	if err != nil {
 		return o, err
