@@ -96,7 +96,9 @@ type wanOutcome struct {
 	// Start is when the driver started the job, in Unix nanoseconds.
 	Start int64 `json:"start"`
 	// Invocations counts the Invoke requests the driver sent (retries
-	// and throttled ones included), JobInvocations JobStats.Invocations.
+	// and throttled ones included); JobInvocations is the same as the
+	// job's statistics count them (Invocations less ViaTree plus
+	// Invokers).
 	Invocations    int `json:"invocations"`
 	JobInvocations int `json:"job_invocations"`
 	Throttles      int `json:"throttles"`
@@ -104,10 +106,13 @@ type wanOutcome struct {
 	// JobBytes is JobStats.BytesSent (invocation payloads); WireBytes the
 	// bytes the driver's network device sent during the job, headers
 	// included.
-	JobBytes int64 `json:"job_bytes"`
+	JobBytes  int64 `json:"job_bytes"`
+	WireBytes int64 `json:"wire_bytes"`
+	// WireBytesToAllRunning is what the device had sent when all the
+	// tasks ran, at the first 50 ms sample after the last start.
+	WireBytesToAllRunning int64 `json:"wire_bytes_to_all_running"`
 	// StoreRequests counts the driver's store requests (JobStats).
-	StoreRequests int   `json:"store_requests"`
-	WireBytes     int64 `json:"wire_bytes"`
+	StoreRequests int `json:"store_requests"`
 }
 
 // wanCloudStats is what the cloud reports when it stops.
@@ -165,10 +170,6 @@ func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int,
 		}
 	}()
 	for _, tree := range trees {
-		if err := treeSupported(tree); err != nil {
-			fmt.Printf("| burst-tree-wan | tree %d | skipped: %v |\n", tree, err)
-			continue
-		}
 		conf := wanConf{Tasks: tasks, TaskTime: taskTime, Tree: tree, Async: async,
 			// Room for the invokers beside the tasks.
 			Concurrency: tasks + tasks/10,
@@ -187,15 +188,15 @@ func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int,
 		if async {
 			mode = "asynchronous"
 		}
-		fmt.Printf("| burst-tree-wan | %d x %v, tree %d, %s | %.2f s | %d | %d (payloads %d) | first task started after %.2f s, half after %.2f s; first ended after %.2f s; invocations reached the cloud's handler after %.2f s (first), %.2f s (half), %.2f s (last); makespan %.2f s; CPU per task: driver %.0f us, cloud %.0f us, store %.0f us; %d throttles, %d retries, %d store requests from the driver; the cloud ran %d invocations and %d events, at most %d at once |\n",
-			tasks, taskTime, tree, mode, o.AllRunning.Seconds(), o.Invocations, o.WireBytes, o.JobBytes,
+		fmt.Printf("| burst-tree-wan | %d x %v, tree %d, %s | %.2f s | %d | %d (%d until all ran; payloads %d) | first task started after %.2f s, half after %.2f s; first ended after %.2f s; invocations reached the cloud's handler after %.2f s (first), %.2f s (half), %.2f s (last); makespan %.2f s; CPU per task: driver %.0f us, cloud %.0f us, store %.0f us; %d throttles, %d retries, %d store requests from the driver; the cloud ran %d invocations and %d events, at most %d at once |\n",
+			tasks, taskTime, tree, mode, o.AllRunning.Seconds(), o.Invocations, o.WireBytes, o.WireBytesToAllRunning, o.JobBytes,
 			o.FirstStart.Seconds(), o.HalfRunning.Seconds(), o.FirstEnd.Seconds(), since(cs.Entries[0]), since(cs.Entries[1]), since(cs.Entries[2]), o.Makespan.Seconds(),
 			perTask(o.CPU), perTask(cs.CPU), perTask(cs.StoreCPU), o.Throttles, o.Retries, o.StoreRequests, cs.Invocations, cs.Events, cs.MaxInFlight)
 		result("burst-tree-wan", "seconds_to_all_running", o.AllRunning, "invocations_from_driver", o.Invocations,
 			"driver_bytes_sent", o.WireBytes, "tree", tree, "async", async, "tasks", tasks, "task_s", taskTime,
-			"all_at_once", o.AllRunning < o.FirstEnd, "first_start_s", o.FirstStart, "half_running_s", o.HalfRunning, "payload_bytes", o.JobBytes, "driver_store_requests", o.StoreRequests, "makespan_s", o.Makespan,
+			"all_at_once", o.AllRunning < o.FirstEnd, "first_start_s", o.FirstStart, "half_running_s", o.HalfRunning, "driver_bytes_to_all_running", o.WireBytesToAllRunning, "payload_bytes", o.JobBytes, "driver_store_requests", o.StoreRequests, "makespan_s", o.Makespan,
 			"driver_cpu_us_per_task", perTask(o.CPU), "cloud_cpu_us_per_task", perTask(cs.CPU), "store_cpu_us_per_task", perTask(cs.StoreCPU),
-			"job_invocations", o.JobInvocations, "cloud_invocations", cs.Invocations+cs.Events, "target_s", 3, "target_invocations", 200)
+			"jobstats_invocations_from_driver", o.JobInvocations, "cloud_invocations", cs.Invocations+cs.Events, "target_s", 3, "target_invocations", 200)
 	}
 }
 
@@ -471,16 +472,6 @@ func (c countInvokes) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.RoundTripper.RoundTrip(r)
 }
 
-// nested is an awslambda backend that says its workers can invoke it, as
-// the cloud's handler lets them.
-type nested struct{ *awslambda.Backend }
-
-func (b nested) Limits() backends.Limits {
-	l := b.Backend.Limits()
-	l.Nested = true
-	return l
-}
-
 const wanTimeout = 2 * time.Minute
 
 // wanCloud is the cloud's process: the loopback Lambda server, whose
@@ -686,12 +677,9 @@ func wanJob(conf wanConf) (wanOutcome, error) {
 	}
 	defer store.Close()
 	var st fanout.JobStats
-	opts := fanout.Options{Concurrency: conf.Tasks, BatchSize: 1, Async: conf.Async, Store: store, Logger: quiet,
+	opts := fanout.Options{Concurrency: conf.Tasks, BatchSize: 1, Async: conf.Async, Tree: conf.Tree, Store: store, Logger: quiet,
 		OnJobEnd: func(s fanout.JobStats) { st = s }}
-	if err := setTree(&opts, conf.Tree); err != nil {
-		return o, err
-	}
-	ex := fanout.NewExecutor(nested{b}, &opts)
+	ex := fanout.NewExecutor(b, &opts)
 	defer ex.Close()
 	ms := make([]int, conf.Tasks)
 	for i := range ms {
@@ -703,9 +691,35 @@ func wanJob(conf wanConf) (wanOutcome, error) {
 	if err != nil {
 		return o, err
 	}
+	// The device's count every 50 ms, to tell what was sent before all
+	// the tasks ran.
+	type sample struct {
+		at time.Time
+		tx int64
+	}
+	var samples []sample
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case at := <-tick.C:
+				if tx, err := txBytes(conf.Device); err == nil {
+					samples = append(samples, sample{at, tx})
+				}
+			}
+		}
+	}()
 	start, cpu0 := time.Now(), cpuTime()
 	out, err := fanout.Map(ctx, ex, wanSleep, ms)
 	o.Makespan, o.CPU = time.Since(start), cpuTime()-cpu0
+	close(stopSampling)
+	<-sampled
 	tx1, txErr := txBytes(conf.Device)
 	if err != nil {
 		return o, err
@@ -733,7 +747,15 @@ func wanJob(conf wanConf) (wanOutcome, error) {
 	o.Start = start.UnixNano()
 	slices.Sort(starts)
 	o.FirstStart, o.HalfRunning = starts[0], starts[len(starts)/2]
-	o.Invocations, o.JobInvocations = int(invokes.Load()), st.Invocations
+	// The first sample at or after the last start.
+	o.WireBytesToAllRunning = o.WireBytes
+	for _, s := range samples {
+		if !s.at.Before(last) {
+			o.WireBytesToAllRunning = s.tx - tx0
+			break
+		}
+	}
+	o.Invocations, o.JobInvocations = int(invokes.Load()), st.Invocations-st.ViaTree+st.Invokers
 	o.Throttles, o.Retries, o.JobBytes = st.Throttles, st.Retries, st.BytesSent
 	o.StoreRequests = st.StoreReads + st.StoreWrites + st.StoreLists + st.StoreDeletes
 	return o, nil
