@@ -151,8 +151,6 @@ var wanSleep = fanout.Register("bench.wansleep", func(ctx context.Context, ms in
 // line for each, or one line saying why it cannot run.
 func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int, async bool) {
 	fmt.Println()
-	fmt.Println("| scenario | job | all running after | invocations from the driver | driver bytes sent | notes |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- |")
 	if os.Geteuid() != 0 {
 		fmt.Printf("burst-tree-wan skipped: it creates network namespaces, a veth pair and a tbf qdisc, which needs root (running as uid %d)\n", os.Geteuid())
 		return
@@ -169,6 +167,8 @@ func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int,
 			fmt.Printf("burst-tree-wan: cleanup: %v\n", err)
 		}
 	}()
+	fmt.Println("| scenario | job | all running after | invocations from the driver | driver bytes sent | notes |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- |")
 	for _, tree := range trees {
 		conf := wanConf{Tasks: tasks, TaskTime: taskTime, Tree: tree, Async: async,
 			// Room for the invokers beside the tasks.
@@ -367,6 +367,10 @@ func startSide(ctx context.Context, exe, ns, mode string, conf wanConf) (*side, 
 		args = append([]string{"ip", "netns", "exec", ns}, args...)
 	}
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	// Stopped early, a side still cleans up (the cloud's store removes its
+	// directory); killed 10 s later if it has not ended.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -411,6 +415,24 @@ func (s *side) stop() {
 	case <-time.After(10 * time.Second):
 		s.cmd.Process.Kill()
 		<-done
+	}
+}
+
+// waitInputOrSignal returns when this process's input closes (the parent
+// is done with it, or gone) or it is interrupted or terminated, so that
+// the caller's deferred cleanup runs.
+func waitInputOrSignal() {
+	eof := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		close(eof)
+	}()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	select {
+	case <-eof:
+	case <-sig:
 	}
 }
 
@@ -550,7 +572,7 @@ func wanCloud(conf wanConf) {
 	}()
 	fmt.Printf("WAN-READY http://%s %s\n", conf.Listen, storeURL)
 	cpu0, store0 := cpuTime(), childCPU("versitygw")
-	io.Copy(io.Discard, os.Stdin)
+	waitInputOrSignal()
 	st := srv.Stats()
 	cs := wanCloudStats{Invocations: st.Invocations, Events: st.Events, Throttles: st.Throttles, MaxInFlight: st.MaxInFlight,
 		CPU: cpuTime() - cpu0, StoreCPU: childCPU("versitygw") - store0}
@@ -568,7 +590,9 @@ func wanCloud(conf wanConf) {
 			_, err = fmt.Sscan(line, &up, &down)
 		}
 		if err != nil {
-			log.Fatal(err)
+			// Return, so that the deferred cleanup runs.
+			fmt.Fprintf(os.Stderr, "wan-cloud: proxy: %v\n", err)
+			return
 		}
 		cs.ProxyUp += up
 		cs.ProxyDown += down
@@ -644,7 +668,7 @@ func wanProxy(conf wanConf) {
 	p := newDelayProxy(ln, conf.Lambda, wanRTT/2)
 	go p.serve()
 	fmt.Println("WAN-PROXY-READY")
-	io.Copy(io.Discard, os.Stdin)
+	waitInputOrSignal()
 	p.Close()
 	fmt.Printf("WAN-PROXY-STATS %d %d\n", p.up.Load(), p.down.Load())
 }
