@@ -11,6 +11,7 @@
 //	go run ./bench -rounds 1 -storage=false -nospec=false   # skip the storage table and the 90 s run of (b) without speculation
 //	go run ./bench -scenarios engine -faultruns 5   # the targets of issue [engine]
 //	go run ./bench -scenarios skew,cut              # some scenarios only
+//	go run ./bench -scenario wan                    # burst-tree-wan alone; as root (network namespaces)
 //
 // The scenarios (-scenarios takes a comma-separated list of these names, or
 // the groups all, core and engine):
@@ -30,8 +31,9 @@
 //	cut          jobs cancelled (Cancel, deadline) part-way: how many
 //	             finished tasks' results the job returned
 //	burst        10,000 sleeping tasks on simulated clouds that ramp as
-//	             Lambda and SCF do (burst-single, burst-sharded,
-//	             burst-multicloud), then burst-tree-wan: the same over real
+//	             Lambda and SCF do (burst-single, burst-sharded, the
+//	             sharded job behind a simulated uplink with and without an
+//	             invoker tree, burst-multicloud), then burst-tree-wan: over real
 //	             sockets on a WAN-shaped path between two network
 //	             namespaces (needs root; see wan.go), once per -wantrees
 //	wan          burst-tree-wan alone

@@ -132,3 +132,19 @@ func TestParseTrees(t *testing.T) {
 		}
 	}
 }
+
+// TestAllLeavesOutBurst: all runs neither the burst scenarios nor
+// burst-tree-wan, which take minutes and need root; both run by name.
+func TestAllLeavesOutBurst(t *testing.T) {
+	all, err := selectScenarios("all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all["burst"] || all["wan"] || !all["cut"] {
+		t.Errorf("all selected %v; want cut and the others but burst and wan", all)
+	}
+	wan, err := selectScenarios("wan")
+	if err != nil || len(wan) != 1 || !wan["wan"] {
+		t.Errorf("selectScenarios(\"wan\") = %v, %v", wan, err)
+	}
+}
