@@ -33,10 +33,11 @@
 //	burst        10,000 sleeping tasks on simulated clouds that ramp as
 //	             Lambda and SCF do (burst-single, burst-sharded, the
 //	             sharded job behind a simulated uplink with and without an
-//	             invoker tree, burst-multicloud), then burst-tree-wan: over real
+//	             invoker tree, burst-multicloud), then burst-wan and
+//	             burst-tree-wan: without and with an invoker tree, over real
 //	             sockets on a WAN-shaped path between two network
 //	             namespaces (needs root; see wan.go), once per -wantrees
-//	wan          burst-tree-wan alone
+//	wan          burst-wan and burst-tree-wan alone
 //
 // core is noop, rss and montecarlo; engine is the scenarios of issue
 // [engine]: skew, noop, rss, throttle, cap, cloud, speculation and cut.

@@ -111,6 +111,10 @@ type wanOutcome struct {
 	// WireBytesToAllRunning is what the device had sent when all the
 	// tasks ran, at the first 50 ms sample after the last start.
 	WireBytesToAllRunning int64 `json:"wire_bytes_to_all_running"`
+	// Dropped and Overlimits are the driver's tbf's counts during the job
+	// (filled in by runWAN): packets dropped, and held back for the rate.
+	Dropped    int64 `json:"-"`
+	Overlimits int64 `json:"-"`
 	// StoreRequests counts the driver's store requests (JobStats).
 	StoreRequests int `json:"store_requests"`
 }
@@ -174,9 +178,15 @@ func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int,
 			// Room for the invokers beside the tasks.
 			Concurrency: tasks + tasks/10,
 			Listen:      net.JoinHostPort(wanCloudIP, wanPort), Device: wanDevice}
+		// The baseline without a tree has a name of its own, as
+		// burst-sharded-uplink beside burst-sharded-tree-uplink.
+		name := "burst-tree-wan"
+		if tree == 0 {
+			name = "burst-wan"
+		}
 		o, cs, err := n.run(ctx, conf)
 		if err != nil {
-			fmt.Printf("| burst-tree-wan | tree %d | failed: %v |\n", tree, err)
+			fmt.Printf("| %s | tree %d | failed: %v |\n", name, tree, err)
 			if ctx.Err() != nil {
 				return
 			}
@@ -188,15 +198,21 @@ func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int,
 		if async {
 			mode = "asynchronous"
 		}
-		fmt.Printf("| burst-tree-wan | %d x %v, tree %d, %s | %.2f s | %d | %d (%d until all ran; payloads %d) | first task started after %.2f s, half after %.2f s; first ended after %.2f s; invocations reached the cloud's handler after %.2f s (first), %.2f s (half), %.2f s (last); makespan %.2f s; CPU per task: driver %.0f us, cloud %.0f us, store %.0f us; %d throttles, %d retries, %d store requests from the driver; the cloud ran %d invocations and %d events, at most %d at once |\n",
-			tasks, taskTime, tree, mode, o.AllRunning.Seconds(), o.Invocations, o.WireBytes, o.WireBytesToAllRunning, o.JobBytes,
+		fmt.Printf("| %s | %d x %v, tree %d, %s | %.2f s | %d | %d (%d until all ran; payloads %d) | the tbf delayed %d and dropped %d packets; first task started after %.2f s, half after %.2f s; first ended after %.2f s; invocations reached the cloud's handler after %.2f s (first), %.2f s (half), %.2f s (last); makespan %.2f s; CPU per task: driver %.0f us, cloud %.0f us, store %.0f us; %d throttles, %d retries, %d store requests from the driver; the cloud ran %d invocations and %d events, at most %d at once |\n",
+			name, tasks, taskTime, tree, mode, o.AllRunning.Seconds(), o.Invocations, o.WireBytes, o.WireBytesToAllRunning, o.JobBytes,
+			o.Overlimits, o.Dropped,
 			o.FirstStart.Seconds(), o.HalfRunning.Seconds(), o.FirstEnd.Seconds(), since(cs.Entries[0]), since(cs.Entries[1]), since(cs.Entries[2]), o.Makespan.Seconds(),
 			perTask(o.CPU), perTask(cs.CPU), perTask(cs.StoreCPU), o.Throttles, o.Retries, o.StoreRequests, cs.Invocations, cs.Events, cs.MaxInFlight)
-		result("burst-tree-wan", "seconds_to_all_running", o.AllRunning, "invocations_from_driver", o.Invocations,
+		kv := []any{"seconds_to_all_running", o.AllRunning, "invocations_from_driver", o.Invocations,
 			"driver_bytes_sent", o.WireBytes, "tree", tree, "async", async, "tasks", tasks, "task_s", taskTime,
 			"all_at_once", o.AllRunning < o.FirstEnd, "first_start_s", o.FirstStart, "half_running_s", o.HalfRunning, "driver_bytes_to_all_running", o.WireBytesToAllRunning, "payload_bytes", o.JobBytes, "driver_store_requests", o.StoreRequests, "makespan_s", o.Makespan,
 			"driver_cpu_us_per_task", perTask(o.CPU), "cloud_cpu_us_per_task", perTask(cs.CPU), "store_cpu_us_per_task", perTask(cs.StoreCPU),
-			"jobstats_invocations_from_driver", o.JobInvocations, "cloud_invocations", cs.Invocations+cs.Events, "target_s", 3, "target_invocations", 200)
+			"jobstats_invocations_from_driver", o.JobInvocations, "cloud_invocations", cs.Invocations + cs.Events,
+			"tbf_overlimits", o.Overlimits, "tbf_dropped", o.Dropped}
+		if tree > 0 {
+			kv = append(kv, "target_s", 3, "target_invocations", 200)
+		}
+		result(name, kv...)
 	}
 }
 
@@ -324,6 +340,7 @@ func (n *wanNet) run(ctx context.Context, conf wanConf) (wanOutcome, wanCloudSta
 	}
 	defer driver.stop()
 	var o wanOutcome
+	tbf0, tbfErr := n.tbfStats(ctx)
 	line, err = driver.line("WAN-OUTCOME ")
 	if err == nil {
 		err = json.Unmarshal([]byte(line), &o)
@@ -334,6 +351,11 @@ func (n *wanNet) run(ctx context.Context, conf wanConf) (wanOutcome, wanCloudSta
 	if o.Error != "" {
 		return o, wanCloudStats{}, fmt.Errorf("driver: %s", o.Error)
 	}
+	tbf1, err := n.tbfStats(ctx)
+	if err = errors.Join(tbfErr, err); err != nil {
+		return o, wanCloudStats{}, err
+	}
+	o.Dropped, o.Overlimits = tbf1[0]-tbf0[0], tbf1[1]-tbf0[1]
 	// Closing its input stops the cloud, which then reports.
 	cloud.stdin.Close()
 	var cs wanCloudStats
@@ -345,6 +367,37 @@ func (n *wanNet) run(ctx context.Context, conf wanConf) (wanOutcome, wanCloudSta
 		return o, cs, fmt.Errorf("cloud: %w", err)
 	}
 	return o, cs, nil
+}
+
+// tbfStats returns the driver's qdisc's counts of dropped packets and of
+// packets it held back (overlimits), from `tc -s qdisc show`.
+func (n *wanNet) tbfStats(ctx context.Context) ([2]int64, error) {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.driver, "tc", "-s", "qdisc", "show", "dev", wanDevice).Output()
+	if err != nil {
+		return [2]int64{}, fmt.Errorf("tc -s qdisc show dev %s: %w", wanDevice, err)
+	}
+	return parseTBFStats(string(out))
+}
+
+// parseTBFStats reads "(dropped D, overlimits O ...)" from tc's output.
+func parseTBFStats(out string) ([2]int64, error) {
+	var got [2]int64
+	for k, key := range []string{"dropped ", "overlimits "} {
+		_, rest, ok := strings.Cut(out, key)
+		if !ok {
+			return got, fmt.Errorf("tc printed no %q count: %q", strings.TrimSpace(key), out)
+		}
+		f := strings.FieldsFunc(rest, func(r rune) bool { return r == ',' || r == ' ' || r == ')' })
+		if len(f) == 0 {
+			return got, fmt.Errorf("tc printed no %q count: %q", strings.TrimSpace(key), out)
+		}
+		v, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return got, fmt.Errorf("tc's %q count %q: %w", strings.TrimSpace(key), f[0], err)
+		}
+		got[k] = v
+	}
+	return got, nil
 }
 
 // side is a process of this program, running in a namespace unless ns is

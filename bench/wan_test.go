@@ -148,3 +148,14 @@ func TestAllLeavesOutBurst(t *testing.T) {
 		t.Errorf("selectScenarios(\"wan\") = %v, %v", wan, err)
 	}
 }
+
+func TestParseTBFStats(t *testing.T) {
+	out := "qdisc tbf 8018: root refcnt 3 rate 20Mbit burst 32Kb lat 100ms \n Sent 13923106 bytes 41022 pkt (dropped 12, overlimits 3456 requeues 0) \n backlog 0b 0p requeues 0\n"
+	got, err := parseTBFStats(out)
+	if err != nil || got != [2]int64{12, 3456} {
+		t.Errorf("parseTBFStats = %v, %v; want [12 3456]", got, err)
+	}
+	if _, err := parseTBFStats("qdisc noqueue 0: root refcnt 2\n"); err == nil {
+		t.Error("parseTBFStats accepted output without counts")
+	}
+}
