@@ -555,7 +555,9 @@ const wanTimeout = 2 * time.Minute
 // its input closes "WAN-STATS <json>".
 func wanCloud(conf wanConf) {
 	raiseFileLimit(1 << 20)
-	var inner backends.Backend // set before the server is reachable
+	// The handler's invoker: a client of the server, which exists only
+	// once the server does; set before the proxies make it reachable.
+	var inner atomic.Pointer[awslambda.Backend]
 	var entriesMu sync.Mutex
 	var entries []int64 // when each invocation reached the handler, Unix ns
 	h := awslambda.NewHandler(func(ctx context.Context, payload []byte) []byte {
@@ -563,7 +565,7 @@ func wanCloud(conf wanConf) {
 		entries = append(entries, time.Now().UnixNano())
 		entriesMu.Unlock()
 		if backends.InvokerOf(ctx) == nil {
-			ctx = backends.WithInvoker(ctx, inner)
+			ctx = backends.WithInvoker(ctx, inner.Load())
 		}
 		return fanout.Handle(ctx, payload)
 	})
@@ -576,8 +578,9 @@ func wanCloud(conf wanConf) {
 	// Children are started by invokers over at most wanInnerConns
 	// connections: the server's end of each is a file of this process
 	// too.
-	inner = awslambda.New(wanClient(srv.URL(), wanInnerConns, wanTimeout, nil), wanFunction,
-		&awslambda.Options{Concurrency: conf.Concurrency, Timeout: wanTimeout})
+	inner.Store(awslambda.New(wanClient(srv.URL(), wanInnerConns, wanTimeout, nil), wanFunction,
+		&awslambda.Options{Concurrency: conf.Concurrency, Timeout: wanTimeout}))
+	defer inner.Load().Close()
 	// The store, on loopback; the driver reaches it through a proxy on
 	// the same port of the cloud's veth address, by the name wanStoreHost
 	// (which each namespace's hosts file resolves).
