@@ -21,7 +21,10 @@
 // The same binary is driver and worker. A backend package whose workers run
 // this binary registers a Runtime from init; fanout.Init asks every registered
 // runtime whether this process was started as its worker and, if one says
-// yes, serves invocations through it and never returns.
+// yes, serves invocations through it and never returns. A runtime that can
+// capture what its process prints offers an OutputCapture on each
+// invocation's context, and fanout.Handle tells it when each task starts
+// and ends (TaskStarted), so that every line reaches the task that wrote it.
 //
 // # Errors
 //

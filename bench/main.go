@@ -56,6 +56,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,8 +130,9 @@ func main() {
 	wanTasks := flag.Int("wantasks", 10_000, "burst scenario, burst-tree-wan: the job's tasks (10,000 is the issue's setting)")
 	wanTask := flag.Duration("wantask", 10*time.Second, "burst scenario, burst-tree-wan: how long each task sleeps")
 	wanAsync := flag.Bool("wanasync", false, "burst scenario, burst-tree-wan: send asynchronous invocations")
-	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process; wan-cloud and wan-driver are the two sides of burst-tree-wan")
-	wanConfig := flag.String("wanconf", "", "internal: the configuration of -mode wan-cloud and wan-driver, as JSON")
+	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process; wan-cloud, wan-driver and wan-proxy are the sides of burst-tree-wan")
+	wanConfig := flag.String("wanconf", "", "internal: the configuration of -mode wan-cloud, wan-driver and wan-proxy, as JSON")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
 	if side, ok := strings.CutPrefix(*mode, "wan-"); ok {
 		var conf wanConf
@@ -148,6 +150,18 @@ func main() {
 			log.Fatalf("unknown -mode %q: want rss-local, rss-process, wan-cloud, wan-driver or wan-proxy", *mode)
 		}
 		return
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if strings.HasPrefix(*mode, "rss-") {
 		rssChild(strings.TrimPrefix(*mode, "rss-"))

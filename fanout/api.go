@@ -122,7 +122,8 @@ type Result[Out any] struct {
 	Err error
 	// Stats describe the task's run.
 	Stats TaskStats
-	// Logs are the records the task wrote through Logger(ctx).
+	// Logs are the records the task wrote through Logger(ctx), and the
+	// lines it printed where the backend captures them (see LogRecord).
 	Logs []LogRecord
 }
 

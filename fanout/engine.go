@@ -225,7 +225,7 @@ func (j *jobCore) handle(ev event) {
 		j.wrote = true
 		if !inv.ended && !inv.accepted {
 			j.ran(inv)
-			t.accept(inv, ev.at+int64(j.asyncDeadline(len(inv.tasks))))
+			j.accept(inv, ev.at+int64(j.asyncDeadline(len(inv.tasks))))
 		}
 	case evAcked:
 		j.wrote = true
@@ -519,14 +519,16 @@ func (j *jobCore) fire(now int64) {
 		}
 	}
 	if j.spec.viaStore && !j.t.stopping {
-		for inv := range j.t.live {
-			if inv.accepted && inv.deadline <= now {
-				j.counters.failedInvocations++
-				j.dirty = true
-				j.t.lost(inv, fmt.Errorf("%w: no reply object %q within %v", backends.ErrWorkerLost, inv.key,
-					time.Duration(inv.deadline-inv.sent).Round(time.Second)), now)
-				j.drain(now)
+		for len(j.expiries) > 0 && j.expiries[0].at <= now {
+			inv := heap.Pop(&j.expiries).(expiry).inv
+			if inv.ended || !inv.accepted || inv.deadline > now {
+				continue // answered, or accepted again since
 			}
+			j.counters.failedInvocations++
+			j.dirty = true
+			j.t.lost(inv, fmt.Errorf("%w: no reply object %q within %v", backends.ErrWorkerLost, inv.key,
+				time.Duration(inv.deadline-inv.sent).Round(time.Second)), now)
+			j.drain(now)
 		}
 	}
 	if j.spec.viaStore && j.shouldList(now) {
@@ -535,6 +537,51 @@ func (j *jobCore) fire(now int64) {
 	if j.ex.opts.Speculation && !j.t.stopping && now >= j.specNext {
 		j.specNext = now + int64(j.spc.check(j.t, now, j.limit(now)-j.t.inflight, max(1, j.ex.limits.Parallel)))
 	}
+}
+
+// expiry is an accepted async invocation's deadline, in the dispatcher's
+// queue of them.
+type expiry struct {
+	at  int64
+	inv *invocation
+}
+
+// expiryQueue is a min-heap of deadlines. An entry whose invocation ended
+// or got another deadline is dropped when it comes up.
+type expiryQueue []expiry
+
+func (q expiryQueue) Len() int           { return len(q) }
+func (q expiryQueue) Less(a, b int) bool { return q[a].at < q[b].at }
+func (q expiryQueue) Swap(a, b int)      { q[a], q[b] = q[b], q[a] }
+func (q *expiryQueue) Push(x any)        { *q = append(*q, x.(expiry)) }
+func (q *expiryQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = expiry{}
+	*q = old[:len(old)-1]
+	return e
+}
+
+// accept marks an async invocation accepted by its platform, overdue after
+// deadline.
+func (j *jobCore) accept(inv *invocation, deadline int64) {
+	j.t.accept(inv, deadline)
+	if inv.accepted && inv.deadline == deadline {
+		heap.Push(&j.expiries, expiry{at: deadline, inv: inv})
+	}
+}
+
+// nextExpiry returns the earliest deadline of an accepted invocation still
+// waiting for its reply, dropping stale entries on the way.
+func (j *jobCore) nextExpiry() (int64, bool) {
+	for len(j.expiries) > 0 {
+		e := j.expiries[0]
+		if !e.inv.ended && e.inv.accepted && e.inv.deadline == e.at {
+			return e.at, true
+		}
+		heap.Pop(&j.expiries)
+	}
+	return 0, false
 }
 
 // nextWake returns how long the dispatcher may sleep: until the next retry
@@ -549,10 +596,8 @@ func (j *jobCore) nextWake(now int64) time.Duration {
 		at(j.delays[0].at)
 	}
 	if j.spec.viaStore && !j.t.stopping {
-		for inv := range j.t.live {
-			if inv.accepted {
-				at(inv.deadline)
-			}
+		if e, ok := j.nextExpiry(); ok {
+			at(e)
 		}
 		if j.pollWanted() && !j.listing {
 			at(j.nextPoll)

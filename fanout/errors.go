@@ -72,7 +72,8 @@ type TaskError struct {
 	// Err is the classified cause, or nil for an error the function returned.
 	Err error
 	// Logs are the records the task wrote through Logger(ctx) in its last
-	// attempt, if any reached the driver.
+	// attempt, and the lines it printed where the backend captures them
+	// (see LogRecord), if any reached the driver.
 	Logs []LogRecord
 	// History says why each attempt failed, oldest first ("attempt 1:
 	// worker lost ..."), up to 16 entries.

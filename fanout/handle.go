@@ -445,7 +445,7 @@ func (b *batchRun) runTask(ctx context.Context, t *wireTask) (res wireResult) {
 	}
 	tctx = context.WithValue(tctx, taskKey{}, ts)
 	res.Start = time.Now().UnixNano()
-	out, werr := b.fn.run(tctx, input)
+	out, werr := b.call(tctx, ts, input)
 	res.End = time.Now().UnixNano()
 	res.Logs = ts.logs.records()
 	if werr != nil {
@@ -464,6 +464,15 @@ func (b *batchRun) runTask(ctx context.Context, t *wireTask) (res wireResult) {
 		return res
 	}
 	return b.placeOutput(ctx, res, out)
+}
+
+// call runs the task's function. Where the worker runtime captures the
+// process's output (backends.TaskStarted), the lines written while it ran
+// join its log records.
+func (b *batchRun) call(ctx context.Context, ts *taskState, input []byte) (out []byte, werr *wireError) {
+	ts.logs.setOutput(backends.TaskStarted(ctx, ts.task.Index))
+	defer ts.logs.endOutput()
+	return b.fn.run(ctx, input)
 }
 
 // placeOutput puts the output inline, or in the store when asked to or when

@@ -94,6 +94,7 @@ type jobCore struct {
 	sz           sizer
 	spc          speculator
 	delays       delayQueue
+	expiries     expiryQueue // accepted async invocations' deadlines
 	senders      *senders
 	events       chan event
 	statsReq     chan chan JobStats

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +17,7 @@ import (
 	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/process"
 	"github.com/gowren/gowren/fanout"
+	"github.com/gowren/gowren/storage/filestore"
 )
 
 // Ways for a task to take its worker process down with it.
@@ -21,6 +25,8 @@ var die = fanout.Register("fanout_test.die", func(ctx context.Context, how strin
 	switch how {
 	case "exit":
 		os.Exit(3)
+	case "fatal":
+		log.Fatalf("task %d gives up", fanout.Task(ctx).Index)
 	case "kill":
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		<-ctx.Done()
@@ -127,6 +133,26 @@ func TestProcessWorkerDeath(t *testing.T) {
 	}
 }
 
+// The last words of a task that takes its worker down (log.Fatal) reach the
+// driver's stderr, named after the task, and the task's error.
+func TestProcessLastWords(t *testing.T) {
+	ex, log := newProcess(t, 1, &fanout.Options{BatchSize: 1, Retries: -1})
+	_, err := fanout.Map(context.Background(), ex, die, []string{"a", "fatal", "b"})
+	var te *fanout.TaskError
+	if !errors.As(err, &te) || te.Index != 1 || !strings.Contains(err.Error(), "task 1 gives up") {
+		t.Fatalf("err = %v, want task 1's error quoting its last words", err)
+	}
+	ex.Close() // the workers' output is all copied once they are gone
+	text := log.String()
+	found := false
+	for line := range strings.Lines(text) {
+		found = found || strings.HasPrefix(line, "[worker 1 task 1] ") && strings.HasSuffix(line, " task 1 gives up\n")
+	}
+	if !found {
+		t.Errorf("driver's stderr lacks the last words of task 1, named after it:\n%s", text)
+	}
+}
+
 // TestProcessWorkerKilledOnce: a worker SIGKILLed mid-task is replaced, and
 // the task's retry on the new worker succeeds; the stats count the lost
 // invocation and the retry.
@@ -161,8 +187,71 @@ func TestProcessTaskOutput(t *testing.T) {
 	if err != nil || out[0] != "print" {
 		t.Fatalf("Map = %q, %v", out, err)
 	}
-	if !strings.Contains(log.String(), "[worker ") || !strings.Contains(log.String(), "noise noise") {
-		t.Errorf("worker output did not reach Stderr with a worker prefix (got %d bytes)", len(log.String()))
+	ex.Close() // the workers' output is all copied once they are gone
+	if !strings.Contains(log.String(), "[worker 1 task 0] noise noise") || !strings.Contains(log.String(), "[worker 1 task 1] noise noise") {
+		t.Errorf("worker output did not reach Stderr with a worker and task prefix (got %d bytes)", len(log.String()))
+	}
+}
+
+// printer prints its input to stdout and stderr, and logs it; given "" it
+// does nothing; given "child" it starts a program that prints.
+var printer = fanout.Register("fanout_test.printer", func(ctx context.Context, s string) (string, error) {
+	if s == "child" {
+		cmd := exec.CommandContext(ctx, "sh", "-c", "echo child says hi")
+		cmd.Stdout = os.Stdout
+		return s, cmd.Run()
+	}
+	if s != "" {
+		fmt.Println("out " + s)
+		fanout.Logger(ctx).Info("logged " + s)
+		fmt.Fprintln(os.Stderr, "err "+s)
+	}
+	return s, nil
+})
+
+// What a task prints joins its own log records, and no other task's, in
+// the order written, and the lines on the driver's Stderr name it; a task that prints nothing
+// gets no record.
+func TestProcessTaskOutputAttributed(t *testing.T) {
+	ex, log := newProcess(t, 1, &fanout.Options{BatchSize: 4})
+	in := []string{"a", "", "b", "", "child"}
+	j, err := fanout.Start(context.Background(), ex, printer, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for r := range j.Results(context.Background()) {
+		n++
+		if r.Err != nil {
+			t.Fatalf("task %d: %v", r.Index, r.Err)
+		}
+		var got []string
+		for _, rec := range r.Logs {
+			got = append(got, rec.Message+" "+rec.Attrs)
+		}
+		var want []string // in the order written
+		if s := in[r.Index]; s == "child" {
+			want = []string{"child says hi stream=stdout"}
+		} else if s != "" {
+			want = []string{"out " + s + " stream=stdout", "logged " + s + " ", "err " + s + " stream=stderr"}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("task %d logs %q, want %q", r.Index, got, want)
+		}
+	}
+	if n != len(in) {
+		t.Fatalf("%d results, want %d", n, len(in))
+	}
+	ex.Close() // the workers' output is all copied once they are gone
+	text := log.String()
+	for _, want := range []string{"[worker 1 task 0] out a\n", "[worker 1 task 0] err a\n", "[worker 1 task 2] out b\n",
+		"[worker 1 task 2] err b\n", "[worker 1 task 4] child says hi\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("driver output lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "task 1]") || strings.Contains(text, "task 3]") {
+		t.Errorf("driver output names a task that printed nothing:\n%s", text)
 	}
 }
 
@@ -217,4 +306,43 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// An invoker tree on process://: invokers' children go through the driver's
+// pool, and reply through the job's temporary store.
+func TestProcessTree(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprintf("async=%v", async), func(t *testing.T) {
+			o := &fanout.Options{Tree: 3, BatchSize: 1, Concurrency: 12, Async: async}
+			if async {
+				st, err := filestore.New(t.TempDir(), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				o.Store = st
+			}
+			ex, _ := newProcess(t, 3, o)
+			in := make([]int, 60)
+			for i := range in {
+				in[i] = i
+			}
+			j, err := fanout.Start(context.Background(), ex, double, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := j.Wait(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range out {
+				if v != 2*i {
+					t.Fatalf("result %d is %d, want %d", i, v, 2*i)
+				}
+			}
+			if s := j.Stats(); s.Invokers < 1 || s.ViaTree < 12 {
+				t.Fatalf("invokers %d, via the tree %d: want the first window of 12 through invokers", s.Invokers, s.ViaTree)
+			}
+		})
+	}
 }

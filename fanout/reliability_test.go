@@ -269,12 +269,11 @@ func TestAttachErrors(t *testing.T) {
 }
 
 // A driver killed in the middle of an async job loses nothing: a second
-// driver attaches and finishes it. With an invoker tree too, on local
-// workers that die with the driver: the second driver sends what they had
-// not finished through invokers of its own.
+// driver attaches and finishes it. With an invoker tree too: the second
+// driver sends what was not finished through invokers of its own.
 func TestAttachAfterDriverKilled(t *testing.T) {
 	t.Run("process", func(t *testing.T) { testAttachAfterDriverKilled(t, 0) })
-	t.Run("local-tree", func(t *testing.T) { testAttachAfterDriverKilled(t, 4) })
+	t.Run("process-tree", func(t *testing.T) { testAttachAfterDriverKilled(t, 4) })
 }
 
 func testAttachAfterDriverKilled(t *testing.T, tree int) {
@@ -327,12 +326,7 @@ func testAttachAfterDriverKilled(t *testing.T, tree int) {
 	if prog.Succeeded < 5 || prog.Succeeded >= tasks {
 		t.Fatalf("progress after the kill: %+v; want some but not all results", prog)
 	}
-	var ex *fanout.Executor
-	if tree > 0 {
-		ex = newLocal(t, &local.Options{Concurrency: 8}, &fanout.Options{Async: true, Store: st, Tree: tree, BatchSize: 1})
-	} else {
-		ex, _ = newProcess(t, 2, &fanout.Options{Async: true, Store: st})
-	}
+	ex, _ := newProcess(t, 2, &fanout.Options{Async: true, Store: st, Tree: tree, BatchSize: 1})
 	j, err := fanout.Attach(context.Background(), ex, napAsync, jobID)
 	if err != nil {
 		t.Fatal(err)
@@ -369,10 +363,7 @@ func childDriver(dir string) int {
 		return 1
 	}
 	tree, _ := strconv.Atoi(os.Getenv("FANOUT_TEST_DRIVER_TREE"))
-	var b backends.Backend = process.New(&process.Options{Workers: 2, Env: []string{"GORACE=atexit_sleep_ms=0"}})
-	if tree > 0 {
-		b = local.New(&local.Options{Concurrency: 2})
-	}
+	b := process.New(&process.Options{Workers: 2, Env: []string{"GORACE=atexit_sleep_ms=0"}})
 	ex := fanout.NewExecutor(b, &fanout.Options{Async: true, Store: st, BatchSize: 1, Tree: tree, Logger: quietLogs})
 	in := make([]int, tasks)
 	for i := range in {

@@ -140,8 +140,9 @@ type TaskStats struct {
 	Error       string      `json:"error,omitempty"`
 	History     []string    `json:"history,omitempty"`
 	FailedTries []FailedTry `json:"failed_tries,omitempty"`
-	// Logs are the records the task wrote through Logger(ctx), in the
-	// attempt whose result was taken (for a failed task, its last); with
+	// Logs are the records the task wrote through Logger(ctx), and the
+	// lines it printed where the backend captures them (see LogRecord), in
+	// the attempt whose result was taken (for a failed task, its last); with
 	// Options.KeepData they are saved in stats.json, where `gowren logs`
 	// reads them.
 	Logs []LogRecord `json:"logs,omitempty"`

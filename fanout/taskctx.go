@@ -6,10 +6,12 @@ import (
 	"io"
 	"iter"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/storage"
 )
 
@@ -61,10 +63,11 @@ func Task(ctx context.Context) TaskInfo {
 }
 
 // Logger returns a logger for the running task. Its records are kept (up to
-// 256 records or 64 KiB per task; further ones are dropped and the drop is
-// recorded) and travel back to the driver with the task's result, where they
-// appear in Result.Logs and TaskError.Logs and, for failed tasks, in the
-// executor's logger. Outside a task it returns slog.Default().
+// 256 records or 64 KiB per task, lines the task printed included; further
+// ones are dropped and the drop is recorded) and travel back to the driver
+// with the task's result, where they appear in Result.Logs, TaskError.Logs
+// and TaskStats.Logs and, for failed tasks, in the executor's logger.
+// Outside a task it returns slog.Default().
 func Logger(ctx context.Context) *slog.Logger {
 	if ts := taskFrom(ctx); ts != nil {
 		return slog.New(&taskLogHandler{buf: &ts.logs})
@@ -91,7 +94,14 @@ func Store(ctx context.Context) storage.Store {
 	return st
 }
 
-// LogRecord is one record a task wrote through Logger.
+// LogRecord is one record a task wrote through Logger, or one line it
+// printed to standard output or standard error where the backend captures
+// them (process does; see backends.OutputCapture). A printed line is a
+// record of level Info whose Message is the line and whose Attrs say
+// "stream=stdout" or "stream=stderr"; a line written while several tasks
+// ran in the same worker process goes to each of them, with "tasks=3,4"
+// naming them all. A task's records, both kinds, are in the order they were
+// written (a line's Time is when the worker read it, a moment later).
 type LogRecord struct {
 	Time    time.Time  `json:"time"`
 	Level   slog.Level `json:"level"`
@@ -118,14 +128,23 @@ const (
 // logBuffer keeps a task's records, bounded.
 type logBuffer struct {
 	mu      sync.Mutex
+	out     backends.TaskOutput // the task's captured output while it runs
 	recs    []LogRecord
 	bytes   int
 	dropped int
 }
 
+// add adds a record of Logger, after the lines printed before it.
 func (b *logBuffer) add(r LogRecord) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.out != nil {
+		b.addLinesLocked(b.out.Take())
+	}
+	b.addLocked(r)
+}
+
+func (b *logBuffer) addLocked(r LogRecord) {
 	n := len(r.Message) + len(r.Attrs) + 32
 	if len(b.recs) >= maxLogRecords || b.bytes+n > maxLogBytes {
 		b.dropped++
@@ -133,6 +152,45 @@ func (b *logBuffer) add(r LogRecord) {
 	}
 	b.recs = append(b.recs, r)
 	b.bytes += n
+}
+
+// setOutput makes out, the task's captured output, join its records: each
+// record first takes the lines printed before it, so that lines and
+// records keep the order they were written in.
+func (b *logBuffer) setOutput(out backends.TaskOutput) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.out = out
+}
+
+// endOutput ends the task's captured output, adding the last lines.
+func (b *logBuffer) endOutput() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.out != nil {
+		b.addLinesLocked(b.out.End())
+		b.out = nil
+	}
+}
+
+// addLinesLocked adds lines the task printed, as records of level Info with
+// the attribute stream=stdout or stream=stderr (and tasks=3,4 for a line
+// written while several tasks ran in the process).
+func (b *logBuffer) addLinesLocked(lines []backends.OutputLine) {
+	for _, l := range lines {
+		attrs := "stream=" + l.Stream
+		if len(l.Tasks) > 0 {
+			var s strings.Builder
+			for i, x := range l.Tasks {
+				if i > 0 {
+					s.WriteByte(',')
+				}
+				s.WriteString(strconv.Itoa(x))
+			}
+			attrs += " tasks=" + s.String()
+		}
+		b.addLocked(LogRecord{Time: l.Time, Level: slog.LevelInfo, Message: l.Text, Attrs: attrs})
+	}
 }
 
 func (b *logBuffer) records() []LogRecord {

@@ -40,15 +40,22 @@ const treeBackoffMax = 2 * time.Second
 
 // fanOut serves an invoker's request: it starts the children, directly when
 // there are at most Fanout of them, else through sub-invokers, and answers
-// with their outcomes.
+// with their outcomes. An invoker nobody waits for (a sub-invoker started
+// asynchronously or on a goroutine: its request has flagAsync) writes the
+// outcome of each child it could not start as that child's reply instead.
 func (r *Registry) fanOut(ctx context.Context, req *wireRequest, cold bool, stores *storeResolver) []byte {
+	out := &wireReply{Worker: workerID, Cold: cold, Kids: make([]*wireError, len(req.Kids))}
 	b := backends.InvokerOf(ctx)
 	if b == nil {
-		return errorReply(&wireError{Code: codeNoInvoker, Message: "this worker has no backend to invoke its children through " +
+		we := &wireError{Code: codeNoInvoker, Message: "this worker has no backend to invoke its children through " +
 			"(its runtime sets none: backends.InvokerOf); Options.Tree needs a backend whose workers can invoke it (Limits.Nested), " +
-			"deployed so that they may (see the README, \"Invoker tree\")"})
+			"deployed so that they may (see the README, \"Invoker tree\")"}
+		for k := range out.Kids {
+			out.Kids[k] = we
+		}
+		orphaned(ctx, req, out.Kids, stores)
+		return errorReply(we)
 	}
-	out := &wireReply{Worker: workerID, Cold: cold, Kids: make([]*wireError, len(req.Kids))}
 	var wg sync.WaitGroup
 	if len(req.Kids) <= req.Fanout {
 		for k := range req.Kids {
@@ -56,15 +63,33 @@ func (r *Registry) fanOut(ctx context.Context, req *wireRequest, cold bool, stor
 		}
 	} else {
 		for _, g := range treeGroups(len(req.Kids), req.Fanout) {
-			wg.Go(func() { startInvoker(ctx, b, req, g, out.Kids[g[0]:g[1]]) })
+			wg.Go(func() { startInvoker(ctx, b, req, g, out.Kids[g[0]:g[1]], stores) })
 		}
 	}
 	wg.Wait()
+	orphaned(ctx, req, out.Kids, stores)
 	var buf bytes.Buffer
 	if err := encodeReply(&buf, out); err != nil {
 		return errorReply(&wireError{Code: codeInternal, Message: fmt.Sprintf("encode an invoker's reply: %v", err)})
 	}
 	return buf.Bytes()
+}
+
+// orphaned writes, for an invoker nobody waits for, the outcome of each
+// child it could not start as that child's reply, for the driver to find.
+func orphaned(ctx context.Context, req *wireRequest, outs []*wireError, stores *storeResolver) {
+	if req.Flags&flagAsync == 0 {
+		return
+	}
+	st, err := stores.get()
+	if err != nil {
+		return // the driver's deadline for the children finds them
+	}
+	for k, we := range outs {
+		if we != nil {
+			_ = putReply(context.WithoutCancel(ctx), st, req.Kids[k].replyKey(req.Prefix), &wireReply{Err: we, Worker: workerID})
+		}
+	}
 }
 
 // treeGroups splits n children into the groups of one level of the tree:
@@ -83,11 +108,35 @@ func treeGroups(n, fanout int) [][2]int {
 	return groups
 }
 
+// How an invoker starts a call on its backend.
+const (
+	startAsync    = iota // InvokeAsync: the platform queues it (Lambda's Event)
+	startWait            // Invoke, waited for: a cloud platform without asynchronous calls (SCF) freezes or ends a worker once its invocation returned, so a call still out then may never leave
+	startDetached        // Invoke on a goroutine that outlives the invocation: backends on this machine (local, process), whose workers go on
+)
+
+func startMode(b backends.Backend) int {
+	switch _, async := b.(backends.AsyncBackend); {
+	case async:
+		return startAsync
+	case b.Limits().SameHost:
+		return startDetached
+	}
+	return startWait
+}
+
 // startInvoker starts the children kids[g[0]:g[1]] of req through a
-// sub-invoker, and fills outs with their outcomes.
-func startInvoker(ctx context.Context, b backends.Backend, req *wireRequest, g [2]int, outs []*wireError) {
+// sub-invoker, and fills outs with what it knows of them: the sub-invoker's
+// answer when it waits for it, else whether the sub-invoker could be
+// started (the sub-invoker then writes the children it cannot start as
+// their replies, see orphaned).
+func startInvoker(ctx context.Context, b backends.Backend, req *wireRequest, g [2]int, outs []*wireError, stores *storeResolver) {
 	sub := *req
 	sub.Kids = req.Kids[g[0]:g[1]]
+	mode := startMode(b)
+	if mode != startWait {
+		sub.Flags |= flagAsync // nobody waits for its answer
+	}
 	fail := func(we *wireError) {
 		for k := range outs {
 			outs[k] = we
@@ -98,31 +147,70 @@ func startInvoker(ctx context.Context, b backends.Backend, req *wireRequest, g [
 		fail(&wireError{Code: codeChild, Type: "refused", Message: fmt.Sprintf("encode a sub-invoker's request: %v", err)})
 		return
 	}
-	reply, err := invokeRetrying(ctx, req.Patience, func() ([]byte, error) { return b.Invoke(ctx, buf.Bytes()) })
+	payload := buf.Bytes()
+	what := fmt.Sprintf("sub-invoker of %d children", len(outs))
+	reply, err := startCall(ctx, b, mode, req.Patience, req.Patience+invokeSlack, payload, func(we *wireError) {
+		outs := make([]*wireError, len(sub.Kids))
+		for k := range outs {
+			outs[k] = we
+		}
+		orphaned(ctx, &sub, outs, stores)
+	})
 	if err != nil {
-		fail(childError(fmt.Errorf("sub-invoker of %d children: %w", len(outs), err)))
+		fail(childError(fmt.Errorf("%s: %w", what, err)))
 		return
+	}
+	if mode != startWait {
+		return // started
 	}
 	r, err := decodeReply(reply)
 	switch {
 	case err != nil:
-		fail(childError(fmt.Errorf("sub-invoker of %d children: %w: undecodable reply: %v", len(outs), backends.ErrTransport, err)))
+		fail(childError(fmt.Errorf("%s: %w: undecodable reply: %v", what, backends.ErrTransport, err)))
 	case r.Err != nil:
 		fail(r.Err) // the driver classifies it as it would the invoker's own
 	case len(r.Kids) != len(outs):
-		fail(childError(fmt.Errorf("sub-invoker answered for %d children of %d: %w", len(r.Kids), len(outs), backends.ErrTransport)))
+		fail(childError(fmt.Errorf("%s answered for %d: %w", what, len(r.Kids), backends.ErrTransport)))
 	default:
 		copy(outs, r.Kids)
 	}
 }
 
-// startChild starts one child of req. On a backend that invokes
-// asynchronously it returns once the platform took the call; on a cloud
-// backend that does not (SCF: its asynchronous action is limited to 100
-// calls a second), once the child has run. On this machine's backends the
-// call runs on a goroutine of its own, past the invoker's return, as the
-// platform would run an accepted event: what that call cannot start is
-// written as the child's reply, for the driver to find.
+// startCall makes a call of an invoker in mode, retrying throttles for up
+// to patience. It returns the reply when it waited for one. A detached
+// call, bounded by limit (0: none), that fails (or whose worker refuses
+// it) is reported to lost, on its goroutine, after the invoker's
+// invocation may have returned.
+func startCall(ctx context.Context, b backends.Backend, mode int, patience, limit time.Duration, payload []byte, lost func(*wireError)) ([]byte, error) {
+	switch mode {
+	case startAsync:
+		ab := b.(backends.AsyncBackend)
+		return invokeRetrying(ctx, patience, func() ([]byte, error) { return nil, ab.InvokeAsync(ctx, payload) })
+	case startWait:
+		return invokeRetrying(ctx, patience, func() ([]byte, error) { return b.Invoke(ctx, payload) })
+	}
+	go func() {
+		cctx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
+		if limit > 0 {
+			cctx, cancel = context.WithTimeout(cctx, limit)
+		}
+		defer cancel()
+		reply, err := invokeRetrying(cctx, patience, func() ([]byte, error) { return b.Invoke(cctx, payload) })
+		switch r, derr := decodeReply(reply); {
+		case err != nil:
+			lost(childError(err))
+		case derr != nil:
+			lost(childError(fmt.Errorf("%w: undecodable reply: %v", backends.ErrTransport, derr)))
+		case r.Err != nil:
+			lost(r.Err) // its worker refused it: its reply says why
+		}
+	}()
+	return nil, nil
+}
+
+// startChild starts one child of req, in the mode its backend allows (see
+// startMode): it returns once the platform took the call, once the child
+// ran, or at once, the child's failure to start then written as its reply.
 func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *wireKid, stores *storeResolver) *wireError {
 	child := *req
 	child.Kids, child.Chunks, child.Fanout = nil, nil, 0
@@ -137,56 +225,31 @@ func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *
 	if err := encodeRequest(&buf, &child); err != nil {
 		return &wireError{Code: codeChild, Type: "refused", Message: fmt.Sprintf("encode a child's request: %v", err)}
 	}
-	payload := buf.Bytes()
-	if ab, ok := b.(backends.AsyncBackend); ok {
-		_, err := invokeRetrying(ctx, req.Patience, func() ([]byte, error) { return nil, ab.InvokeAsync(ctx, payload) })
-		if err != nil {
-			return childError(err)
-		}
-		return nil
+	mode := startMode(b)
+	if mode == startDetached {
+		// Opened now, while the invoker's context lives: the store that
+		// takes the child's reply if it cannot start.
+		_, _ = stores.get()
 	}
-	if !b.Limits().SameHost {
-		// A cloud platform freezes or ends a worker once its invocation
-		// returned: a call still out then may never leave. The invoker
-		// waits for the child, whose reply goes to the store.
-		reply, err := invokeRetrying(ctx, req.Patience, func() ([]byte, error) { return b.Invoke(ctx, payload) })
-		if err != nil {
-			return childError(err)
+	limit := childTimeout(&child)
+	if limit > 0 {
+		limit += req.Patience
+	}
+	reply, err := startCall(ctx, b, mode, req.Patience, limit, buf.Bytes(), func(we *wireError) {
+		if st, err := stores.get(); err == nil {
+			_ = putReply(context.WithoutCancel(ctx), st, child.ReplyKey, &wireReply{Err: we, Worker: workerID})
 		}
+	})
+	if err != nil {
+		return childError(err)
+	}
+	if mode == startWait {
 		if r, derr := decodeReply(reply); derr != nil {
 			return childError(fmt.Errorf("%w: undecodable reply: %v", backends.ErrTransport, derr))
 		} else if r.Err != nil {
 			return r.Err
 		}
-		return nil
 	}
-	// On this machine (local, process) the worker goes on after its
-	// invocation: the call outlives it, as the platform runs an accepted
-	// event, and takes its own context, bounded as the driver bounds a
-	// batch's call. The store that takes its reply if it cannot start is
-	// opened now, while the invoker's context lives.
-	st, serr := stores.get()
-	cctx := context.WithoutCancel(ctx)
-	go func() {
-		var cancel context.CancelFunc = func() {}
-		if d := childTimeout(&child); d > 0 {
-			cctx, cancel = context.WithTimeout(cctx, d+req.Patience)
-		}
-		defer cancel()
-		reply, err := invokeRetrying(cctx, req.Patience, func() ([]byte, error) { return b.Invoke(cctx, payload) })
-		var we *wireError
-		if err != nil {
-			we = childError(err)
-		} else if r, derr := decodeReply(reply); derr != nil {
-			we = childError(fmt.Errorf("%w: undecodable reply: %v", backends.ErrTransport, derr))
-		} else if r.Err != nil {
-			we = r.Err // the child's worker refused it: its reply says why
-		}
-		if we == nil || serr != nil {
-			return // the child wrote its reply, or the driver's deadline for it finds it
-		}
-		_ = putReply(cctx, st, child.ReplyKey, &wireReply{Err: we, Worker: workerID})
-	}()
 	return nil
 }
 
@@ -367,7 +430,7 @@ func (j *jobCore) sendTree(ctx context.Context, k int, invs []*invocation) {
 	ex := j.ex
 	req := &wireRequest{
 		Job: j.id, Func: j.spec.fn.name, Digest: j.spec.fn.digest, Prefix: j.prefix, Store: ex.store.URL(),
-		TaskTimeout: ex.opts.TaskTimeout, Parallel: ex.limits.Parallel, Flags: j.spec.flags | flagAsync,
+		TaskTimeout: ex.opts.TaskTimeout, Parallel: ex.limits.Parallel, Flags: j.spec.flags, // the driver waits for its answer
 		Kids: make([]wireKid, len(invs)), Chunks: j.chunks, Fanout: j.tree, Patience: treePatience,
 	}
 	ev := event{kind: evKids, terminal: true, kids: invs, kidErrs: make([]error, len(invs))}
@@ -471,7 +534,7 @@ func (j *jobCore) kidsStarted(ev event) {
 		case err == nil:
 			if !inv.ended && !inv.accepted {
 				j.ran(inv)
-				j.t.accept(inv, ev.at+int64(j.asyncDeadline(len(inv.tasks))))
+				j.accept(inv, ev.at+int64(j.asyncDeadline(len(inv.tasks))))
 			}
 		case errors.Is(err, errKid):
 			j.failed(inv, err, ev.at) // classified by its invoker

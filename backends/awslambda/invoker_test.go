@@ -197,3 +197,35 @@ func TestNewHandlerInvoker(t *testing.T) {
 		t.Error("the invoker's Limits().Nested is false")
 	}
 }
+
+// A job with an invoker tree on the loopback Lambda: the driver sends
+// invokers, whose workers start their children with Event invocations
+// signed with the role's credentials; the children reply through the store.
+func TestTreeJob(t *testing.T) {
+	srv := newFake(t, awslambdatest.Options{Workers: 3, Concurrency: 40, Timeout: time.Minute})
+	b := awslambda.New(newClient(t, srv.URL(), nil), "function", &awslambda.Options{Concurrency: 12, Timeout: time.Minute})
+	ex := fanout.NewExecutor(sameHost{b}, &fanout.Options{Store: fileStore(t), Tree: 3, BatchSize: 1, Concurrency: 12, Retries: -1})
+	defer ex.Close()
+	in := make([]int, 30)
+	for i := range in {
+		in[i] = i
+	}
+	j, err := fanout.Start(guard(t, 2*time.Minute), ex, testfuncs.Noop, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Wait(guard(t, 2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(out, in) {
+		t.Fatalf("results %v, want %v", out, in)
+	}
+	s := j.Stats()
+	if s.Invokers < 1 || s.ViaTree < 12 {
+		t.Fatalf("invokers %d, via the tree %d: want the first window of 12 through invokers", s.Invokers, s.ViaTree)
+	}
+	if n := srv.Stats().KeyInvocations[awslambdatest.RoleAccessKeyID]; n < s.ViaTree {
+		t.Errorf("%d invocations signed with the role's key, for %d started by invokers", n, s.ViaTree)
+	}
+}

@@ -68,3 +68,41 @@ func BenchmarkRoundTripParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkNestedCall measures an invocation whose handler invokes one child
+// through the driver (a reverse call) on warm workers, against
+// BenchmarkRoundTrip/64B: the reverse call's cost is the difference, less
+// one round trip.
+func BenchmarkNestedCall(b *testing.B) {
+	be := process.New(&process.Options{Workers: 2})
+	defer be.Close()
+	payload := []byte("call::echo:0123456789012345678901234567890123456789012345678901234567890123")
+	ctx := context.Background()
+	if _, err := be.Invoke(ctx, payload); err != nil { // start both workers
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := be.Invoke(ctx, payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNestedCalls measures an invoker that makes 100 reverse calls at
+// once, on a pool of 4 workers.
+func BenchmarkNestedCalls(b *testing.B) {
+	be := process.New(&process.Options{Workers: 4})
+	defer be.Close()
+	payload := []byte("calls:100")
+	ctx := context.Background()
+	if _, err := be.Invoke(ctx, payload); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := be.Invoke(ctx, payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,8 +1,13 @@
 package process
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"time"
+
+	"github.com/gowren/gowren/backends"
 )
 
 // The driver and a worker talk over two pipes: the driver writes frames to
@@ -11,7 +16,7 @@ import (
 //
 //	offset size
 //	0      2    magic "gw"
-//	2      1    type (frameHello ... framePart)
+//	2      1    type (frameHello ... frameCallFailed)
 //	3      1    flags: flagRetire on a reply, toolarge or failed, else 0
 //	4      4    body length, big endian
 //	8      8    request id, big endian (0 in hello)
@@ -28,21 +33,40 @@ import (
 //	reply     worker->driver  the handler's reply
 //	toolarge  worker->driver  uint64: size of a reply the worker refused to send
 //	failed    worker->driver  text: the handler panicked (message and stack)
+//	call      worker->driver  a reverse call: the handler invokes the backend
+//	                          (backends.InvokerOf); deadline int64 (Unix ns,
+//	                          0 none), then the payload, at most
+//	                          MaxRequestBytes. Its id is the worker's call
+//	                          id, which only grows over the worker's life
+//	callcancel worker->driver empty: cancel the reverse call with this id
+//	result    driver->worker  the reply of the reverse call with this id, at
+//	                          most MaxResponseBytes
+//	callfail  driver->worker  the reverse call with this id failed: kind
+//	                          uint32 (callErr...), retry after int64 (ns,
+//	                          for a throttle), then the error's text
 //
 // An invocation's frames from the worker are any number of parts, then one
-// of reply, toolarge or failed, which ends it. Both sides check a body length
-// against their limits before allocating it.
+// of reply, toolarge or failed, which ends it. Calls and callcancels may come
+// at any time, during an invocation or between two: a call belongs to the
+// worker process, not to the invocation whose handler made it, which may
+// have returned since. The driver answers each call with one result or
+// callfail, unless the worker is gone; a worker ignores the answer to a call
+// it no longer waits for. Both sides check a body length against their
+// limits before allocating it.
 //
-// Version 2 added the part frame and the invoke frame's options.
+// Version 2 added the part frame and the invoke frame's options; version 3
+// the reverse calls.
 
 const (
-	protocolVersion = 2
+	protocolVersion = 3
 	headerSize      = 16
 
-	helloSize        = 8
-	invokePrefixSize = 16
-	tooLargeSize     = 8
-	maxFailedSize    = 64 << 10
+	helloSize          = 8
+	invokePrefixSize   = 16
+	tooLargeSize       = 8
+	maxFailedSize      = 64 << 10
+	callPrefixSize     = 8
+	callFailPrefixSize = 12
 
 	// maxLimit caps MaxRequestBytes and MaxResponseBytes so that every
 	// length fits the header's uint32 with room for a prefix.
@@ -59,6 +83,10 @@ const (
 	frameTooLarge
 	frameFailed
 	framePart
+	frameCall
+	frameCallCancel
+	frameResult
+	frameCallFail
 )
 
 func (t frameType) String() string {
@@ -77,6 +105,14 @@ func (t frameType) String() string {
 		return "failed"
 	case framePart:
 		return "part"
+	case frameCall:
+		return "call"
+	case frameCallCancel:
+		return "callcancel"
+	case frameResult:
+		return "result"
+	case frameCallFail:
+		return "callfail"
 	}
 	return fmt.Sprintf("type %d", uint8(t))
 }
@@ -127,27 +163,36 @@ func parseHeader(b []byte) (header, error) {
 
 // checkReply validates a header the driver read while waiting for the reply
 // to request id, whose reply and parts may be at most maxReply bytes each;
-// stream says whether the invocation asked for parts.
-func checkReply(h header, id uint64, maxReply int, stream bool) error {
-	if h.id != id {
-		return fmt.Errorf("bad frame: %v for request %d, want request %d", h.typ, h.id, id)
-	}
+// stream says whether the invocation asked for parts. A call's payload may
+// be at most maxRequest bytes; a call's id is the worker's, which the caller
+// checks.
+func checkReply(h header, id uint64, maxReply, maxRequest int, stream bool) error {
 	if h.flags != 0 && h.typ != frameReply && h.typ != frameTooLarge && h.typ != frameFailed {
 		return fmt.Errorf("bad frame: %v with flags %#02x", h.typ, h.flags)
 	}
 	var ok bool
 	switch h.typ {
-	case framePart:
-		if !stream {
-			return fmt.Errorf("bad frame: part for request %d, which did not ask for parts", id)
+	case frameCall:
+		ok = h.size >= callPrefixSize && uint64(h.size-callPrefixSize) <= uint64(maxRequest)
+	case frameCallCancel:
+		ok = h.size == 0
+	case framePart, frameReply, frameTooLarge, frameFailed:
+		if h.id != id {
+			return fmt.Errorf("bad frame: %v for request %d, want request %d", h.typ, h.id, id)
 		}
-		ok = uint64(h.size) <= uint64(maxReply)
-	case frameReply:
-		ok = uint64(h.size) <= uint64(maxReply)
-	case frameTooLarge:
-		ok = h.size == tooLargeSize
-	case frameFailed:
-		ok = h.size <= maxFailedSize
+		switch h.typ {
+		case framePart:
+			if !stream {
+				return fmt.Errorf("bad frame: part for request %d, which did not ask for parts", id)
+			}
+			ok = uint64(h.size) <= uint64(maxReply)
+		case frameReply:
+			ok = uint64(h.size) <= uint64(maxReply)
+		case frameTooLarge:
+			ok = h.size == tooLargeSize
+		case frameFailed:
+			ok = h.size <= maxFailedSize
+		}
 	default:
 		return fmt.Errorf("bad frame: unexpected %v while waiting for a reply", h.typ)
 	}
@@ -156,3 +201,94 @@ func checkReply(h header, id uint64, maxReply int, stream bool) error {
 	}
 	return nil
 }
+
+// checkAnswer validates a header a worker read that answers a reverse call:
+// a result may be at most maxResult bytes.
+func checkAnswer(h header, maxResult int) error {
+	var ok bool
+	switch h.typ {
+	case frameResult:
+		ok = uint64(h.size) <= uint64(maxResult)
+	case frameCallFail:
+		ok = h.size >= callFailPrefixSize && h.size <= callFailPrefixSize+maxFailedSize
+	default:
+		return fmt.Errorf("bad frame: unexpected %v", h.typ)
+	}
+	if !ok {
+		return fmt.Errorf("bad frame: %v of %d bytes", h.typ, h.size)
+	}
+	return nil
+}
+
+// Kinds of error in a callfail frame: the worker rebuilds an error that
+// errors.Is recognises as the driver's was.
+const (
+	callErrOther uint32 = iota
+	callErrCanceled
+	callErrDeadline
+	callErrThrottled
+	callErrWorkerLost
+	callErrTransport
+	callErrTooLarge
+	callErrClosed
+)
+
+// callErrKinds lists the kinds in the order a driver's error is tested for
+// them: the first that matches names it.
+var callErrKinds = []struct {
+	kind uint32
+	err  error
+}{
+	{callErrCanceled, context.Canceled},
+	{callErrDeadline, context.DeadlineExceeded},
+	{callErrThrottled, backends.ErrThrottled},
+	{callErrWorkerLost, backends.ErrWorkerLost},
+	{callErrTransport, backends.ErrTransport},
+	{callErrTooLarge, backends.ErrPayloadTooLarge},
+	{callErrClosed, backends.ErrClosed},
+}
+
+// encodeCallFail returns the body of a callfail frame for err.
+func encodeCallFail(err error) []byte {
+	kind := callErrOther
+	for _, k := range callErrKinds {
+		if errors.Is(err, k.err) {
+			kind = k.kind
+			break
+		}
+	}
+	msg := err.Error()
+	if len(msg) > maxFailedSize {
+		msg = msg[:maxFailedSize]
+	}
+	b := make([]byte, callFailPrefixSize, callFailPrefixSize+len(msg))
+	binary.BigEndian.PutUint32(b[0:4], kind)
+	binary.BigEndian.PutUint64(b[4:12], uint64(backends.RetryAfter(err)))
+	return append(b, msg...)
+}
+
+// decodeCallFail rebuilds the error of a callfail frame's body, which
+// checkAnswer has checked.
+func decodeCallFail(b []byte) error {
+	e := &callError{msg: string(b[callFailPrefixSize:])}
+	kind := binary.BigEndian.Uint32(b[0:4])
+	for _, k := range callErrKinds {
+		if k.kind == kind {
+			e.kind = k.err
+		}
+	}
+	if kind == callErrThrottled {
+		e.kind = &backends.ThrottleError{RetryAfter: max(0, time.Duration(binary.BigEndian.Uint64(b[4:12])))}
+	}
+	return e
+}
+
+// callError is the error of a reverse call as the worker sees it: the
+// driver's error text, and what kind of error it was.
+type callError struct {
+	msg  string
+	kind error // nil: unclassified
+}
+
+func (e *callError) Error() string { return "process: invoke through the driver: " + e.msg }
+func (e *callError) Unwrap() error { return e.kind }

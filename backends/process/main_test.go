@@ -1,11 +1,13 @@
 package process_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -138,10 +140,43 @@ func testHandler(ctx context.Context, payload []byte) []byte {
 		n, _ := strconv.Atoi(string(arg))
 		os.Stdout.Write(append(bytes.Repeat([]byte("y"), n), '\n'))
 		return []byte("printed")
+	case "task": // task:I:COMMAND: run COMMAND as task I; reply its reply, then "|" and its captured lines
+		i, rest, _ := bytes.Cut(arg, []byte(":"))
+		index, _ := strconv.Atoi(string(i))
+		out := backends.TaskStarted(ctx, index)
+		reply := testHandler(ctx, rest)
+		var lines []string
+		for _, l := range out.End() {
+			lines = append(lines, fmt.Sprintf("%s:%s:%v", l.Stream, l.Text, l.Tasks))
+		}
+		return fmt.Appendf(reply, "|%s", strings.Join(lines, ";"))
+	case "overlap": // overlap:TEXT: tasks 3 and 4 run at once while TEXT is printed; reply what task 4 got
+		out3 := backends.TaskStarted(ctx, 3)
+		out4 := backends.TaskStarted(ctx, 4)
+		fmt.Println(string(arg))
+		out3.End()
+		var lines []string
+		for _, l := range out4.End() {
+			lines = append(lines, fmt.Sprintf("%s:%s:%v", l.Stream, l.Text, l.Tasks))
+		}
+		return []byte(strings.Join(lines, ";"))
+	case "fatal":
+		log.Fatalf("test worker: fatal %s", arg)
+	case "flood-exit": // N numbered lines on stdout and stderr each, then exit at once
+		n, _ := strconv.Atoi(string(arg))
+		for i := range n {
+			fmt.Printf("out %d\n", i)
+			fmt.Fprintf(os.Stderr, "err %d\n", i)
+		}
+		os.Exit(4)
 	case "exit":
 		code, _ := strconv.Atoi(string(arg))
 		fmt.Fprintf(os.Stderr, "test worker: exiting with %d\n", code)
 		os.Exit(code)
+	case "last-kill": // a line on stderr, then SIGKILL
+		fmt.Fprintf(os.Stderr, "test worker: %s\n", arg)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
 	case "kill":
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
@@ -175,12 +210,13 @@ func testHandler(ctx context.Context, payload []byte) []byte {
 		}
 		return []byte(strconv.FormatInt(d.UnixNano(), 10))
 	case "env":
-		return []byte(os.Getenv("GOWREN_PROCESS_WORKER") + "|" + os.Getenv("GOWREN_PROCESS_GRACE") + "|" + os.Getenv("PROCESS_TEST_EXTRA"))
-	case "cloexec": // are the protocol pipes hidden from programs a task starts?
+		return []byte(os.Getenv("GOWREN_PROCESS_WORKER") + "|" + os.Getenv("GOWREN_PROCESS_GRACE") + "|" +
+			os.Getenv("GOWREN_PROCESS_LIMITS") + "|" + os.Getenv("GOWREN_PROCESS_CAPTURE") + "|" + os.Getenv("PROCESS_TEST_EXTRA"))
+	case "cloexec": // fd:inherited for fds 3 to 9: are the protocol and capture files hidden from programs a task starts?
 		var out []string
-		for fd := 3; fd <= 4; fd++ {
+		for fd := 3; fd <= 9; fd++ {
 			flags, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0)
-			out = append(out, fmt.Sprintf("%d:%v:%v", fd, errno == 0, flags&syscall.FD_CLOEXEC != 0))
+			out = append(out, fmt.Sprintf("%d:%v", fd, errno == 0 && flags&syscall.FD_CLOEXEC == 0))
 		}
 		return []byte(strings.Join(out, " "))
 	case "parts": // send N parts, then reply
@@ -252,6 +288,82 @@ func testHandler(ctx context.Context, payload []byte) []byte {
 			panic("handler panic after abandoning a task")
 		}
 		return []byte("abandoned")
+	case "hold-note": // like hold, and tell FIFO again once cancelled
+		signal(string(arg))
+		<-ctx.Done()
+		signal(string(arg))
+		return []byte("cancelled: " + ctx.Err().Error())
+	case "call": // "call:FIFO:PAYLOAD": tell FIFO we run (if named), invoke PAYLOAD through the invoker, describe the answer
+		note, child, _ := bytes.Cut(arg, []byte(":"))
+		if len(note) > 0 {
+			signal(string(note))
+		}
+		inv := backends.InvokerOf(ctx)
+		if inv == nil {
+			return []byte("no invoker")
+		}
+		reply, err := inv.Invoke(ctx, child)
+		return describe(reply, err)
+	case "call-big": // "call-big:N": invoke "echo:" and N bytes
+		n, _ := strconv.Atoi(string(arg))
+		reply, err := backends.InvokerOf(ctx).Invoke(ctx, append([]byte("echo:"), bytes.Repeat([]byte("e"), n)...))
+		return describe(reply, err)
+	case "calls": // "calls:N": invoke "echo:I" for I in 0..N-1 at once; reply with the answers, comma separated
+		n, _ := strconv.Atoi(string(arg))
+		answers := make([]string, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				reply, err := backends.InvokerOf(ctx).Invoke(ctx, fmt.Appendf(nil, "echo:%d", i))
+				answers[i] = string(describe(reply, err))
+			})
+		}
+		wg.Wait()
+		return []byte(strings.Join(answers, ","))
+	case "call-cancel": // "call-cancel:FIFO": invoke "hold-note:FIFO", cancel the call once the child runs, wait till it is cancelled
+		f, err := os.OpenFile(string(arg), os.O_RDWR, 0) // the test does not read it meanwhile
+		if err != nil {
+			return []byte(err.Error())
+		}
+		defer f.Close()
+		r := bufio.NewReader(f)
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan []byte, 1)
+		go func() {
+			reply, err := backends.InvokerOf(ctx).Invoke(cctx, []byte("hold-note:"+string(arg)))
+			done <- describe(reply, err)
+		}()
+		started, _ := r.ReadString('\n')
+		cancel()
+		answer := <-done
+		cancelled, _ := r.ReadString('\n')
+		return fmt.Appendf(nil, "child %s started, %s, child %s saw cancel",
+			strings.TrimSpace(started), answer, strings.TrimSpace(cancelled))
+	case "call-later": // "call-later:IN:OUT": return; later, once a line comes on IN, invoke "echo:late" and write what came back to OUT
+		in, out, _ := strings.Cut(string(arg), ":")
+		go func() {
+			f, err := os.OpenFile(in, os.O_RDWR, 0)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "test worker:", err)
+				return
+			}
+			defer f.Close()
+			_, _ = bufio.NewReader(f).ReadString('\n')
+			reply, err := backends.InvokerOf(ctx).Invoke(context.Background(), []byte("echo:late"))
+			o, err2 := os.OpenFile(out, os.O_WRONLY, 0)
+			if err2 != nil {
+				fmt.Fprintln(os.Stderr, "test worker:", err2)
+				return
+			}
+			defer o.Close()
+			fmt.Fprintf(o, "%s\n", describe(reply, err))
+		}()
+		return []byte("returned")
+	case "invoker": // what the invoker is
+		inv := backends.InvokerOf(ctx)
+		_, async := inv.(backends.AsyncBackend)
+		_, stream := inv.(backends.StreamBackend)
+		return fmt.Appendf(nil, "%+v async=%v stream=%v close=%v", inv.Limits(), async, stream, inv.Close())
 	case "garbage": // write a bad frame onto the reply pipe
 		f := os.NewFile(4, "replies")
 		f.Write([]byte("this is not a frame at all"))
@@ -266,6 +378,31 @@ var (
 	partsAfter   sync.WaitGroup
 	partAfterErr error
 )
+
+// describe tells a test what a reverse call returned: "reply R", or "error
+// E" followed by the kinds errors.Is finds in E.
+func describe(reply []byte, err error) []byte {
+	if err == nil {
+		return append([]byte("reply "), reply...)
+	}
+	s := "error " + err.Error()
+	for _, k := range []struct {
+		name string
+		err  error
+	}{
+		{"canceled", context.Canceled},
+		{"deadline", context.DeadlineExceeded},
+		{"throttled", backends.ErrThrottled},
+		{"lost", backends.ErrWorkerLost},
+		{"toolarge", backends.ErrPayloadTooLarge},
+		{"closed", backends.ErrClosed},
+	} {
+		if errors.Is(err, k.err) {
+			s += " [" + k.name + "]"
+		}
+	}
+	return []byte(s)
+}
 
 // signal writes this process's pid as a line to the FIFO at path.
 func signal(path string) {

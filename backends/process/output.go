@@ -15,6 +15,8 @@ const (
 	tailLines = 10
 	// maxTailLine bounds each quoted line.
 	maxTailLine = 512
+	// maxTag bounds the tag of a forwarded line.
+	maxTag = 4 << 10
 )
 
 // output is Options.Stderr shared by all workers of a backend: one Write per
@@ -32,11 +34,16 @@ func (o *output) write(p []byte) {
 
 // lineWriter receives one stream (stdout or stderr) of one worker, as os/exec
 // copies it, and writes it to the backend's output line by line with a
-// prefix. It keeps the stream's last lines when tail is non-nil.
+// prefix: "[worker N] ", or "[worker N task I] " and "[worker N tasks I,J] "
+// for a line the worker's capture tagged with the tasks that were running
+// when it was written (or, for what a dead worker left in its pipes, the
+// label set by setLabel). It keeps the stream's last lines when tail is
+// non-nil.
 type lineWriter struct {
 	out    *output
-	prefix string
+	worker string // "[worker N"
 	tail   *tail
+	label  []byte // names the tasks of lines without a tag; nil: none
 
 	mu      sync.Mutex
 	partial []byte // the current line, without its newline
@@ -79,13 +86,50 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 
 // emit moves the current line into the batch to write.
 func (l *lineWriter) emit() {
-	l.batch = append(l.batch, l.prefix...)
-	l.batch = append(l.batch, l.partial...)
+	tasks, line := cutTag(l.partial)
+	if tasks == nil && len(l.label) > 0 {
+		tasks = l.label
+	}
+	l.batch = append(l.batch, l.worker...)
+	if tasks != nil {
+		l.batch = append(l.batch, ' ')
+		l.batch = append(l.batch, tasks...)
+	}
+	l.batch = append(l.batch, "] "...)
+	l.batch = append(l.batch, line...)
 	l.batch = append(l.batch, '\n')
 	if l.tail != nil {
-		l.tail.add(l.partial)
+		l.tail.add(line)
 	}
 	l.partial = l.partial[:0]
+}
+
+// cutTag splits a line that the worker's capture forwarded into its tag's
+// text ("task 17" or "tasks 3,4") and the line itself. A line without a
+// well-formed tag is returned whole, with nil tasks.
+func cutTag(line []byte) (tasks, rest []byte) {
+	if len(line) < 2 || line[0] != 0 {
+		return nil, line
+	}
+	end := bytes.IndexByte(line[1:min(len(line), 1+maxTag)], 0)
+	if end < 0 {
+		return nil, line
+	}
+	tag := line[1 : 1+end]
+	if !validLabel(tag) {
+		return nil, line
+	}
+	return tag, line[2+end:]
+}
+
+// validLabel reports whether label names tasks as the worker's capture
+// does: "task 17" or "tasks 3,4".
+func validLabel(label []byte) bool {
+	list, ok := bytes.CutPrefix(label, []byte("task "))
+	if !ok {
+		list, ok = bytes.CutPrefix(label, []byte("tasks "))
+	}
+	return ok && len(list) > 0 && len(bytes.Trim(list, "0123456789,")) == 0
 }
 
 // flush writes a last line that had no newline; the worker has exited.

@@ -19,10 +19,8 @@
 // GOWREN_PROCESS_WORKER set, so main must call fanout.Init before anything
 // else: in a worker, Init serves invocations and never returns. Driver and
 // worker exchange length-prefixed frames over two extra pipes (the worker's
-// fds 3 and 4), never over stdout or stderr, so a task may print freely: each
-// line of a worker's stdout and stderr goes to Options.Stderr prefixed with
-// "[worker N] ". A worker whose driver dies sees its request pipe close and
-// exits.
+// fds 3 and 4), never over stdout or stderr, so a task may print freely. A
+// worker whose driver dies sees its request pipe close and exits.
 //
 // Each worker leads a process group of its own, so a Ctrl-C on the terminal
 // reaches the driver only, which then stops its workers; killing a worker
@@ -30,6 +28,47 @@
 // of Invoke's ctx. Workers built with -race sleep a second when they exit
 // (the race detector's atexit_sleep_ms); tests can add
 // "GORACE=atexit_sleep_ms=0" to Options.Env to make Close faster.
+//
+// # Output
+//
+// On Linux, each line a worker writes to its stdout or stderr goes to Options.Stderr
+// prefixed with "[worker N task I] ", naming the task that was running in
+// the worker when the line was written, or "[worker N] " when none was (the
+// worker starting, a goroutine left behind by an earlier task). The line
+// also joins that task's log records (a fanout.LogRecord with the
+// attribute stream=stdout or stream=stderr; fanout.Handle tells the worker
+// when each task starts and ends), so it travels with the task's result, is
+// saved in stats.json with fanout.Options.KeepData and is printed by
+// "gowren logs".
+//
+// Attribution rule: a line belongs to the tasks running in the worker
+// process while it was written. A worker runs one batch's tasks one after
+// another, so that is one task, exactly; should several run at once (a task
+// abandoned for overrunning its timeout still running beside the next), the
+// line goes to each of them, prefixed "[worker N tasks 3,4] " and recorded
+// with tasks=3,4. When a task starts or ends, a line still unfinished (no
+// newline yet) is ended there. Programs a task starts inherit the task's
+// stdout and stderr, so their lines count as the task's while it runs. One
+// exception saves a system call per task: a line that something else (a
+// goroutine left running) writes between two tasks of a batch may count as
+// the next task's.
+//
+// How: the worker puts the write ends of two pipes from the driver in
+// place of its fds 1 and 2 and reads them itself, so it knows which tasks
+// run when it reads a line; a task's end, and its start unless another
+// task of the batch just ended, first drain the pipes (one poll(2) when
+// nothing is waiting). The worker peeks at what a pipe holds (tee(2)),
+// forwards it to the driver and only then takes it out of the pipe, and the
+// driver reads what a worker left in the pipes once it has exited: what a
+// task printed right before os.Exit, log.Fatal, a crash or a SIGKILL still
+// reaches Options.Stderr and the error's last lines, named after the task
+// that was running (a chunk forwarded just before the end may appear
+// twice). A task's printed lines are bounded like its log records: 256
+// lines or 64 KiB, each line kept up to 4 KiB (Options.Stderr gets them
+// whole, cut every 64 KiB).
+//
+// Elsewhere than on Linux, the driver reads the workers' stdout and stderr
+// itself: lines are prefixed "[worker N] " and do not join the tasks' logs.
 //
 // # Streaming
 //
@@ -39,6 +78,35 @@
 // ahead of the reply. Only an invocation made with InvokeStream gives its
 // handler a part sender; under Invoke, backends.CanSendParts is false in
 // the worker. A part, like a reply, is at most MaxResponseBytes.
+//
+// # Invoker trees
+//
+// Workers can invoke the backend themselves (Limits.Nested), as the
+// invokers of an invoker tree do (fanout.Options.Tree): a worker cannot
+// start processes of its own, so the handler's context carries a small
+// backends.Backend (backends.InvokerOf) whose Invoke is a reverse call. The
+// worker sends the payload to the driver over its pipe, the driver runs it
+// like any Invoke, on its pool or through the backend that the invoking
+// call's context names with backends.WithInvoker (a wrapper such as chaos),
+// and sends the reply back. Reverse calls run concurrently, as many as the
+// handler makes; each waits for a free worker like any invocation, and the
+// invoker's worker keeps its own meanwhile: with Options.Workers invokers all
+// waiting for children, none runs until their contexts end. The invoker
+// reports the pool's Limits and is not a StreamBackend or AsyncBackend; its
+// Close does nothing.
+//
+// A reverse call carries its context's deadline. When that context ends,
+// the driver cancels the call (its worker gets a cancel, as under Invoke) and
+// the invoker returns at once. A call belongs to the worker process, not to
+// the invocation: a handler may start children in goroutines and return, as
+// an invoker does on this machine, and their calls go on, while the worker
+// is idle or serves its next invocation. The calls of a worker that dies are
+// cancelled; when the driver stops a worker (Close), the calls it still
+// waits for fail with an error wrapping backends.ErrClosed. The driver's
+// errors keep their kind in the worker: errors.Is finds
+// backends.ErrThrottled (with its RetryAfter), ErrWorkerLost, ErrTransport,
+// ErrPayloadTooLarge, ErrClosed and the context's errors in the error the
+// invoker returns.
 //
 // # Errors
 //
@@ -100,9 +168,10 @@ type Options struct {
 	// Defaults to none.
 	Env []string
 	// Stderr receives the workers' stdout and stderr, line by line, each
-	// line prefixed with "[worker N] " and lines longer than 64 KiB cut.
-	// Writes are serialized and their errors ignored; a Writer that blocks
-	// stalls the workers that print. Defaults to os.Stderr.
+	// line prefixed with "[worker N task I] " (see Output) or "[worker N] "
+	// and lines longer than 64 KiB cut. Writes are serialized and their
+	// errors ignored; a Writer that blocks stalls the workers that print.
+	// Defaults to os.Stderr.
 	Stderr io.Writer
 	// StartTimeout is how long a new worker may take from its start until
 	// it is ready to serve. Defaults to 10s.
@@ -142,6 +211,8 @@ type Backend struct {
 	started int // workers started so far; names the next one
 
 	reapers   sync.WaitGroup // one goroutine per worker process
+	readers   sync.WaitGroup // one goroutine per worker that said hello
+	calls     sync.WaitGroup // one goroutine per reverse call in flight
 	closeOnce sync.Once
 }
 
@@ -193,8 +264,9 @@ func limit(n int) int {
 }
 
 // Limits reports the configured worker count and payload limits. Workers run
-// on this host but not in this process, and run one batch's tasks one after
-// another.
+// on this host but not in this process, run one batch's tasks one after
+// another, and can invoke the backend (Nested; see Invoker trees in the
+// package doc).
 func (b *Backend) Limits() backends.Limits {
 	return backends.Limits{
 		MaxRequestBytes:  b.maxRequest,
@@ -202,6 +274,7 @@ func (b *Backend) Limits() backends.Limits {
 		Concurrency:      b.workers,
 		Parallel:         1,
 		SameHost:         true,
+		Nested:           true,
 	}
 }
 
@@ -336,7 +409,7 @@ func (b *Backend) acquire(ctx context.Context) (*worker, error) {
 		w := b.idle[len(b.idle)-1]
 		b.idle[len(b.idle)-1] = nil
 		b.idle = b.idle[:len(b.idle)-1]
-		if w.hasExited() {
+		if w.hasExited() || w.isGone() {
 			dead = append(dead, w) // died while idle; nothing was lost
 			continue
 		}
@@ -362,13 +435,15 @@ func (b *Backend) acquire(ctx context.Context) (*worker, error) {
 		}
 		return nil, err
 	}
+	w.startReader()
 	return w, nil
 }
 
-// release makes w idle again, or stops it if the backend is closed.
+// release makes w idle again, or stops it if the backend is closed or the
+// worker is no longer usable.
 func (b *Backend) release(w *worker) {
 	b.mu.Lock()
-	if !b.closed {
+	if !b.closed && !w.isBroken() {
 		b.idle = append(b.idle, w)
 		b.mu.Unlock()
 		return
@@ -412,6 +487,8 @@ func (b *Backend) Close() error {
 			w.kill("still running CancelGrace after Close")
 		}
 		b.reapers.Wait()
+		b.readers.Wait() // the processes are gone: the readers see the end of their pipes
+		b.calls.Wait()   // which cancelled the calls
 		for _, w := range idle {
 			w.dispose() // all exited: this only closes files
 		}

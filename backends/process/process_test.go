@@ -158,9 +158,9 @@ func TestLimits(t *testing.T) {
 		opts *process.Options
 		want backends.Limits
 	}{
-		{"defaults", nil, backends.Limits{MaxRequestBytes: 6 << 20, MaxResponseBytes: 6 << 20, Concurrency: runtimeProcs(), Parallel: 1, SameHost: true}},
-		{"set", &process.Options{Workers: 3, MaxRequestBytes: 10, MaxResponseBytes: 20}, backends.Limits{MaxRequestBytes: 10, MaxResponseBytes: 20, Concurrency: 3, Parallel: 1, SameHost: true}},
-		{"clamped", &process.Options{MaxRequestBytes: 2 << 30, MaxResponseBytes: -1}, backends.Limits{MaxRequestBytes: 1 << 30, MaxResponseBytes: 6 << 20, Concurrency: runtimeProcs(), Parallel: 1, SameHost: true}},
+		{"defaults", nil, backends.Limits{MaxRequestBytes: 6 << 20, MaxResponseBytes: 6 << 20, Concurrency: runtimeProcs(), Parallel: 1, SameHost: true, Nested: true}},
+		{"set", &process.Options{Workers: 3, MaxRequestBytes: 10, MaxResponseBytes: 20}, backends.Limits{MaxRequestBytes: 10, MaxResponseBytes: 20, Concurrency: 3, Parallel: 1, SameHost: true, Nested: true}},
+		{"clamped", &process.Options{MaxRequestBytes: 2 << 30, MaxResponseBytes: -1}, backends.Limits{MaxRequestBytes: 1 << 30, MaxResponseBytes: 6 << 20, Concurrency: runtimeProcs(), Parallel: 1, SameHost: true, Nested: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,11 +178,13 @@ func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
 func TestWorkerEnvironment(t *testing.T) {
 	t.Parallel()
 	b, _ := newBackend(t, process.Options{Workers: 1, Env: []string{"PROCESS_TEST_EXTRA=extra"}})
-	if got, want := invoke(t, b, "env"), "||extra"; got != want {
+	if got, want := invoke(t, b, "env"), "||||extra"; got != want {
 		t.Errorf("worker environment: got %q, want %q (Serve unsets its variables; Env reaches the worker)", got, want)
 	}
-	if got, want := invoke(t, b, "cloexec"), "3:true:true 4:true:true"; got != want {
-		t.Errorf("protocol fds (fd:open:cloexec): got %q, want %q", got, want)
+	// Programs a task starts inherit none of the pipes but fds 1 and 2 (the
+	// capture pipes' write ends).
+	if got, want := invoke(t, b, "cloexec"), "3:false 4:false 5:false 6:false 7:false 8:false 9:false"; got != want {
+		t.Errorf("protocol and capture fds (fd:inherited): got %q, want %q", got, want)
 	}
 	if pid, _ := strconv.Atoi(invoke(t, b, "pid")); pid == os.Getpid() || pid == 0 {
 		t.Errorf("worker pid %d: not a subprocess", pid)
@@ -359,6 +361,89 @@ func TestWorkerDeath(t *testing.T) {
 				t.Errorf("next invocation ran on the dead worker's pid %s", pid)
 			}
 		})
+	}
+}
+
+// TestWorkerLastWords checks that what a task prints right before its worker
+// dies (os.Exit, log.Fatal, a panic nothing recovers, SIGKILL, all of a
+// flood) reaches the driver's output, naming the task, and the error.
+func TestWorkerLastWords(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		payload string
+		status  string
+		lines   []string // on Options.Stderr after "[worker 1 task 17] ", and in the error
+	}{
+		{"task:17:exit:7", "exit status 7", []string{"test worker: exiting with 7"}},
+		{"task:17:fatal:bad input", "exit status 1", []string{"test worker: fatal bad input"}},
+		{"task:17:panic", "exit status 2", []string{"panic: test worker panic"}},
+		{"task:17:last-kill:goodbye", "signal: killed", []string{"test worker: goodbye"}},
+		{"task:17:flood-exit:3000", "exit status 4", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.payload, func(t *testing.T) {
+			t.Parallel()
+			b, out := newBackend(t, process.Options{Workers: 1})
+			_, err := b.Invoke(context.Background(), []byte(tt.payload))
+			if !errors.Is(err, backends.ErrWorkerLost) {
+				t.Fatalf("Invoke(%q) = %v, want ErrWorkerLost", tt.payload, err)
+			}
+			if !strings.Contains(err.Error(), tt.status) {
+				t.Errorf("error %q lacks %q", err, tt.status)
+			}
+			b.Close() // all output is copied once the workers are gone
+			text := out.String()
+			for _, line := range tt.lines {
+				if !strings.Contains(err.Error(), line) {
+					t.Errorf("error %q lacks %q", err, line)
+				}
+				if !strings.Contains(text, "[worker 1 task 17] ") || !strings.Contains(text, line+"\n") {
+					t.Errorf("output lacks %q from task 17:\n%s", line, text)
+				}
+			}
+			if n, ok := strings.CutPrefix(tt.payload, "task:17:flood-exit:"); ok {
+				lines, _ := strconv.Atoi(n)
+				for i := range lines {
+					for _, s := range []string{"out", "err"} {
+						if want := fmt.Sprintf("[worker 1 task 17] %s %d\n", s, i); !strings.Contains(text, want) {
+							t.Fatalf("output lacks %q (%d bytes of output)", want, len(text))
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// What a task prints is attributed to it, in the driver's output and in
+// the lines the worker gives the task; what is printed while two tasks run
+// goes to both; what is printed outside tasks names the worker only.
+func TestTaskOutput(t *testing.T) {
+	t.Parallel()
+	b, out := newBackend(t, process.Options{Workers: 1})
+	if got, want := invoke(t, b, "task:3:print:hello"), "printed|stdout:hello (stdout):[];stderr:hello (stderr):[]"; got != want {
+		t.Errorf("task 3 replied %q, want %q", got, want)
+	}
+	if got, want := invoke(t, b, "task:4:echo:quiet"), "quiet|"; got != want {
+		t.Errorf("task 4 replied %q, want %q", got, want)
+	}
+	if got := invoke(t, b, "print:outside"); got != "printed" {
+		t.Errorf("print replied %q", got)
+	}
+	if got, want := invoke(t, b, "overlap:shared"), "stdout:shared:[3 4]"; got != want {
+		t.Errorf("overlapping task 4 got %q, want %q", got, want)
+	}
+	b.Close()
+	text := out.String()
+	for _, want := range []string{"[worker 1 task 3] hello (stdout)\n", "[worker 1 task 3] hello (stderr)\n",
+		"[worker 1 tasks 3,4] shared\n",
+		"[worker 1] outside (stdout)\n", "[worker 1] outside (stderr)\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "task 4]") {
+		t.Errorf("output names task 4 alone, which printed nothing alone:\n%s", text)
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,10 +26,19 @@ const (
 	// envGrace holds Options.CancelGrace: how long a worker whose driver
 	// went away waits for a running invocation before it exits.
 	envGrace = "GOWREN_PROCESS_GRACE"
+	// envLimits holds the pool's limits, which a handler's invoker
+	// reports: "MaxRequestBytes,MaxResponseBytes,Workers".
+	envLimits = "GOWREN_PROCESS_LIMITS"
+	// envCapture, set, says that the driver passed the capture pipes: the
+	// read and write ends of the stdout pipe at fds captureFD and
+	// captureFD+1, those of the stderr pipe at captureFD+2 and +3, and the
+	// state page at captureFD+4 (Linux only, see capture).
+	envCapture = "GOWREN_PROCESS_CAPTURE"
 
 	// Child file descriptors of the two pipes (cmd.ExtraFiles).
 	requestFD = 3
 	replyFD   = 4
+	captureFD = 5
 )
 
 func init() {
@@ -41,17 +52,22 @@ func detect() bool { return os.Getenv(envWorker) != "" }
 
 // serve is the worker side: it says hello on fd 4, then runs each invoke
 // frame from fd 3 with h, one at a time, and writes the parts the handler
-// sends (when the driver asked for them) and the reply. It returns nil
-// when the driver closes fd 3 (on Close, or because it died), after giving a
-// running invocation, whose context it cancels, the grace period to end.
+// sends (when the driver asked for them), the reverse calls it makes through
+// backends.InvokerOf, and the reply. It returns nil when the driver closes
+// fd 3 (on Close, or because it died), after giving a running invocation,
+// whose context it cancels, the grace period to end.
 func serve(h backends.Handler) error {
 	name := os.Getenv(envWorker)
 	grace, err := time.ParseDuration(os.Getenv(envGrace))
 	if err != nil || grace < 0 {
 		grace = defaultCancelGrace
 	}
+	limits := parseLimits(os.Getenv(envLimits))
+	captured := os.Getenv(envCapture) != ""
 	os.Unsetenv(envWorker)
 	os.Unsetenv(envGrace)
+	os.Unsetenv(envLimits)
+	os.Unsetenv(envCapture)
 	nameProcess()
 	req, err := inheritedPipe(requestFD, "gowren-requests")
 	var rep *os.File
@@ -62,26 +78,70 @@ func serve(h backends.Handler) error {
 		return fmt.Errorf("process: serve worker %s: %w (was this process started by the process backend?)", name, err)
 	}
 	s := &server{
-		h:     h,
-		grace: grace,
-		r:     bufio.NewReaderSize(req, 64<<10),
-		w:     bufio.NewWriterSize(rep, 64<<10),
+		h:      h,
+		grace:  grace,
+		limits: limits,
+		r:      bufio.NewReaderSize(req, 64<<10),
+		w:      bufio.NewWriterSize(rep, 64<<10),
+		calls:  make(map[uint64]*call),
+	}
+	s.invoker = &invoker{s: s}
+	if captured {
+		if s.capture, err = startCapture(); err != nil {
+			return fmt.Errorf("process: serve worker %s: %w", name, err)
+		}
+		defer s.capture.close()
 	}
 	return s.run()
 }
 
+// parseLimits parses envLimits; what it cannot parse it leaves at zero: no
+// limit on the worker's side, the driver still checks.
+func parseLimits(v string) backends.Limits {
+	var n [3]int
+	for i, f := range strings.SplitN(v, ",", 3) {
+		n[i], _ = strconv.Atoi(f)
+		n[i] = max(n[i], 0)
+	}
+	return backends.Limits{
+		MaxRequestBytes:  min(n[0], maxLimit),
+		MaxResponseBytes: min(n[1], maxLimit),
+		Concurrency:      n[2],
+		Parallel:         1,
+		SameHost:         true,
+		Nested:           true,
+	}
+}
+
+// server is the worker's side of the protocol. The goroutine of run reads
+// fd 3 and never writes; everything written to fd 4 is written under wmu.
+// Lock order: wmu before mu.
 type server struct {
-	h     backends.Handler
-	grace time.Duration
-	r     *bufio.Reader
+	h       backends.Handler
+	invoker *invoker // what InvokerOf returns in the handlers
+	grace   time.Duration
+	limits  backends.Limits // the pool's, as the driver told
+	r       *bufio.Reader
+	capture *capture // nil: the driver did not ask for capture
 
-	mu  sync.Mutex
-	cur *invocation // the running invocation, nil when idle
+	mu    sync.Mutex
+	cur   *invocation      // the running invocation, nil when idle
+	calls map[uint64]*call // reverse calls waiting for their answer
 
-	wmu     sync.Mutex
-	w       *bufio.Writer
-	hdr     [headerSize]byte
-	stopped bool // no more frames: the driver is gone or closing
+	wmu      sync.Mutex
+	w        *bufio.Writer
+	hdr      [headerSize]byte
+	stopped  bool   // no more frames: the driver is gone or closing
+	lastCall uint64 // the id of the last call sent
+}
+
+// call is a reverse call waiting for the driver's answer: whoever removes
+// it from server.calls sets reply and err, then closes done.
+type call struct {
+	id    uint64
+	done  chan struct{}
+	reply []byte
+	err   error
 }
 
 type invocation struct {
@@ -134,6 +194,30 @@ func (s *server) run() error {
 			if err := s.start(h.id, body); err != nil {
 				return err
 			}
+		case frameResult, frameCallFail:
+			if err := checkAnswer(h, s.maxResult()); err != nil {
+				return fmt.Errorf("process: serve: %w", err)
+			}
+			body := make([]byte, h.size)
+			if _, err := io.ReadFull(s.r, body); err != nil {
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					return s.stop()
+				}
+				return fmt.Errorf("process: serve: read: %w", err)
+			}
+			s.mu.Lock()
+			c := s.calls[h.id]
+			delete(s.calls, h.id)
+			s.mu.Unlock()
+			if c == nil {
+				continue // its caller gave up on it
+			}
+			if h.typ == frameResult {
+				c.reply = body
+			} else {
+				c.err = decodeCallFail(body)
+			}
+			close(c.done)
 		case frameCancel:
 			if h.size != 0 {
 				return fmt.Errorf("process: serve: bad frame: cancel of %d bytes", h.size)
@@ -165,8 +249,14 @@ func (s *server) start(id uint64, body []byte) error {
 	}
 	payload := body[invokePrefixSize:]
 	ctx := context.Background()
+	if s.capture != nil {
+		ctx = backends.WithOutputCapture(ctx, s.capture)
+	}
 	if options&optStream != 0 {
 		ctx = backends.WithPartSender(ctx, func(part []byte) error { return s.sendPart(inv, part) })
+	}
+	if backends.InvokerOf(ctx) == nil {
+		ctx = backends.WithInvoker(ctx, s.invoker)
 	}
 	if deadline != 0 {
 		ctx, inv.cancel = context.WithDeadline(ctx, time.Unix(0, deadline))
@@ -190,6 +280,9 @@ func (s *server) start(id uint64, body []byte) error {
 func (s *server) handle(ctx context.Context, inv *invocation, payload []byte) {
 	defer close(inv.done)
 	reply, failure := s.call(ctx, payload)
+	if s.capture != nil {
+		s.capture.sync()
+	}
 	s.wmu.Lock()
 	inv.ended = true // a part sent from now on is refused
 	s.wmu.Unlock()
@@ -263,20 +356,125 @@ func (s *server) send(t frameType, flags uint8, id uint64, body []byte) error {
 	return s.writeLocked(t, flags, id, body)
 }
 
-// writeLocked writes one frame; s.wmu is held.
-func (s *server) writeLocked(t frameType, flags uint8, id uint64, body []byte) error {
+// writeLocked writes one frame whose body is the concatenation of body;
+// s.wmu is held.
+func (s *server) writeLocked(t frameType, flags uint8, id uint64, body ...[]byte) error {
 	if s.stopped {
 		return errStopped
 	}
-	putHeader(s.hdr[:], header{typ: t, flags: flags, size: uint32(len(body)), id: id})
+	var n int
+	for _, b := range body {
+		n += len(b)
+	}
+	putHeader(s.hdr[:], header{typ: t, flags: flags, size: uint32(n), id: id})
 	if _, err := s.w.Write(s.hdr[:]); err != nil {
 		return err
 	}
-	if _, err := s.w.Write(body); err != nil {
-		return err
+	for _, b := range body {
+		if _, err := s.w.Write(b); err != nil {
+			return err
+		}
 	}
 	return s.w.Flush()
 }
+
+// maxResult is the largest result frame the driver may send.
+func (s *server) maxResult() int {
+	if s.limits.MaxResponseBytes > 0 {
+		return s.limits.MaxResponseBytes
+	}
+	return maxLimit
+}
+
+// failCalls ends every reverse call still waiting with err.
+func (s *server) failCalls(err error) {
+	s.mu.Lock()
+	calls := s.calls
+	s.calls = make(map[uint64]*call)
+	s.mu.Unlock()
+	for _, c := range calls {
+		c.err = fmt.Errorf("process: invoke through the driver: %w", err)
+		close(c.done)
+	}
+}
+
+// invoker is the Backend a handler invokes children through
+// (backends.InvokerOf): each Invoke is a reverse call, which the driver runs
+// on its pool as it runs its own invocations. A call may outlive the
+// invocation whose handler made it, as the worker process does.
+type invoker struct{ s *server }
+
+var _ backends.Backend = (*invoker)(nil)
+
+// Invoke sends payload to the driver as a reverse call and waits for its
+// answer; it is safe for concurrent use, also after the handler returned.
+// When ctx ends first, the driver is told to cancel the call and Invoke
+// returns ctx's error at once. When the driver stops the worker, Invoke
+// fails with an error wrapping backends.ErrClosed; the driver's errors keep
+// their kind (errors.Is finds backends.ErrThrottled, ErrWorkerLost and the
+// like).
+func (x *invoker) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	s := x.s
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("process: invoke through the driver: %w", err)
+	}
+	if max := s.limits.MaxRequestBytes; (max > 0 && len(payload) > max) || len(payload) > maxLimit {
+		return nil, fmt.Errorf("process: invoke through the driver: payload of %d bytes exceeds MaxRequestBytes (%d): %w",
+			len(payload), s.limits.MaxRequestBytes, backends.ErrPayloadTooLarge)
+	}
+	var prefix [callPrefixSize]byte
+	if d, ok := ctx.Deadline(); ok {
+		binary.BigEndian.PutUint64(prefix[:], uint64(d.UnixNano()))
+	}
+	c := &call{done: make(chan struct{})}
+	s.wmu.Lock()
+	if s.stopped {
+		s.wmu.Unlock()
+		return nil, fmt.Errorf("process: invoke through the driver: %w (%w)", errStopped, backends.ErrClosed)
+	}
+	s.lastCall++
+	c.id = s.lastCall
+	s.mu.Lock()
+	s.calls[c.id] = c
+	s.mu.Unlock()
+	err := s.writeLocked(frameCall, 0, c.id, prefix[:], payload)
+	s.wmu.Unlock()
+	if err != nil {
+		s.forget(c)
+		return nil, fmt.Errorf("process: invoke through the driver: send: %w (%w)", err, backends.ErrClosed)
+	}
+	select {
+	case <-c.done:
+		return c.reply, c.err
+	case <-ctx.Done():
+	}
+	if !s.forget(c) {
+		// Answered meanwhile, or failed as the driver stopped the worker.
+		<-c.done
+		return c.reply, c.err
+	}
+	// An error means the driver is gone: the call ends with it.
+	_ = s.send(frameCallCancel, 0, c.id, nil)
+	return nil, fmt.Errorf("process: invoke through the driver: %w", ctx.Err())
+}
+
+// forget removes c from the calls waiting for an answer and reports
+// whether it was still there.
+func (s *server) forget(c *call) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.calls[c.id] != c {
+		return false
+	}
+	delete(s.calls, c.id)
+	return true
+}
+
+// Limits returns the driver's pool limits, with Nested set.
+func (x *invoker) Limits() backends.Limits { return x.s.limits }
+
+// Close does nothing: the pool is the driver's.
+func (x *invoker) Close() error { return nil }
 
 // stop ends serving once the driver has closed the request stream: no reply
 // will be read, so none is sent; a running invocation is cancelled and given
@@ -285,6 +483,7 @@ func (s *server) stop() error {
 	s.wmu.Lock()
 	s.stopped = true
 	s.wmu.Unlock()
+	s.failCalls(fmt.Errorf("the driver stopped this worker: %w", backends.ErrClosed))
 	s.mu.Lock()
 	inv := s.cur
 	s.mu.Unlock()

@@ -10,13 +10,23 @@ import (
 // KiB makes a large frame cross in many wake-ups of both processes.
 const pipeSize = 256 << 10
 
+// capturePipeSize is the buffer size asked for the capture pipes: what a
+// worker that dies writes last must fit (see drainPipe), Go's report of a
+// crash included. 1 MiB is the most an unprivileged process gets by
+// default (/proc/sys/fs/pipe-max-size).
+const capturePipeSize = 1 << 20
+
 // growPipe enlarges f's pipe buffer where the system allows; it is only an
 // optimization.
-func growPipe(f *os.File) {
+func growPipe(f *os.File) { growPipeTo(f, pipeSize) }
+
+// growPipeTo asks for a pipe buffer of size bytes for f, where the system
+// allows.
+func growPipeTo(f *os.File, size int) {
 	const fSetPipeSz = 1031 // F_SETPIPE_SZ
 	if c, err := f.SyscallConn(); err == nil {
 		_ = c.Control(func(fd uintptr) {
-			_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, fd, fSetPipeSz, pipeSize)
+			_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, fd, fSetPipeSz, uintptr(size))
 		})
 	}
 }

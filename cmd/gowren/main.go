@@ -81,7 +81,7 @@ const usage = `usage: gowren [-store URL] <command> [arguments]
 commands:
   jobs                               list the jobs in the store
   status JOB                         show the objects of a job
-  logs JOB [TASK]                    print what a job's tasks logged (fanout.Logger)
+  logs JOB [TASK]                    print what a job's tasks logged and printed
   clean [-older-than D] [-force] [-all | JOB...]  delete job data (and, without JOB, shared values)
   plot [-o FILE] JOB | -stats FILE   draw a job's timeline and concurrency (PNG or SVG)
   deploy lambda|scf [flags] [PACKAGE]  build a main package and deploy it as a cloud function
@@ -554,8 +554,10 @@ func deleteGroup(ctx context.Context, st storage.Store, g layout.Group) error {
 
 // subUsage introduces each command's -h output.
 var subUsage = map[string]string{
-	"logs": "usage: gowren [-store URL] logs JOB [TASK]\n\nPrints the records the job's tasks wrote through fanout.Logger(ctx), task by task,\n" +
-		"or those of task TASK, from the statistics saved with the job (Options.KeepData).\n\nflags:\n",
+	"logs": "usage: gowren [-store URL] logs JOB [TASK]\n\nPrints the records the job's tasks wrote through fanout.Logger(ctx), and the lines\n" +
+		"they printed where the backend captures them (process://, with stream=stdout or\n" +
+		"stream=stderr), task by task, or those of task TASK, from the statistics saved with\n" +
+		"the job (Options.KeepData).\n\nflags:\n",
 	"jobs": "usage: gowren [-store URL] jobs\n\nLists the jobs in the store: ID, function, objects, size, age and state;\n" +
 		"then counts the values drivers shared with fanout.Put that are still there (refs/).\n\n" +
 		"A job's state is one of:\n" +
