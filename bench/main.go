@@ -130,6 +130,8 @@ func main() {
 	wanTasks := flag.Int("wantasks", 10_000, "burst scenario, burst-tree-wan: the job's tasks (10,000 is the issue's setting)")
 	wanTask := flag.Duration("wantask", 10*time.Second, "burst scenario, burst-tree-wan: how long each task sleeps")
 	wanAsync := flag.Bool("wanasync", false, "burst scenario, burst-tree-wan: send asynchronous invocations")
+	wanRate := flag.String("wanrate", wanRate, "burst scenario, burst-tree-wan: the driver's uplink rate, as tc's tbf takes it, or off (a control: no limit)")
+	wanRTT := flag.Duration("wanrtt", wanRTT, "burst scenario, burst-tree-wan: the round trip the proxy adds (0 for a control)")
 	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process; wan-cloud, wan-driver and wan-proxy are the sides of burst-tree-wan")
 	wanConfig := flag.String("wanconf", "", "internal: the configuration of -mode wan-cloud, wan-driver and wan-proxy, as JSON")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
@@ -218,11 +220,11 @@ func main() {
 		{"burst", func() {
 			runBurst(ctx, *burstScale, max(*burstShards, 1))
 			flushResults()
-			runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync)
+			runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync, *wanRate, max(*wanRTT, 0))
 		}},
 		{"wan", func() {
 			if !run["burst"] {
-				runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync)
+				runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync, *wanRate, max(*wanRTT, 0))
 			}
 		}},
 	} {

@@ -48,6 +48,8 @@ import (
 // under `ip netns exec`; runWAN creates the namespaces and removes them.
 
 const (
+	// The issue's path: 20 Mbit/s up, 80 ms round trip (-wanrate,
+	// -wanrtt).
 	wanRate     = "20mbit"
 	wanRTT      = 80 * time.Millisecond
 	wanCloudIP  = "10.213.0.1"
@@ -75,6 +77,7 @@ type wanConf struct {
 	Lambda      string        `json:"lambda"`      // the server's URL as the driver reaches it
 	Store       string        `json:"store"`       // the store's URL
 	Device      string        `json:"device"`      // the driver's network device, for its byte count
+	RTT         time.Duration `json:"rtt"`         // the proxy's round trip
 }
 
 // wanOutcome is what the driver reports.
@@ -153,7 +156,12 @@ var wanSleep = fanout.Register("bench.wansleep", func(ctx context.Context, ms in
 // runWAN runs burst-tree-wan once for each fan-out in trees (0: no tree,
 // the driver sends every task itself), printing a table row and a RESULT
 // line for each, or one line saying why it cannot run.
-func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int, async bool) {
+//
+// rate is the tbf's rate on the driver's uplink ("off": none) and rtt the
+// round trip the proxy adds: the issue's are wanRate and wanRTT; others
+// serve as controls (rate "off" and rtt 0 show what the machine itself
+// allows).
+func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int, async bool, rate string, rtt time.Duration) {
 	fmt.Println()
 	if os.Geteuid() != 0 {
 		fmt.Printf("burst-tree-wan skipped: it creates network namespaces, a veth pair and a tbf qdisc, which needs root (running as uid %d)\n", os.Geteuid())
@@ -161,7 +169,7 @@ func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int,
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	n, err := newWANNet(ctx)
+	n, err := newWANNet(ctx, rate)
 	if err != nil {
 		fmt.Printf("burst-tree-wan skipped: cannot build the WAN-shaped network: %v\n", err)
 		return
@@ -177,7 +185,7 @@ func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int,
 		conf := wanConf{Tasks: tasks, TaskTime: taskTime, Tree: tree, Async: async,
 			// Room for the invokers beside the tasks.
 			Concurrency: tasks + tasks/10,
-			Listen:      net.JoinHostPort(wanCloudIP, wanPort), Device: wanDevice}
+			Listen:      net.JoinHostPort(wanCloudIP, wanPort), Device: wanDevice, RTT: rtt}
 		// The baseline without a tree has a name of its own, as
 		// burst-sharded-uplink beside burst-sharded-tree-uplink.
 		name := "burst-tree-wan"
@@ -198,13 +206,13 @@ func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int,
 		if async {
 			mode = "asynchronous"
 		}
-		fmt.Printf("| %s | %d x %v, tree %d, %s | %.2f s | %d | %d (%d until all ran; payloads %d) | the tbf delayed %d and dropped %d packets; first task started after %.2f s, half after %.2f s; first ended after %.2f s; invocations reached the cloud's handler after %.2f s (first), %.2f s (half), %.2f s (last); makespan %.2f s; CPU per task: driver %.0f us, cloud %.0f us, store %.0f us; %d throttles, %d retries, %d store requests from the driver; the cloud ran %d invocations and %d events, at most %d at once |\n",
-			name, tasks, taskTime, tree, mode, o.AllRunning.Seconds(), o.Invocations, o.WireBytes, o.WireBytesToAllRunning, o.JobBytes,
+		fmt.Printf("| %s | %d x %v, tree %d, %s, uplink %s, round trip %v | %.2f s | %d | %d (%d until all ran; payloads %d) | the tbf delayed %d and dropped %d packets; first task started after %.2f s, half after %.2f s; first ended after %.2f s; invocations reached the cloud's handler after %.2f s (first), %.2f s (half), %.2f s (last); makespan %.2f s; CPU per task: driver %.0f us, cloud %.0f us, store %.0f us; %d throttles, %d retries, %d store requests from the driver; the cloud ran %d invocations and %d events, at most %d at once |\n",
+			name, tasks, taskTime, tree, mode, rate, rtt, o.AllRunning.Seconds(), o.Invocations, o.WireBytes, o.WireBytesToAllRunning, o.JobBytes,
 			o.Overlimits, o.Dropped,
 			o.FirstStart.Seconds(), o.HalfRunning.Seconds(), o.FirstEnd.Seconds(), since(cs.Entries[0]), since(cs.Entries[1]), since(cs.Entries[2]), o.Makespan.Seconds(),
 			perTask(o.CPU), perTask(cs.CPU), perTask(cs.StoreCPU), o.Throttles, o.Retries, o.StoreRequests, cs.Invocations, cs.Events, cs.MaxInFlight)
 		kv := []any{"seconds_to_all_running", o.AllRunning, "invocations_from_driver", o.Invocations,
-			"driver_bytes_sent", o.WireBytes, "tree", tree, "async", async, "tasks", tasks, "task_s", taskTime,
+			"driver_bytes_sent", o.WireBytes, "tree", tree, "async", async, "rate", rate, "rtt_ms", rtt.Milliseconds(), "tasks", tasks, "task_s", taskTime,
 			"all_at_once", o.AllRunning < o.FirstEnd, "first_start_s", o.FirstStart, "half_running_s", o.HalfRunning, "driver_bytes_to_all_running", o.WireBytesToAllRunning, "payload_bytes", o.JobBytes, "driver_store_requests", o.StoreRequests, "makespan_s", o.Makespan,
 			"driver_cpu_us_per_task", perTask(o.CPU), "cloud_cpu_us_per_task", perTask(cs.CPU), "store_cpu_us_per_task", perTask(cs.StoreCPU),
 			"jobstats_invocations_from_driver", o.JobInvocations, "cloud_invocations", cs.Invocations + cs.Events,
@@ -219,11 +227,12 @@ func runWAN(ctx context.Context, tasks int, taskTime time.Duration, trees []int,
 // wanNet is the two namespaces and the veth pair between them.
 type wanNet struct {
 	cloud, driver string // namespace names
+	shaped        bool   // a tbf on the driver's end
 }
 
 // newWANNet creates the namespaces, the veth pair with its addresses and
 // the tbf on the driver's end. On failure it removes what it made.
-func newWANNet(ctx context.Context) (*wanNet, error) {
+func newWANNet(ctx context.Context, rate string) (*wanNet, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, fmt.Errorf("no ip command (iproute2): %w", err)
 	}
@@ -232,7 +241,7 @@ func newWANNet(ctx context.Context) (*wanNet, error) {
 	}
 	removeStaleNamespaces(ctx)
 	pid := strconv.Itoa(os.Getpid())
-	n := &wanNet{cloud: wanPrefix + pid + "-cloud", driver: wanPrefix + pid + "-driver"}
+	n := &wanNet{cloud: wanPrefix + pid + "-cloud", driver: wanPrefix + pid + "-driver", shaped: rate != "off"}
 	steps := [][]string{
 		{"ip", "netns", "add", n.cloud},
 		{"ip", "netns", "add", n.driver},
@@ -249,8 +258,10 @@ func newWANNet(ctx context.Context) (*wanNet, error) {
 	}
 	// The driver's uplink: 20 Mbit/s, bursts of 32 KB, at most 100 ms
 	// queued.
-	steps = append(steps, []string{"ip", "netns", "exec", n.driver, "tc", "qdisc", "add", "dev", wanDevice, "root",
-		"tbf", "rate", wanRate, "burst", "32kb", "latency", "100ms"})
+	if n.shaped {
+		steps = append(steps, []string{"ip", "netns", "exec", n.driver, "tc", "qdisc", "add", "dev", wanDevice, "root",
+			"tbf", "rate", rate, "burst", "32kb", "latency", "100ms"})
+	}
 	for _, s := range steps {
 		if out, err := exec.CommandContext(ctx, s[0], s[1:]...).CombinedOutput(); err != nil {
 			n.close()
@@ -369,9 +380,13 @@ func (n *wanNet) run(ctx context.Context, conf wanConf) (wanOutcome, wanCloudSta
 	return o, cs, nil
 }
 
-// tbfStats returns the driver's qdisc's counts of dropped packets and of
-// packets it held back (overlimits), from `tc -s qdisc show`.
+// tbfStats returns the driver's tbf's counts of dropped packets and of
+// packets it held back (overlimits), from `tc -s qdisc show`; zeros
+// without one.
 func (n *wanNet) tbfStats(ctx context.Context) ([2]int64, error) {
+	if !n.shaped {
+		return [2]int64{}, nil
+	}
 	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.driver, "tc", "-s", "qdisc", "show", "dev", wanDevice).Output()
 	if err != nil {
 		return [2]int64{}, fmt.Errorf("tc -s qdisc show dev %s: %w", wanDevice, err)
@@ -608,7 +623,7 @@ func wanCloud(conf wanConf) {
 	}
 	var proxies []*side
 	start := func(listen, target string) {
-		p, err := startSide(context.Background(), exe, "", "wan-proxy", wanConf{Listen: listen, Lambda: target})
+		p, err := startSide(context.Background(), exe, "", "wan-proxy", wanConf{Listen: listen, Lambda: target, RTT: conf.RTT})
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -721,7 +736,7 @@ func wanProxy(conf wanConf) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	p := newDelayProxy(ln, conf.Lambda, wanRTT/2)
+	p := newDelayProxy(ln, conf.Lambda, conf.RTT/2)
 	go p.serve()
 	fmt.Println("WAN-PROXY-READY")
 	waitInputOrSignal()
