@@ -11,6 +11,7 @@
 //	go run ./bench -rounds 1 -storage=false -nospec=false   # skip the storage table and the 90 s run of (b) without speculation
 //	go run ./bench -scenarios engine -faultruns 5   # the targets of issue [engine]
 //	go run ./bench -scenarios skew,cut              # some scenarios only
+//	go run ./bench -scenario wan                    # burst-tree-wan alone; as root (network namespaces)
 //
 // The scenarios (-scenarios takes a comma-separated list of these names, or
 // the groups all, core and engine):
@@ -29,6 +30,14 @@
 //	speculation  backups sent for 4,000 tasks of 20-50 ms without faults
 //	cut          jobs cancelled (Cancel, deadline) part-way: how many
 //	             finished tasks' results the job returned
+//	burst        10,000 sleeping tasks on simulated clouds that ramp as
+//	             Lambda and SCF do (burst-single, burst-sharded, the
+//	             sharded job behind a simulated uplink with and without an
+//	             invoker tree, burst-multicloud), then burst-wan and
+//	             burst-tree-wan: without and with an invoker tree, over real
+//	             sockets on a WAN-shaped path between two network
+//	             namespaces (needs root; see wan.go), once per -wantrees
+//	wan          burst-wan and burst-tree-wan alone
 //
 // core is noop, rss and montecarlo; engine is the scenarios of issue
 // [engine]: skew, noop, rss, throttle, cap, cloud, speculation and cut.
@@ -38,6 +47,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -70,12 +80,12 @@ const (
 var noop = fanout.Register("bench.noop", func(_ context.Context, x int) (int, error) { return x, nil })
 
 // scenarioNames lists the scenarios in the order they run.
-var scenarioNames = []string{"noop", "rss", "montecarlo", "storage", "cloud", "skew", "throttle", "cap", "speculation", "cut", "burst"}
+var scenarioNames = []string{"noop", "rss", "montecarlo", "storage", "cloud", "skew", "throttle", "cap", "speculation", "cut", "burst", "wan"}
 
 var scenarioGroups = map[string][]string{
-	// all leaves out burst, which takes about four minutes of 10,000
-	// sleeping tasks: run it by name.
-	"all":    scenarioNames[:len(scenarioNames)-1],
+	// all leaves out burst, which takes about five minutes of 10,000
+	// sleeping tasks, and wan, its last part: run them by name.
+	"all":    scenarioNames[:len(scenarioNames)-2],
 	"core":   {"noop", "rss", "montecarlo"},
 	"engine": {"skew", "noop", "rss", "throttle", "cap", "cloud", "speculation", "cut"},
 }
@@ -116,9 +126,33 @@ func main() {
 	burstShards := flag.Int("shards", 10, "burst scenario: functions of burst-sharded")
 	list := flag.String("scenarios", "all", "comma-separated scenarios to run: "+strings.Join(scenarioNames, ", ")+", or the groups all, core, engine")
 	flag.StringVar(list, "scenario", "all", "the same as -scenarios")
-	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process")
+	wanTrees := flag.String("wantrees", "0,100", "burst scenario, burst-tree-wan: the invoker tree fan-outs to run, comma-separated (0: the driver sends every task)")
+	wanTasks := flag.Int("wantasks", 10_000, "burst scenario, burst-tree-wan: the job's tasks (10,000 is the issue's setting)")
+	wanTask := flag.Duration("wantask", 10*time.Second, "burst scenario, burst-tree-wan: how long each task sleeps")
+	wanAsync := flag.Bool("wanasync", false, "burst scenario, burst-tree-wan: send asynchronous invocations")
+	wanRate := flag.String("wanrate", wanRate, "burst scenario, burst-tree-wan: the driver's uplink rate, as tc's tbf takes it, or off (a control: no limit)")
+	wanRTT := flag.Duration("wanrtt", wanRTT, "burst scenario, burst-tree-wan: the round trip the proxy adds (0 for a control)")
+	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process; wan-cloud, wan-driver and wan-proxy are the sides of burst-tree-wan")
+	wanConfig := flag.String("wanconf", "", "internal: the configuration of -mode wan-cloud, wan-driver and wan-proxy, as JSON")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	if side, ok := strings.CutPrefix(*mode, "wan-"); ok {
+		var conf wanConf
+		if err := json.Unmarshal([]byte(*wanConfig), &conf); err != nil {
+			log.Fatalf("-wanconf: %v", err)
+		}
+		switch side {
+		case "cloud":
+			wanCloud(conf)
+		case "driver":
+			wanDriver(conf)
+		case "proxy":
+			wanProxy(conf)
+		default:
+			log.Fatalf("unknown -mode %q: want rss-local, rss-process, wan-cloud, wan-driver or wan-proxy", *mode)
+		}
+		return
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -146,6 +180,10 @@ func main() {
 		delete(run, "storage")
 	}
 	*rounds = max(*rounds, 1)
+	trees, err := parseTrees(*wanTrees)
+	if err != nil {
+		log.Fatal(err)
+	}
 	ctx := context.Background()
 	fmt.Printf("gowren bench: %s, GOMAXPROCS %d, %s%s\n", runtime.Version(), runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339), loadAverage())
 	defer func() { fmt.Printf("\nend: %s%s\n", time.Now().UTC().Format(time.RFC3339), loadAverage()) }()
@@ -179,7 +217,16 @@ func main() {
 		{"cap", func() { runCap(ctx, *seed) }},
 		{"speculation", func() { runSpeculation(ctx, max(*rounds, 5), *seed) }},
 		{"cut", func() { runCut(ctx, max(*cuts, 1), *seed) }},
-		{"burst", func() { runBurst(ctx, *burstScale, max(*burstShards, 1)) }},
+		{"burst", func() {
+			runBurst(ctx, *burstScale, max(*burstShards, 1))
+			flushResults()
+			runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync, *wanRate, max(*wanRTT, 0))
+		}},
+		{"wan", func() {
+			if !run["burst"] {
+				runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync, *wanRate, max(*wanRTT, 0))
+			}
+		}},
 	} {
 		if run[sc.name] {
 			sc.run()
