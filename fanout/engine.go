@@ -97,7 +97,7 @@ type snapshot struct {
 const (
 	pollMin    = 20 * time.Millisecond
 	pollMax    = time.Second
-	ioParallel = 16
+	ioParallel = 64
 	// stopGrace bounds how long a stopping job waits for the I/O still
 	// out (the last replies, their outputs) before giving up on it.
 	stopGrace = 30 * time.Second

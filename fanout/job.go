@@ -77,8 +77,7 @@ type jobCore struct {
 
 	// Inputs. Input i travels inline as inline[offs[i]:offs[i+1]] when that
 	// is not empty, else by reference to refs[i] in the store. In async
-	// mode every input is in the store too, for Attach, and with a tree,
-	// for the invokers' children.
+	// mode every input is in the store too, for Attach.
 	inline  []byte
 	offs    []int64
 	refs    []inputRef
@@ -336,7 +335,9 @@ func (j *jobCore) encodeInputs(ctx context.Context) error {
 		}
 		// Without a store, a big input that fits a request alone travels
 		// inline.
-		toStore := ex.store != nil && (big || j.spec.viaStore)
+		// Async mode keeps every input in the store too, for Attach; an
+		// invoker tree sends the small ones with its children.
+		toStore := ex.store != nil && (big || j.spec.async)
 		if !toStore {
 			j.offs[i+1] = int64(buf.Len())
 			continue

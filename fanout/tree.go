@@ -218,8 +218,11 @@ func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *
 	child.ReplyKey, child.ReplyLimit = kid.replyKey(req.Prefix), 0
 	child.Tasks = make([]wireTask, len(kid.Tasks))
 	for x, t := range kid.Tasks {
-		child.Tasks[x] = wireTask{Index: t.Index, Attempt: t.Attempt, Try: t.Try, Kind: kid.Kind,
-			Key: req.Chunks[t.Chunk], Off: t.Off, Len: t.Len}
+		wt := wireTask{Index: t.Index, Attempt: t.Attempt, Try: t.Try, Kind: kid.Kind, Input: t.Input}
+		if t.Input == nil {
+			wt.Key, wt.Off, wt.Len = req.Chunks[t.Chunk], t.Off, t.Len
+		}
+		child.Tasks[x] = wt
 	}
 	var buf bytes.Buffer
 	if err := encodeRequest(&buf, &child); err != nil {
@@ -361,10 +364,10 @@ func (ex *Executor) checkTree() error {
 }
 
 // treeTaskBytes bounds the encoded size of a child's task in an invoker's
-// request; treeKidBytes a child's own fields, beside its reply key.
+// request, beside its inline input; treeKidBytes a child's own fields.
 const (
-	treeTaskBytes = 6 * 9
-	treeKidBytes  = 16
+	treeTaskBytes = 7*9 + 5
+	treeKidBytes  = 16 + 64 // with a reply key, when it has one
 )
 
 // sendRounds sends the invocations dispatch collected for members with a
@@ -394,7 +397,10 @@ func (j *jobCore) sendRounds() {
 			j.senders.do(func() { j.send(ctx, inv) })
 			continue
 		}
-		limit := int64(m.limits.MaxRequestBytes) / 2
+		// Half the smaller of the payload limits: a sub-invoker, which may
+		// be started asynchronously, takes a share of its invoker's
+		// request.
+		limit := int64(minLimit(m.limits.MaxRequestBytes, m.limits.MaxAsyncRequestBytes)) / 2
 		for _, g := range treeGroups(len(invs), j.tree) {
 			j.sendInvokers(k, invs[g[0]:g[1]], limit)
 		}
@@ -409,7 +415,10 @@ func (j *jobCore) sendInvokers(k int, invs []*invocation, limit int64) {
 		size += int64(len(c)) + 2
 	}
 	for _, inv := range invs {
-		size += treeKidBytes + int64(len(inv.key)) + treeTaskBytes*int64(len(inv.tasks))
+		size += treeKidBytes + treeTaskBytes*int64(len(inv.tasks))
+		for _, i := range inv.tasks {
+			size += j.inlineSize(i)
+		}
 	}
 	if limit > 0 && size > limit && len(invs) > 1 {
 		h := len(invs) / 2
@@ -447,9 +456,16 @@ func (j *jobCore) sendTree(ctx context.Context, k int, invs []*invocation) {
 			kid.ReplyKey = inv.key // not the key the invoker derives
 		}
 		for y, i := range inv.tasks {
-			ref := j.refs[i]
-			kid.Tasks[y] = wireKidTask{Index: i, Attempt: int(inv.attempts[y]), Try: inv.tries[y],
-				Chunk: j.chunkNo[ref.key], Off: ref.off, Len: ref.len}
+			kt := wireKidTask{Index: i, Attempt: int(inv.attempts[y]), Try: inv.tries[y]}
+			if j.inlineSize(i) > 0 {
+				// A small input travels with its child: the child reads
+				// nothing from the store for it.
+				kt.Input = j.inline[j.offs[i]:j.offs[i+1]]
+			} else {
+				ref := j.refs[i]
+				kt.Chunk, kt.Off, kt.Len = j.chunkNo[ref.key], ref.off, ref.len
+			}
+			kid.Tasks[y] = kt
 		}
 		req.Kids[x] = kid
 	}
@@ -542,4 +558,15 @@ func (j *jobCore) kidsStarted(ev event) {
 			j.replyError(inv, err, ev.at) // a sub-invoker's worker failed its request
 		}
 	}
+}
+
+// minLimit is the smaller of two limits where 0 means none.
+func minLimit(a, b int) int {
+	switch {
+	case a == 0:
+		return b
+	case b == 0:
+		return a
+	}
+	return min(a, b)
 }

@@ -230,7 +230,7 @@ func TestInvokerRequestRoundTrip(t *testing.T) {
 	req := &wireRequest{Job: "j", Func: "f", Digest: "d", Store: "mem://x", Prefix: "jobs/j/", Flags: flagAsync,
 		Kids: []wireKid{
 			{ReplyKey: "jobs/j/out/0.0", Kind: inputValue, Tasks: []wireKidTask{{Index: 0, Chunk: 1, Off: 3, Len: 4}, {Index: 5, Attempt: 2, Try: 1, Chunk: 0, Off: 0, Len: 9}}},
-			{ReplyKey: "jobs/j/out/9.1", Tasks: []wireKidTask{{Index: 9, Attempt: 1}}},
+			{ReplyKey: "jobs/j/out/9.1", Tasks: []wireKidTask{{Index: 9, Attempt: 1}, {Index: 10, Chunk: 0, Input: []byte{0x2a}}}},
 		},
 		Chunks: []string{"jobs/j/in/0", "jobs/j/in/1"}, Fanout: 7, Patience: 3 * time.Second}
 	var buf bytes.Buffer

@@ -75,11 +75,12 @@ type wireKid struct {
 	Tasks    []wireKidTask
 }
 
-// wireKidTask is a task of a child: its input is Len bytes at Off in the
-// chunk object Chunks[Chunk].
+// wireKidTask is a task of a child: its input is Input, or when that is
+// nil, Len bytes at Off in the chunk object Chunks[Chunk].
 type wireKidTask struct {
 	Index, Attempt, Try, Chunk int
 	Off, Len                   int64
+	Input                      []byte
 }
 
 type wireTask struct {
@@ -220,13 +221,14 @@ func encodeRequest(buf *bytes.Buffer, r *wireRequest) error {
 		w.int(int64(k.Kind))
 		w.arrayLen(len(k.Tasks))
 		for _, t := range k.Tasks {
-			w.arrayLen(6)
+			w.arrayLen(7)
 			w.int(int64(t.Index))
 			w.int(int64(t.Attempt))
 			w.int(int64(t.Try))
 			w.int(int64(t.Chunk))
 			w.int(t.Off)
 			w.int(t.Len)
+			w.bytes(t.Input)
 		}
 	}
 	w.arrayLen(len(r.Chunks))
@@ -350,7 +352,10 @@ func decodeKids(d *wireReader, r *wireRequest) error {
 			t := &k.Tasks[x]
 			t.Index, t.Attempt, t.Try, t.Chunk = int(d.int()), int(d.int()), int(d.int()), int(d.int())
 			t.Off, t.Len = d.int(), d.int()
-			d.skipN(tn - 6)
+			if tn > 6 {
+				t.Input = d.bytes()
+			}
+			d.skipN(tn - 7)
 			if d.err != nil {
 				return d.err
 			}
@@ -377,7 +382,7 @@ func decodeKids(d *wireReader, r *wireRequest) error {
 	}
 	for i := range r.Kids {
 		for _, t := range r.Kids[i].Tasks {
-			if t.Chunk >= len(r.Chunks) {
+			if t.Input == nil && t.Chunk >= len(r.Chunks) {
 				return fmt.Errorf("child %d names chunk %d of %d", i, t.Chunk, len(r.Chunks))
 			}
 		}
