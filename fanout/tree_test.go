@@ -372,3 +372,35 @@ func (c *cloudish) Invoke(ctx context.Context, p []byte) ([]byte, error) {
 	ic.mu.Unlock()
 	return reply, err
 }
+
+// A fan-out wider than the job needs: one invoker starts every child, no
+// deeper tree; a job of one invocation goes directly.
+func TestTreeWiderThanJob(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	ex := NewExecutor(local.New(&local.Options{Concurrency: 16}),
+		&Options{Store: st, Tree: 1000, BatchSize: 1, Logger: slog.New(slog.DiscardHandler)})
+	defer ex.Close()
+	j, err := Start(context.Background(), ex, treeSquare, treeInputs(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Wait(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSquares(t, out, 5)
+	if s := j.Stats(); s.Invokers != 1 || s.ViaTree != 5 {
+		t.Fatalf("invokers %d, via the tree %d: want one invoker for the 5", s.Invokers, s.ViaTree)
+	}
+	j, err = Start(context.Background(), ex, treeSquare, treeInputs(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := j.Stats(); s.Invokers != 0 || s.ViaTree != 0 || s.Invocations != 1 {
+		t.Fatalf("invokers %d, via the tree %d, invocations %d: want one direct invocation", s.Invokers, s.ViaTree, s.Invocations)
+	}
+}
