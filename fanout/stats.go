@@ -409,6 +409,11 @@ func (s *JobStats) Summary() string {
 		s.Makespan.Round(time.Millisecond), s.Throughput, s.TaskP50, s.TaskP95, s.TaskP99)
 	fmt.Fprintf(&b, "attempts  %d invocations, %d retries, %d backups, %d throttles, %d cold starts\n",
 		s.Invocations, s.Retries, s.Backups, s.Throttles, s.ColdStarts)
+	if s.Invokers > 0 {
+		calls := s.Invocations - s.ViaTree + s.Invokers
+		fmt.Fprintf(&b, "tree      %d of the invocations started by %s; %s from the driver\n",
+			s.ViaTree, counted(s.Invokers, "invoker"), counted(calls, "call"))
+	}
 	fmt.Fprintf(&b, "storage   %.3f requests per task (driver %d reads, %d writes, %d list pages, %d deletes; workers %d reads, %d writes)\n",
 		s.StoreRequestsPerTask, s.StoreReads, s.StoreWrites, s.StoreLists, s.StoreDeletes, s.WorkerStoreReads, s.WorkerStoreWrites)
 	fmt.Fprintf(&b, "cost      %v\n", s.Cost)
@@ -431,4 +436,12 @@ func (s *JobStats) Summary() string {
 		fmt.Fprintf(&b, "%s %s\n", label, msg)
 	}
 	return b.String()
+}
+
+// counted is n and the noun, plural unless n is 1.
+func counted(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -390,8 +390,12 @@ func TestTreeWiderThanJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSquares(t, out, 5)
-	if s := j.Stats(); s.Invokers != 1 || s.ViaTree != 5 {
+	s := j.Stats()
+	if s.Invokers != 1 || s.ViaTree != 5 {
 		t.Fatalf("invokers %d, via the tree %d: want one invoker for the 5", s.Invokers, s.ViaTree)
+	}
+	if sum := s.Summary(); !strings.Contains(sum, "tree      5 of the invocations started by 1 invoker; 1 call from the driver") {
+		t.Fatalf("summary:\n%s\nwant the tree's line", sum)
 	}
 	j, err = Start(context.Background(), ex, treeSquare, treeInputs(1))
 	if err != nil {
