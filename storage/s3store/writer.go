@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -283,6 +284,20 @@ func (w *writer) abort(cause error) {
 
 func (w *writer) abortLocked(cause error) {
 	w.abortOnce.Do(func() {
+		if w.ctx.Err() == nil {
+			// Nobody cancelled the parts still uploading: let them end
+			// first (for up to abortTimeout). A part cancelled mid-way may
+			// still be written by the server after the abort, which then
+			// leaves an upload behind.
+			done := make(chan struct{})
+			go func() { w.wg.Wait(); close(done) }()
+			t := time.NewTimer(abortTimeout)
+			select {
+			case <-done:
+			case <-t.C:
+			}
+			t.Stop()
+		}
 		w.cancel(cause)
 		w.wg.Wait()
 		if w.uploadID == "" {
