@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -570,6 +571,18 @@ const wanTimeout = 2 * time.Minute
 // its input closes "WAN-STATS <json>".
 func wanCloud(conf wanConf) {
 	raiseFileLimit(1 << 20)
+	if path := os.Getenv("GOWREN_WAN_CLOUD_PROFILE"); path != "" {
+		// A CPU profile of the cloud's side, for a look at what a child
+		// costs there.
+		f, err := os.Create(path)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	// The handler's invoker: a client of the server, which exists only
 	// once the server does; set before the proxies make it reachable.
 	var inner atomic.Pointer[awslambda.Backend]
