@@ -297,24 +297,28 @@ func TestNotFoundAndCheck(t *testing.T) {
 // not allow, the environments grow no faster than the ramp, the driver backs
 // off, and every task gets its result.
 func TestScaleRamp(t *testing.T) {
-	const ramp, window = 50, 300 * time.Millisecond
+	// Tasks of a second against a ramp of 50 environments per 5 s: the
+	// driver needs to have only 51 calls out within a second to meet the
+	// ramp, however loaded the machine, and the ramp does not refill
+	// before that.
+	const ramp, window, taskMs = 50, 5 * time.Second, 1000
 	srv := newFake(t, awslambdatest.Options{
 		Handler: awslambda.NewHandler(fanout.Handle), Concurrency: 1000, Ramp: ramp, RampWindow: window,
-		RetryAfter: window / 3, Timeout: time.Minute,
+		RetryAfter: 300 * time.Millisecond, Timeout: time.Minute,
 	})
 	b := awslambda.New(newClient(t, srv.URL(), nil), "function", &awslambda.Options{Concurrency: 400, Timeout: time.Minute})
 	ex := fanout.NewExecutor(sameHost{b}, &fanout.Options{Store: fileStore(t), BatchSize: 1})
 	defer ex.Close()
-	in := make([]int, 800)
+	in := make([]int, 200)
 	for i := range in {
-		in[i] = 100
+		in[i] = taskMs
 	}
 	out, err := fanout.Map(guard(t, 2*time.Minute), ex, testfuncs.Sleep, in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, v := range out {
-		if v != 100 {
+		if v != taskMs {
 			t.Fatalf("out[%d] = %d", i, v)
 		}
 	}
