@@ -21,9 +21,9 @@ import (
 // sub-invokers, each with a share of them), and the invokers start the
 // children from inside the platform. Every child replies through the store,
 // as in async mode, whether or not the job is asynchronous; an invoker
-// answers with one outcome per child: started, or why not. The children's
-// inputs are ranges of the job's chunk objects, so an invoker's request
-// carries a few numbers per task, not the inputs.
+// answers with one outcome per child: started, or why not. A child's small
+// input travels in the invoker's request; a large one is a range of the
+// job's chunk objects, of which the request carries only the numbers.
 //
 // What an invoker cannot start goes back to the dispatcher as the failure
 // of that child (throttled, lost or refused) and is sent again like any
