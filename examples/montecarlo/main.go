@@ -48,6 +48,7 @@ func main() {
 	progress := flag.Bool("progress", false, "show the job's progress on stderr")
 	plotFile := flag.String("plot", "", "write the job's timeline to this .png or .svg file")
 	estimate := flag.String("estimate", "", "price the work at this platform's rates: aws-lambda-arm64, aws-lambda-x86_64 or tencent-scf (default: the backend's; none on this machine)")
+	tree := flag.Int("tree", 0, "send the invocations through an invoker tree of this fan-out (0: the driver sends each)")
 	flag.Parse()
 	if *backend != "" {
 		os.Setenv(fanout.EnvBackend, *backend)
@@ -58,7 +59,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	var opts fanout.Options
+	opts := fanout.Options{Tree: *tree}
 	if *progress {
 		opts.Progress = os.Stderr
 	}
@@ -108,6 +109,9 @@ func main() {
 		est.Price, exact, est.Price-exact, est.PriceStdErr)
 	fmt.Printf("wall time   %v   (%d invocations, %d retries, %.0f samples/s)\n",
 		wall.Round(time.Millisecond), st.Invocations, st.Retries, float64(est.Samples)/wall.Seconds())
+	if st.Invokers > 0 {
+		fmt.Printf("tree        invocations started by invokers: %d; invoker calls from the driver: %d\n", st.ViaTree, st.Invokers)
+	}
 	fmt.Printf("cost        %v\n", st.Cost)
 	if *plotFile != "" {
 		if err := st.SavePlot(*plotFile); err != nil {
