@@ -329,6 +329,9 @@ func childError(err error) *wireError {
 	switch {
 	case errors.Is(err, backends.ErrThrottled):
 		we.Type = "throttled"
+	case errors.Is(err, backends.ErrClosed):
+		// The invoker's own worker is going away (its driver stopped
+		// it, or died): the child never started, and may be sent again.
 	case !backends.Retryable(err):
 		we.Type, we.Retryable = "refused", false
 	}

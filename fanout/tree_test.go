@@ -408,3 +408,24 @@ func TestTreeWiderThanJob(t *testing.T) {
 		t.Fatalf("invokers %d, via the tree %d, invocations %d: want one direct invocation", s.Invokers, s.ViaTree, s.Invocations)
 	}
 }
+
+// How an invoker reports a child it could not start.
+func TestChildError(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		typ  string
+		test func(error) bool
+	}{
+		{&backends.ThrottleError{Reason: "429"}, "throttled", func(err error) bool { return errors.Is(err, backends.ErrThrottled) }},
+		// The invoker's worker is stopped (its driver died): retried.
+		{fmt.Errorf("process: the driver stopped this worker: %w", backends.ErrClosed), "lost", func(err error) bool { return errors.Is(err, backends.ErrWorkerLost) }},
+		{fmt.Errorf("broken pipe: %w", backends.ErrTransport), "lost", func(err error) bool { return errors.Is(err, backends.ErrWorkerLost) }},
+		{errors.New("AccessDeniedException"), "refused", func(err error) bool { return !backends.Retryable(err) }},
+	} {
+		we := childError(tc.err)
+		err := invocationError(we)
+		if we.Type != tc.typ || !errors.Is(err, errKid) || !tc.test(err) {
+			t.Errorf("%v: reported as %q, read back as %v; want %q", tc.err, we.Type, err, tc.typ)
+		}
+	}
+}
