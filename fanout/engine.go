@@ -520,10 +520,11 @@ func (j *jobCore) fire(now int64) {
 	}
 	if j.spec.viaStore && !j.t.stopping {
 		for len(j.expiries) > 0 && j.expiries[0].at <= now {
-			inv := heap.Pop(&j.expiries).(expiry).inv
-			if inv.ended || !inv.accepted || inv.deadline > now {
+			e := heap.Pop(&j.expiries).(expiry)
+			if !e.current() {
 				continue // answered, or accepted again since
 			}
+			inv := e.inv
 			j.counters.failedInvocations++
 			j.dirty = true
 			j.t.lost(inv, fmt.Errorf("%w: no reply object %q within %v", backends.ErrWorkerLost, inv.key,
@@ -545,6 +546,10 @@ type expiry struct {
 	at  int64
 	inv *invocation
 }
+
+// current reports whether e is still its invocation's deadline: not
+// answered, nor accepted again since.
+func (e expiry) current() bool { return !e.inv.ended && e.inv.accepted && e.inv.deadline == e.at }
 
 // expiryQueue is a min-heap of deadlines. An entry whose invocation ended
 // or got another deadline is dropped when it comes up.
@@ -575,8 +580,7 @@ func (j *jobCore) accept(inv *invocation, deadline int64) {
 // waiting for its reply, dropping stale entries on the way.
 func (j *jobCore) nextExpiry() (int64, bool) {
 	for len(j.expiries) > 0 {
-		e := j.expiries[0]
-		if !e.inv.ended && e.inv.accepted && e.inv.deadline == e.at {
+		if e := j.expiries[0]; e.current() {
 			return e.at, true
 		}
 		heap.Pop(&j.expiries)
@@ -645,10 +649,7 @@ func (j *jobCore) dispatch(now int64) {
 		if m := &j.mem[k]; m.nested {
 			m.round = append(m.round, inv) // sent below, through invokers
 		} else {
-			ctx, cancel := context.WithCancel(j.ctx)
-			inv.cancel = cancel
-			j.busy++
-			j.senders.do(func() { j.send(ctx, inv) })
+			j.sendDirect(inv)
 		}
 		if j.ex.opts.Speculation && !inv.backup && limit-t.inflight > t.waiting() {
 			// The tail, with slots to spare: a task sent again after a
@@ -661,6 +662,15 @@ func (j *jobCore) dispatch(now int64) {
 			}
 		}
 	}
+}
+
+// sendDirect has a sender make invocation inv, with a context of its own
+// that releasing the copy cancels.
+func (j *jobCore) sendDirect(inv *invocation) {
+	ctx, cancel := context.WithCancel(j.ctx)
+	inv.cancel = cancel
+	j.busy++
+	j.senders.do(func() { j.send(ctx, inv) })
 }
 
 // need is what task i takes of a request's budget.

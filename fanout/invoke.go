@@ -16,17 +16,24 @@ import (
 // decoding and posts what happened to the dispatcher (engine.go); none
 // touches the task table.
 
-// request builds the envelope of an invocation.
-func (j *jobCore) request(inv *invocation) *wireRequest {
+// envelope returns the fields every request of the job carries.
+func (j *jobCore) envelope() *wireRequest {
 	ex := j.ex
 	req := &wireRequest{
 		Job: j.id, Func: j.spec.fn.name, Digest: j.spec.fn.digest, Prefix: j.prefix,
 		ReplyLimit: int64(ex.limits.MaxResponseBytes), TaskTimeout: ex.opts.TaskTimeout,
-		Parallel: ex.limits.Parallel, Flags: j.spec.flags, Tasks: make([]wireTask, len(inv.tasks)),
+		Parallel: ex.limits.Parallel, Flags: j.spec.flags,
 	}
 	if ex.store != nil {
 		req.Store = ex.store.URL()
 	}
+	return req
+}
+
+// request builds the envelope of an invocation.
+func (j *jobCore) request(inv *invocation) *wireRequest {
+	req := j.envelope()
+	req.Tasks = make([]wireTask, len(inv.tasks))
 	if inv.key != "" {
 		// The reply goes to the store, where its size does not matter.
 		req.Flags |= flagAsync
@@ -190,7 +197,14 @@ func (j *jobCore) invokeTimeout(n int) time.Duration {
 		}
 		return 0
 	}
-	runners := max(1, j.ex.limits.Parallel)
+	return batchTimeout(n, j.ex.limits.Parallel, per)
+}
+
+// batchTimeout is how long a batch of n tasks of timeout per may take on a
+// worker running parallel of them at once: the rounds' timeouts, each with
+// its abandon grace, plus slack.
+func batchTimeout(n, parallel int, per time.Duration) time.Duration {
+	runners := max(1, parallel)
 	rounds := (n + runners - 1) / runners
 	return time.Duration(rounds)*(per+abandonGrace) + invokeSlack
 }

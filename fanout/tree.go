@@ -221,13 +221,8 @@ func startCall(ctx context.Context, b backends.Backend, mode int, patience, limi
 		}
 		defer cancel()
 		reply, err := invokeRetrying(cctx, patience, func() ([]byte, error) { return b.Invoke(cctx, payload) })
-		switch r, derr := decodeReply(reply); {
-		case err != nil:
-			lost(childError(err))
-		case derr != nil:
-			lost(childError(fmt.Errorf("%w: undecodable reply: %v", backends.ErrTransport, derr)))
-		case r.Err != nil:
-			lost(r.Err) // its worker refused it: its reply says why
+		if we := callOutcome(reply, err); we != nil {
+			lost(we)
 		}
 	}()
 	return nil, nil
@@ -268,15 +263,26 @@ func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *
 			_ = putReply(context.WithoutCancel(ctx), st, child.ReplyKey, &wireReply{Err: we, Worker: workerID})
 		}
 	})
+	switch {
+	case err != nil:
+		return childError(err)
+	case mode != startWait:
+		return nil // started: it writes its reply, or lost does
+	}
+	return callOutcome(reply, nil)
+}
+
+// callOutcome is what a child's call that the invoker waited for came to:
+// nil when it ran (its reply is in the store), else why not.
+func callOutcome(reply []byte, err error) *wireError {
 	if err != nil {
 		return childError(err)
 	}
-	if mode == startWait {
-		if r, derr := decodeReply(reply); derr != nil {
-			return childError(fmt.Errorf("%w: undecodable reply: %v", backends.ErrTransport, derr))
-		} else if r.Err != nil {
-			return r.Err
-		}
+	switch r, derr := decodeReply(reply); {
+	case derr != nil:
+		return childError(fmt.Errorf("%w: undecodable reply: %v", backends.ErrTransport, derr))
+	case r.Err != nil:
+		return r.Err // its worker refused it: its reply says why
 	}
 	return nil
 }
@@ -288,9 +294,7 @@ func childTimeout(r *wireRequest) time.Duration {
 	if r.TaskTimeout <= 0 {
 		return 0
 	}
-	runners := max(1, r.Parallel)
-	rounds := (len(r.Tasks) + runners - 1) / runners
-	return time.Duration(rounds)*(r.TaskTimeout+abandonGrace) + invokeSlack
+	return batchTimeout(len(r.Tasks), r.Parallel, r.TaskTimeout)
 }
 
 // invokeRetrying makes a call, trying again while the platform throttles
@@ -418,11 +422,7 @@ func (j *jobCore) sendRounds() {
 		case 0:
 			continue
 		case 1:
-			inv := invs[0]
-			ctx, cancel := context.WithCancel(j.ctx)
-			inv.cancel = cancel
-			j.busy++
-			j.senders.do(func() { j.send(ctx, inv) })
+			j.sendDirect(invs[0])
 			continue
 		}
 		// Half the smaller of the payload limits: a sub-invoker, which may
@@ -465,11 +465,9 @@ func (j *jobCore) sendInvokers(k int, invs []*invocation, limit int64) {
 // the children's outcomes.
 func (j *jobCore) sendTree(ctx context.Context, k int, invs []*invocation) {
 	ex := j.ex
-	req := &wireRequest{
-		Job: j.id, Func: j.spec.fn.name, Digest: j.spec.fn.digest, Prefix: j.prefix, Store: ex.store.URL(),
-		TaskTimeout: ex.opts.TaskTimeout, Parallel: ex.limits.Parallel, Flags: j.spec.flags, // the driver waits for its answer
-		Kids: make([]wireKid, len(invs)), Chunks: j.chunks, Fanout: j.tree, Patience: treePatience,
-	}
+	req := j.envelope() // without flagAsync: the driver waits for its answer
+	req.ReplyLimit = 0  // the children's results go to the store; the answer is small
+	req.Kids, req.Chunks, req.Fanout, req.Patience = make([]wireKid, len(invs)), j.chunks, j.tree, treePatience
 	ev := event{kind: evKids, terminal: true, kids: invs, kidErrs: make([]error, len(invs))}
 	failAll := func(err error) {
 		for x := range ev.kidErrs {
