@@ -41,28 +41,35 @@ func checkSquares(t *testing.T, out []int, n int) {
 	}
 }
 
+// runSquares runs treeSquare over n inputs on b with o, its store a memory
+// store of its own, checks every result and returns the job's statistics.
+func runSquares(t *testing.T, b backends.Backend, o Options, n int) JobStats {
+	t.Helper()
+	st := memstore.New(nil)
+	t.Cleanup(func() { st.Close() })
+	o.Store, o.Logger = st, slog.New(slog.DiscardHandler)
+	ex := NewExecutor(b, &o)
+	defer ex.Close()
+	j, err := Start(context.Background(), ex, treeSquare, treeInputs(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Wait(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSquares(t, out, n)
+	return j.Stats()
+}
+
 // driverCalls is how many calls the driver itself made.
 func driverCalls(st JobStats) int { return st.Invocations - st.ViaTree + st.Invokers }
 
 func TestTreeLocal(t *testing.T) {
 	for _, async := range []bool{false, true} {
 		t.Run(fmt.Sprintf("async=%v", async), func(t *testing.T) {
-			st := memstore.New(nil)
-			defer st.Close()
-			ex := NewExecutor(local.New(&local.Options{Concurrency: 64}),
-				&Options{Store: st, Tree: 4, BatchSize: 1, Async: async, Logger: slog.New(slog.DiscardHandler)})
-			defer ex.Close()
 			const n = 300
-			j, err := Start(context.Background(), ex, treeSquare, treeInputs(n))
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := j.Wait(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkSquares(t, out, n)
-			s := j.Stats()
+			s := runSquares(t, local.New(&local.Options{Concurrency: 64}), Options{Tree: 4, BatchSize: 1, Async: async}, n)
 			// The first round fills the window of 64 through the tree: 4
 			// invokers of 16, each starting 4 sub-invokers of 4.
 			if s.Invokers < 4 || s.ViaTree < 64 {
@@ -154,25 +161,12 @@ func (bare) Limits() backends.Limits {
 // comes. Its children are sent again, and each task settles once with its
 // result.
 func TestTreeInvokerDies(t *testing.T) {
-	st := memstore.New(nil)
-	defer st.Close()
 	d := &dying{inner: local.New(&local.Options{Concurrency: 32})}
-	ex := NewExecutor(d, &Options{Store: st, Tree: 8, BatchSize: 1, Concurrency: 32, Logger: slog.New(slog.DiscardHandler)})
-	defer ex.Close()
 	const n = 100
-	j, err := Start(context.Background(), ex, treeSquare, treeInputs(n))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := j.Wait(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkSquares(t, out, n)
+	s := runSquares(t, d, Options{Tree: 8, BatchSize: 1, Concurrency: 32}, n)
 	if d.died.Load() != 1 || d.started.Load() != 2 {
 		t.Fatalf("%d invokers died, having started %d children: want 1 and 2", d.died.Load(), d.started.Load())
 	}
-	s := j.Stats()
 	// The window of 32 goes out as 4 invokers of 8 children. The six the
 	// dead one never started fail and go again (the two it started too,
 	// unless their results came first).
@@ -295,22 +289,8 @@ func TestTreeGroups(t *testing.T) {
 // On a cloud backend without asynchronous calls (SCF's children), an
 // invoker waits for its children: none outlives its invocation.
 func TestTreeCloudInvokersWait(t *testing.T) {
-	st := memstore.New(nil)
-	defer st.Close()
 	c := &cloudish{inner: local.New(&local.Options{Concurrency: 64})}
-	ex := NewExecutor(c, &Options{Store: st, Tree: 4, BatchSize: 1, Concurrency: 32, Logger: slog.New(slog.DiscardHandler)})
-	defer ex.Close()
-	const n = 80
-	j, err := Start(context.Background(), ex, treeSquare, treeInputs(n))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := j.Wait(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkSquares(t, out, n)
-	if s := j.Stats(); s.ViaTree < 32 {
+	if s := runSquares(t, c, Options{Tree: 4, BatchSize: 1, Concurrency: 32}, 80); s.ViaTree < 32 {
 		t.Fatalf("%d invocations via the tree, want the first window's 32", s.ViaTree)
 	}
 	if c.outlived.Load() != 0 {
@@ -376,35 +356,15 @@ func (c *cloudish) Invoke(ctx context.Context, p []byte) ([]byte, error) {
 // A fan-out wider than the job needs: one invoker starts every child, no
 // deeper tree; a job of one invocation goes directly.
 func TestTreeWiderThanJob(t *testing.T) {
-	st := memstore.New(nil)
-	defer st.Close()
-	ex := NewExecutor(local.New(&local.Options{Concurrency: 16}),
-		&Options{Store: st, Tree: 1000, BatchSize: 1, Logger: slog.New(slog.DiscardHandler)})
-	defer ex.Close()
-	j, err := Start(context.Background(), ex, treeSquare, treeInputs(5))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := j.Wait(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkSquares(t, out, 5)
-	s := j.Stats()
+	o := Options{Tree: 1000, BatchSize: 1}
+	s := runSquares(t, local.New(&local.Options{Concurrency: 16}), o, 5)
 	if s.Invokers != 1 || s.ViaTree != 5 {
 		t.Fatalf("invokers %d, via the tree %d: want one invoker for the 5", s.Invokers, s.ViaTree)
 	}
 	if sum := s.Summary(); !strings.Contains(sum, "tree      5 of the invocations started by 1 invoker; 1 call from the driver") {
 		t.Fatalf("summary:\n%s\nwant the tree's line", sum)
 	}
-	j, err = Start(context.Background(), ex, treeSquare, treeInputs(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := j.Wait(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if s := j.Stats(); s.Invokers != 0 || s.ViaTree != 0 || s.Invocations != 1 {
+	if s := runSquares(t, local.New(&local.Options{Concurrency: 16}), o, 1); s.Invokers != 0 || s.ViaTree != 0 || s.Invocations != 1 {
 		t.Fatalf("invokers %d, via the tree %d, invocations %d: want one direct invocation", s.Invokers, s.ViaTree, s.Invocations)
 	}
 }
