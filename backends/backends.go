@@ -112,7 +112,10 @@ type partSenderKey struct{}
 // WithPartSender returns ctx carrying send, through which a handler's
 // SendPart calls reach the driver. A runtime that serves InvokeStream sets
 // it on the context of each invocation it runs; send must be safe for
-// concurrent use and report an error when the part could not be sent.
+// concurrent use and report an error when the part could not be sent. A
+// nil send takes the sender away: a handler that serves another invocation
+// inside its own (an invoker of a tree running one of its children) does
+// not stream that one's parts as its own.
 func WithPartSender(ctx context.Context, send func([]byte) error) context.Context {
 	return context.WithValue(ctx, partSenderKey{}, send)
 }
@@ -120,8 +123,8 @@ func WithPartSender(ctx context.Context, send func([]byte) error) context.Contex
 // CanSendParts reports whether the invocation of ctx streams: whether
 // SendPart can deliver parts ahead of the reply.
 func CanSendParts(ctx context.Context) bool {
-	_, ok := ctx.Value(partSenderKey{}).(func([]byte) error)
-	return ok
+	send, ok := ctx.Value(partSenderKey{}).(func([]byte) error)
+	return ok && send != nil
 }
 
 // SendPart sends data to the driver ahead of the reply of the invocation of
@@ -131,7 +134,7 @@ func CanSendParts(ctx context.Context) bool {
 // call it after it returned its reply.
 func SendPart(ctx context.Context, data []byte) error {
 	send, ok := ctx.Value(partSenderKey{}).(func([]byte) error)
-	if !ok {
+	if !ok || send == nil {
 		return errNoStream
 	}
 	return send(data)

@@ -63,6 +63,9 @@ type event struct {
 	key  string
 	size int64
 	objs []storage.ObjectInfo
+	// A bundle read (evRead): one part per reply in it, each with its
+	// key, results or ierr, or err when it cannot be decoded.
+	parts []event
 }
 
 // counters are the job's counts, owned by the dispatcher.
@@ -195,7 +198,6 @@ func (j *jobCore) handle(ev event) {
 	c.storeLists += ev.storeLists
 	c.workerReads += ev.workerReads
 	c.workerWrites += ev.workerWrites
-	t := j.t
 	inv := ev.inv
 	switch ev.kind {
 	case evReply:
@@ -210,14 +212,17 @@ func (j *jobCore) handle(ev event) {
 			break
 		}
 		j.wrote = true
-		inv = t.byKey[ev.key]
-		ev.final = true
-		if ev.ierr != nil {
-			if inv != nil {
-				j.replyError(inv, ev.ierr, ev.at)
+		if ev.parts == nil {
+			j.takeRead(ev)
+			break
+		}
+		for _, p := range ev.parts {
+			if p.err != nil {
+				j.ex.opts.Logger.Warn("gowren: unreadable reply in a bundle", "job", j.id, "bundle", ev.key, "key", p.key, "error", p.err)
+				continue
 			}
-		} else {
-			j.takeResults(inv, ev)
+			p.at = ev.at
+			j.takeRead(p)
 		}
 	case evFailed:
 		j.failed(inv, ev.err, ev.at)
@@ -237,9 +242,27 @@ func (j *jobCore) handle(ev event) {
 		j.listed(ev)
 	case evKids:
 		j.wrote = true
+		if len(ev.kids) > 0 && ev.kids[0].collected {
+			j.collecting -= len(ev.kids)
+			j.nextPoll = 0 // what its invoker wrote is there now
+		}
 		j.kidsStarted(ev)
 	}
 	j.drain(ev.at)
+}
+
+// takeRead applies a reply read from the store, alone or in a bundle, to
+// the copy whose key it has.
+func (j *jobCore) takeRead(ev event) {
+	inv := j.t.byKey[ev.key]
+	ev.final = true
+	if ev.ierr != nil {
+		if inv != nil {
+			j.replyError(inv, ev.ierr, ev.at)
+		}
+		return
+	}
+	j.takeResults(inv, ev)
 }
 
 // takeResults applies the results of a reply, a part of one, or a reply
@@ -874,6 +897,9 @@ func (j *jobCore) readDone(ev event) {
 // pollWanted reports whether the reply prefix needs listing: replies are
 // awaited.
 func (j *jobCore) pollWanted() bool {
+	if j.collecting > 0 {
+		return true
+	}
 	for inv := range j.t.live {
 		if inv.accepted {
 			return true
@@ -893,7 +919,7 @@ func (j *jobCore) shouldList(now int64) bool {
 func (j *jobCore) startList(now int64) {
 	low := -1
 	for inv := range j.t.live {
-		if inv.accepted && (low < 0 || inv.tasks[0] < low) {
+		if (inv.accepted || inv.collected) && (low < 0 || inv.tasks[0] < low) {
 			low = inv.tasks[0]
 		}
 	}
@@ -924,7 +950,9 @@ func (j *jobCore) listed(ev event) {
 	}
 	before := len(j.toRead) + j.reading
 	for _, obj := range ev.objs {
-		if _, _, ok := j.keys.ParseOutput(obj.Key); ok {
+		_, _, reply := j.keys.ParseOutput(obj.Key)
+		_, _, bundle := j.keys.ParseBundle(obj.Key)
+		if reply || bundle {
 			j.queueRead(obj.Key, obj.Size)
 		}
 	}

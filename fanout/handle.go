@@ -96,7 +96,7 @@ func (r *Registry) handle(ctx context.Context, payload []byte, policy *storePoli
 	}
 	stores := &storeResolver{url: req.Store, ctx: ctx}
 	if len(req.Kids) > 0 {
-		return r.fanOut(ctx, req, cold, stores)
+		return r.fanOut(ctx, req, cold, stores, policy)
 	}
 	b := &batchRun{fn: fn, req: req, cold: cold, stores: stores, capture: backends.OutputCaptureOf(ctx),
 		stream: len(req.Tasks) > 1 && req.Flags&flagAsync == 0 && backends.CanSendParts(ctx)}

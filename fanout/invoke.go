@@ -261,9 +261,14 @@ func (j *jobCore) sendAsync(ctx context.Context, inv *invocation, payload []byte
 func (j *jobCore) readReply(key string) {
 	ev := event{kind: evRead, terminal: true, key: key, storeReads: 1}
 	b, err := j.ex.store.Get(j.ioCtx, key)
-	if err != nil {
+	_, _, bundle := j.keys.ParseBundle(key)
+	switch {
+	case err != nil:
 		ev.err = fmt.Errorf("read reply %q: %w", key, err)
-	} else {
+	case bundle:
+		ev.size = int64(len(b))
+		j.readBundle(&ev, b)
+	default:
 		ev.size = int64(len(b))
 		var r *wireReply
 		if r, err = decodeReply(b); err != nil {
@@ -274,6 +279,27 @@ func (j *jobCore) readReply(key string) {
 	}
 	ev.at = j.now()
 	j.post(ev)
+}
+
+// readBundle decodes a bundle into ev's parts, one per reply in it.
+func (j *jobCore) readBundle(ev *event, b []byte) {
+	es, err := decodeBundle(b)
+	if err != nil {
+		ev.err = fmt.Errorf("bundle %q: %w", ev.key, err)
+		return
+	}
+	ev.parts = make([]event, len(es))
+	for k, e := range es {
+		p := &ev.parts[k]
+		p.key = e.key
+		j.decodeInto(p, e.reply)
+		if p.kind == evFailed {
+			p.err = fmt.Errorf("reply %q: %w", e.key, p.err)
+		}
+		ev.storeReads += p.storeReads
+		ev.workerReads += p.workerReads
+		ev.workerWrites += p.workerWrites
+	}
 }
 
 // listReplies lists the reply prefix from after on and posts the objects.

@@ -116,6 +116,7 @@ type invocation struct {
 
 	// Owned by the dispatcher.
 	cancel      func()
+	collected   bool  // sent through an invoker that collects its children's replies (flagCollect)
 	first, last int64 // worker clock: first start and last end of its results
 	work        int64 // sum of its results' run times
 }

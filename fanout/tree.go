@@ -44,7 +44,7 @@ const treeBackoffMax = 2 * time.Second
 // with their outcomes. An invoker nobody waits for (a sub-invoker started
 // asynchronously or on a goroutine: its request has flagAsync) writes the
 // outcome of each child it could not start as that child's reply instead.
-func (r *Registry) fanOut(ctx context.Context, req *wireRequest, cold bool, stores *storeResolver) []byte {
+func (r *Registry) fanOut(ctx context.Context, req *wireRequest, cold bool, stores *storeResolver, policy *storePolicy) []byte {
 	out := &wireReply{Worker: workerID, Cold: cold, Kids: make([]*wireError, len(req.Kids))}
 	b := backends.InvokerOf(ctx)
 	if b == nil {
@@ -57,9 +57,12 @@ func (r *Registry) fanOut(ctx context.Context, req *wireRequest, cold bool, stor
 		orphaned(ctx, req, out.Kids, stores)
 		return errorReply(we)
 	}
-	if len(req.Kids) <= req.Fanout {
+	switch {
+	case len(req.Kids) <= req.Fanout && req.Flags&flagCollect != 0:
+		r.collectKids(ctx, b, req, out.Kids, stores, policy)
+	case len(req.Kids) <= req.Fanout:
 		startAll(len(req.Kids), startMode(b), func(k int) { out.Kids[k] = startChild(ctx, b, req, &req.Kids[k], stores) })
-	} else {
+	default:
 		groups := treeGroups(len(req.Kids), req.Fanout)
 		startAll(len(groups), startMode(b), func(k int) {
 			g := groups[k]
@@ -232,21 +235,9 @@ func startCall(ctx context.Context, b backends.Backend, mode int, patience, limi
 // startMode): it returns once the platform took the call, once the child
 // ran, or at once, the child's failure to start then written as its reply.
 func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *wireKid, stores *storeResolver) *wireError {
-	child := *req
-	child.Kids, child.Chunks, child.Fanout = nil, nil, 0
-	child.Flags |= flagAsync
-	child.ReplyKey, child.ReplyLimit = kid.replyKey(req.Prefix), 0
-	child.Tasks = make([]wireTask, len(kid.Tasks))
-	for x, t := range kid.Tasks {
-		wt := wireTask{Index: t.Index, Attempt: t.Attempt, Try: t.Try, Kind: kid.Kind, Input: t.Input}
-		if t.Input == nil {
-			wt.Key, wt.Off, wt.Len = req.Chunks[t.Chunk], t.Off, t.Len
-		}
-		child.Tasks[x] = wt
-	}
-	var buf bytes.Buffer
-	if err := encodeRequest(&buf, &child); err != nil {
-		return &wireError{Code: codeChild, Type: "refused", Message: fmt.Sprintf("encode a child's request: %v", err)}
+	child, payload, we := childRequest(req, kid, true, 0)
+	if we != nil {
+		return we
 	}
 	mode := startMode(b)
 	if mode == startDetached {
@@ -254,11 +245,11 @@ func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *
 		// takes the child's reply if it cannot start.
 		_, _ = stores.get()
 	}
-	limit := childTimeout(&child)
+	limit := childTimeout(child)
 	if limit > 0 {
 		limit += req.Patience
 	}
-	reply, err := startCall(ctx, b, mode, req.Patience, limit, buf.Bytes(), func(we *wireError) {
+	reply, err := startCall(ctx, b, mode, req.Patience, limit, payload, func(we *wireError) {
 		if st, err := stores.get(); err == nil {
 			_ = putReply(context.WithoutCancel(ctx), st, child.ReplyKey, &wireReply{Err: we, Worker: workerID})
 		}
@@ -270,6 +261,78 @@ func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *
 		return nil // started: it writes its reply, or lost does
 	}
 	return callOutcome(reply, nil)
+}
+
+// childRequest builds the request of a child of req: one that puts its
+// reply in the store at the child's key (async), or one that returns it,
+// inline up to replyLimit bytes (0: any size) and spilled to the store
+// above that.
+func childRequest(req *wireRequest, kid *wireKid, async bool, replyLimit int64) (*wireRequest, []byte, *wireError) {
+	child := *req
+	child.Kids, child.Chunks, child.Fanout = nil, nil, 0
+	child.Flags &^= flagAsync | flagCollect
+	child.ReplyKey, child.ReplyLimit = "", replyLimit
+	if async {
+		child.Flags |= flagAsync
+		child.ReplyKey, child.ReplyLimit = kid.replyKey(req.Prefix), 0
+	}
+	child.Tasks = make([]wireTask, len(kid.Tasks))
+	for x, t := range kid.Tasks {
+		wt := wireTask{Index: t.Index, Attempt: t.Attempt, Try: t.Try, Kind: kid.Kind, Input: t.Input}
+		if t.Input == nil {
+			wt.Key, wt.Off, wt.Len = req.Chunks[t.Chunk], t.Off, t.Len
+		}
+		child.Tasks[x] = wt
+	}
+	var buf bytes.Buffer
+	if err := encodeRequest(&buf, &child); err != nil {
+		return nil, nil, &wireError{Code: codeChild, Type: "refused", Message: fmt.Sprintf("encode a child's request: %v", err)}
+	}
+	return &child, buf.Bytes(), nil
+}
+
+// collectKids starts the children of an invoker that collects their
+// replies (flagCollect) and has no more than Fanout of them: each call
+// waits for its child's reply, the invoker runs the last child itself (it
+// holds an environment of the platform while it waits anyway, so the tree
+// takes no more of them than its children), and the replies go to the
+// store in bundles (see collect). outs gets the outcome of each child as
+// startChild gives it, and a lost one for a child whose reply could not be
+// written.
+func (r *Registry) collectKids(ctx context.Context, b backends.Backend, req *wireRequest, outs []*wireError, stores *storeResolver, policy *storePolicy) {
+	n := len(req.Kids)
+	col := collect(ctx, stores, req.Prefix, n)
+	replyLimit := int64(b.Limits().MaxResponseBytes)
+	startAll(n, startWait, func(k int) {
+		kid := &req.Kids[k]
+		child, payload, we := childRequest(req, kid, false, replyLimit)
+		if we != nil {
+			outs[k] = we
+			return
+		}
+		var reply []byte
+		var err error
+		if k == n-1 {
+			// Its parts, if it sent any, are not the invoker's.
+			reply = r.handle(backends.WithPartSender(ctx, nil), payload, policy)
+		} else {
+			cctx, cancel := ctx, context.CancelFunc(func() {})
+			if limit := childTimeout(child); limit > 0 {
+				cctx, cancel = context.WithTimeout(ctx, limit+req.Patience)
+			}
+			reply, err = invokeRetrying(cctx, req.Patience, func() ([]byte, error) { return b.Invoke(cctx, payload) })
+			cancel()
+		}
+		if we := callOutcome(reply, err); we != nil {
+			outs[k] = we
+			return
+		}
+		t := kid.Tasks[0]
+		col.add(collected{k: k, index: t.Index, attempt: t.Attempt, bundleEntry: bundleEntry{key: kid.replyKey(req.Prefix), reply: reply}})
+	})
+	for k, err := range col.close() {
+		outs[k] = childError(fmt.Errorf("%w: it ran, but %w", backends.ErrWorkerLost, err))
+	}
 }
 
 // callOutcome is what a child's call that the invoker waited for came to:
@@ -456,18 +519,36 @@ func (j *jobCore) sendInvokers(k int, invs []*invocation, limit int64) {
 	}
 	j.counters.invokers++
 	j.counters.viaTree += len(invs)
+	collect := !j.spec.async && j.mem[k].limits.Platform != ""
+	if collect {
+		// The driver waits for the invoker anyway: it collects its
+		// children's replies into bundles, and the driver reads a few
+		// objects over its uplink instead of one per child. An async
+		// job's children each write their own, which a driver that
+		// attaches later finds. So do children on the driver's machine
+		// (no platform: local, process), whose replies cost no uplink,
+		// and whose fixed pool of workers would have to hold the
+		// waiting invokers and their children at once.
+		for _, inv := range invs {
+			inv.collected = true
+		}
+		j.collecting += len(invs)
+	}
 	j.busy++
 	ctx := j.ctx
-	j.senders.do(func() { j.sendTree(ctx, k, invs) })
+	j.senders.do(func() { j.sendTree(ctx, k, invs, collect) })
 }
 
 // sendTree makes one invoker invocation on member k for invs and posts
 // the children's outcomes.
-func (j *jobCore) sendTree(ctx context.Context, k int, invs []*invocation) {
+func (j *jobCore) sendTree(ctx context.Context, k int, invs []*invocation, collect bool) {
 	ex := j.ex
 	req := j.envelope() // without flagAsync: the driver waits for its answer
 	req.ReplyLimit = 0  // the children's results go to the store; the answer is small
 	req.Kids, req.Chunks, req.Fanout, req.Patience = make([]wireKid, len(invs)), j.chunks, j.tree, treePatience
+	if collect {
+		req.Flags |= flagCollect
+	}
 	ev := event{kind: evKids, terminal: true, kids: invs, kidErrs: make([]error, len(invs))}
 	failAll := func(err error) {
 		for x := range ev.kidErrs {
@@ -513,8 +594,9 @@ func (j *jobCore) sendTree(ctx context.Context, k int, invs []*invocation) {
 	}
 	timeout := time.Duration(depth) * (treePatience + invokeSlack)
 	b := j.mem[k].b
-	if _, async := b.(backends.AsyncBackend); !async && !j.mem[k].limits.SameHost {
-		// Its invokers wait for their children (see startChild).
+	if _, async := b.(backends.AsyncBackend); collect || !async && !j.mem[k].limits.SameHost {
+		// Its invokers wait for their children (see startChild and
+		// collectKids).
 		most := 0
 		for _, inv := range invs {
 			most = max(most, len(inv.tasks))

@@ -16,6 +16,7 @@ import (
 	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/chaos"
 	"github.com/gowren/gowren/backends/local"
+	"github.com/gowren/gowren/storage"
 	"github.com/gowren/gowren/storage/memstore"
 )
 
@@ -388,4 +389,116 @@ func TestChildError(t *testing.T) {
 			t.Errorf("%v: reported as %q, read back as %v; want %q", tc.err, we.Type, err, tc.typ)
 		}
 	}
+}
+
+// onPlatform presents a local backend as a cloud platform's: the driver
+// then has its tree's invokers collect their children's replies (see
+// sendInvokers).
+type onPlatform struct{ *local.Backend }
+
+func (b onPlatform) Limits() backends.Limits {
+	l := b.Backend.Limits()
+	l.Platform = backends.PlatformLambdaARM64
+	return l
+}
+
+// bundleStore fails the first failBundles puts of bundles, and counts the
+// bundles and the replies of their own that it took.
+type bundleStore struct {
+	storage.Store
+	failBundles          atomic.Int64
+	bundles, failed, own atomic.Int64
+}
+
+func (s *bundleStore) Put(ctx context.Context, key string, data []byte) error {
+	if strings.Contains(key, "/out/") && strings.Contains(key, "+") {
+		if s.failBundles.Add(-1) >= 0 {
+			s.failed.Add(1)
+			return fmt.Errorf("bundleStore: put %s: %w", key, errInjected)
+		}
+		s.bundles.Add(1)
+	} else if strings.Contains(key, "/out/") {
+		s.own.Add(1)
+	}
+	return s.Store.Put(ctx, key, data)
+}
+
+var errInjected = errors.New("injected failure")
+
+func TestTreeCollects(t *testing.T) {
+	for _, failBundles := range []int64{0, 2} {
+		t.Run(fmt.Sprintf("failBundles=%d", failBundles), func(t *testing.T) {
+			st := &bundleStore{Store: memstore.New(nil)}
+			defer st.Close()
+			st.failBundles.Store(failBundles)
+			ex := NewExecutor(onPlatform{local.New(&local.Options{Concurrency: 64})},
+				&Options{Store: st, Tree: 4, BatchSize: 1, Concurrency: 64, Logger: slog.New(slog.DiscardHandler)})
+			defer ex.Close()
+			const n = 200
+			j, err := Start(context.Background(), ex, treeSquare, treeInputs(n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := j.Wait(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSquares(t, out, n)
+			s := j.Stats()
+			// Replies of their own: the invocations the driver sent
+			// directly, and (lost bundles) the error replies a
+			// sub-invoker writes for children it could not report.
+			if s.ViaTree < 64 || st.bundles.Load() == 0 || failBundles == 0 && st.own.Load() > int64(s.Invocations-s.ViaTree) {
+				t.Fatalf("via the tree %d, bundles %d, replies of their own %d (%d invocations): want the children's replies in bundles",
+					s.ViaTree, st.bundles.Load(), st.own.Load(), s.Invocations)
+			}
+			if s.StoreReads >= s.ViaTree {
+				t.Fatalf("the driver read %d objects for %d children", s.StoreReads, s.ViaTree)
+			}
+			if st.failed.Load() != failBundles {
+				t.Fatalf("%d bundle puts failed, want %d", st.failed.Load(), failBundles)
+			}
+			// The children of a bundle that could not be written ran,
+			// but are sent again: their tasks settle once.
+			if failBundles > 0 && s.Invocations <= n {
+				t.Fatalf("%d invocations for %d tasks after %d lost bundles: want some sent again", s.Invocations, n, failBundles)
+			}
+		})
+	}
+}
+
+func TestBundleCoding(t *testing.T) {
+	es := []bundleEntry{{"jobs/x/out/0000000001.0", []byte("one")}, {"k", nil}, {"", []byte{0, 1, 2}}}
+	b := encodeBundle(es)
+	got, err := decodeBundle(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(es) {
+		t.Fatalf("%d entries back, want %d", len(got), len(es))
+	}
+	for k := range es {
+		if got[k].key != es[k].key || !bytes.Equal(got[k].reply, es[k].reply) {
+			t.Fatalf("entry %d: %q %q, want %q %q", k, got[k].key, got[k].reply, es[k].key, es[k].reply)
+		}
+	}
+	for _, bad := range [][]byte{nil, []byte("gwb0"), b[:len(b)-1], append(append([]byte{}, b...), 5), append([]byte(bundleMagic), 0xff)} {
+		if _, err := decodeBundle(bad); !errors.Is(err, errBundle) {
+			t.Errorf("decodeBundle(%q) = %v, want errBundle", bad, err)
+		}
+	}
+}
+
+func FuzzDecodeBundle(f *testing.F) {
+	f.Add(encodeBundle([]bundleEntry{{"a", []byte("b")}, {"c", nil}}))
+	f.Add([]byte(bundleMagic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		es, err := decodeBundle(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(encodeBundle(es), b) {
+			t.Fatalf("decoded %d entries that encode to other bytes", len(es))
+		}
+	})
 }

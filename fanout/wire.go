@@ -34,6 +34,10 @@ const (
 	// flagAsync asks the worker to put its reply in the store at
 	// ReplyKey and to answer the invocation with an empty reply.
 	flagAsync
+	// flagCollect asks an invoker (Options.Tree) to wait for its
+	// children's replies and write them to the store in bundles (see
+	// collect) instead of having each child write its own.
+	flagCollect
 )
 
 // Task input kinds.

@@ -11,6 +11,7 @@
 //	jobs/<job id>/in/<n>                 aggregated inputs, chunk n
 //	jobs/<job id>/inputs                 where each input of an async job is
 //	jobs/<job id>/out/<index>.<attempt>  a stored output, or an async reply
+//	jobs/<job id>/out/<index>.<attempt>+<tag> a bundle of replies an invoker collected
 //	jobs/<job id>/reply/<index>.<attempt> a reply spilled to the store
 //	jobs/<job id>/manifest               the job's description (JSON)
 //	jobs/<job id>/stats.json             its final statistics (JSON)
@@ -168,6 +169,43 @@ func (j Job) ParseOutput(key string) (index, attempt int, ok bool) {
 		return 0, 0, false
 	}
 	return ParseOutputName(name)
+}
+
+// Bundle returns the key of a bundle: the replies of several invocations
+// that an invoker of an invoker tree collected into one object,
+// "out/<index>.<attempt>+<tag>", named after the copy whose first task has
+// the lowest index in it (so that it lists with that copy's own reply) and
+// made unique by tag, letters and digits only (the invoker's ID and a
+// sequence number). An empty tag or one of other characters gives "".
+func (j Job) Bundle(index, attempt int, tag string) string {
+	if tag == "" || !alnum(tag) {
+		return ""
+	}
+	return string(j) + "out/" + OutputName(index, attempt) + "+" + tag
+}
+
+// ParseBundle returns the index and attempt a key Bundle of j returns is
+// named after; ok is false for any other key, an output's included.
+func (j Job) ParseBundle(key string) (index, attempt int, ok bool) {
+	name, found := strings.CutPrefix(key, j.Outputs())
+	if !found {
+		return 0, 0, false
+	}
+	name, tag, found := strings.Cut(name, "+")
+	if !found || tag == "" || !alnum(tag) {
+		return 0, 0, false
+	}
+	return ParseOutputName(name)
+}
+
+func alnum(s string) bool {
+	for i := range len(s) {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // Reply returns the key under which a worker spills a reply too large to

@@ -300,3 +300,31 @@ func FuzzParseOutputName(f *testing.F) {
 		}
 	})
 }
+
+func TestBundle(t *testing.T) {
+	j := layout.JobOf("1a2b3c4d-20261126T010203")
+	key := j.Bundle(42, 2, "ab12x7")
+	if want := "jobs/1a2b3c4d-20261126T010203/out/0000000042.2+ab12x7"; key != want {
+		t.Fatalf("Bundle(42, 2, ab12x7) = %q, want %q", key, want)
+	}
+	if i, a, ok := j.ParseBundle(key); !ok || i != 42 || a != 2 {
+		t.Fatalf("ParseBundle(%q) = %d, %d, %v", key, i, a, ok)
+	}
+	if _, _, ok := j.ParseOutput(key); ok {
+		t.Errorf("ParseOutput(%q) accepted a bundle as an output", key)
+	}
+	for _, tag := range []string{"", "a/b", "a+b", "a.b", "é"} {
+		if k := j.Bundle(1, 0, tag); k != "" {
+			t.Errorf("Bundle(1, 0, %q) = %q, want \"\" (a bad tag)", tag, k)
+		}
+	}
+	other := layout.JobOf("ffffffff-20261126T010203")
+	for _, k := range []string{
+		j.Output(42, 2), other.Bundle(42, 2, "x"), j.Outputs() + "0000000042.2+", j.Outputs() + "0000000042.2+a+b",
+		j.Outputs() + "42.2+x", j.Reply(42, 2),
+	} {
+		if _, _, ok := j.ParseBundle(k); ok {
+			t.Errorf("ParseBundle(%q) accepted a key that is not one of the job's bundles", k)
+		}
+	}
+}
