@@ -441,6 +441,15 @@ func startSide(ctx context.Context, exe, ns, mode string, conf wanConf) (*side, 
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	cmd.Stderr = os.Stderr
+	if mode == "wan-cloud" {
+		// The emulated cloud runs every invoker and child in one
+		// process, each call on a goroutine whose stack grows through
+		// the AWS SDK's deep call chain; new goroutines start at the
+		// average stack size instead of growing, and copying, theirs
+		// step by step (a fifth of the cloud's CPU otherwise). On Lambda
+		// each invoker is a process of its own: not the driver's cost.
+		cmd.Env = append(os.Environ(), "GODEBUG="+strings.TrimPrefix(os.Getenv("GODEBUG")+",adaptivestackstart=1", ","))
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -571,18 +580,9 @@ const wanTimeout = 2 * time.Minute
 // its input closes "WAN-STATS <json>".
 func wanCloud(conf wanConf) {
 	raiseFileLimit(1 << 20)
-	if path := os.Getenv("GOWREN_WAN_CLOUD_PROFILE"); path != "" {
-		// A CPU profile of the cloud's side, for a look at what a child
-		// costs there.
-		f, err := os.Create(path)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			log.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
+	// A CPU profile of the cloud's side, for a look at what a child costs
+	// there.
+	defer profileTo(os.Getenv("GOWREN_WAN_CLOUD_PROFILE"))()
 	// The handler's invoker: a client of the server, which exists only
 	// once the server does; set before the proxies make it reachable.
 	var inner atomic.Pointer[awslambda.Backend]
@@ -603,10 +603,13 @@ func wanCloud(conf wanConf) {
 		log.Fatal(err)
 	}
 	defer srv.Close()
-	// Children are started by invokers over at most wanInnerConns
-	// connections: the server's end of each is a file of this process
-	// too.
-	inner.Store(awslambda.New(wanClient(srv.URL(), wanInnerConns, wanTimeout, nil), wanFunction,
+	// Children are started by invokers over one client: on Lambda each
+	// invoker has an environment, and connections, of its own. A leaf
+	// invoker holds one connection per child while it waits for its
+	// reply (it collects them), so the client allows as many as the
+	// account's concurrency; the server's end of each is a file of this
+	// process too (raiseFileLimit).
+	inner.Store(awslambda.New(wanClient(srv.URL(), conf.Concurrency, wanTimeout, nil), wanFunction,
 		&awslambda.Options{Concurrency: conf.Concurrency, Timeout: wanTimeout}))
 	defer inner.Load().Close()
 	// The store, on loopback; the driver reaches it through a proxy on
@@ -718,9 +721,6 @@ func childCPU(comm string) time.Duration {
 // clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on Linux.
 const clockTicks = 100
 
-// wanInnerConns bounds the connections of the cloud's own Lambda client.
-const wanInnerConns = 2000
-
 // wanProxies is how many processes share the proxy's port (SO_REUSEPORT):
 // each holds two sockets per connection, and without CAP_SYS_RESOURCE a
 // process cannot open more files than the hard limit (often 20,000 or
@@ -762,12 +762,32 @@ func wanProxy(conf wanConf) {
 func wanDriver(conf wanConf) {
 	exitOnEOF()
 	raiseFileLimit(1 << 20)
+	defer profileTo(os.Getenv("GOWREN_WAN_DRIVER_PROFILE"))()
 	o, err := wanJob(conf)
 	if err != nil {
 		o.Error = err.Error()
 	}
 	b, _ := json.Marshal(o)
 	fmt.Printf("WAN-OUTCOME %s\n", b)
+}
+
+// profileTo starts a CPU profile written to path, when path is not empty,
+// and returns what stops it.
+func profileTo(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		log.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 func wanJob(conf wanConf) (wanOutcome, error) {

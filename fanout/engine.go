@@ -596,7 +596,37 @@ func (j *jobCore) accept(inv *invocation, deadline int64) {
 	j.t.accept(inv, deadline)
 	if inv.accepted && inv.deadline == deadline {
 		heap.Push(&j.expiries, expiry{at: deadline, inv: inv})
+		heap.Push(&j.awaited, inv)
 	}
+}
+
+// awaitedQueue holds the copies whose replies the store brings (accepted,
+// or sent through an invoker that collects), lowest first task first; an
+// entry whose copy ended is stale, and dropped when it comes to the top.
+type awaitedQueue []*invocation
+
+func (q awaitedQueue) Len() int           { return len(q) }
+func (q awaitedQueue) Less(a, b int) bool { return q[a].tasks[0] < q[b].tasks[0] }
+func (q awaitedQueue) Swap(a, b int)      { q[a], q[b] = q[b], q[a] }
+func (q *awaitedQueue) Push(x any)        { *q = append(*q, x.(*invocation)) }
+func (q *awaitedQueue) Pop() any {
+	old := *q
+	inv := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return inv
+}
+
+// lowestAwaited returns the awaited copy with the lowest first task, nil
+// when none is, dropping stale entries on the way.
+func (j *jobCore) lowestAwaited() *invocation {
+	for len(j.awaited) > 0 {
+		if inv := j.awaited[0]; !inv.ended && (inv.accepted || inv.collected) {
+			return inv
+		}
+		heap.Pop(&j.awaited)
+	}
+	return nil
 }
 
 // nextExpiry returns the earliest deadline of an accepted invocation still
@@ -897,15 +927,7 @@ func (j *jobCore) readDone(ev event) {
 // pollWanted reports whether the reply prefix needs listing: replies are
 // awaited.
 func (j *jobCore) pollWanted() bool {
-	if j.collecting > 0 {
-		return true
-	}
-	for inv := range j.t.live {
-		if inv.accepted {
-			return true
-		}
-	}
-	return false
+	return j.collecting > 0 || j.lowestAwaited() != nil
 }
 
 func (j *jobCore) shouldList(now int64) bool {
@@ -918,10 +940,8 @@ func (j *jobCore) shouldList(now int64) bool {
 // may then go unseen; its tasks were sent again.)
 func (j *jobCore) startList(now int64) {
 	low := -1
-	for inv := range j.t.live {
-		if (inv.accepted || inv.collected) && (low < 0 || inv.tasks[0] < low) {
-			low = inv.tasks[0]
-		}
+	if inv := j.lowestAwaited(); inv != nil {
+		low = inv.tasks[0]
 	}
 	after := ""
 	if low > 0 {

@@ -94,7 +94,8 @@ type jobCore struct {
 	sz           sizer
 	spc          speculator
 	delays       delayQueue
-	expiries     expiryQueue // accepted async invocations' deadlines
+	expiries     expiryQueue  // accepted async invocations' deadlines
+	awaited      awaitedQueue // copies whose replies come through the store, by first task
 	senders      *senders
 	events       chan event
 	statsReq     chan chan JobStats
