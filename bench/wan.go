@@ -441,15 +441,6 @@ func startSide(ctx context.Context, exe, ns, mode string, conf wanConf) (*side, 
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	cmd.Stderr = os.Stderr
-	if mode == "wan-cloud" {
-		// The emulated cloud runs every invoker and child in one
-		// process, each call on a goroutine whose stack grows through
-		// the AWS SDK's deep call chain; new goroutines start at the
-		// average stack size instead of growing, and copying, theirs
-		// step by step (a fifth of the cloud's CPU otherwise). On Lambda
-		// each invoker is a process of its own: not the driver's cost.
-		cmd.Env = append(os.Environ(), "GODEBUG="+strings.TrimPrefix(os.Getenv("GODEBUG")+",adaptivestackstart=1", ","))
-	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
