@@ -162,9 +162,16 @@ type Options struct {
 	// invokers start them from inside the platform (an invoker with more
 	// than Tree starts sub-invokers, each with a share). The driver's own
 	// calls then grow with the job only as its Tree-th root, past the
-	// laptop's uplink. Children reply through the store, as in async mode
-	// (so a tree needs a store every worker reaches), and their inputs
-	// travel there too. A backend whose workers can invoke it is needed
+	// laptop's uplink. Replies come through the store (so a tree needs a
+	// store every worker reaches): on a cloud platform (Lambda, SCF), in
+	// a synchronous job, each invoker calls its children, waits for them
+	// (running one of them itself) and writes their replies a few to an
+	// object, about once a second, so the driver reads a few objects per
+	// invoker instead of one per child; otherwise (async jobs, which
+	// Attach must be able to find; local and process) each child writes
+	// its own, as in async mode. Small inputs travel with their children
+	// in the invokers' requests, large ones in the store. A backend whose
+	// workers can invoke it is needed
 	// (backends.Limits.Nested: local, process, Lambda, SCF; each deployed
 	// so that its functions may invoke themselves, see the README); Start
 	// fails otherwise. Defaults to 0: off. 1 is refused: an invoker starts
