@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 
 	"github.com/gowren/gowren/backends/awslambda"
@@ -44,9 +45,12 @@ caps them together.
 Each shard's environment gets GOWREN_SHARDS=K (a function deployed alone
 loses it), so that workers of an invoker tree (fanout.Options.Tree), which
 invoke the function themselves, spread their children over the K shards.
-gowren does not change the function's IAM role: it prints the
-"aws iam put-role-policy" command that allows the role lambda:InvokeFunction
-on the function (or on NAME-*), which invoker trees need.
+Invoker trees need the function's role to allow lambda:InvokeFunction on
+the function (or on NAME-*): deploy puts that inline policy,
+gowren-invoke-NAME, on the role (IAM PutRolePolicy; the credentials need
+iam:PutRolePolicy on it). With -grant=false, or when IAM refuses, it prints
+the "aws iam put-role-policy" command that does it instead. IAM's endpoint
+is AWS's, or AWS_ENDPOINT_URL_IAM, or -endpoint when that is given.
 
 Credentials and region come from the usual AWS configuration: AWS_PROFILE
 or -profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, SSO, AWS_REGION or
@@ -93,6 +97,7 @@ func deployLambda(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	tags := fs.String("tags", "", "extra build `tags`, comma-separated")
 	endpoint := fs.String("endpoint", "", "the Lambda API endpoint `URL` (default: AWS's for the region)")
 	fs.DurationVar(&o.PollInterval, "poll", time.Second, "the shortest `wait` between status checks while Lambda deploys")
+	grant := fs.Bool("grant", true, "put the inline policy gowren-invoke-NAME allowing lambda:InvokeFunction on the function (or its shards) on its role, for invoker trees")
 	quiet := fs.Bool("q", false, "print only the GOWREN_BACKEND line")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -196,9 +201,23 @@ func deployLambda(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			what = fmt.Sprintf("the %d shards", len(res.Shards))
 		}
 		if res.InvokePolicy != "" {
-			fmt.Fprintf(stdout, "for invoker trees (fanout.Options.Tree) the workers invoke %s themselves: allow the role once with\n", what)
-			fmt.Fprintf(stdout, "  aws iam put-role-policy --role-name %s --policy-name gowren-invoke-%s --policy-document '%s'\n",
-				roleName(res.Role), res.Function, res.InvokePolicy)
+			policyName := "gowren-invoke-" + res.Function
+			var err error
+			if *grant {
+				err = grantInvoke(ctx, cfg, *endpoint, roleName(res.Role), policyName, res.InvokePolicy)
+				if err == nil {
+					fmt.Fprintf(stdout, "role %s: policy %s allows the workers to invoke %s (invoker trees, fanout.Options.Tree)\n",
+						roleName(res.Role), policyName, what)
+				}
+			}
+			if !*grant || err != nil {
+				if err != nil {
+					fmt.Fprintf(stdout, "could not grant the role the right to invoke %s: %v\n", what, err)
+				}
+				fmt.Fprintf(stdout, "for invoker trees (fanout.Options.Tree) the workers invoke %s themselves: allow the role once with\n", what)
+				fmt.Fprintf(stdout, "  aws iam put-role-policy --role-name %s --policy-name %s --policy-document '%s'\n",
+					roleName(res.Role), policyName, res.InvokePolicy)
+			}
 		}
 		fmt.Fprintf(stdout, "drive %s with (and GOWREN_STORE=s3://BUCKET/PREFIX for payloads over 6 MB):\n", what)
 	}
@@ -207,6 +226,26 @@ func deployLambda(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		backend += "&endpoint=" + url.QueryEscape(*endpoint)
 	}
 	fmt.Fprintf(stdout, "GOWREN_BACKEND=%s\n", backend)
+	return nil
+}
+
+// grantInvoke puts the inline policy name, doc, on role. IAM is global: in
+// AWS's main partition its requests are signed for us-east-1 whatever the
+// function's region (the SDK's endpoint rules do that for AWS's endpoint;
+// an endpoint of one's own gets the same).
+func grantInvoke(ctx context.Context, cfg aws.Config, endpoint, role, name, doc string) error {
+	client := iam.NewFromConfig(cfg, func(o *iam.Options) {
+		if endpoint != "" && o.BaseEndpoint == nil {
+			o.BaseEndpoint = aws.String(endpoint)
+		}
+		if o.BaseEndpoint != nil && !strings.HasPrefix(o.Region, "cn-") && !strings.HasPrefix(o.Region, "us-gov-") {
+			o.Region = "us-east-1"
+		}
+	})
+	_, err := client.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: aws.String(role), PolicyName: aws.String(name), PolicyDocument: aws.String(doc)})
+	if err != nil {
+		return fmt.Errorf("iam put-role-policy on role %s: %w", role, err)
+	}
 	return nil
 }
 

@@ -102,13 +102,22 @@ func TestDeployLambda(t *testing.T) {
 	// The URL names the function's memory and architecture, which price
 	// the jobs' cost estimates.
 	wantURL := "GOWREN_BACKEND=lambda://cli?region=eu-central-1&memory=2048&arch=x86_64&timeout=300s&endpoint=" + url.QueryEscape(srv.URL())
-	policy := `'{"Version":"2012-10-17","Statement":[{"Sid":"GowrenInvokerTree","Effect":"Allow","Action":"lambda:InvokeFunction",` +
-		`"Resource":["arn:aws:lambda:eu-central-1:123456789012:function:cli","arn:aws:lambda:eu-central-1:123456789012:function:cli:*"]}]}'`
+	policy := `{"Version":"2012-10-17","Statement":[{"Sid":"GowrenInvokerTree","Effect":"Allow","Action":"lambda:InvokeFunction",` +
+		`"Resource":["arn:aws:lambda:eu-central-1:123456789012:function:cli","arn:aws:lambda:eu-central-1:123456789012:function:cli:*"]}]}`
 	for _, want := range []string{"function cli: created", "x86_64, 2048 MB", wantURL,
-		"aws iam put-role-policy --role-name gowren --policy-name gowren-invoke-cli --policy-document " + policy} {
+		"role gowren: policy gowren-invoke-cli allows the workers to invoke it"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output %q lacks %q", out, want)
 		}
+	}
+	// The grant went through IAM's API (the loopback's, by -endpoint).
+	if got, ok := srv.RolePolicy("gowren", "gowren-invoke-cli"); !ok || got != policy {
+		t.Errorf("the role's policy gowren-invoke-cli is %q (%v), want %s", got, ok, policy)
+	}
+	// Without the grant, the command that does it is printed instead.
+	out, _, err = deploy("-name", "cli", "-grant=false")
+	if want := "aws iam put-role-policy --role-name gowren --policy-name gowren-invoke-cli --policy-document '" + policy + "'"; err != nil || !strings.Contains(out, want) {
+		t.Errorf("-grant=false: %v, output %q lacks %q", err, out, want)
 	}
 	if !strings.Contains(stderr, "building") || len(srv.Code("cli")) == 0 {
 		t.Errorf("no build progress (%q) or no code uploaded", stderr)
@@ -126,6 +135,29 @@ func TestDeployLambda(t *testing.T) {
 	}
 	if updates != 0 {
 		t.Errorf("%d updates for an unchanged redeploy, want 0", updates)
+	}
+}
+
+// Credentials IAM refuses to grant with leave the deploy done, and print
+// the command that grants instead.
+func TestDeployLambdaGrantRefused(t *testing.T) {
+	awsEnv(t, "eu-central-1")
+	srv, err := awslambdatest.New(&awslambdatest.Options{Region: "eu-central-1", DenyIAM: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var out, errOut bytes.Buffer
+	err = run(hangGuard(t), []string{"deploy", "lambda", "-endpoint", srv.URL(), "-poll", "10ms", "-arch", "x86_64", "-name", "denied",
+		"-role", "arn:aws:iam::123456789012:role/gowren", "../../backends/awslambda/testdata/app"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("deploy: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{"function denied: created", "could not grant the role the right to invoke it", "AccessDenied",
+		"aws iam put-role-policy --role-name gowren --policy-name gowren-invoke-denied", "GOWREN_BACKEND=lambda://denied"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output %q lacks %q", out.String(), want)
+		}
 	}
 }
 
@@ -181,8 +213,10 @@ func TestDeployLambdaShards(t *testing.T) {
 			t.Errorf("no %s created:\n%s", fn, out.String())
 		}
 	}
-	if want := `--role-name gowren --policy-name gowren-invoke-sh --policy-document '{"Version":"2012-10-17","Statement":[{"Sid":"GowrenInvokerTree","Effect":"Allow","Action":"lambda:InvokeFunction","Resource":["arn:aws:lambda:eu-central-1:123456789012:function:sh-*"]}]}'`; !strings.Contains(out.String(), want) {
-		t.Errorf("output lacks the role policy for the shards %s:\n%s", want, out.String())
+	want := `{"Version":"2012-10-17","Statement":[{"Sid":"GowrenInvokerTree","Effect":"Allow","Action":"lambda:InvokeFunction","Resource":["arn:aws:lambda:eu-central-1:123456789012:function:sh-*"]}]}`
+	if got, ok := srv.RolePolicy("gowren", "gowren-invoke-sh"); !ok || got != want ||
+		!strings.Contains(out.String(), "role gowren: policy gowren-invoke-sh allows the workers to invoke the 3 shards") {
+		t.Errorf("the role's policy for the shards is %q (%v), want %s:\n%s", got, ok, want, out.String())
 	}
 	backend := "lambda://sh?region=eu-central-1&shards=3&memory=1024&arch=x86_64&timeout=300s&endpoint=" + url.QueryEscape(srv.URL())
 	if !strings.Contains(out.String(), "drive the 3 shards with") || !strings.Contains(out.String(), "GOWREN_BACKEND="+backend+"\n") {

@@ -186,6 +186,10 @@ type Options struct {
 	// or time 403 InvalidSignatureException. Defaults to
 	// DefaultSecretAccessKey.
 	SecretAccessKey string
+	// DenyIAM makes the server's IAM refuse PutRolePolicy with 403
+	// AccessDenied, as IAM does for credentials whose policy lacks
+	// iam:PutRolePolicy (see iam.go).
+	DenyIAM bool
 	// PendingPolls is how many reads of a new or updated function's state
 	// (GetFunction, GetFunctionConfiguration, or an invocation refused
 	// because the function is Pending) still find it Pending or
@@ -290,20 +294,21 @@ type Server struct {
 
 	ready chan *invocation // admitted, waiting for a worker process
 
-	mu        sync.Mutex
-	closed    bool
-	inflight  int
-	envs      []time.Time            // creation times, every function's
-	fnEnvs    map[string][]time.Time // creation times by function: each scales on its own
-	fnFlight  map[string]int         // invocations in flight by function
-	events    []*invocation
-	eventWake chan struct{} // signalled when events or capacity change
-	workers   map[*worker]struct{}
-	idle      int // workers starting or waiting in /next
-	waiting   int // invocations in ready
-	nextID    int
-	stats     Stats
-	functions map[string]*function
+	mu           sync.Mutex
+	closed       bool
+	inflight     int
+	rolePolicies map[string]string      // "role/policy name" to the document (iam.go)
+	envs         []time.Time            // creation times, every function's
+	fnEnvs       map[string][]time.Time // creation times by function: each scales on its own
+	fnFlight     map[string]int         // invocations in flight by function
+	events       []*invocation
+	eventWake    chan struct{} // signalled when events or capacity change
+	workers      map[*worker]struct{}
+	idle         int // workers starting or waiting in /next
+	waiting      int // invocations in ready
+	nextID       int
+	stats        Stats
+	functions    map[string]*function
 
 	callsMu sync.Mutex // after mu when both are held
 	calls   []Call
@@ -464,6 +469,14 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if len(body) > maxBody {
 			apiError(w, http.StatusRequestEntityTooLarge, "RequestTooLargeException",
 				fmt.Sprintf("Request must be smaller than %d bytes", maxBody))
+			return
+		}
+		if isIAM(r) {
+			if e := s.verifyScope(r, body, time.Now(), iamRegion, iamService); e != nil {
+				iamError(w, http.StatusForbidden, iamAuthCodes[e.code], e.message)
+				return
+			}
+			s.serveIAM(w, r, body)
 			return
 		}
 		if e := s.verify(r, body, time.Now()); e != nil {

@@ -69,6 +69,12 @@ const (
 // refuses the request when anything differs. body is the whole request body.
 // It returns nil when the request is authentic.
 func (s *Server) verify(r *http.Request, body []byte, now time.Time) *authError {
+	return s.verifyScope(r, body, now, s.o.Region, sigV4Service)
+}
+
+// verifyScope is verify for a request that must be signed for service in
+// region.
+func (s *Server) verifyScope(r *http.Request, body []byte, now time.Time, wantRegion, wantService string) *authError {
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
 		return &authError{codeMissingToken, msgMissingToken}
@@ -104,11 +110,11 @@ func (s *Server) verify(r *http.Request, body []byte, now time.Time) *authError 
 	if s.o.AccessKeyID != "" && key != s.o.AccessKeyID {
 		return &authError{codeUnknownKey, msgUnknownKey}
 	}
-	if region != s.o.Region {
+	if region != wantRegion {
 		return &authError{codeBadSignature, "Credential should be scoped to a valid region, not '" + region + "'. "}
 	}
-	if service != sigV4Service {
-		return &authError{codeBadSignature, "Credential should be scoped to correct service: '" + sigV4Service + "'. "}
+	if service != wantService {
+		return &authError{codeBadSignature, "Credential should be scoped to correct service: '" + wantService + "'. "}
 	}
 	if day != signedAt.Format(credentialDateFmt) {
 		return &authError{codeBadSignature, "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '" +
