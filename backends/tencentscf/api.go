@@ -112,7 +112,12 @@ func newClient(cred common.CredentialIface, region, endpoint string) (*common.Cl
 // are the SDK's: *errors.TencentCloudSDKError for error responses and for
 // failures to send or read.
 func call(ctx context.Context, c *common.Client, action string, params map[string]any, out any) error {
-	req := tchttp.NewCommonRequest(apiService, apiVersion, action)
+	return callService(ctx, c, apiService, apiVersion, action, params, out)
+}
+
+// callService is call for an action of another service's API (CAM).
+func callService(ctx context.Context, c *common.Client, service, version, action string, params map[string]any, out any) error {
+	req := tchttp.NewCommonRequest(service, version, action)
 	req.SetContext(ctx)
 	if err := req.SetActionParameters(params); err != nil {
 		return err

@@ -139,9 +139,66 @@ type DeployResult struct {
 // to start their children, as the invokers of an invoker tree
 // (fanout.Options.Tree) do. Workers invoke children synchronously only
 // (InvokeFunction), so the statement allows nothing else. UIN stands for
-// the account's ID, which Deploy does not learn. Deploy manages no roles:
-// add the statement to a policy attached to the role.
+// the account's ID, which Deploy does not learn; GrantInvoke puts the
+// statement, with it, in a policy attached to the role.
 func (r *DeployResult) InvokerStatement() string {
+	return r.invokerStatement("UIN")
+}
+
+// InvokePolicyName is the name of the CAM policy GrantInvoke attaches to
+// the function's role: gowren-invoke-NAME, or gowren-invoke-NAMESPACE-NAME
+// outside the default namespace.
+func (r *DeployResult) InvokePolicyName() string {
+	if r.Namespace == "" || r.Namespace == defaultNamespace {
+		return "gowren-invoke-" + r.Function
+	}
+	return "gowren-invoke-" + r.Namespace + "-" + r.Function
+}
+
+// CAM's API, which GrantInvoke calls.
+const (
+	camService = "cam"
+	camVersion = "2019-01-16"
+)
+
+// GrantInvoke lets the function's execution role invoke the function, as
+// the invokers of an invoker tree need: it learns the account's UIN (CAM
+// GetUserAppId), creates the policy InvokePolicyName with
+// InvokerStatement (CreatePolicy; UpdatePolicy when a policy of that name
+// exists) and attaches it to the role (AttachRolePolicy). c is a client
+// of the Cloud API as NewClient makes it, with keys allowed those CAM
+// actions. It returns the policy document. A result without a role is an
+// error.
+func GrantInvoke(ctx context.Context, c *common.Client, r *DeployResult) (string, error) {
+	if r.Role == "" {
+		return "", errors.New("tencentscf: grant: the function has no execution role")
+	}
+	var who struct{ OwnerUin string }
+	if err := callService(ctx, c, camService, camVersion, "GetUserAppId", map[string]any{}, &who); err != nil {
+		return "", fmt.Errorf("tencentscf: grant: cam GetUserAppId: %w", err)
+	}
+	if who.OwnerUin == "" {
+		return "", errors.New("tencentscf: grant: cam GetUserAppId gave no OwnerUin")
+	}
+	doc := `{"version":"2.0","statement":[` + r.invokerStatement(who.OwnerUin) + `]}`
+	name := r.InvokePolicyName()
+	p := map[string]any{"PolicyName": name, "PolicyDocument": doc,
+		"Description": "gowren: the function's workers invoke it (invoker trees)"}
+	err := callService(ctx, c, camService, camVersion, "CreatePolicy", p, nil)
+	var te *tcerr.TencentCloudSDKError
+	if errors.As(err, &te) && te.Code == "FailedOperation.PolicyNameInUse" {
+		err = callService(ctx, c, camService, camVersion, "UpdatePolicy", p, nil)
+	}
+	if err != nil {
+		return "", fmt.Errorf("tencentscf: grant: cam policy %s: %w", name, err)
+	}
+	if err := callService(ctx, c, camService, camVersion, "AttachRolePolicy", map[string]any{"PolicyName": name, "AttachRoleName": r.Role}, nil); err != nil {
+		return "", fmt.Errorf("tencentscf: grant: attach cam policy %s to role %s: %w", name, r.Role, err)
+	}
+	return doc, nil
+}
+
+func (r *DeployResult) invokerStatement(uin string) string {
 	ns := r.Namespace
 	if ns == "" {
 		ns = defaultNamespace
@@ -150,7 +207,7 @@ func (r *DeployResult) InvokerStatement() string {
 		Effect   string   `json:"effect"`
 		Action   []string `json:"action"`
 		Resource []string `json:"resource"`
-	}{"allow", []string{"scf:InvokeFunction"}, []string{fmt.Sprintf("qcs::scf:%s:uin/UIN:namespace/%s/function/%s", r.Region, ns, r.Function)}})
+	}{"allow", []string{"scf:InvokeFunction"}, []string{fmt.Sprintf("qcs::scf:%s:uin/%s:namespace/%s/function/%s", r.Region, uin, ns, r.Function)}})
 	return string(b)
 }
 

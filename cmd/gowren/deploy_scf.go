@@ -36,9 +36,12 @@ Credentials come from TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY
 (and TENCENTCLOUD_SESSION_TOKEN for temporary credentials). -role also needs
 cam:PassRole on the role. Workers invoke the function themselves (the
 invokers of an invoker tree, fanout.Options.Tree) with the keys of the
--role's execution role; deploy prints the CAM policy statement the role
-needs for that, which it does not attach itself. Before building, the function is read once, so
-that refused credentials or a missing permission fail at once.
+-role's execution role: deploy creates (or updates) the CAM policy
+gowren-invoke-NAME allowing scf:InvokeFunction on the function and attaches
+it to the role (cam:GetUserAppId, cam:CreatePolicy, cam:UpdatePolicy and
+cam:AttachRolePolicy). With -grant=false, or when CAM refuses, it prints the
+statement instead. Before building, the function is read once, so that
+refused credentials or a missing permission fail at once.
 
 flags:
 `
@@ -87,6 +90,7 @@ func deploySCF(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.Binary, "binary", "", "deploy this linux/amd64 executable `file` instead of building PACKAGE")
 	endpoint := fs.String("endpoint", "", "the Tencent Cloud API `endpoint`: host[:port] or http(s)://host:port (default scf.tencentcloudapi.com)")
 	poll := fs.Duration("poll", time.Second, "first `wait` between status checks while SCF deploys")
+	grant := fs.Bool("grant", true, "with an execution role, attach to it the CAM policy gowren-invoke-NAME allowing scf:InvokeFunction on the function, for invoker trees")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -143,13 +147,23 @@ func deploySCF(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintf(stdout, "# inputs and outputs over 6 MB, and async jobs, go through a COS bucket in the same region\n")
 	fmt.Fprintf(stdout, "# (workers use the keys of the -role's execution role, or deploy with -env AWS_ACCESS_KEY_ID=... -env AWS_SECRET_ACCESS_KEY=...):\n")
 	fmt.Fprintf(stdout, "# export GOWREN_STORE='s3://BUCKET-APPID/gowren?region=%s&endpoint=https://cos.%s.myqcloud.com'\n", res.Region, res.Region)
-	// Invoker trees: workers invoke the function with the role's keys.
-	// Deploy manages no CAM policies, so say what the role needs.
+	// Invoker trees: workers invoke the function with the role's keys,
+	// whose CAM policy must allow it.
 	if res.Role == "" {
-		fmt.Fprintf(stdout, "# invoker trees (fanout.Options.Tree) need an execution role: redeploy with -role ROLE, a role whose CAM policy has\n")
-	} else {
-		fmt.Fprintf(stdout, "# invoker trees (fanout.Options.Tree): workers invoke the function with the keys of role %s, whose CAM policy needs\n", res.Role)
+		fmt.Fprintf(stdout, "# invoker trees (fanout.Options.Tree) need an execution role: redeploy with -role ROLE (deploy then grants it), a role whose CAM policy has\n")
+		fmt.Fprintf(stdout, "# (UIN: your account ID) %s\n", res.InvokerStatement())
+		return nil
 	}
+	var grantErr error
+	if *grant {
+		if _, grantErr = tencentscf.GrantInvoke(ctx, client, res); grantErr == nil {
+			fmt.Fprintf(stdout, "# invoker trees (fanout.Options.Tree): workers invoke the function with the keys of role %s, allowed by its CAM policy %s\n",
+				res.Role, res.InvokePolicyName())
+			return nil
+		}
+		fmt.Fprintf(stdout, "# could not grant role %s the right to invoke the function: %v\n", res.Role, grantErr)
+	}
+	fmt.Fprintf(stdout, "# invoker trees (fanout.Options.Tree): workers invoke the function with the keys of role %s, whose CAM policy needs\n", res.Role)
 	fmt.Fprintf(stdout, "# (UIN: your account ID) %s\n", res.InvokerStatement())
 	return nil
 }

@@ -143,8 +143,35 @@ func TestDeploySCF(t *testing.T) {
 	if info.Env["A"] != "1" || info.Env["B"] != "two=2" || info.Env["GOWREN_WORKER_STORES"] != "s3://bkt-1250000000/gowren" {
 		t.Errorf("environment after -stores: %v", info.Env)
 	}
-	if info.Role != "gowren-worker" || !strings.Contains(out.String(), "with the keys of role gowren-worker, whose CAM policy needs") {
-		t.Errorf("role %q; stdout does not say what the role needs for invoker trees:\n%s", info.Role, out.String())
+	// The role is granted the right to invoke the function, through CAM.
+	const policy = `{"version":"2.0","statement":[{"effect":"allow","action":["scf:InvokeFunction"],` +
+		`"resource":["qcs::scf:ap-guangzhou:uin/` + scftest.DefaultOwnerUin + `:namespace/default/function/cli-worker"]}]}`
+	if got := srv.RolePolicies("gowren-worker"); info.Role != "gowren-worker" || got["gowren-invoke-cli-worker"] != policy ||
+		!strings.Contains(out.String(), "with the keys of role gowren-worker, allowed by its CAM policy gowren-invoke-cli-worker") {
+		t.Errorf("role %q with policies %v; want %s, and stdout saying so:\n%s", info.Role, got, policy, out.String())
+	}
+	// Granting again updates the policy (CreatePolicy: the name is in
+	// use); -grant=false prints the statement instead.
+	for _, grant := range []string{"-grant=true", "-grant=false"} {
+		out.Reset()
+		errOut.Reset()
+		before := len(srv.Calls())
+		if err := run(ctx, []string{"deploy", "scf", "-function", "cli-worker", "-endpoint", srv.URL(), grant,
+			"github.com/gowren/gowren/backends/tencentscf/internal/testworker"}, &out, &errOut); err != nil {
+			t.Fatalf("deploy %s: %v\nstderr:\n%s", grant, err, errOut.String())
+		}
+		var updates int
+		for _, c := range srv.Calls()[before:] {
+			if c.Action == "UpdatePolicy" {
+				updates++
+			}
+		}
+		if grant == "-grant=true" && (updates != 1 || srv.RolePolicies("gowren-worker")["gowren-invoke-cli-worker"] != policy) {
+			t.Errorf("a second grant made %d UpdatePolicy calls, want 1", updates)
+		}
+		if grant == "-grant=false" && (updates != 0 || !strings.Contains(out.String(), "with the keys of role gowren-worker, whose CAM policy needs")) {
+			t.Errorf("-grant=false: %d UpdatePolicy calls, stdout:\n%s", updates, out.String())
+		}
 	}
 	if !strings.Contains(out.String(), "256 MB, timeout 45s") || !strings.Contains(out.String(), "memory=256") || !strings.Contains(out.String(), "timeout=45s") {
 		t.Errorf("stdout does not report the function's own settings:\n%s", out.String())

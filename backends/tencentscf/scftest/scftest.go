@@ -110,7 +110,8 @@ type Credential struct {
 	// Deny lists the actions the credentials' CAM policy does not allow:
 	// calls of them are refused with UnauthorizedOperation.CAM after the
 	// signature verified, as the API refuses valid credentials without
-	// the permission.
+	// the permission. A CAM action is written "cam:CreatePolicy" and
+	// refused with UnauthorizedOperation.
 	Deny []string
 	// Role, when set, makes these the temporary keys of that execution
 	// role: the worker processes of a function that runs as Role get the
@@ -126,6 +127,9 @@ type Options struct {
 	// Credentials maps the SecretIds the server accepts to their keys.
 	// Defaults to {TestSecretID: {Key: TestSecretKey}}.
 	Credentials map[string]Credential
+	// OwnerUin is the account's UIN, as CAM's GetUserAppId answers it
+	// (cam.go). Defaults to DefaultOwnerUin.
+	OwnerUin string
 	// Regions are the regions served; others get UnsupportedRegion.
 	// Defaults to DefaultRegions.
 	Regions []string
@@ -293,9 +297,12 @@ type Server struct {
 	limiters   map[string]*bucket
 	calls      []Call
 	stats      Stats
-	closed     bool
-	workers    int // workers started so far, names the next one
-	wg         sync.WaitGroup
+	// CAM (cam.go): policies by name, and the names attached to each role.
+	camPolicies map[string]string
+	camAttached map[string][]string
+	closed      bool
+	workers     int // workers started so far, names the next one
+	wg          sync.WaitGroup
 }
 
 type fkey struct{ region, namespace, name string }
@@ -561,14 +568,34 @@ func (s *Server) handle(r *http.Request, body []byte, call *Call) (map[string]an
 			return nil, &APIError{"MissingParameter", "The request is missing the header " + h + "."}
 		}
 	}
-	if v := r.Header.Get("X-TC-Version"); v != "2018-04-16" {
+	var service string
+	if _, after, ok := strings.Cut(r.Header.Get("Authorization"), "Credential="); ok {
+		parts := strings.SplitN(after, "/", 4)
+		call.SecretID = parts[0]
+		if len(parts) > 2 {
+			service = parts[2]
+		}
+	}
+	if v := r.Header.Get("X-TC-Version"); service == camService && v != camVersion {
+		return nil, &APIError{"NoSuchVersion", "CAM has no API version " + v + "; use " + camVersion + "."}
+	} else if service != camService && v != "2018-04-16" {
 		return nil, &APIError{"NoSuchVersion", "SCF has no API version " + v + "; use 2018-04-16."}
 	}
 	if e := s.verifyTC3(r, body, s.opts.Now()); e != nil {
 		return nil, e
 	}
-	if _, after, ok := strings.Cut(r.Header.Get("Authorization"), "Credential="); ok {
-		call.SecretID, _, _ = strings.Cut(after, "/")
+	if service == camService {
+		if slices.Contains(s.opts.Credentials[call.SecretID].Deny, "cam:"+call.Action) {
+			return nil, &APIError{"UnauthorizedOperation", fmt.Sprintf("The CAM policy of %s does not allow cam:%s.", call.SecretID, call.Action)}
+		}
+		params := map[string]any{}
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.UseNumber()
+		if err := dec.Decode(&params); err != nil {
+			return nil, &APIError{"InvalidParameter", "The request body is not a JSON object: " + err.Error()}
+		}
+		call.Params = params
+		return s.camCall(call.Action, params)
 	}
 	if slices.Contains(s.opts.Credentials[call.SecretID].Deny, call.Action) {
 		return nil, &APIError{"UnauthorizedOperation.CAM", fmt.Sprintf("The CAM policy of %s does not allow scf:%s.", call.SecretID, call.Action)}

@@ -55,8 +55,8 @@ func (s *Server) verifyTC3(r *http.Request, body []byte, now time.Time) *APIErro
 	if !ok {
 		return &APIError{"AuthFailure.SecretIdNotFound", "The SecretId is not found, please ensure that your SecretId is correct."}
 	}
-	if service != "scf" {
-		return &APIError{"AuthFailure.SignatureFailure", "The credential scope names service " + strconv.Quote(service) + ", not scf."}
+	if service != "scf" && service != camService {
+		return &APIError{"AuthFailure.SignatureFailure", "The credential scope names service " + strconv.Quote(service) + ", not scf (or cam)."}
 	}
 	ts, err := strconv.ParseInt(r.Header.Get("X-TC-Timestamp"), 10, 64)
 	if err != nil {
