@@ -213,7 +213,8 @@ func (d *dying) Limits() backends.Limits {
 	}
 	return l
 }
-func (d *dying) Close() error            { return d.inner.Close() }
+
+func (d *dying) Close() error { return d.inner.Close() }
 
 func (d *dying) Invoke(ctx context.Context, p []byte) ([]byte, error) {
 	req, err := decodeRequest(p)
