@@ -304,6 +304,13 @@ func (r *Registry) collectKids(ctx context.Context, b backends.Backend, req *wir
 	n := len(req.Kids)
 	col := collect(ctx, stores, req.Prefix, n)
 	replyLimit := int64(b.Limits().MaxResponseBytes)
+	// The invoker stops waiting collectMargin before its own deadline
+	// (its function's timeout), to write what it has and answer.
+	wait, stopWaiting := ctx, context.CancelFunc(func() {})
+	if dl, ok := ctx.Deadline(); ok {
+		wait, stopWaiting = context.WithDeadline(ctx, dl.Add(-collectMargin))
+	}
+	defer stopWaiting()
 	startAll(n, startWait, func(k int) {
 		growStack(k)
 		kid := &req.Kids[k]
@@ -316,14 +323,19 @@ func (r *Registry) collectKids(ctx context.Context, b backends.Backend, req *wir
 		var err error
 		if k == n-1 {
 			// Its parts, if it sent any, are not the invoker's.
-			reply = r.handle(backends.WithPartSender(ctx, nil), payload, policy)
+			reply = r.handle(backends.WithPartSender(wait, nil), payload, policy)
 		} else {
-			cctx, cancel := ctx, context.CancelFunc(func() {})
+			cctx, cancel := wait, context.CancelFunc(func() {})
 			if limit := childTimeout(child); limit > 0 {
-				cctx, cancel = context.WithTimeout(ctx, limit+req.Patience)
+				cctx, cancel = context.WithTimeout(wait, limit+req.Patience)
 			}
 			reply, err = invokeRetrying(cctx, req.Patience, func() ([]byte, error) { return b.Invoke(cctx, payload) })
 			cancel()
+			if err != nil && wait.Err() != nil && ctx.Err() == nil {
+				err = fmt.Errorf("%w: still running %v before its invoker's own deadline (the function's timeout), when the invoker "+
+					"stops waiting to write its children's replies; a task must end well within the function's timeout (%v)",
+					backends.ErrWorkerLost, collectMargin, err)
+			}
 		}
 		if we := callOutcome(reply, err); we != nil {
 			outs[k] = we
@@ -336,6 +348,10 @@ func (r *Registry) collectKids(ctx context.Context, b backends.Backend, req *wir
 		outs[k] = childError(fmt.Errorf("%w: it ran, but %w", backends.ErrWorkerLost, err))
 	}
 }
+
+// collectMargin is how long before its own deadline a collecting invoker
+// stops waiting for its children: time to write their replies and answer.
+const collectMargin = 3 * time.Second
 
 // growStack grows the calling goroutine's stack in one step, while it is
 // nearly empty, towards what a call through a cloud SDK's deep middleware

@@ -16,6 +16,7 @@ import (
 	"github.com/gowren/gowren/backends"
 	"github.com/gowren/gowren/backends/chaos"
 	"github.com/gowren/gowren/backends/local"
+	"github.com/gowren/gowren/internal/layout"
 	"github.com/gowren/gowren/storage"
 	"github.com/gowren/gowren/storage/memstore"
 )
@@ -527,4 +528,76 @@ func FuzzDecodeBundle(f *testing.F) {
 			t.Fatalf("decoded %d entries that encode to other bytes", len(es))
 		}
 	})
+}
+
+// stuck is a backend whose calls never end before their context does.
+type stuck struct{}
+
+func (stuck) Invoke(ctx context.Context, _ []byte) ([]byte, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+func (stuck) Limits() backends.Limits { return backends.Limits{Nested: true} }
+func (stuck) Close() error            { return nil }
+
+// A collecting invoker stops waiting collectMargin before its own
+// deadline: the child still running is reported lost, saying why, and the
+// one it ran itself is in a bundle, written before the invoker's time ran
+// out.
+func TestCollectStopsBeforeDeadline(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	input := func(v int) []byte {
+		b, err := encodeValue(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	keys := layout.JobOf(layout.NewID(time.Now()))
+	req := &wireRequest{Job: keys.ID(), Func: treeSquare.fn.name, Digest: treeSquare.fn.digest, Store: st.URL(), Prefix: keys.Prefix(),
+		Flags: flagCollect, Fanout: 2, Patience: time.Second, Kids: []wireKid{
+			{Tasks: []wireKidTask{{Index: 0, Input: input(3)}}},
+			{Tasks: []wireKidTask{{Index: 1, Input: input(7)}}},
+		}}
+	ctx, cancel := context.WithTimeout(context.Background(), collectMargin+200*time.Millisecond)
+	defer cancel()
+	stores := &storeResolver{url: st.URL(), ctx: context.WithValue(ctx, driverStoreKey{}, storage.Store(st))}
+	outs := make([]*wireError, 2)
+	defaultRegistry.collectKids(ctx, stuck{}, req, outs, stores, nil)
+	if ctx.Err() != nil {
+		t.Fatal("the invoker answered after its own deadline")
+	}
+	if outs[0] == nil || outs[0].Type != "lost" || !strings.Contains(outs[0].Message, "before its invoker's own deadline") {
+		t.Fatalf("the stuck child's outcome is %+v, want lost before the invoker's deadline", outs[0])
+	}
+	if outs[1] != nil {
+		t.Fatalf("the child the invoker ran itself: %+v", outs[1])
+	}
+	var bundles []string
+	for obj, err := range st.List(context.Background(), keys.Outputs()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundles = append(bundles, obj.Key)
+	}
+	if len(bundles) != 1 {
+		t.Fatalf("objects %v, want one bundle", bundles)
+	}
+	b, err := st.Get(context.Background(), bundles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := decodeBundle(b)
+	if err != nil || len(es) != 1 || es[0].key != req.Kids[1].replyKey(req.Prefix) {
+		t.Fatalf("bundle %s: %v entries (%v), want the second child's reply", bundles[0], len(es), err)
+	}
+	r, err := decodeReply(es[0].reply)
+	if err != nil || len(r.Results) != 1 || r.Results[0].Err != nil {
+		t.Fatalf("the second child's reply: %+v, %v", r, err)
+	}
+	var got int
+	if err := decodeValue(r.Results[0].Output, &got); err != nil || got != 49 {
+		t.Fatalf("the second child's result: %d, %v; want 49", got, err)
+	}
 }
