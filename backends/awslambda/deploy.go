@@ -136,8 +136,9 @@ type DeployResult struct {
 	// or on every shard NAME-*: what the function's role needs for its
 	// workers to invoke their children in an invoker tree
 	// (fanout.Options.Tree). Deploy does not change the role, which the
-	// caller passed (DeployOptions.Role) or the function already had; add
-	// the policy to it, e.g. with `aws iam put-role-policy`. Empty when
+	// caller passed (DeployOptions.Role) or the function already had;
+	// `gowren deploy lambda` puts the policy on it (IAM PutRolePolicy), or
+	// add it yourself, e.g. with `aws iam put-role-policy`. Empty when
 	// Lambda reported no function ARN.
 	InvokePolicy string
 	// Shards holds what Deploy did to each shard when DeployOptions.Shards
