@@ -49,7 +49,9 @@ func burstTreeJob(ctx context.Context, name string, b backends.Backend, tasks in
 		ms[i] = int(taskTime / time.Millisecond)
 	}
 	cpu0 := cpuTime()
-	run, err := runSleep(ctx, ex, ms)
+	var run sleepRun
+	var err error
+	share, samples, split := cpuSplit(func() { run, err = runSleep(ctx, ex, ms) })
 	cpu := cpuTime() - cpu0
 	if err != nil {
 		fmt.Printf("| %s | failed: %v |\n", name, err)
@@ -77,6 +79,11 @@ func burstTreeJob(ctx context.Context, name string, b backends.Backend, tasks in
 	kv = append(kv, "tasks", tasks, "ideal_s", ideal, "throttles", st.Throttles, "invocations", st.Invocations,
 		"invocations_from_driver", fromDriver, "driver_bytes_sent", st.BytesSent,
 		"cpu_us_per_task", float64(cpu.Microseconds())/float64(tasks))
+	if split {
+		// The driver's own CPU: the process's less the simulated cloud's
+		// (see cpuSplit).
+		kv = append(kv, "driver_cpu_us_per_task", share*float64(cpu.Microseconds())/float64(tasks), "cpu_samples", samples)
+	}
 	for k, a := range acct {
 		if d, ok := a.TimeToRunning(min(tasks, concurrency)); ok {
 			kv = append(kv, fmt.Sprintf("account%d_to_all_running_s", k), d)
@@ -103,15 +110,15 @@ func runBurst(ctx context.Context, scale float64, shards int) {
 	acct := chaos.NewAccount(chaos.AccountLimits{Concurrency: tasks})
 	one := chaos.Wrap(local.New(&local.Options{Concurrency: tasks}),
 		chaos.Faults{Scaling: scaled(chaos.LambdaFunction(acct)), Latency: burstLatency})
-	burstJob(ctx, "burst-single", one, tasks, dur(10*time.Second), tasks, []*chaos.Account{acct})
+	burstJob(ctx, "burst-single", cloudSide{one}, tasks, dur(10*time.Second), tasks, []*chaos.Account{acct})
 
 	// The same job over shards: functions of one account, each ramping
 	// on its own.
 	acct = chaos.NewAccount(chaos.AccountLimits{Concurrency: tasks})
 	members := make([]backends.Backend, shards)
 	for k := range members {
-		members[k] = chaos.Wrap(local.New(&local.Options{Concurrency: tasks / shards}),
-			chaos.Faults{Scaling: scaled(chaos.LambdaFunction(acct)), Latency: burstLatency})
+		members[k] = cloudSide{chaos.Wrap(local.New(&local.Options{Concurrency: tasks / shards}),
+			chaos.Faults{Scaling: scaled(chaos.LambdaFunction(acct)), Latency: burstLatency})}
 	}
 	burstJob(ctx, "burst-sharded", multi.New(members...), tasks, dur(10*time.Second), tasks, []*chaos.Account{acct})
 
@@ -123,8 +130,8 @@ func runBurst(ctx context.Context, scale float64, shards int) {
 		acct = chaos.NewAccount(chaos.AccountLimits{Concurrency: tasks})
 		up := chaos.NewUplink(40*time.Millisecond, 20_000_000/8)
 		for k := range members {
-			members[k] = chaos.Wrap(local.New(&local.Options{Concurrency: tasks / shards}),
-				chaos.Faults{Scaling: scaled(chaos.LambdaFunction(acct)), Latency: burstLatency, Uplink: up})
+			members[k] = cloudSide{chaos.Wrap(local.New(&local.Options{Concurrency: tasks / shards}),
+				chaos.Faults{Scaling: scaled(chaos.LambdaFunction(acct)), Latency: burstLatency, Uplink: up})}
 		}
 		name := "burst-sharded-uplink"
 		if tree > 0 {
@@ -145,6 +152,6 @@ func runBurst(ctx context.Context, scale float64, shards int) {
 	scf := chaos.Wrap(local.New(&local.Options{Concurrency: 250}),
 		chaos.Faults{Scaling: chaos.SCFFunction(sacct, 512), Latency: burstLatency})
 	spill := local.New(&local.Options{Concurrency: 50})
-	g := multi.New(lambda, scf, spill)
+	g := multi.New(cloudSide{lambda}, cloudSide{scf}, cloudSide{spill})
 	burstJob(ctx, "burst-multicloud", g, 2*tasks, dur(5*time.Second), g.Limits().Concurrency, []*chaos.Account{lacct, sacct})
 }
