@@ -596,7 +596,9 @@ func (j *jobCore) accept(inv *invocation, deadline int64) {
 	j.t.accept(inv, deadline)
 	if inv.accepted && inv.deadline == deadline {
 		heap.Push(&j.expiries, expiry{at: deadline, inv: inv})
-		heap.Push(&j.awaited, inv)
+		if !inv.collected { // in the queue since it was sent
+			heap.Push(&j.awaited, inv)
+		}
 	}
 }
 
