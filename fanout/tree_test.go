@@ -43,13 +43,17 @@ func checkSquares(t *testing.T, out []int, n int) {
 	}
 }
 
-// runSquares runs treeSquare over n inputs on b with o, its store a memory
-// store of its own, checks every result and returns the job's statistics.
+// runSquares runs treeSquare over n inputs on b with o, its store o.Store
+// or a memory store of its own, checks every result and returns the job's
+// statistics.
 func runSquares(t *testing.T, b backends.Backend, o Options, n int) JobStats {
 	t.Helper()
-	st := memstore.New(nil)
-	t.Cleanup(func() { st.Close() })
-	o.Store, o.Logger = st, slog.New(slog.DiscardHandler)
+	if o.Store == nil {
+		st := memstore.New(nil)
+		t.Cleanup(func() { st.Close() })
+		o.Store = st
+	}
+	o.Logger = slog.New(slog.DiscardHandler)
 	ex := NewExecutor(b, &o)
 	defer ex.Close()
 	j, err := Start(context.Background(), ex, treeSquare, treeInputs(n))
@@ -458,20 +462,9 @@ func TestTreeCollects(t *testing.T) {
 			st := &bundleStore{Store: memstore.New(nil)}
 			defer st.Close()
 			st.failBundles.Store(failBundles)
-			ex := NewExecutor(onPlatform{local.New(&local.Options{Concurrency: 64})},
-				&Options{Store: st, Tree: 4, BatchSize: 1, Concurrency: 64, Logger: slog.New(slog.DiscardHandler)})
-			defer ex.Close()
 			const n = 200
-			j, err := Start(context.Background(), ex, treeSquare, treeInputs(n))
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := j.Wait(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkSquares(t, out, n)
-			s := j.Stats()
+			s := runSquares(t, onPlatform{local.New(&local.Options{Concurrency: 64})},
+				Options{Store: st, Tree: 4, BatchSize: 1, Concurrency: 64}, n)
 			// Replies of their own: the invocations the driver sent
 			// directly, and (lost bundles) the error replies a
 			// sub-invoker writes for children it could not report.
