@@ -479,6 +479,17 @@ func (b *batchRun) call(ctx context.Context, ts *taskState, input []byte) (out [
 	return b.fn.run(ctx, input)
 }
 
+// outputKey is where an output of the batch goes in the store: under
+// out/, unless replies go there too (an async invocation's, whose reply
+// is named after its first task as that task's output would be) or a
+// collecting invoker's bundles do (flagOutputsAside): then under data/.
+func (b *batchRun) outputKey(index, attempt int) string {
+	if b.req.Flags&(flagOutputsAside|flagAsync) != 0 {
+		return layout.Job(b.req.Prefix).Data(index, attempt)
+	}
+	return layout.Job(b.req.Prefix).Output(index, attempt)
+}
+
 // placeOutput puts the output inline, or in the store when asked to or when
 // it is too large to travel in the reply.
 func (b *batchRun) placeOutput(ctx context.Context, res wireResult, out []byte) wireResult {
@@ -498,7 +509,7 @@ func (b *batchRun) placeOutput(ctx context.Context, res wireResult, out []byte) 
 			"output of %d bytes exceeds the %d-byte reply limit and cannot go to the store: %v", len(out), limit, err)}
 		return res
 	}
-	key := layout.Job(b.req.Prefix).Output(res.Index, res.Attempt)
+	key := b.outputKey(res.Index, res.Attempt)
 	if err := st.Put(ctx, key, out); err != nil {
 		res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("write output: %v", err), Retryable: true}
 		return res
@@ -606,7 +617,7 @@ func (b *batchRun) encode(ctx context.Context, r *wireReply) []byte {
 			res.Err = &wireError{Code: codeTooLarge, Type: "fanout.ErrPayloadTooLarge", Message: fmt.Sprintf(
 				"output of %d bytes does not fit the %d-byte reply with the rest of the batch, and cannot go to the store: %v", n, limit, stErr)}
 		} else {
-			key := layout.Job(b.req.Prefix).Output(res.Index, res.Attempt)
+			key := b.outputKey(res.Index, res.Attempt)
 			if err := st.Put(ctx, key, res.Output); err != nil {
 				res.Err = &wireError{Code: codeStore, Type: fmt.Sprintf("%T", err), Message: fmt.Sprintf("write output: %v", err), Retryable: true}
 			} else {

@@ -276,6 +276,8 @@ func childRequest(req *wireRequest, kid *wireKid, async bool, replyLimit int64) 
 	if async {
 		child.Flags |= flagAsync
 		child.ReplyKey, child.ReplyLimit = kid.replyKey(req.Prefix), 0
+	} else {
+		child.Flags |= flagOutputsAside // its reply reaches the driver in a bundle
 	}
 	child.Tasks = make([]wireTask, len(kid.Tasks))
 	for x, t := range kid.Tasks {

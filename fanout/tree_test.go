@@ -437,8 +437,8 @@ func (b onPlatform) Limits() backends.Limits {
 // bundles and the replies of their own that it took.
 type bundleStore struct {
 	storage.Store
-	failBundles          atomic.Int64
-	bundles, failed, own atomic.Int64
+	failBundles                 atomic.Int64
+	bundles, failed, own, aside atomic.Int64
 }
 
 func (s *bundleStore) Put(ctx context.Context, key string, data []byte) error {
@@ -450,6 +450,8 @@ func (s *bundleStore) Put(ctx context.Context, key string, data []byte) error {
 		s.bundles.Add(1)
 	} else if strings.Contains(key, "/out/") {
 		s.own.Add(1)
+	} else if strings.Contains(key, "/data/") {
+		s.aside.Add(1)
 	}
 	return s.Store.Put(ctx, key, data)
 }
@@ -592,5 +594,89 @@ func TestCollectStopsBeforeDeadline(t *testing.T) {
 	var got int
 	if err := decodeValue(r.Results[0].Output, &got); err != nil || got != 49 {
 		t.Fatalf("the second child's result: %d, %v; want 49", got, err)
+	}
+}
+
+var treeBlob = Register("fanout.tree_test.blob", func(ctx context.Context, i int) ([]byte, error) {
+	return bytes.Repeat([]byte{byte(i)}, 4096), nil
+})
+
+// smallReplies is onPlatform with a platform's reply limit of 2 KiB, and
+// its workers' invoker: a reply larger than that is spilled to the store.
+type smallReplies struct{ *local.Backend }
+
+func (b smallReplies) Limits() backends.Limits {
+	l := b.Backend.Limits()
+	l.Platform, l.MaxResponseBytes = backends.PlatformLambdaARM64, 2048
+	return l
+}
+
+func (b smallReplies) Invoke(ctx context.Context, p []byte) ([]byte, error) {
+	return b.Backend.Invoke(backends.WithInvoker(ctx, b), p)
+}
+
+// A collected child's output over a quarter of the platform's reply limit
+// goes to the store; its reply, in a bundle, names it, and the driver reads
+// it from there.
+func TestTreeCollectsStoredOutputs(t *testing.T) {
+	st := &bundleStore{Store: memstore.New(nil)}
+	defer st.Close()
+	var logs bytes.Buffer
+	ex := NewExecutor(smallReplies{local.New(&local.Options{Concurrency: 16})},
+		&Options{Store: st, Tree: 4, BatchSize: 1, Concurrency: 16, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	defer ex.Close()
+	const n = 40
+	j, err := Start(context.Background(), ex, treeBlob, treeInputs(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Wait(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range out {
+		if len(b) != 4096 || b[0] != byte(i) || b[4095] != byte(i) {
+			t.Fatalf("result %d: %d bytes starting %d", i, len(b), b[0])
+		}
+	}
+	// The children's replies came in bundles, their outputs went under
+	// data/, and only the invocations the driver sent itself left objects
+	// of their own under out/ (an output and a reply each): the driver,
+	// which lists out/, never took an output for a reply.
+	s := j.Stats()
+	direct := int64(s.Invocations - s.ViaTree)
+	if st.bundles.Load() == 0 || st.aside.Load() < int64(s.ViaTree) || st.own.Load() > 2*direct {
+		t.Fatalf("%d bundles, %d outputs under data/ for %d children, %d other objects under out/ for %d direct invocations",
+			st.bundles.Load(), st.aside.Load(), s.ViaTree, st.own.Load(), direct)
+	}
+	if strings.Contains(logs.String(), "unreadable") {
+		t.Fatalf("the driver logged:\n%s", logs.String())
+	}
+}
+
+var treeSum = Register("fanout.tree_test.sum", func(ctx context.Context, xs []int) (int, error) {
+	s := 0
+	for _, x := range xs {
+		s += x
+	}
+	return s, nil
+})
+
+// MapReduce through an invoker tree: the map outputs go to the store while
+// the children's replies do too (each its own, on local); neither
+// overwrites the other.
+func TestTreeMapReduce(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	ex := NewExecutor(local.New(&local.Options{Concurrency: 16}),
+		&Options{Store: st, Tree: 4, BatchSize: 1, Concurrency: 16, Logger: slog.New(slog.DiscardHandler)})
+	defer ex.Close()
+	const n = 40
+	got, err := MapReduce(context.Background(), ex, treeSquare, treeInputs(n), treeSum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (n - 1) * n * (2*n - 1) / 6; got != want {
+		t.Fatalf("sum of squares %d, want %d", got, want)
 	}
 }

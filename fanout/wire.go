@@ -38,6 +38,10 @@ const (
 	// children's replies and write them to the store in bundles (see
 	// collect) instead of having each child write its own.
 	flagCollect
+	// flagOutputsAside asks the worker to store outputs under data/, not
+	// out/: a collecting invoker's child, whose stored outputs the driver,
+	// listing out/ for replies and bundles, must not take for replies.
+	flagOutputsAside
 )
 
 // Task input kinds.

@@ -12,6 +12,7 @@
 //	jobs/<job id>/inputs                 where each input of an async job is
 //	jobs/<job id>/out/<index>.<attempt>  a stored output, or an async reply
 //	jobs/<job id>/out/<index>.<attempt>+<tag> a bundle of replies an invoker collected
+//	jobs/<job id>/data/<index>.<attempt> a stored output of a task whose reply goes to the store or a bundle
 //	jobs/<job id>/reply/<index>.<attempt> a reply spilled to the store
 //	jobs/<job id>/manifest               the job's description (JSON)
 //	jobs/<job id>/stats.json             its final statistics (JSON)
@@ -206,6 +207,15 @@ func alnum(s string) bool {
 		}
 	}
 	return true
+}
+
+// Data returns the key of a stored output that must not be listed with
+// the replies: "data/<index>.<attempt>", the output of a task whose reply
+// goes to the store (an async invocation's, whose reply key is its first
+// task's Output) or to a collecting invoker (the reply, in a bundle, names
+// it).
+func (j Job) Data(index, attempt int) string {
+	return string(j) + "data/" + OutputName(index, attempt)
 }
 
 // Reply returns the key under which a worker spills a reply too large to

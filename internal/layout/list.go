@@ -21,7 +21,8 @@ type Group struct {
 	// Objects and Bytes count the objects and their sizes.
 	Objects int
 	Bytes   int64
-	// Inputs and Outputs count a job's in/ and out/ objects.
+	// Inputs and Outputs count a job's in/ objects, and its out/ and data/
+	// objects (stored outputs and replies).
 	Inputs, Outputs int
 	// Heartbeat is the newest write of a job's driver leases
 	// (drivers/<driver id>), the zero time when it has none; Drivers
@@ -115,7 +116,7 @@ func scan(ctx context.Context, st storage.Store, prefix string, place groupOf) (
 		switch {
 		case strings.HasPrefix(rest, "in/"):
 			g.Inputs++
-		case strings.HasPrefix(rest, "out/"):
+		case strings.HasPrefix(rest, "out/"), strings.HasPrefix(rest, "data/"):
 			g.Outputs++
 		case strings.HasPrefix(rest, "drivers/"):
 			g.Drivers++
