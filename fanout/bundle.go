@@ -193,17 +193,19 @@ func (c *collector) run() {
 	}
 }
 
-// write puts one bundle, named after the entry with the lowest first task.
+// write puts one bundle, named after the entry with the highest first
+// task (see layout.Job.Bundle: the driver lists from the lowest copy it
+// still awaits, and an entry may be a copy it gave up on, lower than that).
 func (c *collector) write(es []collected, seq int) error {
-	low := 0
+	high := 0
 	entries := make([]bundleEntry, len(es))
 	for k, e := range es {
 		entries[k] = e.bundleEntry
-		if e.index < es[low].index {
-			low = k
+		if e.index > es[high].index {
+			high = k
 		}
 	}
-	key := c.keys.Bundle(es[low].index, es[low].attempt, c.tag+"x"+strconv.Itoa(seq))
+	key := c.keys.Bundle(es[high].index, es[high].attempt, c.tag+"x"+strconv.Itoa(seq))
 	st, err := c.stores.get()
 	if err == nil {
 		err = st.Put(c.ctx, key, encodeBundle(entries))

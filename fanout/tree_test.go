@@ -174,7 +174,11 @@ func (bare) Limits() backends.Limits {
 func TestTreeInvokerDies(t *testing.T) {
 	for _, collect := range []bool{false, true} {
 		t.Run(fmt.Sprintf("collect=%v", collect), func(t *testing.T) {
-			d := &dying{inner: local.New(&local.Options{Concurrency: 32}), platform: collect}
+			// Collecting invokers hold a worker while their children run,
+			// and may still hold it when the driver sends the next round:
+			// a platform has room for more than the job's window (beyond
+			// it, it throttles), and local, which queues, must too.
+			d := &dying{inner: local.New(&local.Options{Concurrency: 128}), platform: collect}
 			const n = 100
 			s := runSquares(t, d, Options{Tree: 8, BatchSize: 1, Concurrency: 32}, n)
 			if d.died.Load() != 1 || d.started.Load() != 2 {
@@ -465,7 +469,9 @@ func TestTreeCollects(t *testing.T) {
 			defer st.Close()
 			st.failBundles.Store(failBundles)
 			const n = 200
-			s := runSquares(t, onPlatform{local.New(&local.Options{Concurrency: 64})},
+			// Room beyond the window for the invokers (see
+			// TestTreeInvokerDies).
+			s := runSquares(t, onPlatform{local.New(&local.Options{Concurrency: 256})},
 				Options{Store: st, Tree: 4, BatchSize: 1, Concurrency: 64}, n)
 			// Replies of their own: the invocations the driver sent
 			// directly, and (lost bundles) the error replies a
@@ -622,7 +628,7 @@ func TestTreeCollectsStoredOutputs(t *testing.T) {
 	st := &bundleStore{Store: memstore.New(nil)}
 	defer st.Close()
 	var logs bytes.Buffer
-	ex := NewExecutor(smallReplies{local.New(&local.Options{Concurrency: 16})},
+	ex := NewExecutor(smallReplies{local.New(&local.Options{Concurrency: 64})}, // room for the invokers beyond the window
 		&Options{Store: st, Tree: 4, BatchSize: 1, Concurrency: 16, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	defer ex.Close()
 	const n = 40
@@ -678,5 +684,34 @@ func TestTreeMapReduce(t *testing.T) {
 	}
 	if want := (n - 1) * n * (2*n - 1) / 6; got != want {
 		t.Fatalf("sum of squares %d, want %d", got, want)
+	}
+}
+
+// A bundle is named after its highest first task: the driver lists from
+// the lowest task it still awaits, and an entry may be a copy it gave up
+// on, lower than that (a bundle named after it would not be listed).
+func TestBundleName(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	keys := layout.JobOf(layout.NewID(time.Now()))
+	ctx := context.Background()
+	c := collect(ctx, &storeResolver{url: st.URL(), ctx: context.WithValue(ctx, driverStoreKey{}, storage.Store(st))}, keys.Prefix(), 2)
+	c.add(collected{k: 0, index: 7, attempt: 1, bundleEntry: bundleEntry{key: keys.Output(7, 1), reply: []byte("a")}})
+	c.add(collected{k: 1, index: 3, attempt: 0, bundleEntry: bundleEntry{key: keys.Output(3, 0), reply: []byte("b")}})
+	if failed := c.close(); len(failed) != 0 {
+		t.Fatal(failed)
+	}
+	var names []string
+	for obj, err := range st.List(ctx, keys.Outputs()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, obj.Key)
+	}
+	if len(names) != 1 {
+		t.Fatalf("objects %v, want one bundle", names)
+	}
+	if i, a, ok := keys.ParseBundle(names[0]); !ok || i != 7 || a != 1 {
+		t.Fatalf("bundle %s is named after task %d attempt %d (%v), want 7 and 1", names[0], i, a, ok)
 	}
 }

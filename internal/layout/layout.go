@@ -175,9 +175,12 @@ func (j Job) ParseOutput(key string) (index, attempt int, ok bool) {
 // Bundle returns the key of a bundle: the replies of several invocations
 // that an invoker of an invoker tree collected into one object,
 // "out/<index>.<attempt>+<tag>", named after the copy whose first task has
-// the lowest index in it (so that it lists with that copy's own reply) and
-// made unique by tag, letters and digits only (the invoker's ID and a
-// sequence number). An empty tag or one of other characters gives "".
+// the highest index in it (a driver lists its replies from the lowest
+// first task still awaited: some of a bundle's copies may have been given
+// up on, but one still awaited has an index at or above that, so the
+// bundle is listed) and made unique by tag, letters and digits only (the
+// invoker's ID and a sequence number). An empty tag or one of other
+// characters gives "".
 func (j Job) Bundle(index, attempt int, tag string) string {
 	if tag == "" || !alnum(tag) {
 		return ""
