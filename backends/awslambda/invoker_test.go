@@ -203,10 +203,11 @@ func TestNewHandlerInvoker(t *testing.T) {
 // call their children, signed with the role's credentials; each leaf
 // invoker runs one child itself and writes its children's replies to the
 // store in bundles. Lambda gives each invocation an environment of its
-// own; the loopback's Workers must cover the invokers waiting for their
-// children and those children at once.
+// own (beyond the account's concurrency it throttles); the loopback queues
+// what its Workers cannot run, so it gets a worker per admitted
+// invocation: invokers waiting for their children never hold every worker.
 func TestTreeJob(t *testing.T) {
-	srv := newFake(t, awslambdatest.Options{Workers: 16, Concurrency: 40, Timeout: time.Minute})
+	srv := newFake(t, awslambdatest.Options{Workers: 40, Concurrency: 40, Timeout: time.Minute})
 	b := awslambda.New(newClient(t, srv.URL(), nil), "function", &awslambda.Options{Concurrency: 12, Timeout: time.Minute})
 	ex := fanout.NewExecutor(sameHost{b}, &fanout.Options{Store: fileStore(t), Tree: 3, BatchSize: 1, Concurrency: 12, Retries: -1})
 	defer ex.Close()
