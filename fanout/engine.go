@@ -243,7 +243,6 @@ func (j *jobCore) handle(ev event) {
 	case evKids:
 		j.wrote = true
 		if len(ev.kids) > 0 && ev.kids[0].collected {
-			j.collecting -= len(ev.kids)
 			j.nextPoll = 0 // what its invoker wrote is there now
 		}
 		j.kidsStarted(ev)
@@ -929,7 +928,7 @@ func (j *jobCore) readDone(ev event) {
 // pollWanted reports whether the reply prefix needs listing: replies are
 // awaited.
 func (j *jobCore) pollWanted() bool {
-	return j.collecting > 0 || j.lowestAwaited() != nil
+	return j.lowestAwaited() != nil
 }
 
 func (j *jobCore) shouldList(now int64) bool {

@@ -90,7 +90,6 @@ type jobCore struct {
 	t            *table
 	mem          []member // the backend's members (backends.Group), or the backend alone
 	memLive      int      // members not refused for good
-	collecting   int      // copies sent through invokers that collect (flagCollect) and have not answered
 	sz           sizer
 	spc          speculator
 	delays       delayQueue

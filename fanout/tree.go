@@ -246,11 +246,7 @@ func startChild(ctx context.Context, b backends.Backend, req *wireRequest, kid *
 		// takes the child's reply if it cannot start.
 		_, _ = stores.get()
 	}
-	limit := childTimeout(child)
-	if limit > 0 {
-		limit += req.Patience
-	}
-	reply, err := startCall(ctx, b, mode, req.Patience, limit, payload, func(we *wireError) {
+	reply, err := startCall(ctx, b, mode, req.Patience, callLimit(req, child), payload, func(we *wireError) {
 		if st, err := stores.get(); err == nil {
 			_ = putReply(context.WithoutCancel(ctx), st, child.ReplyKey, &wireReply{Err: we, Worker: workerID})
 		}
@@ -328,8 +324,8 @@ func (r *Registry) collectKids(ctx context.Context, b backends.Backend, req *wir
 			reply = r.handle(backends.WithPartSender(wait, nil), payload, policy)
 		} else {
 			cctx, cancel := wait, context.CancelFunc(func() {})
-			if limit := childTimeout(child); limit > 0 {
-				cctx, cancel = context.WithTimeout(wait, limit+req.Patience)
+			if limit := callLimit(req, child); limit > 0 {
+				cctx, cancel = context.WithTimeout(wait, limit)
 			}
 			reply, err = invokeRetrying(cctx, req.Patience, func() ([]byte, error) { return b.Invoke(cctx, payload) })
 			cancel()
@@ -383,14 +379,14 @@ func callOutcome(reply []byte, err error) *wireError {
 	return nil
 }
 
-// childTimeout is how long a child's call may take, as the driver bounds
-// a batch: its tasks' timeouts one after another per runner, plus slack;
-// 0 for no limit.
-func childTimeout(r *wireRequest) time.Duration {
-	if r.TaskTimeout <= 0 {
+// callLimit bounds an invoker's call of child, a child of req: as the
+// driver bounds a batch (its tasks' timeouts one after another per runner,
+// plus slack), and the invoker's patience with throttles; 0 for no limit.
+func callLimit(req, child *wireRequest) time.Duration {
+	if child.TaskTimeout <= 0 {
 		return 0
 	}
-	return batchTimeout(len(r.Tasks), r.Parallel, r.TaskTimeout)
+	return batchTimeout(len(child.Tasks), child.Parallel, child.TaskTimeout) + req.Patience
 }
 
 // invokeRetrying makes a call, trying again while the platform throttles
@@ -564,9 +560,8 @@ func (j *jobCore) sendInvokers(k int, invs []*invocation, limit int64) {
 		// waiting invokers and their children at once.
 		for _, inv := range invs {
 			inv.collected = true
-			heap.Push(&j.awaited, inv)
+			heap.Push(&j.awaited, inv) // polled for until its reply comes
 		}
-		j.collecting += len(invs)
 	}
 	j.busy++
 	ctx := j.ctx
