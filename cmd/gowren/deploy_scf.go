@@ -37,7 +37,8 @@ Credentials come from TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY
 cam:PassRole on the role. Workers invoke the function themselves (the
 invokers of an invoker tree, fanout.Options.Tree) with the keys of the
 -role's execution role: deploy creates (or updates) the CAM policy
-gowren-invoke-NAME allowing scf:InvokeFunction on the function and attaches
+gowren-invoke-NAME (gowren-invoke-NAMESPACE-NAME outside the default
+namespace) allowing scf:InvokeFunction on the function and attaches
 it to the role (cam:GetUserAppId, cam:CreatePolicy, cam:UpdatePolicy and
 cam:AttachRolePolicy). With -grant=false, or when CAM refuses, it prints the
 statement instead. Before building, the function is read once, so that
@@ -90,7 +91,7 @@ func deploySCF(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.Binary, "binary", "", "deploy this linux/amd64 executable `file` instead of building PACKAGE")
 	endpoint := fs.String("endpoint", "", "the Tencent Cloud API `endpoint`: host[:port] or http(s)://host:port (default scf.tencentcloudapi.com)")
 	poll := fs.Duration("poll", time.Second, "first `wait` between status checks while SCF deploys")
-	grant := fs.Bool("grant", true, "with an execution role, attach to it the CAM policy gowren-invoke-NAME allowing scf:InvokeFunction on the function, for invoker trees")
+	grant := fs.Bool("grant", true, "with an execution role, attach to it the CAM policy gowren-invoke-[NAMESPACE-]NAME allowing scf:InvokeFunction on the function, for invoker trees")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
