@@ -132,6 +132,7 @@ func main() {
 	wanAsync := flag.Bool("wanasync", false, "burst scenario, burst-tree-wan: send asynchronous invocations")
 	wanRate := flag.String("wanrate", wanRate, "burst scenario, burst-tree-wan: the driver's uplink rate, as tc's tbf takes it, or off (a control: no limit)")
 	wanRTT := flag.Duration("wanrtt", wanRTT, "burst scenario, burst-tree-wan: the round trip the proxy adds (0 for a control)")
+	wanPrefault := flag.Int("wanprefault", 2048, "burst scenario, burst-tree-wan: MiB of memory the emulated cloud faults in before the job, as a platform's environments have theirs (0: none, each first touch faults during the job)")
 	mode := flag.String("mode", "", "internal: rss-local or rss-process measures one job's peak RSS in a fresh process; wan-cloud, wan-driver and wan-proxy are the sides of burst-tree-wan")
 	wanConfig := flag.String("wanconf", "", "internal: the configuration of -mode wan-cloud, wan-driver and wan-proxy, as JSON")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
@@ -220,11 +221,11 @@ func main() {
 		{"burst", func() {
 			runBurst(ctx, *burstScale, max(*burstShards, 1))
 			flushResults()
-			runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync, *wanRate, max(*wanRTT, 0))
+			runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync, *wanRate, max(*wanRTT, 0), int64(max(*wanPrefault, 0))<<20)
 		}},
 		{"wan", func() {
 			if !run["burst"] {
-				runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync, *wanRate, max(*wanRTT, 0))
+				runWAN(ctx, max(*wanTasks, 1), *wanTask, trees, *wanAsync, *wanRate, max(*wanRTT, 0), int64(max(*wanPrefault, 0))<<20)
 			}
 		}},
 	} {
