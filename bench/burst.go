@@ -125,10 +125,11 @@ func runBurst(ctx context.Context, scale float64, shards int) {
 	// The sharded job from a laptop: every call from the driver crosses an
 	// uplink of 80 ms round trip and 20 Mbit/s, first sending every
 	// invocation itself, then through invokers of fan-out 100, whose
-	// children start inside the cloud.
+	// children start inside the cloud. Each call costs the link what the
+	// WAN run measured on the wire besides its payload.
 	for _, tree := range []int{0, 100} {
 		acct = chaos.NewAccount(chaos.AccountLimits{Concurrency: tasks})
-		up := chaos.NewUplink(40*time.Millisecond, 20_000_000/8)
+		up := chaos.NewUplink(40*time.Millisecond, 20_000_000/8).RequestOverhead(wanRequestOverhead)
 		for k := range members {
 			members[k] = cloudSide{chaos.Wrap(local.New(&local.Options{Concurrency: tasks / shards}),
 				chaos.Faults{Scaling: scaled(chaos.LambdaFunction(acct)), Latency: burstLatency, Uplink: up})}

@@ -577,6 +577,14 @@ func (c countInvokes) RoundTrip(r *http.Request) (*http.Response, error) {
 
 const wanTimeout = 2 * time.Minute
 
+// wanRequestOverhead is what a synchronous Lambda invocation from the
+// driver sent on the wire besides its payload in the WAN run (burst-wan,
+// bench/RESULTS.md 2026-12-05 session 3): 1,406 bytes per call for 139
+// payload bytes (HTTP headers and SigV4 signature, the payload in base64
+// inside JSON, a connection's set-up and the acknowledgements of its
+// reply). The simulated uplink (chaos.Uplink) charges it per call.
+const wanRequestOverhead = 1406 - 139
+
 // wanCloud is the cloud's process: the loopback Lambda server, whose
 // handler invokes through the server itself, and the delaying proxy in
 // front of it. It prints "WAN-READY <url>" with the proxy's URL, and when

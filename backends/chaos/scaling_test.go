@@ -383,6 +383,42 @@ func TestSCFDefaultWorkers(t *testing.T) {
 	}
 }
 
+// TestUplinkRequestOverhead checks that every request costs the link its
+// overhead besides its payload.
+func TestUplinkRequestOverhead(t *testing.T) {
+	t.Parallel()
+	const latency = 20 * time.Millisecond
+	clk := newFakeClock()
+	link := chaos.NewUplink(latency, 1000000).RequestOverhead(500) // 1 ms per 1,000 bytes
+	b := chaos.Wrap(&fakeBackend{}, chaos.Faults{Clock: clk, Uplink: link})
+	closeAtEnd(t, b)
+	payload := strings.Repeat("x", 1000)
+	var res []<-chan result
+	for range 2 {
+		res = append(res, invokeAsync(t, context.Background(), b, payload))
+	}
+	var delays []time.Duration
+	for range 2 {
+		delays = append(delays, clk.nextTimer(t).d)
+	}
+	slices.Sort(delays)
+	clk.Advance(delays[1]) // let both calls through before checking
+	if want := []time.Duration{latency + 1500*time.Microsecond, latency + 3*time.Millisecond}; !slices.Equal(delays, want) {
+		t.Errorf("uplink delays %v, want %v: 1,500 bytes a request", delays, want)
+	}
+	for _, r := range res {
+		if got := recv(t, r, "call after the uplink"); got.err != nil {
+			t.Fatal(got.err)
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("RequestOverhead(-1) did not panic")
+		}
+	}()
+	link.RequestOverhead(-1)
+}
+
 func TestUplink(t *testing.T) {
 	t.Parallel()
 	const (
