@@ -183,7 +183,7 @@ type Progress struct {
 	Tasks     int
 	Succeeded int
 	Failed    int // final errors (retryable ones are not counted)
-	Replies   int // reply objects read
+	Replies   int // replies read (an invoker's bundle holds several)
 }
 
 // JobProgress reads the replies of an async job from its store, without
@@ -200,33 +200,61 @@ func JobProgress(ctx context.Context, st storage.Store, jobID string) (*Progress
 		if err != nil {
 			return nil, err
 		}
-		if _, _, ok := keys.ParseOutput(obj.Key); !ok {
+		_, _, reply := keys.ParseOutput(obj.Key)
+		_, _, bundle := keys.ParseBundle(obj.Key)
+		if !reply && !bundle {
 			continue
 		}
 		b, err := st.Get(ctx, obj.Key)
 		if err != nil {
 			continue
 		}
-		r, err := decodeReply(b)
-		if err != nil {
-			continue
-		}
-		p.Replies++
-		for _, res := range r.Results {
-			if res.Index < 0 || res.Index >= m.Tasks || state[res.Index] != 0 {
+		replies := [][]byte{b}
+		if bundle {
+			// The replies an invoker collected.
+			es, err := decodeBundle(b)
+			if err != nil {
 				continue
 			}
-			switch {
-			case res.Err == nil:
-				state[res.Index] = 1
-				p.Succeeded++
-			case !res.Err.Retryable:
-				state[res.Index] = 2
-				p.Failed++
+			replies = replies[:0]
+			for _, e := range es {
+				replies = append(replies, e.reply)
 			}
+		}
+		for _, b := range replies {
+			p.count(ctx, st, b, state)
 		}
 	}
 	return p, nil
+}
+
+// count adds a reply's results to p; state is each task's, 0 while it has
+// none, 1 succeeded, 2 failed for good. A reply an invoker's child spilled
+// to the store (too large for its invoker) is read there.
+func (p *Progress) count(ctx context.Context, st storage.Store, b []byte, state []uint8) {
+	r, err := decodeReply(b)
+	if err == nil && r.Spilled != "" {
+		if b, err = st.Get(ctx, r.Spilled); err == nil {
+			r, err = decodeReply(b)
+		}
+	}
+	if err != nil {
+		return
+	}
+	p.Replies++
+	for _, res := range r.Results {
+		if res.Index < 0 || res.Index >= len(state) || state[res.Index] != 0 {
+			continue
+		}
+		switch {
+		case res.Err == nil:
+			state[res.Index] = 1
+			p.Succeeded++
+		case !res.Err.Retryable:
+			state[res.Index] = 2
+			p.Failed++
+		}
+	}
 }
 
 // Attach finds an async job in the executor's store after the driver that
@@ -304,7 +332,9 @@ func (j *jobCore) scanReplies(ctx context.Context) error {
 			return fmt.Errorf("list replies: %w", err)
 		}
 		lists++
-		if _, _, ok := j.keys.ParseOutput(obj.Key); ok {
+		_, _, reply := j.keys.ParseOutput(obj.Key)
+		_, _, bundle := j.keys.ParseBundle(obj.Key)
+		if reply || bundle {
 			keys = append(keys, obj)
 		}
 	}
@@ -316,11 +346,15 @@ func (j *jobCore) scanReplies(ctx context.Context) error {
 		g.Go(func() error {
 			b, err := j.ex.store.Get(ctx, obj.Key)
 			ev := event{kind: evRead, key: obj.Key, size: int64(len(b)), storeReads: 1, at: j.now()}
+			_, _, bundle := j.keys.ParseBundle(obj.Key)
 			switch {
 			case errors.Is(err, storage.ErrNotFound):
 				ev.err = err
 			case err != nil:
 				return fmt.Errorf("read reply %q: %w", obj.Key, err)
+			case bundle:
+				// The replies an invoker collected: one part each.
+				j.readBundle(&ev, b)
 			default:
 				if r, derr := decodeReply(b); derr != nil {
 					ev.err = derr
@@ -343,16 +377,24 @@ func (j *jobCore) scanReplies(ctx context.Context) error {
 			continue
 		}
 		j.seen[ev.key] = ev.size
-		if ev.ierr != nil {
-			if failsEveryInvocation(ev.ierr) {
-				j.jobErr = fmt.Errorf("fanout: job %s (%s): %w", j.id, j.spec.fn.signature, ev.ierr)
-				return nil
-			}
-			continue
+		if ev.parts == nil {
+			ev.parts = []event{ev}
 		}
-		ev.final = true
-		j.takeResults(nil, ev)
-		j.drain(ev.at)
+		for _, p := range ev.parts {
+			if p.err != nil {
+				continue
+			}
+			if p.ierr != nil {
+				if failsEveryInvocation(p.ierr) {
+					j.jobErr = fmt.Errorf("fanout: job %s (%s): %w", j.id, j.spec.fn.signature, p.ierr)
+					return nil
+				}
+				continue
+			}
+			p.final, p.at = true, ev.at
+			j.takeResults(nil, p)
+			j.drain(ev.at)
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,6 +66,8 @@ func newLocal(t *testing.T, lo *local.Options, o *fanout.Options) *fanout.Execut
 	return ex
 }
 
+var lateRuns atomic.Int64
+
 func TestRegisterPanics(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -83,8 +86,11 @@ func TestRegisterPanics(t *testing.T) {
 			fanout.Register("fanout_test.partly", func(context.Context, []partly) (int, error) { return 0, nil })
 		}, "field count of fanout_test.partly (at []fanout_test.partly[elem]) is unexported"},
 		{"after Init", func() {
-			fanout.Register("fanout_test.late", func(context.Context, int) (int, error) { return 0, nil })
-		}, `Register("fanout_test.late") after fanout.Init`},
+			// A name of its own each run: the first run registered it
+			// (Register panics after registering), so -count=2 would
+			// otherwise find it registered twice.
+			fanout.Register(fmt.Sprintf("fanout_test.late%d", lateRuns.Add(1)), func(context.Context, int) (int, error) { return 0, nil })
+		}, `) after fanout.Init: a worker runs Init first`},
 		{"output holding a struct sent empty", func() {
 			fanout.Register("fanout_test.hiddenOut", func(context.Context, int) (map[string][]*wrapsHidden, error) { return nil, nil })
 		}, "fanout_test.hidden (at map[string][]*fanout_test.wrapsHidden[value][elem][elem].H)"},

@@ -548,16 +548,21 @@ func (j *jobCore) sendInvokers(k int, invs []*invocation, limit int64) {
 	}
 	j.counters.invokers++
 	j.counters.viaTree += len(invs)
-	collect := !j.spec.async && j.mem[k].limits.Platform != ""
+	_, queues := j.mem[k].b.(backends.AsyncBackend)
+	collect := j.mem[k].limits.Platform != "" && (!j.spec.async || queues)
 	if collect {
-		// The driver waits for the invoker anyway: it collects its
-		// children's replies into bundles, and the driver reads a few
-		// objects over its uplink instead of one per child. An async
-		// job's children each write their own, which a driver that
-		// attaches later finds. So do children on the driver's machine
-		// (no platform: local, process), whose replies cost no uplink,
-		// and whose fixed pool of workers would have to hold the
-		// waiting invokers and their children at once.
+		// On a cloud platform an invoker collects its children's
+		// replies into bundles, and the driver reads a few objects over
+		// its uplink instead of one per child. In a synchronous job the
+		// driver waits for the invoker; in an async one the platform
+		// queues it (see sendTree), and the bundles are in the store for
+		// a driver that attaches later. An async job on a platform that
+		// cannot queue an invocation (SCF's Invoke is too scarce for
+		// that) keeps a reply object per child, its invokers answering
+		// at once, and so do children on the driver's machine (no
+		// platform: local, process), whose replies cost no uplink, and
+		// whose fixed pool of workers would have to hold the waiting
+		// invokers and their children at once.
 		for _, inv := range invs {
 			inv.collected = true
 			heap.Push(&j.awaited, inv) // polled for until its reply comes
@@ -572,11 +577,21 @@ func (j *jobCore) sendInvokers(k int, invs []*invocation, limit int64) {
 // the children's outcomes.
 func (j *jobCore) sendTree(ctx context.Context, k int, invs []*invocation, collect bool) {
 	ex := j.ex
-	req := j.envelope() // without flagAsync: the driver waits for its answer
+	req := j.envelope() // without flagAsync: the driver waits for its answer, but see queued
 	req.ReplyLimit = 0  // the children's results go to the store; the answer is small
 	req.Kids, req.Chunks, req.Fanout, req.Patience = make([]wireKid, len(invs)), j.chunks, j.tree, treePatience
 	if collect {
 		req.Flags |= flagCollect
+	}
+	// An async job's collecting invoker is queued by the platform, as the
+	// job's own invocations are: it runs, and writes its children's
+	// replies, whatever becomes of the driver. Nobody waits for its
+	// answer, so it writes a child it could not run as that child's reply
+	// (flagAsync: see orphaned), and the driver takes its children as
+	// accepted once the platform took it.
+	queued := collect && j.spec.async
+	if queued {
+		req.Flags |= flagAsync
 	}
 	ev := event{kind: evKids, terminal: true, kids: invs, kidErrs: make([]error, len(invs))}
 	failAll := func(err error) {
@@ -623,6 +638,16 @@ func (j *jobCore) sendTree(ctx context.Context, k int, invs []*invocation, colle
 	}
 	timeout := time.Duration(depth) * (treePatience + invokeSlack)
 	b := j.mem[k].b
+	if queued {
+		// sendInvokers queues only on a backends.AsyncBackend.
+		if err := b.(backends.AsyncBackend).InvokeAsync(ctx, buf.Bytes()); err != nil {
+			failAll(fmt.Errorf("invoker of %d invocations: %w", len(invs), err))
+			return
+		}
+		ev.at = j.now()
+		j.post(ev) // every child started, as far as the driver can tell
+		return
+	}
 	if _, async := b.(backends.AsyncBackend); collect || !async && !j.mem[k].limits.SameHost {
 		// Its invokers wait for their children (see startChild and
 		// collectKids).

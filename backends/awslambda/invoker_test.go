@@ -241,3 +241,69 @@ func TestTreeJob(t *testing.T) {
 		t.Errorf("the driver read %d objects for %d children: the invokers did not bundle their replies", s.StoreReads, s.ViaTree)
 	}
 }
+
+// TestTreeJobAsync runs an async job through collecting invokers, which
+// the driver queues as it queues the job's invocations: their bundles are
+// read instead of a reply per child, and a driver that attaches afterwards,
+// and JobProgress, find every result in them.
+func TestTreeJobAsync(t *testing.T) {
+	srv := newFake(t, awslambdatest.Options{Workers: 40, Concurrency: 40, Timeout: time.Minute})
+	b := awslambda.New(newClient(t, srv.URL(), nil), "function", &awslambda.Options{Concurrency: 12, Timeout: time.Minute})
+	st := fileStore(t)
+	opts := fanout.Options{Store: st, Tree: 3, BatchSize: 1, Concurrency: 12, Retries: -1, Async: true, KeepData: true}
+	ex := fanout.NewExecutor(sameHost{b}, &opts)
+	defer ex.Close()
+	in := make([]int, 30)
+	for i := range in {
+		in[i] = i
+	}
+	j, err := fanout.Start(guard(t, 2*time.Minute), ex, testfuncs.Noop, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Wait(guard(t, 2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(out, in) {
+		t.Fatalf("results %v, want %v", out, in)
+	}
+	s := j.Stats()
+	if s.Invokers < 1 || s.ViaTree < 12 {
+		t.Fatalf("invokers %d, via the tree %d: want the first window of 12 through invokers", s.Invokers, s.ViaTree)
+	}
+	if s.StoreReads >= s.ViaTree {
+		t.Errorf("the driver read %d objects for %d children: the invokers did not bundle their replies", s.StoreReads, s.ViaTree)
+	}
+	if ev := srv.Stats().Events; ev < s.Invokers {
+		t.Errorf("%d asynchronous invocations for %d invokers: the driver waited for its invokers", ev, s.Invokers)
+	}
+
+	p, err := fanout.JobProgress(guard(t, time.Minute), st, j.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Succeeded != len(in) || p.Failed != 0 {
+		t.Errorf("JobProgress = %+v: want all %d succeeded", p, len(in))
+	}
+
+	before := srv.Stats()
+	opts.KeepData = false
+	ex2 := fanout.NewExecutor(sameHost{b}, &opts)
+	defer ex2.Close()
+	j2, err := fanout.Attach(guard(t, time.Minute), ex2, testfuncs.Noop, j.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = j2.Wait(guard(t, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(out, in) {
+		t.Fatalf("attached: results %v, want %v", out, in)
+	}
+	if after := srv.Stats(); after.Invocations != before.Invocations || after.Events != before.Events {
+		t.Errorf("attaching sent %d invocations and %d events: it did not find the results in the bundles",
+			after.Invocations-before.Invocations, after.Events-before.Events)
+	}
+}

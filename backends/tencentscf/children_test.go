@@ -105,9 +105,10 @@ func TestChildren(t *testing.T) {
 		}
 		checkChildCalls(t, childCalls(srv, roleID), region, namespace, "tree")
 	})
-	t.Run("Tree", func(t *testing.T) {
-		// A job with an invoker tree: the driver sends invokers, whose
-		// children run through the role's keys and reply through the store.
+	tree := func(t *testing.T, async bool) {
+		// A job with an invoker tree: the driver sends invokers (queued
+		// in an async job), whose children run through the role's keys
+		// and reply through the store.
 		st, err := filestore.New(t.TempDir(), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -116,7 +117,7 @@ func TestChildren(t *testing.T) {
 		before := len(childCalls(srv, roleID))
 		// sameHost: the loopback's workers share this machine's files.
 		b := sameHost{newBackend(t, srv, testCred(), region, "tree", &tencentscf.Options{Namespace: namespace, Timeout: childTimer})}
-		ex := fanout.NewExecutor(b, &fanout.Options{Store: st, Tree: 3, BatchSize: 1, Concurrency: 12, Retries: -1})
+		ex := fanout.NewExecutor(b, &fanout.Options{Store: st, Tree: 3, BatchSize: 1, Concurrency: 12, Retries: -1, Async: async})
 		defer ex.Close()
 		in := make([]int, 24)
 		for i := range in {
@@ -149,7 +150,9 @@ func TestChildren(t *testing.T) {
 			t.Errorf("the driver read %d objects for %d children: the invokers did not bundle their replies", s.StoreReads, s.ViaTree)
 		}
 		checkChildCalls(t, calls, region, namespace, "tree")
-	})
+	}
+	t.Run("Tree", func(t *testing.T) { tree(t, false) })
+	t.Run("TreeAsync", func(t *testing.T) { tree(t, true) })
 	t.Run("NoRole", func(t *testing.T) {
 		before := len(childCalls(srv, roleID))
 		r := run(t, "norole", []int{1})
