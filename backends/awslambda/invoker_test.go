@@ -207,29 +207,8 @@ func TestNewHandlerInvoker(t *testing.T) {
 // what its Workers cannot run, so it gets a worker per admitted
 // invocation: invokers waiting for their children never hold every worker.
 func TestTreeJob(t *testing.T) {
-	srv := newFake(t, awslambdatest.Options{Workers: 40, Concurrency: 40, Timeout: time.Minute})
-	b := awslambda.New(newClient(t, srv.URL(), nil), "function", &awslambda.Options{Concurrency: 12, Timeout: time.Minute})
-	ex := fanout.NewExecutor(sameHost{b}, &fanout.Options{Store: fileStore(t), Tree: 3, BatchSize: 1, Concurrency: 12, Retries: -1})
-	defer ex.Close()
-	in := make([]int, 30)
-	for i := range in {
-		in[i] = i
-	}
-	j, err := fanout.Start(guard(t, 2*time.Minute), ex, testfuncs.Noop, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := j.Wait(guard(t, 2*time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(out, in) {
-		t.Fatalf("results %v, want %v", out, in)
-	}
+	srv, _, j := runTreeJob(t, fanout.Options{Store: fileStore(t)})
 	s := j.Stats()
-	if s.Invokers < 1 || s.ViaTree < 12 {
-		t.Fatalf("invokers %d, via the tree %d: want the first window of 12 through invokers", s.Invokers, s.ViaTree)
-	}
 	// A leaf invoker has 2 or 3 children (Tree 3), and runs one of them
 	// itself: at least half the children are calls signed with the role's
 	// key.
@@ -247,31 +226,11 @@ func TestTreeJob(t *testing.T) {
 // read instead of a reply per child, and a driver that attaches afterwards,
 // and JobProgress, find every result in them.
 func TestTreeJobAsync(t *testing.T) {
-	srv := newFake(t, awslambdatest.Options{Workers: 40, Concurrency: 40, Timeout: time.Minute})
-	b := awslambda.New(newClient(t, srv.URL(), nil), "function", &awslambda.Options{Concurrency: 12, Timeout: time.Minute})
 	st := fileStore(t)
-	opts := fanout.Options{Store: st, Tree: 3, BatchSize: 1, Concurrency: 12, Retries: -1, Async: true, KeepData: true}
-	ex := fanout.NewExecutor(sameHost{b}, &opts)
-	defer ex.Close()
-	in := make([]int, 30)
-	for i := range in {
-		in[i] = i
-	}
-	j, err := fanout.Start(guard(t, 2*time.Minute), ex, testfuncs.Noop, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := j.Wait(guard(t, 2*time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(out, in) {
-		t.Fatalf("results %v, want %v", out, in)
-	}
+	opts := fanout.Options{Store: st, Async: true, KeepData: true}
+	srv, b, j := runTreeJob(t, opts)
+	in := treeJobInputs()
 	s := j.Stats()
-	if s.Invokers < 1 || s.ViaTree < 12 {
-		t.Fatalf("invokers %d, via the tree %d: want the first window of 12 through invokers", s.Invokers, s.ViaTree)
-	}
 	if s.StoreReads >= s.ViaTree {
 		t.Errorf("the driver read %d objects for %d children: the invokers did not bundle their replies", s.StoreReads, s.ViaTree)
 	}
@@ -289,13 +248,14 @@ func TestTreeJobAsync(t *testing.T) {
 
 	before := srv.Stats()
 	opts.KeepData = false
+	opts.Tree, opts.BatchSize, opts.Concurrency, opts.Retries = 3, 1, 12, -1 // as runTreeJob's
 	ex2 := fanout.NewExecutor(sameHost{b}, &opts)
 	defer ex2.Close()
 	j2, err := fanout.Attach(guard(t, time.Minute), ex2, testfuncs.Noop, j.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err = j2.Wait(guard(t, time.Minute))
+	out, err := j2.Wait(guard(t, time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,4 +266,42 @@ func TestTreeJobAsync(t *testing.T) {
 		t.Errorf("attaching sent %d invocations and %d events: it did not find the results in the bundles",
 			after.Invocations-before.Invocations, after.Events-before.Events)
 	}
+}
+
+// treeJobInputs are the inputs of runTreeJob's job.
+func treeJobInputs() []int {
+	in := make([]int, 30)
+	for i := range in {
+		in[i] = i
+	}
+	return in
+}
+
+// runTreeJob runs 30 no-op tasks on a loopback Lambda through invokers of
+// fan-out 3 (opts gives the store and the mode), checks their results and
+// that the first window of 12 went through invokers, and returns the
+// server, the backend and the job.
+func runTreeJob(t *testing.T, opts fanout.Options) (*awslambdatest.Server, *awslambda.Backend, *fanout.Job[int]) {
+	t.Helper()
+	srv := newFake(t, awslambdatest.Options{Workers: 40, Concurrency: 40, Timeout: time.Minute})
+	b := awslambda.New(newClient(t, srv.URL(), nil), "function", &awslambda.Options{Concurrency: 12, Timeout: time.Minute})
+	opts.Tree, opts.BatchSize, opts.Concurrency, opts.Retries = 3, 1, 12, -1
+	ex := fanout.NewExecutor(sameHost{b}, &opts)
+	t.Cleanup(func() { ex.Close() })
+	in := treeJobInputs()
+	j, err := fanout.Start(guard(t, 2*time.Minute), ex, testfuncs.Noop, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Wait(guard(t, 2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(out, in) {
+		t.Fatalf("results %v, want %v", out, in)
+	}
+	if s := j.Stats(); s.Invokers < 1 || s.ViaTree < 12 {
+		t.Fatalf("invokers %d, via the tree %d: want the first window of 12 through invokers", s.Invokers, s.ViaTree)
+	}
+	return srv, b, j
 }
