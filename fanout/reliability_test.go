@@ -290,6 +290,10 @@ func testAttachAfterDriverKilled(t *testing.T, tree int) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// A child that hangs is killed, so that the test fails saying so
+	// instead of waiting for the test binary's timeout.
+	hung := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
+	defer hung.Stop()
 	// The child prints the job ID, then one line per result.
 	sc := bufio.NewScanner(stdout)
 	var jobID string
@@ -327,12 +331,15 @@ func testAttachAfterDriverKilled(t *testing.T, tree int) {
 		t.Fatalf("progress after the kill: %+v; want some but not all results", prog)
 	}
 	ex, _ := newProcess(t, 2, &fanout.Options{Async: true, Store: st, Tree: tree, BatchSize: 1})
-	j, err := fanout.Attach(context.Background(), ex, napAsync, jobID)
+	// Bounded, so that a hang fails with the results' errors.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	j, err := fanout.Attach(ctx, ex, napAsync, jobID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	seen := make([]int, tasks)
-	for r := range j.Results(context.Background()) {
+	for r := range j.Results(ctx) {
 		seen[r.Index]++
 		if r.Err != nil || r.Value != 20+r.Index%3 {
 			t.Errorf("result %d: %v, %v", r.Index, r.Value, r.Err)
