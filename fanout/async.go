@@ -200,9 +200,8 @@ func JobProgress(ctx context.Context, st storage.Store, jobID string) (*Progress
 		if err != nil {
 			return nil, err
 		}
-		_, _, reply := keys.ParseOutput(obj.Key)
-		_, _, bundle := keys.ParseBundle(obj.Key)
-		if !reply && !bundle {
+		ok, bundle := keys.Replies(obj.Key)
+		if !ok {
 			continue
 		}
 		b, err := st.Get(ctx, obj.Key)
@@ -332,9 +331,7 @@ func (j *jobCore) scanReplies(ctx context.Context) error {
 			return fmt.Errorf("list replies: %w", err)
 		}
 		lists++
-		_, _, reply := j.keys.ParseOutput(obj.Key)
-		_, _, bundle := j.keys.ParseBundle(obj.Key)
-		if reply || bundle {
+		if ok, _ := j.keys.Replies(obj.Key); ok {
 			keys = append(keys, obj)
 		}
 	}
@@ -345,22 +342,14 @@ func (j *jobCore) scanReplies(ctx context.Context) error {
 	for k, obj := range keys {
 		g.Go(func() error {
 			b, err := j.ex.store.Get(ctx, obj.Key)
-			ev := event{kind: evRead, key: obj.Key, size: int64(len(b)), storeReads: 1, at: j.now()}
-			_, _, bundle := j.keys.ParseBundle(obj.Key)
+			ev := event{kind: evRead, key: obj.Key, storeReads: 1, at: j.now()}
 			switch {
 			case errors.Is(err, storage.ErrNotFound):
 				ev.err = err
 			case err != nil:
 				return fmt.Errorf("read reply %q: %w", obj.Key, err)
-			case bundle:
-				// The replies an invoker collected: one part each.
-				j.readBundle(&ev, b)
 			default:
-				if r, derr := decodeReply(b); derr != nil {
-					ev.err = derr
-				} else {
-					j.takeReply(&ev, r)
-				}
+				j.takeObject(&ev, b)
 			}
 			evs[k] = ev
 			return nil

@@ -971,9 +971,7 @@ func (j *jobCore) listed(ev event) {
 	}
 	before := len(j.toRead) + j.reading
 	for _, obj := range ev.objs {
-		_, _, reply := j.keys.ParseOutput(obj.Key)
-		_, _, bundle := j.keys.ParseBundle(obj.Key)
-		if reply || bundle {
+		if ok, _ := j.keys.Replies(obj.Key); ok {
 			j.queueRead(obj.Key, obj.Size)
 		}
 	}

@@ -260,25 +260,29 @@ func (j *jobCore) sendAsync(ctx context.Context, inv *invocation, payload []byte
 // readReply reads a reply object and posts it.
 func (j *jobCore) readReply(key string) {
 	ev := event{kind: evRead, terminal: true, key: key, storeReads: 1}
-	b, err := j.ex.store.Get(j.ioCtx, key)
-	_, _, bundle := j.keys.ParseBundle(key)
-	switch {
-	case err != nil:
+	if b, err := j.ex.store.Get(j.ioCtx, key); err != nil {
 		ev.err = fmt.Errorf("read reply %q: %w", key, err)
-	case bundle:
-		ev.size = int64(len(b))
-		j.readBundle(&ev, b)
-	default:
-		ev.size = int64(len(b))
-		var r *wireReply
-		if r, err = decodeReply(b); err != nil {
-			ev.err = fmt.Errorf("reply %q: %w", key, err)
-		} else {
-			j.takeReply(&ev, r)
-		}
+	} else {
+		j.takeObject(&ev, b)
 	}
 	ev.at = j.now()
 	j.post(ev)
+}
+
+// takeObject fills ev, whose key names it, from a reply object read from
+// the store: a bundle gives a part per reply in it (see readBundle).
+func (j *jobCore) takeObject(ev *event, b []byte) {
+	ev.size = int64(len(b))
+	if _, bundle := j.keys.Replies(ev.key); bundle {
+		j.readBundle(ev, b)
+		return
+	}
+	r, err := decodeReply(b)
+	if err != nil {
+		ev.err = fmt.Errorf("reply %q: %w", ev.key, err)
+		return
+	}
+	j.takeReply(ev, r)
 }
 
 // readBundle decodes a bundle into ev's parts, one per reply in it.

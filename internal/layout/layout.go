@@ -202,6 +202,17 @@ func (j Job) ParseBundle(key string) (index, attempt int, ok bool) {
 	return ParseOutputName(name)
 }
 
+// Replies reports whether key names an object under out/ that a driver
+// reads for replies, a reply or stored output (ParseOutput) or a bundle
+// (ParseBundle), and whether it is a bundle.
+func (j Job) Replies(key string) (ok, bundle bool) {
+	if _, _, bundle = j.ParseBundle(key); bundle {
+		return true, true
+	}
+	_, _, ok = j.ParseOutput(key)
+	return ok, false
+}
+
 func alnum(s string) bool {
 	for i := range len(s) {
 		c := s[i]

@@ -327,4 +327,16 @@ func TestBundle(t *testing.T) {
 			t.Errorf("ParseBundle(%q) accepted a key that is not one of the job's bundles", k)
 		}
 	}
+	// Replies: what a driver reads for replies, and which are bundles.
+	for _, tc := range []struct {
+		key        string
+		ok, bundle bool
+	}{
+		{key, true, true}, {j.Output(42, 2), true, false}, {j.Data(42, 2), false, false},
+		{j.Reply(42, 2), false, false}, {other.Bundle(42, 2, "x"), false, false}, {j.Outputs() + "0000000042.2+", false, false},
+	} {
+		if ok, bundle := j.Replies(tc.key); ok != tc.ok || bundle != tc.bundle {
+			t.Errorf("Replies(%q) = %v, %v; want %v, %v", tc.key, ok, bundle, tc.ok, tc.bundle)
+		}
+	}
 }
