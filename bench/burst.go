@@ -27,11 +27,18 @@ const burstLatency = 20 * time.Millisecond
 
 // cpuTime is the CPU time this process has used.
 func cpuTime() time.Duration {
+	ru := selfUsage()
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// selfUsage is this process's resource usage (Maxrss in KiB, as Linux
+// gives it), zero where it cannot be read.
+func selfUsage() syscall.Rusage {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return syscall.Rusage{}
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return ru
 }
 
 // burstJob runs tasks of taskTime on b and reports its line.

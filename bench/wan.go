@@ -962,14 +962,6 @@ func parseTrees(list string) ([]int, error) {
 	return trees, nil
 }
 
-// selfUsage is this process's resource usage (Maxrss in KiB, as Linux
-// gives it).
-func selfUsage() syscall.Rusage {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru
-}
-
 // prefault gives the emulated cloud its memory before the job, as a
 // platform's environments are given theirs. Ten thousand environments in
 // one process otherwise fault in a page of fresh memory for every 4 KiB of

@@ -231,14 +231,7 @@ func TestAggregatedInputObject(t *testing.T) {
 	if _, err := j.Wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var inputs []string
-	for obj, err := range st.List(context.Background(), "jobs/"+j.ID()+"/in/") {
-		if err != nil {
-			t.Fatal(err)
-		}
-		inputs = append(inputs, obj.Key)
-	}
-	if len(inputs) != 1 {
+	if inputs := storeKeys(t, st, "jobs/"+j.ID()+"/in/"); len(inputs) != 1 {
 		t.Fatalf("input objects %q, want exactly one aggregated object for the job", inputs)
 	}
 }

@@ -199,11 +199,11 @@ func (s *watchStore) Put(ctx context.Context, key string, data []byte) error {
 	return s.Store.Put(ctx, key, data)
 }
 
-// refObjects lists what is left under refs/.
-func refObjects(t *testing.T, st storage.Store) []string {
+// storeKeys lists the keys under prefix in st.
+func storeKeys(t *testing.T, st storage.Store, prefix string) []string {
 	t.Helper()
 	var keys []string
-	for obj, err := range st.List(context.Background(), layout.RefsPrefix) {
+	for obj, err := range st.List(context.Background(), prefix) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,7 +244,7 @@ func TestPutKey(t *testing.T) {
 	if err := ex.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if left := refObjects(t, st); len(left) != 0 {
+	if left := storeKeys(t, st, layout.RefsPrefix); len(left) != 0 {
 		t.Errorf("Close left %q", left)
 	}
 }
@@ -322,7 +322,7 @@ func TestPutCloseRace(t *testing.T) {
 	if n := st.late.Load(); n > 0 {
 		t.Errorf("%d values written after Close", n)
 	}
-	if left := refObjects(t, mem); len(left) != 0 {
+	if left := storeKeys(t, mem, layout.RefsPrefix); len(left) != 0 {
 		t.Errorf("%d values put before Close are still in the store, e.g. %q", len(left), left[0])
 	}
 }
@@ -380,7 +380,7 @@ func TestPutDuringClose(t *testing.T) {
 	if _, err := job.Wait(ctx); !errors.Is(err, fanout.ErrClosed) {
 		t.Errorf("Wait: %v, want ErrClosed", err)
 	}
-	if left := refObjects(t, mem); len(left) != 0 {
+	if left := storeKeys(t, mem, layout.RefsPrefix); len(left) != 0 {
 		t.Errorf("Close left %q (the Put in flight was not waited for)", left)
 	}
 }
@@ -444,7 +444,7 @@ func TestPutTwoExecutors(t *testing.T) {
 	if err := second.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if left := refObjects(t, st); len(left) != 0 {
+	if left := storeKeys(t, st, layout.RefsPrefix); len(left) != 0 {
 		t.Errorf("left after both closed: %q", left)
 	}
 }

@@ -575,13 +575,7 @@ func TestCollectStopsBeforeDeadline(t *testing.T) {
 	if outs[1] != nil {
 		t.Fatalf("the child the invoker ran itself: %+v", outs[1])
 	}
-	var bundles []string
-	for obj, err := range st.List(context.Background(), keys.Outputs()) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		bundles = append(bundles, obj.Key)
-	}
+	bundles := outputKeys(t, st, keys)
 	if len(bundles) != 1 {
 		t.Fatalf("objects %v, want one bundle", bundles)
 	}
@@ -701,17 +695,24 @@ func TestBundleName(t *testing.T) {
 	if failed := c.close(); len(failed) != 0 {
 		t.Fatal(failed)
 	}
-	var names []string
-	for obj, err := range st.List(ctx, keys.Outputs()) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, obj.Key)
-	}
+	names := outputKeys(t, st, keys)
 	if len(names) != 1 {
 		t.Fatalf("objects %v, want one bundle", names)
 	}
 	if i, a, ok := keys.ParseBundle(names[0]); !ok || i != 7 || a != 1 {
 		t.Fatalf("bundle %s is named after task %d attempt %d (%v), want 7 and 1", names[0], i, a, ok)
 	}
+}
+
+// outputKeys lists the keys under the job's out/ in st.
+func outputKeys(t *testing.T, st storage.Store, keys layout.Job) []string {
+	t.Helper()
+	var names []string
+	for obj, err := range st.List(context.Background(), keys.Outputs()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, obj.Key)
+	}
+	return names
 }
